@@ -1,0 +1,59 @@
+"""Atomic writes of Parquet tables and TREC run files.
+
+A crash mid-write must never leave a truncated file that Snakemake or a later stage takes
+for a finished one, so every writer writes a temporary sibling and renames it into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_table(frame: pd.DataFrame, path: str | Path, schema: pa.Schema) -> None:
+    """Write ``frame`` as Parquet with exactly ``schema`` (extra columns are an error)."""
+    missing = [name for name in schema.names if name not in frame.columns]
+    extra = [name for name in frame.columns if name not in schema.names]
+    if missing or extra:
+        raise ValueError(f"{path}: table does not match its schema (missing {missing}, unexpected {extra})")
+    table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_table(path: str | Path, schema: pa.Schema | None = None) -> pd.DataFrame:
+    """Read a Parquet table; with ``schema``, check its columns and types first."""
+    table = pq.read_table(path)
+    if schema is not None and not table.schema.equals(schema, check_metadata=False):
+        raise ValueError(f"{path}: schema {table.schema} differs from the expected {schema}")
+    return table.to_pandas()
+
+
+def write_trec_run(run: pd.DataFrame, path: str | Path, tag: str) -> None:
+    """Write a run (query_id, doc_id, score, rank) in the six-column TREC format."""
+    ordered = run.sort_values(["query_id", "rank"])
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        for query_id, doc_id, rank, score in zip(ordered.query_id, ordered.doc_id, ordered["rank"], ordered.score):
+            out.write(f"{query_id} Q0 {doc_id} {rank} {score:.6f} {tag}\n")

@@ -1,0 +1,1 @@
+"""Models: the bundled base model, loading, prompts and the scorer interface."""

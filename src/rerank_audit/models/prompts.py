@@ -1,0 +1,44 @@
+"""The prompts every method shares, so that methods differ only in how they were trained.
+
+Two prompt families:
+- *pointwise* (zeroshot, sft, dpo): the query and one document, then the question whether
+  the document is relevant; the answer is the single word ``yes`` or ``no``.
+- *document* (dpo_pairs, reward): the query as the user turn, the document as the
+  assistant turn; a model learns which document it prefers to "answer" with.
+
+In both, everything up to the document depends only on the query, so the scorer can
+encode that prefix once per query and reuse it for all candidates.
+"""
+
+from __future__ import annotations
+
+ANSWERS = ("yes", "no")
+POINTWISE_INSTRUCTION = "Is the document relevant to the search query? Answer yes or no."
+DOCUMENT_INSTRUCTION = "Find a document relevant to this search query:"
+
+
+def document_text(title: str, text: str) -> str:
+    """A document as the model reads it: ``title: text`` (title omitted when empty)."""
+    title, text = (title or "").strip(), (text or "").strip()
+    return f"{title}: {text}" if title else text
+
+
+def _chat(tokenizer, user: str) -> str:
+    """``user`` as one chat turn followed by the assistant header (plain text if no template)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+    return f"User: {user}\nAssistant: "
+
+
+def pointwise_prompt(tokenizer, query: str, document: str) -> str:
+    """The full pointwise prompt, ending where the model answers yes / no."""
+    return _chat(tokenizer, f"Search query: {query}\n\nDocument: {document}\n\n{POINTWISE_INSTRUCTION}")
+
+
+def pointwise_completion(relevant: bool) -> str:
+    return ANSWERS[0] if relevant else ANSWERS[1]
+
+
+def document_prompt(tokenizer, query: str) -> str:
+    """The prompt of a document preference: the query as the user's request."""
+    return _chat(tokenizer, f"{DOCUMENT_INSTRUCTION} {query}")
