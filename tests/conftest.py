@@ -1,0 +1,18 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_model import build_tiny_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+CLIMATE_FEVER = SHARED_DATA / "climate-fever" / "climate-fever.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory) -> Path:
+    """A folder holding a tiny random-weight Llama causal LM and its tokenizer."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-lm"))
