@@ -1,0 +1,20 @@
+# rerank-audit: does an LLM re-ranker that scores well reason about relevance?
+# Stages mirror workflow/rules/*.smk; every intermediate is a Parquet file under results/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/retrieve.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,1 @@
+"""Stage 7: ranking and explainability measures, statistics."""

@@ -1,0 +1,26 @@
+rule retrieve:
+    input:
+        corpus="results/{dataset}/ingest/corpus.parquet",
+        queries="results/{dataset}/ingest/queries.parquet",
+        splits="results/{dataset}/split/splits.parquet",
+    output:
+        run="results/{dataset}/retrieve/bm25.parquet",
+        trec="results/{dataset}/retrieve/bm25.trec",
+    params:
+        k1=config["retrieve"]["k1"],
+        b=config["retrieve"]["b"],
+        stemmer=config["retrieve"]["stemmer"],
+        stopwords=config["retrieve"]["stopwords"],
+        k=config["retrieve"]["k"],
+    log:
+        "logs/{dataset}/retrieve.log",
+    benchmark:
+        "benchmarks/{dataset}/retrieve.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/rerank-audit.yaml"
+    script:
+        "../scripts/retrieve.py"

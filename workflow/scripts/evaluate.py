@@ -1,0 +1,27 @@
+import pandas as pd
+
+from rerank_audit.logs import log_to
+from rerank_audit.data import schemas
+from rerank_audit.evaluation.ranking import aggregate, evaluate_run, parse_measures
+from rerank_audit.evaluation.tables import metrics_markdown
+from rerank_audit.io import atomic_path, read_table, write_table
+
+log = log_to(snakemake.log[0])
+dataset = snakemake.wildcards.dataset
+qrels = read_table(snakemake.input.qrels, schemas.QRELS)
+splits = read_table(snakemake.input.splits, schemas.SPLITS)
+measures = parse_measures(snakemake.params.measures, snakemake.params.relevance_threshold)
+scopes = {"test": splits.query_id[splits.split == "test"].tolist(), "all": splits.query_id.tolist()}
+tables = []
+for path in snakemake.input.runs:
+    run = read_table(path, schemas.RUN)
+    # Re-rankers score test queries only; the first stage is also reported over all queries.
+    for scope in ["test", "all"] if run.method.iloc[0] == "bm25" else ["test"]:
+        tables.append(evaluate_run(run, qrels, scopes[scope], measures, dataset, scope))
+per_query = pd.concat(tables, ignore_index=True)
+metrics = aggregate(per_query)
+write_table(per_query, snakemake.output.per_query, schemas.PER_QUERY_METRICS)
+write_table(metrics, snakemake.output.metrics, schemas.AGGREGATE_METRICS)
+with atomic_path(snakemake.output.table) as tmp:
+    tmp.write_text(f"# Ranking: {dataset}\n\n" + metrics_markdown(metrics))
+log.info("\n%s", metrics_markdown(metrics))
