@@ -16,3 +16,11 @@ CLIMATE_FEVER = SHARED_DATA / "climate-fever" / "climate-fever.jsonl"
 def tiny_lm_dir(tmp_path_factory) -> Path:
     """A folder holding a tiny random-weight Llama causal LM and its tokenizer."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-lm"))
+
+
+@pytest.fixture(scope="session")
+def climate_fever() -> Path:
+    """The real CLIMATE-FEVER jsonl from shared/data (read by path, never copied)."""
+    if not CLIMATE_FEVER.exists():
+        pytest.skip(f"{CLIMATE_FEVER} is not present")
+    return CLIMATE_FEVER

@@ -28,7 +28,7 @@ def dataset_options(wildcards):
 
 def download_path(dataset, role):
     url = config["datasets"][dataset]["download"][role]["url"]
-    return f"resources/downloads/{dataset}/{role}-{os.path.basename(url)}"
+    return f"resources/downloads/{dataset}/{role}/{os.path.basename(url)}"
 
 
 def source_files(wildcards):

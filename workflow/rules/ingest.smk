@@ -1,12 +1,12 @@
 rule download:
     output:
-        "resources/downloads/{dataset}/{role}-{filename}",
+        "resources/downloads/{dataset}/{role}/{filename}",
     params:
         spec=download_spec,
     log:
-        "logs/{dataset}/download-{role}-{filename}.log",
+        "logs/{dataset}/download/{role}/{filename}.log",
     benchmark:
-        "benchmarks/{dataset}/download-{role}-{filename}.tsv"
+        "benchmarks/{dataset}/download/{role}/{filename}.tsv"
     retries: 2
     resources:
         mem_mb=500,

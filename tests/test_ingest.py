@@ -1,0 +1,208 @@
+"""Adapters: exact tables on tiny inputs, and a clear error for every kind of bad input."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from rerank_audit.data.ingest import read_collection
+from rerank_audit.data.ratings import query_id_of, relevance_of
+from rerank_audit.errors import InputError
+
+
+def write(path, text, mode="w"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "wb":
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def claim(claim_id, text, *evidences):
+    return json.dumps(
+        {
+            "claim_id": claim_id,
+            "claim": text,
+            "claim_label": "SUPPORTS",
+            "evidences": [
+                {"evidence_id": eid, "evidence_label": label, "article": eid.split(":")[0], "evidence": sentence}
+                for eid, label, sentence in evidences
+            ],
+        }
+    )
+
+
+@pytest.fixture
+def claims_file(tmp_path):
+    lines = [
+        claim("0", "Polar bears are in danger", ("Polar bear:3", "SUPPORTS", "Polar bears depend on sea ice."), ("Sea ice:1", "NOT_ENOUGH_INFO", "Sea ice forms in winter.")),
+        claim("7", "Sea ice is growing", ("Sea ice:1", "REFUTES", "Sea ice forms in winter.")),
+    ]
+    return write(tmp_path / "claims.jsonl", "\n".join(lines) + "\n")
+
+
+def records(frame):
+    return frame.to_dict("records")
+
+
+def test_climate_fever_reads_claims_as_queries_and_distinct_evidence_as_documents(claims_file):
+    c = read_collection("climate-fever", claims=claims_file)
+    assert records(c.corpus) == [
+        {"doc_id": "Polar_bear:3", "title": "Polar bear", "text": "Polar bears depend on sea ice."},
+        {"doc_id": "Sea_ice:1", "title": "Sea ice", "text": "Sea ice forms in winter."},
+    ]
+    assert records(c.queries) == [{"query_id": "0", "text": "Polar bears are in danger"}, {"query_id": "7", "text": "Sea ice is growing"}]
+    assert records(c.qrels) == [
+        {"query_id": "0", "doc_id": "Polar_bear:3", "relevance": 1},
+        {"query_id": "0", "doc_id": "Sea_ice:1", "relevance": 0},
+        {"query_id": "7", "doc_id": "Sea_ice:1", "relevance": 1},
+    ]
+
+
+def test_beir_folder_keeps_queries_judged_in_the_split(tmp_path):
+    write(tmp_path / "corpus.jsonl", '{"_id": "d1", "title": "Ozone", "text": "Total ozone column."}\n{"_id": "d2", "text": "River discharge."}\n')
+    write(tmp_path / "queries.jsonl", '{"_id": "q1", "text": "ozone"}\n{"_id": "q2", "text": "unjudged"}\n')
+    write(tmp_path / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t0\n")
+    c = read_collection("beir", folder=tmp_path)
+    assert records(c.corpus) == [{"doc_id": "d1", "title": "Ozone", "text": "Total ozone column."}, {"doc_id": "d2", "title": "", "text": "River discharge."}]
+    assert records(c.queries) == [{"query_id": "q1", "text": "ozone"}]
+    assert records(c.qrels) == [{"query_id": "q1", "doc_id": "d1", "relevance": 2}, {"query_id": "q1", "doc_id": "d2", "relevance": 0}]
+
+
+def test_trec_reads_sgml_topics_qrels_and_collection(tmp_path):
+    topics = write(tmp_path / "topics.txt", "<top>\n<num> Number: 301\n<title> Arctic sea ice\n<desc> Description:\nExtent.\n</top>\n<top>\n<num> 302\n<title> soil moisture\n</top>\n")
+    qrels = write(tmp_path / "qrels.txt", "301 0 D1 1\n301 0 D2 0\n302 0 D2 2\n")
+    collection = write(tmp_path / "collection.tsv", "D1\tSea ice\tArctic sea ice extent from passive microwave.\nD2\tSoil moisture from SMAP.\n")
+    c = read_collection("trec", topics=topics, qrels=qrels, collection=collection)
+    assert records(c.queries) == [{"query_id": "301", "text": "Arctic sea ice"}, {"query_id": "302", "text": "soil moisture"}]
+    assert records(c.corpus) == [
+        {"doc_id": "D1", "title": "Sea ice", "text": "Arctic sea ice extent from passive microwave."},
+        {"doc_id": "D2", "title": "", "text": "Soil moisture from SMAP."},
+    ]
+    assert records(c.qrels) == [
+        {"query_id": "301", "doc_id": "D1", "relevance": 1},
+        {"query_id": "301", "doc_id": "D2", "relevance": 0},
+        {"query_id": "302", "doc_id": "D2", "relevance": 2},
+    ]
+
+
+def test_trec_reads_tsv_topics(tmp_path):
+    topics = write(tmp_path / "topics.tsv", "1\tsea level\n")
+    qrels = write(tmp_path / "qrels.txt", "1 0 A 1\n")
+    collection = write(tmp_path / "c.tsv", "A\tTide gauge sea level.\n")
+    assert records(read_collection("trec", topics=topics, qrels=qrels, collection=collection).queries) == [{"query_id": "1", "text": "sea level"}]
+
+
+@pytest.mark.parametrize("rating, grade", [(0, 0), (4, 0), (5, 1), (6, 1), (7, 2), (8, 2), (9, 3), (10, 3)])
+def test_ratings_become_graded_relevance(rating, grade):
+    assert relevance_of(rating) == grade
+
+
+def test_ratings_csv_and_parquet_give_the_same_collection(tmp_path):
+    write(tmp_path / "docs.csv", 'doc_id,title,text\nds1,Sea level,"Tide gauges, Venice."\nds2,Snow,Snow depth in the Alps.\n')
+    write(tmp_path / "ratings.csv", "query,doc_id,rating\nsea level venice,ds1,9\nsea level venice,ds2,1\nsnow alps,ds2,6\n")
+    c = read_collection("ratings", documents=tmp_path / "docs.csv", ratings=tmp_path / "ratings.csv")
+    venice, snow = query_id_of("sea level venice"), query_id_of("Snow  ALPS")
+    assert records(c.queries) == [{"query_id": venice, "text": "sea level venice"}, {"query_id": snow, "text": "snow alps"}]
+    assert records(c.qrels) == [
+        {"query_id": venice, "doc_id": "ds1", "relevance": 3},
+        {"query_id": venice, "doc_id": "ds2", "relevance": 0},
+        {"query_id": snow, "doc_id": "ds2", "relevance": 1},
+    ]
+    assert records(c.corpus)[0] == {"doc_id": "ds1", "title": "Sea level", "text": "Tide gauges, Venice."}
+    pd.read_csv(tmp_path / "docs.csv").to_parquet(tmp_path / "docs.parquet")
+    pd.read_csv(tmp_path / "ratings.csv").to_parquet(tmp_path / "ratings.parquet")
+    again = read_collection("ratings", documents=tmp_path / "docs.parquet", ratings=tmp_path / "ratings.parquet")
+    assert records(again.qrels) == records(c.qrels) and records(again.corpus) == records(c.corpus)
+
+
+def test_ratings_use_a_given_query_id(tmp_path):
+    write(tmp_path / "docs.csv", "doc_id,title,text\nds1,T,Text.\n")
+    write(tmp_path / "ratings.csv", "query_id,query,doc_id,rating\nq7,sea level,ds1,5\n")
+    c = read_collection("ratings", documents=tmp_path / "docs.csv", ratings=tmp_path / "ratings.csv")
+    assert records(c.queries) == [{"query_id": "q7", "text": "sea level"}]
+
+
+# --- bad input: every message names the file, the record and the problem ---------------
+
+
+def expect_error(call, *fragments):
+    with pytest.raises(InputError) as err:
+        call()
+    for fragment in fragments:
+        assert fragment in str(err.value), str(err.value)
+    return str(err.value)
+
+
+def test_malformed_json_line_is_reported_with_its_line(tmp_path, claims_file):
+    write(claims_file, claims_file.read_text() + "{not json\n")
+    expect_error(lambda: read_collection("climate-fever", claims=claims_file), str(claims_file), "line 3", "malformed JSON")
+
+
+def test_missing_json_field_is_named(tmp_path):
+    path = write(tmp_path / "c.jsonl", '{"claim_id": "1", "evidences": []}\n')
+    expect_error(lambda: read_collection("climate-fever", claims=path), "line 1", "missing field 'claim'")
+
+
+def test_missing_csv_column_is_named(tmp_path):
+    write(tmp_path / "docs.csv", "doc_id,text\nds1,Text.\n")
+    write(tmp_path / "ratings.csv", "query,doc_id,rating\nq,ds1,5\n")
+    expect_error(lambda: read_collection("ratings", documents=tmp_path / "docs.csv", ratings=tmp_path / "ratings.csv"), "docs.csv", "missing column(s) ['title']")
+
+
+def test_duplicate_document_id_names_both_lines(tmp_path):
+    write(tmp_path / "corpus.jsonl", '{"_id": "d1", "text": "a"}\n{"_id": "d1", "text": "b"}\n')
+    write(tmp_path / "queries.jsonl", '{"_id": "q1", "text": "a"}\n')
+    write(tmp_path / "qrels" / "test.tsv", "q\tc\ts\nq1\td1\t1\n")
+    expect_error(lambda: read_collection("beir", folder=tmp_path), "corpus.jsonl, line 2", "duplicate document id 'd1' (first at line 1)")
+
+
+def test_duplicate_query_id_is_reported(tmp_path):
+    topics = write(tmp_path / "topics.tsv", "1\tsea level\n1\tsnow\n")
+    qrels = write(tmp_path / "qrels.txt", "1 0 A 1\n")
+    collection = write(tmp_path / "c.tsv", "A\tText.\n")
+    expect_error(lambda: read_collection("trec", topics=topics, qrels=qrels, collection=collection), "topics.tsv, line 2", "duplicate query id '1'")
+
+
+def test_empty_document_text_is_reported(tmp_path):
+    write(tmp_path / "docs.csv", 'doc_id,title,text\nds1,T,"  "\n')
+    write(tmp_path / "ratings.csv", "query,doc_id,rating\nq,ds1,5\n")
+    expect_error(lambda: read_collection("ratings", documents=tmp_path / "docs.csv", ratings=tmp_path / "ratings.csv"), "docs.csv, line 2", "empty text for document 'ds1'")
+
+
+def test_qrels_naming_an_unknown_document_are_reported(tmp_path):
+    topics = write(tmp_path / "topics.tsv", "1\tsea level\n")
+    qrels = write(tmp_path / "qrels.txt", "1 0 A 1\n1 0 ZZ 1\n")
+    collection = write(tmp_path / "c.tsv", "A\tText.\n")
+    expect_error(lambda: read_collection("trec", topics=topics, qrels=qrels, collection=collection), "qrels.txt, line 2", "unknown document id 'ZZ'")
+
+
+def test_qrels_naming_an_unknown_query_are_reported(tmp_path):
+    topics = write(tmp_path / "topics.tsv", "1\tsea level\n")
+    qrels = write(tmp_path / "qrels.txt", "9 0 A 1\n")
+    collection = write(tmp_path / "c.tsv", "A\tText.\n")
+    expect_error(lambda: read_collection("trec", topics=topics, qrels=qrels, collection=collection), "qrels.txt, line 1", "unknown query id '9'")
+
+
+def test_undecodable_bytes_are_reported_with_their_line(tmp_path):
+    path = write(tmp_path / "c.tsv", b"A\tfine\nB\tcaf\xe9 latin-1\n", mode="wb")
+    topics = write(tmp_path / "topics.tsv", "1\tq\n")
+    qrels = write(tmp_path / "qrels.txt", "1 0 A 1\n")
+    expect_error(lambda: read_collection("trec", topics=topics, qrels=qrels, collection=path), "c.tsv, line 2", "byte 0xe9 is not valid UTF-8", "re-encode")
+
+
+def test_rating_outside_scale_is_reported(tmp_path):
+    write(tmp_path / "docs.csv", "doc_id,title,text\nds1,T,Text.\n")
+    write(tmp_path / "ratings.csv", "query,doc_id,rating\nq,ds1,11\n")
+    expect_error(lambda: read_collection("ratings", documents=tmp_path / "docs.csv", ratings=tmp_path / "ratings.csv"), "ratings.csv, line 2", "rating 11 is outside 0..10")
+
+
+def test_missing_source_path_is_named(tmp_path):
+    expect_error(lambda: read_collection("climate-fever", claims=tmp_path / "nowhere.jsonl"), "nowhere.jsonl", "does not exist")
+
+
+def test_real_climate_fever_file_has_the_published_counts(climate_fever):
+    c = read_collection("climate-fever", claims=climate_fever)
+    assert (len(c.queries), len(c.corpus), len(c.qrels)) == (1535, 5240, 7675)
+    assert c.qrels.query_id[c.qrels.relevance > 0].nunique() == 1061

@@ -1,0 +1,126 @@
+"""End-to-end Snakemake runs of a tiny config: outputs, idempotence, partial re-runs, config errors."""
+
+import hashlib
+import shutil
+
+import pandas as pd
+import pytest
+
+from workflow_runner import planned_rules, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+DOCS = [
+    ("ds1", "Sea level Venice", "Hourly sea level from the Venice tide gauge, 1990-2024."),
+    ("ds2", "Sea level Baltic", "Satellite altimetry sea level anomalies over the Baltic Sea."),
+    ("ds3", "Snow depth Alps", "Daily snow depth at Alpine weather stations."),
+    ("ds4", "CO2 flux boreal", "Eddy covariance CO2 flux over a boreal forest in Finland."),
+    ("ds5", "Methane flux", "Methane flux from a Siberian wetland tower."),
+    ("ds6", "River discharge Po", "Daily discharge of the Po river at Pontelagoscuro."),
+]
+RATINGS = [
+    ("q1", "sea level venice", "ds1", 9), ("q1", "sea level venice", "ds2", 4),
+    ("q2", "snow alps", "ds3", 8), ("q2", "snow alps", "ds6", 1),
+    ("q3", "co2 flux forest", "ds4", 10), ("q3", "co2 flux forest", "ds5", 3),
+    ("q4", "po river discharge", "ds6", 7), ("q4", "po river discharge", "ds1", 0),
+]
+
+
+def tiny_config(k=5):
+    return {
+        "datasets": {
+            "tiny": {
+                "format": "ratings",
+                "sources": {"documents": "input/documents.csv", "ratings": "input/ratings.csv"},
+                "options": {"grades": [5, 7, 9]},
+                "relevance_threshold": 1,
+            }
+        },
+        "split": {"seed": 1, "dev": 0, "test": 2},
+        "retrieve": {"k1": 1.2, "b": 0.75, "stemmer": "english", "stopwords": "en", "k": k},
+        "evaluate": {"measures": ["nDCG@10", "RR@10", "AP"]},
+    }
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    (tmp_path / "input").mkdir()
+    pd.DataFrame(DOCS, columns=["doc_id", "title", "text"]).to_csv(tmp_path / "input" / "documents.csv", index=False)
+    pd.DataFrame(RATINGS, columns=["query_id", "query", "doc_id", "rating"]).to_csv(tmp_path / "input" / "ratings.csv", index=False)
+    return tmp_path
+
+
+def test_tiny_config_runs_end_to_end_and_then_has_nothing_to_do(workdir):
+    config = write_config(workdir, tiny_config())
+    snakemake(workdir, config)
+    results = workdir / "results" / "tiny"
+    metrics = pd.read_parquet(results / "evaluate" / "metrics.parquet")
+    assert set(zip(metrics.method, metrics.split)) == {("bm25", "test"), ("bm25", "all")}
+    assert metrics[metrics.split == "all"].queries.unique().tolist() == [4]
+    run = pd.read_parquet(results / "retrieve" / "bm25.parquet")
+    assert run[run.query_id == "q1"].doc_id.iloc[0] == "ds1"
+    trec = (results / "retrieve" / "bm25.trec").read_text().splitlines()
+    assert len(trec) == len(run) and trec[0].split()[1:4] == ["Q0", run.doc_id.iloc[0], "1"]
+    assert (results / "evaluate" / "metrics.md").read_text().startswith("# Ranking: tiny")
+    for rule in ["ingest", "split", "retrieve", "evaluate"]:
+        assert (workdir / "logs" / "tiny" / f"{rule}.log").exists()
+        assert (workdir / "benchmarks" / "tiny" / f"{rule}.tsv").exists()
+    assert planned_rules(workdir, config) == {}
+
+
+def test_changing_retrieval_depth_reruns_retrieval_and_evaluation_only(workdir):
+    snakemake(workdir, write_config(workdir, tiny_config(k=5)))
+    corpus = workdir / "results" / "tiny" / "ingest" / "corpus.parquet"
+    before = corpus.stat().st_mtime_ns
+    deeper = write_config(workdir, tiny_config(k=3), "deeper.yaml")
+    assert planned_rules(workdir, deeper) == {"retrieve": 1, "evaluate": 1, "all": 1}
+    snakemake(workdir, deeper)
+    assert corpus.stat().st_mtime_ns == before
+    assert pd.read_parquet(workdir / "results" / "tiny" / "retrieve" / "bm25.parquet").groupby("query_id").size().max() <= 3
+
+
+def test_unknown_config_key_fails_before_any_job(workdir):
+    config = tiny_config()
+    config["retrieve"]["depth"] = 10
+    result = snakemake(workdir, write_config(workdir, config), check=False)
+    assert result.returncode != 0
+    assert "depth" in result.stdout + result.stderr and "Additional properties are not allowed" in result.stdout + result.stderr
+    assert not (workdir / "results").exists()
+
+
+def test_wrong_type_fails_naming_the_key(workdir):
+    config = tiny_config()
+    config["retrieve"]["k"] = "many"
+    result = snakemake(workdir, write_config(workdir, config), check=False)
+    assert result.returncode != 0 and "'many' is not of type 'integer'" in result.stdout + result.stderr
+
+
+def test_absent_source_is_downloaded_and_its_hash_checked(workdir, climate_fever):
+    head = "".join(climate_fever.read_text().splitlines(keepends=True)[:20])
+    remote = workdir / "remote" / "climate-fever.jsonl"
+    remote.parent.mkdir()
+    remote.write_text(head)
+    good = hashlib.sha256(head.encode()).hexdigest()
+    config = tiny_config()
+    config["datasets"] = {
+        "cf": {
+            "format": "climate-fever",
+            "sources": {"claims": "not/here.jsonl"},
+            "download": {"claims": {"url": remote.as_uri(), "sha256": "0" * 64}},
+        }
+    }
+    bad = snakemake(workdir, write_config(workdir, config), check=False)
+    assert bad.returncode != 0 and "differs from the configured" in bad.stdout + bad.stderr
+    config["datasets"]["cf"]["download"]["claims"]["sha256"] = good
+    snakemake(workdir, write_config(workdir, config))
+    assert (workdir / "resources" / "downloads" / "cf" / "claims" / "climate-fever.jsonl").read_text() == head
+    assert len(pd.read_parquet(workdir / "results" / "cf" / "ingest" / "queries.parquet")) == 20
+
+
+def test_bad_input_fails_the_ingest_rule_with_the_adapter_message(workdir):
+    with open(workdir / "input" / "ratings.csv", "a") as out:
+        out.write("q9,unknown doc,ds99,5\n")
+    result = snakemake(workdir, write_config(workdir, tiny_config()), check=False)
+    log = (workdir / "logs" / "tiny" / "ingest.log").read_text()
+    assert result.returncode != 0 and "line 10: judgement names unknown document id 'ds99'" in log
+    assert not (workdir / "results" / "tiny" / "ingest" / "corpus.parquet").exists()
