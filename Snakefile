@@ -11,6 +11,8 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/retrieve.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/rerank.smk"
 include: "workflow/rules/evaluate.smk"
 
 

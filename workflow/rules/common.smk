@@ -3,6 +3,8 @@ import os
 
 from snakemake.utils import validate
 
+from rerank_audit.models.loading import BUNDLED_PREFIX, resolve_base_model
+
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -10,8 +12,19 @@ validate(config, schema="../schemas/config.schema.yaml")
 DATASETS = list(config["datasets"])
 
 
+TRAINED_METHODS = [m for m in config["methods"] if m != "zeroshot"]
+BUDGETS = [str(b) for b in config["budgets"]]
+UNTRAINED_BUDGET = "0"  # budget label of methods that see no training queries
+MODELS_DIR = "resources/models"
+BASE_MODEL = resolve_base_model(config["model"]["base"], MODELS_DIR)
+# Each trained method learns from one of the tables that rule training_data writes.
+TRAINING_TABLE = {"sft": "sft_examples", "dpo": "answer_pairs", "dpo_pairs": "document_pairs", "reward": "document_pairs"}
+
+
 wildcard_constraints:
     dataset="|".join(DATASETS),
+    method="|".join(config["methods"]),
+    budget="|".join([UNTRAINED_BUDGET, *BUDGETS]),
 
 
 def dataset_config(wildcards):
@@ -49,8 +62,40 @@ def relevance_threshold(wildcards):
     return dataset_config(wildcards).get("relevance_threshold", 1)
 
 
+def base_model_input(wildcards):
+    """The base model folder when it is a file dependency (bundled or local); nothing for a hub id."""
+    bundled = config["model"]["base"].startswith(BUNDLED_PREFIX)
+    return [BASE_MODEL] if bundled or os.path.isdir(BASE_MODEL) else []
+
+
+def train_hyper(wildcards):
+    """The method's hyper-parameters: train.defaults overridden by train.methods.{method}."""
+    defaults = config["train"]["defaults"]
+    own = config["train"]["methods"].get(wildcards.method, {})
+    merged = {**defaults, **own}
+    merged["lora"] = {**defaults.get("lora", {}), **own.get("lora", {})}
+    return merged
+
+
+def training_table(wildcards):
+    return f"results/{wildcards.dataset}/train/{wildcards.budget}/{TRAINING_TABLE[wildcards.method]}.parquet"
+
+
+def scoring_model(wildcards):
+    """What a method scores with: its trained model folder, or the base model for zeroshot."""
+    if wildcards.method == "zeroshot":
+        return base_model_input(wildcards)
+    return [f"results/{wildcards.dataset}/models/{wildcards.method}/{wildcards.budget}/training_config.json"]
+
+
+def method_budgets():
+    """Every (method, budget) that is re-ranked: zeroshot once, trained methods per budget."""
+    return [(m, UNTRAINED_BUDGET) if m == "zeroshot" else (m, b) for m in config["methods"] for b in (BUDGETS if m != "zeroshot" else [UNTRAINED_BUDGET])]
+
+
 def runs_to_evaluate(wildcards):
-    return [f"results/{wildcards.dataset}/retrieve/bm25.parquet"]
+    reranked = [f"results/{wildcards.dataset}/rerank/{m}/{b}/run.parquet" for m, b in method_budgets()]
+    return [f"results/{wildcards.dataset}/retrieve/bm25.parquet", *reranked]
 
 
 def final_outputs():

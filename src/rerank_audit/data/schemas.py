@@ -40,3 +40,84 @@ AGGREGATE_METRICS = pa.schema(
         ("queries", pa.int64()),
     ]
 )
+# Training data (training/examples.py). label: 1 = relevant ("yes"), 0 = not ("no").
+SFT_EXAMPLES = pa.schema(
+    [
+        ("query_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("prompt", pa.string()),
+        ("completion", pa.string()),
+        ("label", pa.int64()),
+    ]
+)
+# Document pairs (dpo_pairs, reward) and answer pairs (dpo: chosen_doc_id == rejected_doc_id).
+PREFERENCE_PAIRS = pa.schema(
+    [
+        ("query_id", pa.string()),
+        ("prompt", pa.string()),
+        ("chosen", pa.string()),
+        ("rejected", pa.string()),
+        ("chosen_doc_id", pa.string()),
+        ("rejected_doc_id", pa.string()),
+    ]
+)
+# Explanations (explain/). budget as in RUN, so tables of several budgets concatenate.
+# part: "query" | "document"; position: word index within its part (explain/words.py).
+ATTRIBUTIONS = pa.schema(
+    [
+        ("method", pa.string()),
+        ("budget", pa.string()),
+        ("query_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("part", pa.string()),
+        ("position", pa.int64()),
+        ("token", pa.string()),
+        ("attribution", pa.float64()),
+    ]
+)
+RATIONALES = pa.schema(
+    [
+        ("method", pa.string()),
+        ("budget", pa.string()),
+        ("query_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("rank", pa.int64()),
+        ("score", pa.float64()),
+        ("keywords", pa.list_(pa.string())),
+        ("rationale", pa.string()),
+        ("generator", pa.string()),
+    ]
+)
+# Score differences divided by scale (explain/faithfulness.py); one row per pair and k.
+FAITHFULNESS = pa.schema(
+    [
+        ("method", pa.string()),
+        ("budget", pa.string()),
+        ("query_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("k", pa.int64()),
+        ("score", pa.float64()),
+        ("scale", pa.float64()),
+        ("comprehensiveness", pa.float64()),
+        ("sufficiency", pa.float64()),
+        ("comprehensiveness_random", pa.float64()),
+        ("sufficiency_random", pa.float64()),
+        ("deletion_auc", pa.float64()),
+        ("deletion_auc_random", pa.float64()),
+        ("lexical_shortcut", pa.float64()),
+    ]
+)
+# Rationale checks (explain/rationale.py); verdict null when the rationale states none.
+RATIONALE_METRICS = pa.schema(
+    [
+        ("method", pa.string()),
+        ("budget", pa.string()),
+        ("query_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("relevant", pa.bool_()),
+        ("verdict", pa.bool_()),
+        ("keyword_coverage", pa.float64()),
+        ("verdict_agreement", pa.float64()),
+        ("unsupported_rate", pa.float64()),
+    ]
+)

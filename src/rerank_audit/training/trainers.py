@@ -1,0 +1,319 @@
+"""Train one re-ranker with Hugging Face TRL: SFT, DPO on answers, DPO on documents, or a reward model.
+
+``train_reranker`` is the single entry point of the ``train`` rule. Each method is TRL's own
+trainer on a dataset in TRL's documented format; nothing here re-implements a loss.
+
+| method      | trainer       | data (columns)                          | model saved                    |
+|-------------|---------------|-----------------------------------------|--------------------------------|
+| sft         | SFTTrainer    | sft examples (prompt, completion)       | causal LM (or LoRA adapter)    |
+| dpo         | DPOTrainer    | answer pairs (prompt, chosen, rejected) | causal LM (or LoRA adapter)    |
+| dpo_pairs   | DPOTrainer    | document pairs (prompt, chosen, ...)    | causal LM (or LoRA adapter)    |
+| reward      | RewardTrainer | document pairs (prompt, chosen, ...)    | sequence classifier, 1 label † |
+
+† always a full model: a LoRA adapter is merged into it before saving.
+
+The prompts are already rendered with the chat template (``models.prompts``), so TRL sees
+plain-text (non-conversational) data and appends the tokenizer's EOS token to every
+completion / chosen / rejected text. A scorer that wants the trained quantity must score
+the same text, EOS included.
+
+With LoRA, DPO's reference model is the base model with the adapter disabled (TRL does this
+when ``ref_model`` is None and a ``peft_config`` is given). Without LoRA it is a second copy
+of the base model.
+
+Checkpoints go to ``output_dir/checkpoints`` (the last two kept); a run that finds one
+resumes from the newest complete one. The final model, the tokenizer,
+``training_config.json`` (written last: its presence means the training finished) and
+``trainer_log.jsonl`` go to ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+import torch
+import transformers
+from datasets import Dataset
+from peft import LoraConfig, PeftModel
+from transformers import AutoTokenizer, ProgressCallback
+from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
+
+from rerank_audit.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("sft", "dpo", "dpo_pairs", "reward")
+DATA_COLUMNS = {
+    "sft": ["prompt", "completion"],
+    "dpo": ["prompt", "chosen", "rejected"],
+    "dpo_pairs": ["prompt", "chosen", "rejected"],
+    "reward": ["prompt", "chosen", "rejected"],
+}
+REQUIRED_HYPER = ("learning_rate", "epochs", "batch_size", "gradient_accumulation", "lora", "max_length", "save_steps", "logging_steps")
+# bf16: None/"auto"/absent = automatic (CUDA with bf16 support: on; CPU: off). activation_checkpointing
+# (transformers' new name of gradient checkpointing): off unless asked.
+OPTIONAL_HYPER = ("max_steps", "beta", "bf16", "activation_checkpointing")
+LORA_KEYS = ("enabled", "r", "alpha", "dropout", "target_modules")
+CHECKPOINTS = "checkpoints"
+TRAINING_CONFIG = "training_config.json"
+TRAINER_LOG = "trainer_log.jsonl"
+RUN_FINGERPRINT = "run.json"  # inside checkpoints/: what the checkpoints were trained on
+KEEP_CHECKPOINTS = 2
+VERSIONED_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "rerank-audit")
+
+
+def train_reranker(
+    method: str,
+    base_model_path: str | Path,
+    data: pd.DataFrame,
+    output_dir: str | Path,
+    hyper: Mapping[str, Any],
+    seed: int,
+) -> dict[str, Any]:
+    """Train a re-ranker of ``method`` from ``base_model_path`` on ``data``; save it to ``output_dir``.
+
+    In: ``method`` in METHODS; a Hugging Face causal LM folder (or id); ``data`` an ``sft
+    examples`` table for ``sft``, else a ``preference pairs`` table (answer pairs for ``dpo``,
+    document pairs for ``dpo_pairs`` and ``reward``); ``hyper`` with the keys REQUIRED_HYPER
+    (+ OPTIONAL_HYPER; ``lora`` holds LORA_KEYS; ``beta`` is required for the DPO methods;
+    ``max_steps`` overrides ``epochs``); ``seed`` fixes weights initialisation and data order.
+
+    Out: ``output_dir`` holds the model (or LoRA adapter) and tokenizer, loadable with
+    ``from_pretrained``: AutoModelForSequenceClassification for ``reward``; for the others
+    AutoModelForCausalLM, or AutoPeftModelForCausalLM when ``adapter`` is true; plus
+    ``training_config.json`` (returned as a dict) and ``trainer_log.jsonl`` (one JSON object per
+    logged step). ``output_dir`` belongs to this function: files left in it by an earlier
+    run are removed first. A checkpoint of an identical run is resumed; checkpoints of a
+    different run (method, base, hyper, seed or data changed) are removed with a warning.
+    """
+    _check_arguments(method, data, hyper)
+    output_dir = Path(output_dir)
+    checkpoints = output_dir / CHECKPOINTS
+    fingerprint = _run_fingerprint(method, base_model_path, data, hyper, seed)
+    resume_from = _resumable_checkpoint(checkpoints, fingerprint)
+    _remove_previous_outputs(output_dir)
+    with atomic_path(checkpoints / RUN_FINGERPRINT) as tmp:
+        tmp.write_text(json.dumps(fingerprint, indent=1))
+
+    transformers.set_seed(seed)
+    trainer = _build_trainer(method, str(base_model_path), data, checkpoints, hyper, seed)
+    if resume_from is not None:
+        logger.info("%s: resuming from %s", method, resume_from)
+    started = time.perf_counter()
+    steps_before = _checkpoint_step(resume_from) if resume_from else 0
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    elapsed = time.perf_counter() - started
+    steps = trainer.state.global_step
+
+    adapter = _save_final_model(trainer, method, output_dir)
+    record = {
+        "method": method,
+        "base_model": str(base_model_path),
+        "hyper": dict(hyper),
+        "seed": seed,
+        "steps": steps,
+        "examples": len(data),
+        "train_samples": len(trainer.train_dataset),
+        "resumed_from": resume_from.name if resume_from else None,
+        "seconds_per_step": elapsed / (steps - steps_before) if steps > steps_before else None,
+        "model_class": "AutoModelForSequenceClassification" if method == "reward" else "AutoModelForCausalLM",
+        "adapter": adapter,
+        "bf16": bool(trainer.args.bf16),
+        "device": str(trainer.args.device),
+        "eos_appended": trainer.processing_class.eos_token,
+        "versions": _versions(),
+    }
+    with atomic_path(output_dir / TRAINER_LOG) as tmp:
+        tmp.write_text("".join(json.dumps(entry) + "\n" for entry in trainer.state.log_history))
+    with atomic_path(output_dir / TRAINING_CONFIG) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
+    logger.info("%s: %d steps on %d samples, saved to %s", method, steps, record["train_samples"], output_dir)
+    return record
+
+
+def _save_final_model(trainer, method: str, output_dir: Path) -> bool:
+    """Save the trained model and tokenizer to ``output_dir``; True when what is saved is a LoRA adapter.
+
+    A reward model's LoRA adapter is merged first: loading an adapter for a sequence
+    classifier needs the base rebuilt with num_labels=1 and pad_token_id, which a plain
+    ``AutoModelForSequenceClassification.from_pretrained(output_dir)`` of the merged model
+    gets from its config. Causal LM adapters are kept: disabling them gives the reference
+    model of the DPO implicit reward.
+    """
+    if method == "reward" and isinstance(trainer.model, PeftModel):
+        trainer.model.merge_and_unload().save_pretrained(output_dir)
+        trainer.processing_class.save_pretrained(output_dir)
+        return False
+    trainer.save_model(str(output_dir))
+    return isinstance(trainer.model, PeftModel)
+
+
+def _check_arguments(method: str, data: pd.DataFrame, hyper: Mapping[str, Any]) -> None:
+    """Fail before loading anything when the method, the data columns or the hyperparameters are wrong."""
+    if method not in METHODS:
+        raise ValueError(f"unknown training method {method!r}; expected one of {METHODS}")
+    missing = [column for column in DATA_COLUMNS[method] if column not in data.columns]
+    if missing:
+        raise ValueError(f"{method}: training data lacks the columns {missing}")
+    if data.empty:
+        raise ValueError(f"{method}: no training examples")
+    missing = [key for key in REQUIRED_HYPER if key not in hyper]
+    unknown = [key for key in hyper if key not in REQUIRED_HYPER + OPTIONAL_HYPER]
+    if method in ("dpo", "dpo_pairs") and "beta" not in hyper:
+        missing.append("beta")
+    if missing or unknown:
+        raise ValueError(f"{method}: hyperparameters missing {missing}, unknown {unknown}")
+    lora = hyper["lora"]
+    missing = [key for key in ("enabled",) + (LORA_KEYS if lora.get("enabled") else ()) if key not in lora]
+    if missing:
+        raise ValueError(f"{method}: lora settings missing {missing}")
+
+
+def _run_fingerprint(method: str, base_model_path, data: pd.DataFrame, hyper: Mapping[str, Any], seed: int) -> dict:
+    """What makes two runs the same run: resuming is only safe between them."""
+    rows = pd.util.hash_pandas_object(data[DATA_COLUMNS[method]], index=False).to_numpy()
+    return {
+        "method": method,
+        "base_model": str(base_model_path),
+        "hyper": json.loads(json.dumps(dict(hyper))),
+        "seed": seed,
+        "data_sha1": hashlib.sha1(rows.tobytes()).hexdigest(),
+    }
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[1])
+
+
+def _resumable_checkpoint(checkpoints: Path, fingerprint: dict) -> Path | None:
+    """The newest complete checkpoint of this run, or None; other checkpoints are removed.
+
+    Trainer writes ``trainer_state.json`` last, so a checkpoint folder without a readable one
+    was cut off mid-save (the process was killed) and cannot be resumed from. Checkpoints of
+    another run (its ``run.json`` differs) would continue the wrong training.
+    """
+    found = sorted(checkpoints.glob("checkpoint-*"), key=_checkpoint_step) if checkpoints.is_dir() else []
+    if not found:
+        return None
+    recorded = checkpoints / RUN_FINGERPRINT
+    if not recorded.exists() or json.loads(recorded.read_text()) != fingerprint:
+        logger.warning("%s: checkpoints of a different run (method, base, hyper, seed or data changed); training from scratch", checkpoints)
+        for path in found:
+            shutil.rmtree(path)
+        return None
+    for path in reversed(found):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return path
+        except (OSError, ValueError):
+            logger.warning("removing incomplete checkpoint %s", path)
+            shutil.rmtree(path)
+    return None
+
+
+def _remove_previous_outputs(output_dir: Path) -> None:
+    """Remove the files of an earlier run from ``output_dir`` (sub-folders, i.e. checkpoints, stay).
+
+    A stale ``adapter_config.json`` next to a new full model would make loaders take the
+    folder for an adapter; a stale ``training_config.json`` would mark an unfinished run done.
+    """
+    if output_dir.is_dir():
+        for path in output_dir.iterdir():
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+
+
+def _use_bf16(hyper: Mapping[str, Any]) -> bool:
+    """bf16 mixed precision: as ``hyper['bf16']`` says, else on exactly when CUDA supports it."""
+    if hyper.get("bf16") not in (None, "auto"):
+        return bool(hyper["bf16"])
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _build_trainer(method: str, base: str, data: pd.DataFrame, checkpoints: Path, hyper: Mapping[str, Any], seed: int):
+    """The TRL trainer of ``method``, its dataset, config and (optional) LoRA config."""
+    common = dict(
+        output_dir=str(checkpoints),
+        learning_rate=float(hyper["learning_rate"]),
+        num_train_epochs=float(hyper["epochs"]),
+        max_steps=int(hyper.get("max_steps") or -1),
+        per_device_train_batch_size=int(hyper["batch_size"]),
+        gradient_accumulation_steps=int(hyper["gradient_accumulation"]),
+        max_length=int(hyper["max_length"]),
+        save_strategy="steps",
+        save_steps=int(hyper["save_steps"]),
+        save_total_limit=KEEP_CHECKPOINTS,
+        logging_steps=int(hyper["logging_steps"]),
+        report_to="none",
+        disable_tqdm=False,
+        seed=seed,
+        data_seed=seed,
+        bf16=_use_bf16(hyper),
+        fp16=False,
+        # TRL turns it on by default; it only pays off for models much larger than the default base.
+        activation_checkpointing=bool(hyper.get("activation_checkpointing", False)),
+        dataloader_pin_memory=torch.cuda.is_available(),
+        model_init_kwargs={"dtype": "float32"},  # fp32 master weights; bf16 runs as autocast
+    )
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    dataset = Dataset.from_pandas(data[DATA_COLUMNS[method]].reset_index(drop=True), preserve_index=False)
+    peft_config = _lora_config(hyper["lora"], "SEQ_CLS" if method == "reward" else "CAUSAL_LM")
+    if method == "sft":
+        args = SFTConfig(**common, completion_only_loss=True)
+        trainer = SFTTrainer(model=base, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+    elif method in ("dpo", "dpo_pairs"):
+        args = DPOConfig(**common, beta=float(hyper["beta"]))
+        trainer = DPOTrainer(model=base, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+    else:
+        # RewardTrainer loads AutoModelForSequenceClassification(num_labels=1) from the causal LM and sets
+        # config.pad_token_id (the head reads the last non-pad token).
+        args = RewardConfig(**common)
+        trainer = RewardTrainer(model=base, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+    dropped = len(data) - len(trainer.train_dataset)
+    if dropped:
+        logger.warning("%s: TRL dropped %d of %d examples longer than max_length=%s", method, dropped, len(data), hyper["max_length"])
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_LoggedProgress())
+    return trainer
+
+
+def _lora_config(lora: Mapping[str, Any], task_type: str):
+    """A peft LoraConfig from the ``lora`` settings, or None when LoRA is off."""
+    if not lora.get("enabled"):
+        return None
+    return LoraConfig(
+        r=int(lora["r"]),
+        lora_alpha=float(lora["alpha"]),
+        lora_dropout=float(lora["dropout"]),
+        target_modules=lora["target_modules"],
+        task_type=task_type,
+        # The reward head is new: it must be trained in full and saved with the adapter.
+        modules_to_save=["score"] if task_type == "SEQ_CLS" else None,
+    )
+
+
+def _versions() -> dict[str, str | None]:
+    versions = {}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+class _LoggedProgress(ProgressCallback):
+    """Trainer's tqdm bar (stderr), with the metric lines sent to ``logging`` instead of stdout."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            shown = {key: f"{value:.4g}" if isinstance(value, float) else value for key, value in logs.items() if key != "total_flos"}
+            logger.info("step %d/%d %s", state.global_step, state.max_steps, shown)

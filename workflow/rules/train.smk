@@ -1,0 +1,74 @@
+rule convert_base_model:
+    output:
+        directory(f"{MODELS_DIR}/{{bundled}}"),
+    log:
+        "logs/convert_base_model/{bundled}.log",
+    benchmark:
+        "benchmarks/convert_base_model/{bundled}.tsv"
+    wildcard_constraints:
+        bundled="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/rerank-audit.yaml"
+    script:
+        "../scripts/convert_base_model.py"
+
+
+rule training_data:
+    input:
+        base_model_input,
+        corpus="results/{dataset}/ingest/corpus.parquet",
+        queries="results/{dataset}/ingest/queries.parquet",
+        qrels="results/{dataset}/ingest/qrels.parquet",
+        splits="results/{dataset}/split/splits.parquet",
+        run="results/{dataset}/retrieve/bm25.parquet",
+    output:
+        sft_examples="results/{dataset}/train/{budget}/sft_examples.parquet",
+        answer_pairs="results/{dataset}/train/{budget}/answer_pairs.parquet",
+        document_pairs="results/{dataset}/train/{budget}/document_pairs.parquet",
+    params:
+        base_model=BASE_MODEL,
+        seed=config["train"]["seed"],
+        negatives_per_positive=config["train"]["negatives_per_positive"],
+        max_positives_per_query=config["train"]["max_positives_per_query"],
+        pairs_per_query=config["train"]["pairs_per_query"],
+        relevance_threshold=relevance_threshold,
+    log:
+        "logs/{dataset}/training_data/{budget}.log",
+    benchmark:
+        "benchmarks/{dataset}/training_data/{budget}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/rerank-audit.yaml"
+    script:
+        "../scripts/training_data.py"
+
+
+rule train:
+    input:
+        base_model_input,
+        data=training_table,
+    output:
+        # The folder holds the model and the checkpoints; only this file (written last) is
+        # declared, so Snakemake never clears the checkpoints of an interrupted training.
+        model="results/{dataset}/models/{method}/{budget}/training_config.json",
+    params:
+        base_model=BASE_MODEL,
+        hyper=train_hyper,
+        seed=config["train"]["seed"],
+    log:
+        "logs/{dataset}/train/{method}/{budget}.log",
+    benchmark:
+        "benchmarks/{dataset}/train/{method}/{budget}.tsv"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=240,
+    conda:
+        "../envs/rerank-audit.yaml"
+    script:
+        "../scripts/train.py"

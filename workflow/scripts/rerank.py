@@ -1,0 +1,30 @@
+from pathlib import Path
+
+import torch
+
+from rerank_audit.logs import log_to
+from rerank_audit.data import schemas
+from rerank_audit.io import read_table, write_table, write_trec_run
+from rerank_audit.models.scorers import load_scorer
+from rerank_audit.rerank import rerank_candidates
+
+log = log_to(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+p, w = snakemake.params, snakemake.wildcards
+splits = read_table(snakemake.input.splits, schemas.SPLITS)
+first_stage = read_table(snakemake.input.run, schemas.RUN)
+first_stage = first_stage[first_stage.query_id.isin(splits.query_id[splits.split == "test"])]
+# A trained model is named by its training_config.json; zeroshot scores with the base model.
+model_dir = p.base_model if w.method == "zeroshot" else Path(p.model[0]).parent
+scorer = load_scorer(w.method, model_dir, p.base_model, batch_size=p.batch_size, max_length=p.max_length, dtype=p.dtype)
+run = rerank_candidates(
+    scorer,
+    first_stage,
+    read_table(snakemake.input.queries, schemas.QUERIES),
+    read_table(snakemake.input.corpus, schemas.CORPUS),
+    depth=p.depth,
+    method=w.method,
+    budget=w.budget,
+)
+write_table(run, snakemake.output.run, schemas.RUN)
+write_trec_run(run, snakemake.output.trec, tag=f"{w.method}-{w.budget}")

@@ -1,0 +1,19 @@
+from pathlib import Path
+
+import torch
+
+from rerank_audit.logs import log_to
+from rerank_audit.io import read_table
+from rerank_audit.training.trainers import train_reranker
+
+log = log_to(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+p = snakemake.params
+train_reranker(
+    snakemake.wildcards.method,
+    p.base_model,
+    read_table(snakemake.input.data),
+    Path(snakemake.output.model).parent,
+    p.hyper,
+    seed=p.seed,
+)
