@@ -6,47 +6,13 @@ import shutil
 import pandas as pd
 import pytest
 
-from workflow_runner import planned_rules, snakemake, write_config
+from workflow_runner import planned_rules, snakemake, tiny_config, write_config, write_tiny_collection
 
 pytestmark = pytest.mark.slow
 
-DOCS = [
-    ("ds1", "Sea level Venice", "Hourly sea level from the Venice tide gauge, 1990-2024."),
-    ("ds2", "Sea level Baltic", "Satellite altimetry sea level anomalies over the Baltic Sea."),
-    ("ds3", "Snow depth Alps", "Daily snow depth at Alpine weather stations."),
-    ("ds4", "CO2 flux boreal", "Eddy covariance CO2 flux over a boreal forest in Finland."),
-    ("ds5", "Methane flux", "Methane flux from a Siberian wetland tower."),
-    ("ds6", "River discharge Po", "Daily discharge of the Po river at Pontelagoscuro."),
-]
-RATINGS = [
-    ("q1", "sea level venice", "ds1", 9), ("q1", "sea level venice", "ds2", 4),
-    ("q2", "snow alps", "ds3", 8), ("q2", "snow alps", "ds6", 1),
-    ("q3", "co2 flux forest", "ds4", 10), ("q3", "co2 flux forest", "ds5", 3),
-    ("q4", "po river discharge", "ds6", 7), ("q4", "po river discharge", "ds1", 0),
-]
-
-
-def tiny_config(k=5):
-    return {
-        "datasets": {
-            "tiny": {
-                "format": "ratings",
-                "sources": {"documents": "input/documents.csv", "ratings": "input/ratings.csv"},
-                "options": {"grades": [5, 7, 9]},
-                "relevance_threshold": 1,
-            }
-        },
-        "split": {"seed": 1, "dev": 0, "test": 2},
-        "retrieve": {"k1": 1.2, "b": 0.75, "stemmer": "english", "stopwords": "en", "k": k},
-        "evaluate": {"measures": ["nDCG@10", "RR@10", "AP"]},
-    }
-
-
 @pytest.fixture
 def workdir(tmp_path):
-    (tmp_path / "input").mkdir()
-    pd.DataFrame(DOCS, columns=["doc_id", "title", "text"]).to_csv(tmp_path / "input" / "documents.csv", index=False)
-    pd.DataFrame(RATINGS, columns=["query_id", "query", "doc_id", "rating"]).to_csv(tmp_path / "input" / "ratings.csv", index=False)
+    write_tiny_collection(tmp_path)
     return tmp_path
 
 

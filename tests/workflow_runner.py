@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,3 +47,55 @@ def planned_rules(workdir: Path, configfile: Path, *args: str) -> dict[str, int]
         elif table and fields and fields[0] == "total":
             break
     return jobs
+
+
+DOCS = [
+    ("ds1", "Sea level Venice", "Hourly sea level from the Venice tide gauge, 1990-2024."),
+    ("ds2", "Sea level Baltic", "Satellite altimetry sea level anomalies over the Baltic Sea."),
+    ("ds3", "Snow depth Alps", "Daily snow depth at Alpine weather stations."),
+    ("ds4", "CO2 flux boreal", "Eddy covariance CO2 flux over a boreal forest in Finland."),
+    ("ds5", "Methane flux", "Methane flux from a Siberian wetland tower."),
+    ("ds6", "River discharge Po", "Daily discharge of the Po river at Pontelagoscuro."),
+]
+RATINGS = [
+    ("q1", "sea level venice", "ds1", 9), ("q1", "sea level venice", "ds2", 4),
+    ("q2", "snow alps", "ds3", 8), ("q2", "snow alps", "ds6", 1),
+    ("q3", "co2 flux forest", "ds4", 10), ("q3", "co2 flux forest", "ds5", 3),
+    ("q4", "po river discharge", "ds6", 7), ("q4", "po river discharge", "ds1", 0),
+]
+
+
+def tiny_config(k=5, methods=(), base_model="bundled:smollm2-135m-instruct", budgets=("all",)):
+    """A config over the tiny collection; with no methods it stops after BM25 and evaluation."""
+    hyper = {
+        "learning_rate": 1.0e-3, "epochs": 1, "batch_size": 2, "gradient_accumulation": 1, "max_length": 128,
+        "save_steps": 2, "logging_steps": 1, "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"},
+    }
+    return {
+        "datasets": {
+            "tiny": {
+                "format": "ratings",
+                "sources": {"documents": "input/documents.csv", "ratings": "input/ratings.csv"},
+                "options": {"grades": [5, 7, 9]},
+                "relevance_threshold": 1,
+            }
+        },
+        "split": {"seed": 1, "dev": 0, "test": 2},
+        "retrieve": {"k1": 1.2, "b": 0.75, "stemmer": "english", "stopwords": "en", "k": k},
+        "evaluate": {"measures": ["nDCG@10", "RR@10", "AP"]},
+        "model": {"base": base_model, "dtype": "auto"},
+        "methods": list(methods),
+        "budgets": list(budgets),
+        "train": {
+            "seed": 1, "negatives_per_positive": 1, "max_positives_per_query": 1, "pairs_per_query": 1,
+            "defaults": hyper, "methods": {"dpo": {"beta": 0.1}, "dpo_pairs": {"beta": 0.1}},
+        },
+        "rerank": {"depth": 3, "batch_size": 4, "max_length": 128},
+    }
+
+
+def write_tiny_collection(workdir: Path) -> None:
+    """Six dataset records and four rated queries as input/{documents,ratings}.csv."""
+    (workdir / "input").mkdir(exist_ok=True)
+    pd.DataFrame(DOCS, columns=["doc_id", "title", "text"]).to_csv(workdir / "input" / "documents.csv", index=False)
+    pd.DataFrame(RATINGS, columns=["query_id", "query", "doc_id", "rating"]).to_csv(workdir / "input" / "ratings.csv", index=False)

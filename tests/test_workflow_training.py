@@ -1,0 +1,65 @@
+"""The whole DAG with every method on a tiny random-weight model, and resumable training."""
+
+import json
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import psutil
+import pytest
+
+from workflow_runner import REPO, SNAKEMAKE, planned_rules, snakemake, tiny_config, write_config, write_tiny_collection
+
+pytestmark = pytest.mark.slow
+METHODS = ["zeroshot", "sft", "dpo", "dpo_pairs", "reward"]
+
+
+@pytest.fixture
+def workdir(tmp_path, tiny_lm_dir):
+    write_tiny_collection(tmp_path)
+    return tmp_path
+
+
+def test_every_method_trains_reranks_and_is_evaluated(workdir, tiny_lm_dir):
+    config = write_config(workdir, tiny_config(methods=METHODS, base_model=str(tiny_lm_dir), budgets=[1, "all"]))
+    snakemake(workdir, config)
+    results = workdir / "results" / "tiny"
+    metrics = pd.read_parquet(results / "evaluate" / "metrics.parquet")
+    expected = {("bm25", "0"), ("zeroshot", "0")} | {(m, b) for m in METHODS[1:] for b in ("1", "all")}
+    assert set(zip(metrics.method, metrics.budget)) == expected
+    examples = pd.read_parquet(results / "train" / "1" / "sft_examples.parquet")
+    assert examples.query_id.nunique() == 1 and set(examples.completion) == {"yes", "no"}
+    for method in METHODS[1:]:
+        record = json.loads((results / "models" / method / "all" / "training_config.json").read_text())
+        assert record["method"] == method and record["steps"] >= 1
+        run = pd.read_parquet(results / "rerank" / method / "all" / "run.parquet")
+        assert set(run.query_id) <= set(pd.read_parquet(results / "split" / "splits.parquet").query("split == 'test'").query_id)
+    assert planned_rules(workdir, config) == {}
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(workdir, tiny_lm_dir):
+    config = tiny_config(methods=["sft"], base_model=str(tiny_lm_dir))
+    config["train"]["defaults"].update(max_steps=400, save_steps=50)
+    configfile = write_config(workdir, config)
+    target = "results/tiny/models/sft/all/training_config.json"  # relative to --directory
+    model = workdir / "results" / "tiny" / "models" / "sft" / "all"
+    command = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--workflow-profile",
+               str(REPO / "profiles" / "default"), "--configfile", str(configfile), "--cores", "1", target]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while not (model / "checkpoints" / "checkpoint-100" / "trainer_state.json").exists():
+        assert first.poll() is None and time.time() < deadline, "training ended before its second checkpoint"
+        time.sleep(0.2)
+    # Kill the training process itself, as an out-of-memory kill or a lost node would.
+    trainers = [p for p in psutil.Process(first.pid).children(recursive=True) if "train.py" in " ".join(p.cmdline())]
+    assert trainers
+    for process in trainers:
+        process.send_signal(signal.SIGKILL)
+    assert first.wait(timeout=60) != 0
+    assert not (model / "training_config.json").exists()
+    snakemake(workdir, configfile, target)
+    record = json.loads((model / "training_config.json").read_text())
+    assert record["steps"] == 400 and record["resumed_from"] in {"checkpoint-100", "checkpoint-150", "checkpoint-200"}
+    log = (workdir / "logs" / "tiny" / "train" / "sft" / "all.log").read_text()
+    assert "resuming from" in log
