@@ -1,0 +1,334 @@
+"""Significance and uncertainty of per-query metrics: bootstrap CIs, paired t-tests, Holm.
+
+Every method is judged on the same test queries, so comparisons are *paired*: a method and
+a baseline are aligned by ``query_id`` (inner join; a query missing from either side, or
+with a NaN value on either side, is left out of that comparison only) and the test runs on
+the per-query differences. Holm-Bonferroni controls the family-wise error over all the
+methods x measures compared with one baseline at one training budget.
+
+The same functions serve ranking measures (nDCG@10, AP, ...) and explainability measures in
+the same long format (``explain_per_query`` turns the explain stage's tables into it:
+measure names such as "comprehensiveness@5").
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+BASELINES = ("bm25", "zeroshot")
+BASELINE_BUDGET = "0"
+TEST_SPLIT = "test"
+
+# Columns of ``compare_methods`` before the per-baseline ones.
+STAT_COLUMNS = ["dataset", "budget", "method", "measure", "queries", "mean", "ci_low", "ci_high", "ci_level", "resamples", "alpha"]
+# Per-baseline columns, prefixed "<baseline>_" (e.g. "bm25_p_holm").
+BASELINE_COLUMNS = ["queries", "diff", "t", "p", "p_holm", "dz", "significant"]
+
+# Per-pair explainability columns (explain/faithfulness.py, explain/rationale.py) that
+# ``explain_per_query`` turns into measures; the first four get "@k" appended.
+FAITHFULNESS_MEASURES_AT_K = ["comprehensiveness", "comprehensiveness_random", "sufficiency", "sufficiency_random"]
+FAITHFULNESS_MEASURES = ["deletion_auc", "deletion_auc_random", "lexical_shortcut"]
+RATIONALE_MEASURES = ["keyword_coverage", "verdict_agreement", "unsupported_rate"]
+
+
+def bootstrap_ci(values, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of ``values``.
+
+    ``values``: 1-d, finite (NaN is an error: drop undefined queries first).
+    ``n_resamples`` resamples of len(values) draws with replacement, all drawn at once from
+    ``numpy.random.default_rng(seed)``; the interval is the (1 - confidence) / 2 and
+    (1 + confidence) / 2 quantiles of the resampled means. Returns (nan, nan) for no values,
+    (v, v) for one.
+    """
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if np.isnan(values).any():
+        raise ValueError(f"bootstrap_ci got {int(np.isnan(values).sum())} NaN value(s); drop them before resampling")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n_resamples, len(values)))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(low), float(high)
+
+
+def _paired_differences(a, b) -> np.ndarray:
+    """a - b; two Series are aligned by index (inner join), anything else by position."""
+    if isinstance(a, pd.Series) and isinstance(b, pd.Series):
+        a, b = a.align(b, join="inner")
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
+    return a - b
+
+
+def paired_t_test(a, b) -> tuple[float, float]:
+    """Two-sided paired t-test of mean(a - b) = 0; returns (t, p).
+
+    ``a``, ``b``: per-query values of two systems in the same query order (or two Series
+    indexed by query_id, aligned by an inner join). t = mean(d) / (sd(d) / sqrt(n)) with
+    sd the sample standard deviation (n - 1), p from Student's t with n - 1 degrees of
+    freedom. Zero variance: identical values give (0.0, 1.0); a constant non-zero difference
+    gives (+-inf, 0.0), the limit of the formula. Fewer than two pairs: (nan, nan).
+    """
+    d = _paired_differences(a, b)
+    n = len(d)
+    if n < 2:
+        return float("nan"), float("nan")
+    mean = d.mean()
+    sd = d.std(ddof=1)
+    if sd == 0:
+        return (0.0, 1.0) if mean == 0 else (float(np.copysign(np.inf, mean)), 0.0)
+    t = mean / (sd / np.sqrt(n))
+    p = 2 * scipy_stats.t.sf(abs(t), df=n - 1)
+    return float(t), float(p)
+
+
+def cohens_dz(a, b) -> float:
+    """Paired effect size d_z = mean(a - b) / sd(a - b) (sample sd, n - 1).
+
+    Same alignment as ``paired_t_test``. Zero variance: 0.0 for identical values, +-inf for a
+    constant non-zero difference. Fewer than two pairs: nan.
+    """
+    d = _paired_differences(a, b)
+    if len(d) < 2:
+        return float("nan")
+    sd = d.std(ddof=1)
+    if sd == 0:
+        return 0.0 if d.mean() == 0 else float(np.copysign(np.inf, d.mean()))
+    return float(d.mean() / sd)
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm-Bonferroni step-down adjusted p-values, in the input order.
+
+    With the m finite p-values sorted ascending p_(1) <= ... <= p_(m):
+    adjusted_(i) = max_{j <= i} min(1, (m - j + 1) * p_(j)), so adjusted values are
+    monotone in the raw ones and never exceed 1. NaN entries (comparisons not made) stay NaN
+    and do not count towards m.
+    """
+    p = np.asarray(p_values, dtype=np.float64).ravel()
+    adjusted = np.full_like(p, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    if len(tested) == 0:
+        return adjusted
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = len(order)
+    stepped = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted[order] = np.maximum.accumulate(stepped)
+    return adjusted
+
+
+def _ordered(values: Sequence[str], first: Sequence[str]) -> list[str]:
+    """Distinct ``values``, those in ``first`` first (in that order), the rest as they appear."""
+    distinct = list(dict.fromkeys(values))
+    return [v for v in first if v in distinct] + [v for v in distinct if v not in first]
+
+
+def compare_methods(
+    per_query: pd.DataFrame,
+    baselines: Sequence[str] = BASELINES,
+    measures: Sequence[str] | None = None,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Mean, bootstrap CI and paired tests against each baseline, per dataset x budget x method x measure.
+
+    ``per_query``: the per-query metrics table (dataset, method, budget, split, query_id,
+    measure, value); only split "test" is used, NaN values are dropped. ``baselines``: the
+    methods every other method is compared with (bm25 and zeroshot, budget "0": the
+    references for every budget). ``measures``: the measures to summarise and test (default:
+    all in the table) - they are also the Holm family, so pass ranking and explainability
+    measures in separate calls to keep their families apart.
+
+    Pairing: a method and a baseline are aligned by query_id with an inner join (queries
+    missing or NaN on either side are left out); ``<baseline>_queries`` says how many pairs
+    each test used. A baseline is tested only against baselines listed before it (zeroshot
+    vs bm25, never bm25 vs zeroshot); nobody is tested against itself.
+
+    Holm correction: within one dataset and budget, across all methods x measures tested
+    against the same baseline (zeroshot vs bm25 forms the family of budget "0").
+
+    Returns one row per (dataset, budget, method, measure), ordered by dataset, budget
+    ("0" first), method (baselines first) and measure, with columns ``STAT_COLUMNS``
+    (queries: non-NaN values; mean; ci_low/ci_high: percentile bootstrap of the mean at
+    ``confidence`` = ci_level with ``n_resamples`` = resamples) and for every baseline b the
+    columns b_queries, b_diff (mean of method - baseline over the pairs), b_t, b_p,
+    b_p_holm, b_dz (Cohen's d_z) and b_significant (b_p_holm < alpha; NA when untested).
+    """
+    missing = {"dataset", "method", "budget", "split", "query_id", "measure", "value"} - set(per_query.columns)
+    if missing:
+        raise ValueError(f"per-query table lacks columns {sorted(missing)}")
+    table = per_query[per_query.split == TEST_SPLIT]
+    if measures is not None:
+        unknown = [m for m in measures if m not in set(table.measure)]
+        if unknown:
+            raise ValueError(f"measures {unknown} not in the per-query table (test split); it has {sorted(set(table.measure))}")
+        table = table[table.measure.isin(measures)]
+    table = table.dropna(subset=["value"])
+    keys = ["dataset", "method", "budget", "measure", "query_id"]
+    duplicated = table.duplicated(keys)
+    if duplicated.any():
+        raise ValueError(f"per-query table has {int(duplicated.sum())} repeated rows, e.g. {table[duplicated].iloc[0][keys].to_dict()}")
+    measure_order = list(measures) if measures is not None else list(dict.fromkeys(table.measure))
+    baseline_budgets = table[table.method.isin(baselines)].groupby("method").budget.unique()
+    several = {m: list(b) for m, b in baseline_budgets.items() if len(b) > 1}
+    if several:
+        raise ValueError(f"a baseline must have one budget, got {several}")
+
+    rows = []
+    for dataset in dict.fromkeys(table.dataset):
+        in_dataset = table[table.dataset == dataset]
+        series = {
+            (method, budget, measure): group.set_index("query_id").value
+            for (method, budget, measure), group in in_dataset.groupby(["method", "budget", "measure"], sort=False)
+        }
+        reference = {(method, measure): values for (method, _, measure), values in series.items() if method in baselines}
+        budgets = _ordered(in_dataset.budget, [BASELINE_BUDGET])
+        methods = _ordered(in_dataset.method, list(baselines))
+        for budget in budgets:
+            for method in methods:
+                for measure in measure_order:
+                    values = series.get((method, budget, measure))
+                    if values is None:
+                        continue
+                    low, high = bootstrap_ci(values.to_numpy(), n_resamples, confidence, seed)
+                    row = {
+                        "dataset": dataset, "budget": budget, "method": method, "measure": measure,
+                        "queries": len(values), "mean": float(values.mean()), "ci_low": low, "ci_high": high,
+                        "ci_level": confidence, "resamples": n_resamples, "alpha": alpha,
+                    }  # fmt: skip
+                    for baseline in baselines:
+                        row.update(_baseline_test(values, method, baseline, baselines, reference.get((baseline, measure))))
+                    rows.append(row)
+
+    columns = STAT_COLUMNS + [f"{b}_{c}" for b in baselines for c in BASELINE_COLUMNS]
+    result = pd.DataFrame(rows, columns=columns)
+    for baseline in baselines:
+        # Holm family: one dataset, one budget, one baseline; every method x measure tested.
+        result[f"{baseline}_p_holm"] = result.groupby(["dataset", "budget"], sort=False)[f"{baseline}_p"].transform(
+            lambda p: holm(p.to_numpy())
+        )
+        tested = result[f"{baseline}_p_holm"].notna()
+        flag = pd.array([pd.NA] * len(result), dtype="boolean")
+        flag[tested.to_numpy()] = (result.loc[tested, f"{baseline}_p_holm"] < alpha).to_numpy()
+        result[f"{baseline}_significant"] = flag
+        result[f"{baseline}_queries"] = result[f"{baseline}_queries"].astype("Int64")
+    return result.astype({"queries": "int64", "resamples": "int64"})
+
+
+def _baseline_test(values: pd.Series, method: str, baseline: str, baselines: Sequence[str], reference: pd.Series | None) -> dict:
+    """The per-baseline columns of one compare_methods row (NaN when no test is made)."""
+    untested = {f"{baseline}_{c}": np.nan for c in BASELINE_COLUMNS}
+    if reference is None or method == baseline:
+        return untested
+    if method in baselines and list(baselines).index(method) < list(baselines).index(baseline):
+        return untested
+    method_values, baseline_values = values.align(reference, join="inner")
+    if len(method_values) == 0:
+        return untested
+    t, p = paired_t_test(method_values, baseline_values)
+    return {
+        f"{baseline}_queries": len(method_values),
+        f"{baseline}_diff": float((method_values - baseline_values).mean()),
+        f"{baseline}_t": t,
+        f"{baseline}_p": p,
+        f"{baseline}_p_holm": np.nan,  # filled per family by compare_methods
+        f"{baseline}_dz": cohens_dz(method_values, baseline_values),
+        f"{baseline}_significant": np.nan,
+    }
+
+
+def explain_per_query(
+    faithfulness: pd.DataFrame | None, rationale_metrics: pd.DataFrame | None, dataset: str
+) -> pd.DataFrame:
+    """The explain stage's per-pair tables in the per-query metrics format of ``compare_methods``.
+
+    ``faithfulness``: FAITHFULNESS rows (method, budget, query_id, doc_id, k, ...);
+    ``rationale_metrics``: RATIONALE_METRICS rows; either may be None. Each query's value is
+    the mean over its explained documents (NaN pairs left out; a query with no defined
+    value is dropped). Measures: comprehensiveness@k, comprehensiveness_random@k,
+    sufficiency@k, sufficiency_random@k for every k, deletion_auc, deletion_auc_random,
+    lexical_shortcut, keyword_coverage, verdict_agreement, unsupported_rate. Faithfulness
+    values keep their normalisation (score drop / scale). Split is "test": only test queries
+    are explained.
+    """
+    parts = []
+    if faithfulness is not None and len(faithfulness):
+        pair = ["method", "budget", "query_id", "doc_id"]
+        at_k = faithfulness.melt(id_vars=pair + ["k"], value_vars=FAITHFULNESS_MEASURES_AT_K, var_name="measure")
+        at_k["measure"] = at_k.measure + "@" + at_k.k.astype(str)
+        # Deletion AUC and the shortcut index are per pair, repeated over k: take them once.
+        once = faithfulness.drop_duplicates(pair).melt(id_vars=pair, value_vars=FAITHFULNESS_MEASURES, var_name="measure")
+        parts += [at_k.drop(columns="k"), once]
+    if rationale_metrics is not None and len(rationale_metrics):
+        parts.append(
+            rationale_metrics.melt(id_vars=["method", "budget", "query_id", "doc_id"], value_vars=RATIONALE_MEASURES, var_name="measure")
+        )
+    columns = ["dataset", "method", "budget", "split", "query_id", "measure", "value"]
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "str") for c in columns})
+    pairs = pd.concat(parts, ignore_index=True).dropna(subset=["value"])
+    per_query = pairs.groupby(["method", "budget", "measure", "query_id"], sort=False).value.mean().reset_index()
+    return per_query.assign(dataset=dataset, split=TEST_SPLIT, value=per_query.value.astype("float64"))[columns]
+
+
+# Direction in which an attribution is more faithful than random words: removing the top
+# words should hurt more (comprehensiveness up), keeping only them should hurt less
+# (sufficiency down).
+FAITHFUL_DIRECTION = {"comprehensiveness": 1.0, "sufficiency": -1.0}
+
+
+def compare_with_random(explain: pd.DataFrame, k: int | None = None, alpha: float = 0.05) -> pd.DataFrame:
+    """Do the attributions beat random words? Paired t-tests of comprehensiveness@k and sufficiency@k
+    against their ``_random@k`` baselines, per dataset x budget x method.
+
+    ``explain``: per-query explainability table (``explain_per_query``); ``k``: the K to test
+    (default: every K in the table). Queries are aligned by query_id (inner join). Holm
+    correction within one dataset and budget across methods x measures (x K).
+
+    Returns dataset, budget, method, measure (e.g. "comprehensiveness@5"), queries, mean,
+    random_mean, diff (mean - random_mean), t, p, p_holm, significant (p_holm < alpha) and
+    faithful (significant and diff in the faithful direction: comprehensiveness above random,
+    sufficiency below).
+    """
+    table = explain[explain.split == TEST_SPLIT].dropna(subset=["value"])
+    measure_names = table.measure.drop_duplicates()
+    parsed = measure_names.str.extract(r"^(comprehensiveness|sufficiency)@(\d+)$").dropna()
+    rows = []
+    for (dataset, budget, method), group in table.groupby(["dataset", "budget", "method"], sort=False):
+        values = {measure: g.set_index("query_id").value for measure, g in group.groupby("measure", sort=False)}
+        for index, (name, k_text) in parsed.iterrows():
+            if k is not None and int(k_text) != k:
+                continue
+            measure = measure_names[index]
+            actual, random = values.get(measure), values.get(f"{name}_random@{k_text}")
+            if actual is None or random is None:
+                continue
+            actual, random = actual.align(random, join="inner")
+            t, p = paired_t_test(actual, random)
+            rows.append(
+                {
+                    "dataset": dataset, "budget": budget, "method": method, "measure": measure,
+                    "queries": len(actual), "mean": float(actual.mean()), "random_mean": float(random.mean()),
+                    "diff": float((actual - random).mean()), "t": t, "p": p, "direction": FAITHFUL_DIRECTION[name],
+                }  # fmt: skip
+            )
+    columns = [
+        "dataset", "budget", "method", "measure", "queries", "mean", "random_mean", "diff", "t", "p", "p_holm", "significant", "faithful",
+    ]  # fmt: skip
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    result = pd.DataFrame(rows)
+    result["p_holm"] = result.groupby(["dataset", "budget"], sort=False).p.transform(lambda p: holm(p.to_numpy()))
+    result["significant"] = result.p_holm < alpha
+    result["faithful"] = result.significant & (result["diff"] * result.direction > 0)
+    return result[columns]

@@ -1,0 +1,185 @@
+"""Bootstrap CIs, paired t-tests, Holm and compare_methods equal hand-computed arithmetic."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rerank_audit.evaluation.statistics import (
+    bootstrap_ci,
+    cohens_dz,
+    compare_methods,
+    compare_with_random,
+    explain_per_query,
+    holm,
+    paired_t_test,
+)
+
+# Per-query differences [0.1, 0.2, 0.0, 0.3]: mean 0.15, squared deviations
+# 0.0025 + 0.0025 + 0.0225 + 0.0225 = 0.05, sample variance 0.05 / 3.
+BM25 = [0.4, 0.3, 0.5, 0.2]
+SFT = [0.5, 0.5, 0.5, 0.5]
+SD = math.sqrt(0.05 / 3)
+T = 0.15 / (SD / math.sqrt(4))
+
+
+def student_t3_two_sided_p(t: float) -> float:
+    """Two-sided p of Student's t with 3 degrees of freedom, from its closed-form CDF."""
+    x = abs(t) / math.sqrt(3)
+    cdf = 0.5 + (x / (1 + x * x) + math.atan(x)) / math.pi
+    return 2 * (1 - cdf)
+
+
+def test_paired_t_test_equals_the_formula():
+    t, p = paired_t_test(SFT, BM25)
+    assert t == pytest.approx(T)  # 2.3238
+    assert p == pytest.approx(student_t3_two_sided_p(T))  # 0.1029
+    assert paired_t_test(BM25, SFT) == pytest.approx((-T, student_t3_two_sided_p(T)))
+
+
+def test_paired_t_test_aligns_series_by_query_id():
+    a = pd.Series(SFT, index=["q1", "q2", "q3", "q4"])
+    b = pd.Series(BM25[::-1] + [9.0], index=["q4", "q3", "q2", "q1", "q9"])
+    assert paired_t_test(a, b) == pytest.approx((T, student_t3_two_sided_p(T)))
+
+
+def test_zero_variance_identical_values_give_p_one_and_a_constant_shift_p_zero():
+    assert paired_t_test(BM25, BM25) == (0.0, 1.0)
+    assert paired_t_test([1.0, 2.0, 3.0], [0.0, 1.0, 2.0]) == (math.inf, 0.0)
+    assert cohens_dz(BM25, BM25) == 0.0
+    assert all(math.isnan(v) for v in paired_t_test([1.0], [0.0]))
+
+
+def test_cohens_dz_is_mean_difference_over_sd_of_differences():
+    assert cohens_dz(SFT, BM25) == pytest.approx(0.15 / SD)
+
+
+def test_holm_steps_down_stays_monotone_and_caps_at_one():
+    # sorted 0.01, 0.03, 0.04 -> 3 * 0.01, 2 * 0.03, max(0.06, 1 * 0.04)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    adjusted = holm([0.02, np.nan, 0.01])  # NaN: not tested, not counted in m = 2
+    assert adjusted[[0, 2]] == pytest.approx([0.02, 0.02])
+    assert math.isnan(adjusted[1])
+
+
+def test_bootstrap_ci_contains_the_mean_narrows_with_n_and_is_seeded():
+    rng = np.random.default_rng(7)
+    small, large = rng.normal(0.5, 0.2, 20), rng.normal(0.5, 0.2, 2000)
+    low_small, high_small = bootstrap_ci(small, n_resamples=2000, confidence=0.95, seed=1)
+    low_large, high_large = bootstrap_ci(large, n_resamples=2000, confidence=0.95, seed=1)
+    assert low_small < small.mean() < high_small
+    assert low_large < large.mean() < high_large
+    assert high_large - low_large < (high_small - low_small) / 5  # width ~ 1 / sqrt(n): 10x narrower
+    assert bootstrap_ci(small, 2000, 0.95, seed=1) == (low_small, high_small)
+    assert bootstrap_ci([0.3], 100, 0.95, 0) == (0.3, 0.3)
+
+
+def test_bootstrap_ci_rejects_nan():
+    with pytest.raises(ValueError, match="NaN"):
+        bootstrap_ci([0.1, float("nan")], 100, 0.95, 0)
+
+
+def per_query_table(rows):
+    return pd.DataFrame(rows, columns=["dataset", "method", "budget", "split", "query_id", "measure", "value"])
+
+
+def tiny_per_query():
+    """bm25 and zeroshot (budget 0), sft (budget 10) on four test queries, two measures.
+
+    sft - bm25: nDCG@10 [0.1, 0.2, 0.0, 0.3]; AP [0.1, 0.1, 0.3, 0.3] (mean 0.2, variance 0.04 / 3).
+    zeroshot equals bm25 on nDCG@10 and misses q4 on AP.
+    """
+    queries = ["q1", "q2", "q3", "q4"]
+    rows = []
+    for q, bm25, sft in zip(queries, BM25, SFT):
+        rows.append(("toy", "bm25", "0", "test", q, "nDCG@10", bm25))
+        rows.append(("toy", "bm25", "0", "all", q, "nDCG@10", 0.0))  # other split: ignored
+        rows.append(("toy", "zeroshot", "0", "test", q, "nDCG@10", bm25))
+        rows.append(("toy", "sft", "10", "test", q, "nDCG@10", sft))
+    for q, bm25, diff in zip(queries, [0.3, 0.3, 0.3, 0.3], [0.1, 0.1, 0.3, 0.3]):
+        rows.append(("toy", "bm25", "0", "test", q, "AP", bm25))
+        rows.append(("toy", "sft", "10", "test", q, "AP", bm25 + diff))
+        if q != "q4":
+            rows.append(("toy", "zeroshot", "0", "test", q, "AP", 0.5))
+    return per_query_table(rows)
+
+
+def test_compare_methods_rows_equal_hand_computation():
+    stats = compare_methods(tiny_per_query(), measures=["nDCG@10", "AP"], n_resamples=500, seed=3)
+    assert list(zip(stats.budget, stats.method, stats.measure)) == [
+        ("0", "bm25", "nDCG@10"), ("0", "bm25", "AP"),
+        ("0", "zeroshot", "nDCG@10"), ("0", "zeroshot", "AP"),
+        ("10", "sft", "nDCG@10"), ("10", "sft", "AP"),
+    ]  # fmt: skip
+    row = stats.set_index(["method", "measure"])
+
+    sft = row.loc[("sft", "nDCG@10")]
+    assert (sft.queries, sft["mean"]) == (4, pytest.approx(0.5))
+    assert (sft.ci_low, sft.ci_high) == bootstrap_ci(SFT, 500, 0.95, 3)
+    p_ndcg = student_t3_two_sided_p(T)
+    t_ap = 0.2 / (math.sqrt(0.04 / 3) / 2)
+    p_ap = student_t3_two_sided_p(t_ap)
+    assert (sft.bm25_queries, sft.bm25_diff, sft.bm25_t, sft.bm25_p) == (4, pytest.approx(0.15), pytest.approx(T), pytest.approx(p_ndcg))
+    assert sft.bm25_dz == pytest.approx(0.15 / SD)
+    # Holm family at budget 10 vs bm25: {sft nDCG@10, sft AP}; p_ap (0.040) < p_ndcg (0.103).
+    assert row.loc[("sft", "AP"), "bm25_p_holm"] == pytest.approx(2 * p_ap)
+    assert sft.bm25_p_holm == pytest.approx(max(2 * p_ap, p_ndcg))
+    assert row.loc[("sft", "AP"), "bm25_significant"] == (2 * p_ap < 0.05)
+    assert not sft.bm25_significant
+    # sft vs zeroshot: zeroshot equals bm25 on nDCG@10; on AP it lacks q4, so 3 pairs.
+    assert sft.zeroshot_p == pytest.approx(p_ndcg)
+    assert row.loc[("sft", "AP"), "zeroshot_queries"] == 3
+    assert row.loc[("sft", "AP"), "zeroshot_diff"] == pytest.approx((0.4 + 0.4 + 0.6) / 3 - 0.5)
+
+    zeroshot = row.loc[("zeroshot", "nDCG@10")]
+    assert (zeroshot.bm25_t, zeroshot.bm25_p, zeroshot.bm25_p_holm) == (0.0, 1.0, 1.0)
+    assert pd.isna(zeroshot.zeroshot_p) and pd.isna(zeroshot.zeroshot_significant)
+    bm25 = row.loc[("bm25", "nDCG@10")]
+    assert bm25["mean"] == pytest.approx(0.35)  # the "all" split's zeros are not used
+    assert pd.isna(bm25.bm25_p) and pd.isna(bm25.zeroshot_p) and pd.isna(bm25.bm25_significant)
+
+
+def test_compare_methods_rejects_repeated_queries_and_unknown_measures():
+    table = tiny_per_query()
+    with pytest.raises(ValueError, match="repeated"):
+        compare_methods(pd.concat([table, table.iloc[:1]]), n_resamples=10)
+    with pytest.raises(ValueError, match="RR@10"):
+        compare_methods(table, measures=["RR@10"], n_resamples=10)
+
+
+def test_explain_per_query_averages_documents_and_names_measures_by_k():
+    faithfulness = pd.DataFrame(
+        {
+            "method": "sft", "budget": "10", "query_id": ["q1", "q1", "q1", "q1"], "doc_id": ["a", "a", "b", "b"],
+            "k": [1, 5, 1, 5], "comprehensiveness": [0.2, 0.4, 0.6, 0.8], "sufficiency": 0.1,
+            "comprehensiveness_random": 0.1, "sufficiency_random": 0.3, "deletion_auc": [0.5, 0.5, 0.7, 0.7],
+            "deletion_auc_random": 0.2, "lexical_shortcut": [1.0, 1.0, np.nan, np.nan],
+        }
+    )  # fmt: skip
+    rationales = pd.DataFrame(
+        {"method": "sft", "budget": "10", "query_id": "q1", "doc_id": ["a", "b"], "keyword_coverage": [0.5, 1.0],
+         "verdict_agreement": [1.0, 0.0], "unsupported_rate": [0.0, 0.2]}
+    )  # fmt: skip
+    table = explain_per_query(faithfulness, rationales, "toy")
+    values = dict(zip(table.measure, table.value))
+    assert values["comprehensiveness@1"] == pytest.approx(0.4)
+    assert values["comprehensiveness@5"] == pytest.approx(0.6)
+    assert values["deletion_auc"] == pytest.approx(0.6)  # per pair once, not once per k
+    assert values["lexical_shortcut"] == pytest.approx(1.0)  # NaN pair left out
+    assert values["verdict_agreement"] == pytest.approx(0.5)
+    assert set(table.split) == {"test"} and set(table.dataset) == {"toy"}
+
+
+def test_compare_with_random_marks_attributions_that_beat_random_words():
+    rows = []
+    for q, actual, random in zip(["q1", "q2", "q3", "q4"], [0.5, 0.6, 0.4, 0.7], [0.4, 0.4, 0.4, 0.4]):
+        rows.append(("toy", "sft", "10", "test", q, "comprehensiveness@5", actual))
+        rows.append(("toy", "sft", "10", "test", q, "comprehensiveness_random@5", random))
+    tests = compare_with_random(per_query_table(rows), k=5)
+    assert len(tests) == 1
+    test = tests.iloc[0]
+    assert (test["diff"], test.t, test.p) == (pytest.approx(0.15), pytest.approx(T), pytest.approx(student_t3_two_sided_p(T)))
+    assert test.p_holm == pytest.approx(test.p)  # one test in the family
+    assert not test.faithful  # p = 0.10: not significant at 0.05
