@@ -6,8 +6,10 @@ Two prompt families:
 - *document* (dpo_pairs, reward): the query as the user turn, the document as the
   assistant turn; a model learns which document it prefers to "answer" with.
 
-In both, everything up to the document depends only on the query, so the scorer can
-encode that prefix once per query and reuse it for all candidates.
+In both, the instruction and the query come before the document: everything up to the
+document depends only on the query, so the scorer encodes that prefix once per query and
+reuses it for all candidates (the per-candidate suffix is the document and the template's
+closing tokens).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def _chat(tokenizer, user: str) -> str:
 
 def pointwise_prompt(tokenizer, query: str, document: str) -> str:
     """The full pointwise prompt, ending where the model answers yes / no."""
-    return _chat(tokenizer, f"Search query: {query}\n\nDocument: {document}\n\n{POINTWISE_INSTRUCTION}")
+    return _chat(tokenizer, f"{POINTWISE_INSTRUCTION}\n\nSearch query: {query}\n\nDocument: {document}")
 
 
 def pointwise_completion(relevant: bool) -> str:

@@ -1,0 +1,96 @@
+"""Finding and loading base models: model specs, device and dtype policy, tokenizer, causal LM.
+
+A *model spec* in the config is one of
+- ``bundled:<name>`` — a model shipped inside an installed package (see ``bundled.py``),
+  converted once to ``<models_dir>/<name>``;
+- a local folder with a Hugging Face model;
+- a Hugging Face Hub id (downloaded by transformers only if the user names one).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_PREFIX = "bundled:"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_base_model(spec: str, models_dir: str | Path) -> str:
+    """The path or hub id that ``from_pretrained`` loads for model spec ``spec``.
+
+    ``"bundled:smollm2-135m-instruct"`` -> ``"<models_dir>/smollm2-135m-instruct"`` (the folder
+    the convert rule writes); a local folder or a hub id is returned unchanged.
+    """
+    if spec.startswith(BUNDLED_PREFIX):
+        from .bundled import BUNDLED_MODELS
+
+        name = spec[len(BUNDLED_PREFIX):]
+        if name not in BUNDLED_MODELS:
+            raise ValueError(f"unknown bundled model {spec!r}; known: {[BUNDLED_PREFIX + n for n in BUNDLED_MODELS]}")
+        return str(Path(models_dir) / name)
+    return spec
+
+
+def pick_device() -> torch.device:
+    """CUDA when a GPU is visible, otherwise the CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def resolve_dtype(requested: str | torch.dtype | None, device: torch.device | str) -> torch.dtype:
+    """The weight dtype: ``requested`` when given, else bfloat16 on CUDA and float32 on CPU.
+
+    ``requested`` is ``None``/``"auto"`` or one of ``float32``, ``bfloat16``, ``float16``
+    (the config's ``dtype``). CPU defaults to float32 because bfloat16 there is only faster
+    on CPUs with native bf16 units and it coarsens scores; ask for it explicitly.
+    """
+    if isinstance(requested, torch.dtype):
+        return requested
+    if requested in (None, "auto"):
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if requested not in _DTYPES:
+        raise ValueError(f"unknown dtype {requested!r}; use one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[requested]
+
+
+def load_tokenizer(path: str | Path):
+    """The tokenizer at ``path``, with a pad token (eos, else unk, when the model has none).
+
+    Padding side is left, so a padded batch ends where each prompt ends (generation and
+    last-position scoring). The scorers pad their own tensors and do not depend on it.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+        if tokenizer.pad_token is None:
+            raise ValueError(f"{path}: tokenizer has neither pad, eos nor unk token to pad with")
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_causal_lm(path: str | Path, device: torch.device | str | None = None, dtype: str | torch.dtype | None = None):
+    """A causal LM from ``path`` in eval mode, on ``device`` (default: :func:`pick_device`)."""
+    from transformers import AutoModelForCausalLM
+
+    device = torch.device(device) if device is not None else pick_device()
+    dtype = resolve_dtype(dtype, device)
+    logger.info("loading causal LM %s on %s as %s", path, device, dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    return model.to(device).eval()
+
+
+def load_sequence_classifier(path: str | Path, device: torch.device | str | None = None, dtype: str | torch.dtype | None = None):
+    """A one-output sequence classifier (reward model) from ``path`` in eval mode."""
+    from transformers import AutoModelForSequenceClassification
+
+    device = torch.device(device) if device is not None else pick_device()
+    dtype = resolve_dtype(dtype, device)
+    logger.info("loading reward model %s on %s as %s", path, device, dtype)
+    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=dtype)
+    return model.to(device).eval()

@@ -1,0 +1,611 @@
+"""The three ways a trained model turns (query, document) pairs into relevance scores.
+
+- :class:`YesNoScorer` (zeroshot, sft, dpo): logit("yes") − logit("no") at the answer
+  position of ``prompts.pointwise_prompt``.
+- :class:`ImplicitRewardScorer` (dpo_pairs): the DPO implicit reward
+  β·(log π(d|q) − log π_ref(d|q)) of the document as the completion of
+  ``prompts.document_prompt``.
+- :class:`RewardHeadScorer` (reward): the scalar head of a Bradley–Terry reward model.
+
+All three implement :class:`~rerank_audit.models.scorer.Scorer` and share one batched
+engine (:func:`_sum_head_over_positions`): pairs are tokenized exactly as TRL tokenized
+them in training, the tokens that every candidate of a query shares (instruction + query)
+are run once per query and their key/value cache is reused for all candidates, the rest is
+run in length-sorted batches, and a small *head* turns the final hidden states at the
+positions that matter into the score. Too-long pairs lose the end of their document,
+never the query or the answer position.
+
+:func:`load_scorer` builds the right scorer from a model folder (full fine-tune or PEFT
+adapter).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import prompts
+from .loading import load_causal_lm, load_sequence_classifier, load_tokenizer, pick_device, resolve_dtype
+
+logger = logging.getLogger(__name__)
+
+YES_NO_METHODS = ("zeroshot", "sft", "dpo")
+IMPLICIT_REWARD_METHODS = ("dpo_pairs",)
+REWARD_HEAD_METHODS = ("reward",)
+METHODS = YES_NO_METHODS + IMPLICIT_REWARD_METHODS + REWARD_HEAD_METHODS
+
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_MAX_LENGTH = 512
+DEFAULT_BETA = 0.1  # TRL DPOConfig's default
+# Queries whose prefixes are cached together: enough pairs for this many batches. Bounds the
+# memory of the prefix cache while leaving room to sort pairs by length.
+_BATCHES_PER_CHUNK = 8
+# Token positions per vocabulary projection in ImplicitRewardScorer: bounds the logits' memory.
+_LOGIT_ROWS = 1024
+# Show a progress bar from this many batches on.
+_PROGRESS_MIN_BATCHES = 8
+
+Head = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class _Sequence:
+    """One pair as the model reads it.
+
+    ``ids`` are the token ids; the head reads the final hidden states at positions
+    ``first .. stop-1`` (each position also knows the token that follows it).
+    """
+
+    ids: list[int]
+    first: int
+    stop: int
+
+
+# --------------------------------------------------------------------------------------
+# tokenization
+
+
+def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix that all ``sequences`` share."""
+    head = sequences[0]
+    length = min(len(s) for s in sequences)
+    for seq in sequences[1:]:
+        k = 0
+        while k < length and seq[k] == head[k]:
+            k += 1
+        length = k
+    return length
+
+
+def _fit_document(tokenizer, render: Callable[[str], str], document: str, max_length: int | None, ids: list[int]) -> list[int]:
+    """Token ids of ``render(document)`` with the document's end cut so that they fit ``max_length``.
+
+    ``ids`` is the untruncated encoding. Only the document shrinks (at a token boundary of
+    the document alone); whatever ``render`` puts around it is kept whole.
+    """
+    if max_length is None or len(ids) <= max_length:
+        return ids
+    offsets = tokenizer(document, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    keep = len(offsets) - (len(ids) - max_length)
+    while keep > 0:
+        ids = tokenizer(render(document[: offsets[keep - 1][1]]))["input_ids"]
+        if len(ids) <= max_length:
+            return ids
+        keep -= len(ids) - max_length  # tokens can merge differently at the cut; shrink again
+    ids = tokenizer(render(""))["input_ids"]
+    logger.warning("prompt without its document has %d tokens > max_length %d; scoring it whole", len(ids), max_length)
+    return ids
+
+
+def _encode(tokenizer, texts: list[str], renders: list[Callable[[str], str]], documents: Sequence[str], max_length: int | None) -> list[list[int]]:
+    """Batch-tokenize ``texts`` (default special tokens, as TRL does), truncating documents where needed."""
+    encoded = tokenizer(texts)["input_ids"]
+    return [_fit_document(tokenizer, render, doc, max_length, ids) for ids, render, doc in zip(encoded, renders, documents)]
+
+
+def answer_token_ids(tokenizer) -> tuple[int, int]:
+    """Token ids of "yes" and "no" as the first token the model writes after the assistant header."""
+    prompt = prompts.pointwise_prompt(tokenizer, "query", "document")
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    answer_ids = []
+    for answer in prompts.ANSWERS:
+        full = tokenizer(prompt + answer)["input_ids"]
+        k = _common_prefix_length([prompt_ids, full])
+        if k != len(prompt_ids):
+            raise ValueError(
+                f"the answer {answer!r} merges with the end of the prompt into other tokens; "
+                "the pointwise prompt must end on a token boundary"
+            )
+        answer_ids.append(full[k])
+    if answer_ids[0] == answer_ids[1]:
+        raise ValueError(f"'yes' and 'no' start with the same token {answer_ids[0]}")
+    return answer_ids[0], answer_ids[1]
+
+
+# --------------------------------------------------------------------------------------
+# the batched engine
+
+
+def _unwrap(model):
+    """The transformers model inside a PEFT wrapper (LoRA layers stay injected), else ``model``."""
+    try:
+        from peft import PeftModel
+    except ImportError:  # peft is a dependency, but scoring plain models must not need it
+        return model
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def _backbone(model):
+    """The decoder stack (embeddings → final norm) of a causal LM or sequence classifier."""
+    inner = _unwrap(model)
+    return getattr(inner, inner.base_model_prefix)
+
+
+def _supports_prefix_reuse(backbone) -> bool:
+    """Whether every attention layer keeps all past keys (sliding-window caches drop some)."""
+    from transformers import DynamicCache
+
+    return not any(getattr(layer, "is_sliding", False) for layer in DynamicCache(config=backbone.config).layers)
+
+
+def _pad_right(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded ids and their 0/1 mask, shape [len(rows), width]."""
+    width = width or max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for r, row in enumerate(rows):
+        ids[r, : len(row)] = row
+        mask[r, : len(row)] = 1
+    return ids, mask
+
+
+def _encode_prefixes(backbone, prefixes: list[list[int]], batch_size: int, pad_id: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer (keys, values) of ``prefixes``, shape [len(prefixes), heads, max prefix length, head dim].
+
+    Prefixes are right-padded; the key/value slots past a prefix's end hold padding that
+    the suffix pass masks out.
+    """
+    width = max(len(p) for p in prefixes)
+    parts = []
+    for start in range(0, len(prefixes), batch_size):
+        ids, mask = _pad_right(prefixes[start : start + batch_size], pad_id, width)
+        out = backbone(
+            input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device), use_cache=True
+        )
+        parts.append([(layer.keys, layer.values) for layer in out.cache.layers])
+    return [
+        (torch.cat([p[layer][0] for p in parts]), torch.cat([p[layer][1] for p in parts])) for layer in range(len(parts[0]))
+    ]
+
+
+def _sum_head_over_positions(
+    backbone,
+    sequences: list[_Sequence],
+    groups: list[int],
+    head: Head,
+    *,
+    batch_size: int,
+    prefix_reuse: bool,
+    pad_id: int,
+    progress: bool | None = None,
+    desc: str = "scoring",
+) -> np.ndarray:
+    """Σ head(hidden state at p, token after p) over p in [first, stop) of each sequence; float64 [len(sequences)].
+
+    ``groups[i]`` names the query of sequence i. With ``prefix_reuse``, the longest token
+    prefix shared by a group's sequences (capped so that every position the head reads is
+    recomputed) runs once, and its key/value cache serves every sequence of the group.
+    Sequences of several groups share a batch: each row sees its own group's prefix and
+    continues its own positions. The result equals running each full sequence alone, up to
+    floating-point error.
+    """
+    device = next(backbone.parameters()).device
+    scores = np.zeros(len(sequences), dtype=np.float64)
+    members: dict[int, list[int]] = defaultdict(list)
+    for i, group in enumerate(groups):
+        members[group].append(i)
+    prefix_len = {}
+    for group, idx in members.items():
+        if prefix_reuse and len(idx) > 1:
+            shared = _common_prefix_length([sequences[i].ids for i in idx])
+            prefix_len[group] = min(shared, min(sequences[i].first for i in idx))
+        else:
+            prefix_len[group] = 0
+
+    # Chunks of whole groups, ordered by prefix length so that a chunk's prefixes pad little.
+    chunks, chunk, count = [], [], 0
+    for group in sorted(members, key=prefix_len.get):
+        chunk.append(group)
+        count += len(members[group])
+        if count >= _BATCHES_PER_CHUNK * batch_size:
+            chunks.append(chunk)
+            chunk, count = [], 0
+    if chunk:
+        chunks.append(chunk)
+
+    full_tokens = sum(len(s.ids) for s in sequences)
+    run_tokens = sum(prefix_len.values()) + sum(len(s.ids) - prefix_len[g] for s, g in zip(sequences, groups))
+    logger.info(
+        "%s: %d pairs of %d queries, %d tokens (%.0f%% of the full prompts' %d)",
+        desc, len(sequences), len(members), run_tokens, 100 * run_tokens / max(full_tokens, 1), full_tokens,
+    )
+    show = progress if progress is not None else len(sequences) >= _PROGRESS_MIN_BATCHES * batch_size
+    with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="pair", disable=not show) as bar:
+        for chunk in chunks:
+            cached = [g for g in chunk if prefix_len[g] > 0]
+            cache_row = {g: r for r, g in enumerate(cached)}
+            prefix_kv = []
+            if cached:
+                prefixes = [sequences[members[g][0]].ids[: prefix_len[g]] for g in cached]
+                prefix_kv = _encode_prefixes(backbone, prefixes, batch_size, pad_id, device)
+            # Length bucketing: similar suffix lengths share a batch.
+            order = sorted(
+                (i for g in chunk for i in members[g]),
+                key=lambda i: len(sequences[i].ids) - prefix_len[groups[i]],
+                reverse=True,
+            )
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                offsets = [prefix_len[groups[i]] for i in batch]
+                hidden = _suffix_hidden_states(
+                    backbone,
+                    [sequences[i].ids[p:] for i, p in zip(batch, offsets)],
+                    offsets,
+                    [cache_row.get(groups[i], 0) for i in batch],
+                    prefix_kv,
+                    pad_id,
+                    device,
+                )
+                rows, cols, owners, following = [], [], [], []
+                for r, (i, p) in enumerate(zip(batch, offsets)):
+                    seq = sequences[i]
+                    for pos in range(seq.first, seq.stop):
+                        rows.append(r)
+                        cols.append(pos - p)
+                        owners.append(i)
+                        following.append(seq.ids[pos + 1] if pos + 1 < len(seq.ids) else pad_id)
+                values = head(
+                    hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)],
+                    torch.tensor(following, device=device),
+                )
+                np.add.at(scores, owners, values.double().cpu().numpy())
+                bar.update(len(batch))
+    return scores
+
+
+def _suffix_hidden_states(backbone, suffixes, offsets, cache_rows, prefix_kv, pad_id, device) -> torch.Tensor:
+    """Final hidden states [batch, longest suffix, hidden] of ``suffixes``.
+
+    Row r continues a cached prefix of ``offsets[r]`` tokens (row ``cache_rows[r]`` of
+    ``prefix_kv``; 0 means no prefix). Suffixes are right-padded, so padding only ever
+    follows the tokens that matter.
+    """
+    from transformers import DynamicCache
+
+    ids, suffix_mask = _pad_right(suffixes, pad_id)
+    width = max(offsets)
+    mask = np.zeros((len(suffixes), width + ids.shape[1]), dtype=np.int64)
+    for r, p in enumerate(offsets):
+        mask[r, :p] = 1
+    mask[:, width:] = suffix_mask
+    positions = np.asarray(offsets)[:, None] + np.arange(ids.shape[1])[None, :]
+    cache = None
+    if width > 0:
+        index = torch.tensor(cache_rows, device=device)
+        cache = DynamicCache(
+            ddp_cache_data=[(k[index, :, :width], v[index, :, :width]) for k, v in prefix_kv], config=backbone.config
+        )
+    out = backbone(
+        input_ids=torch.from_numpy(ids).to(device),
+        attention_mask=torch.from_numpy(mask).to(device),
+        position_ids=torch.from_numpy(positions).to(device),
+        cache=cache,
+        use_cache=cache is not None,
+    )
+    return out.last_hidden_state
+
+
+def _final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """Vocabulary logits (float32) of final hidden states, as the causal LM's forward computes them."""
+    inner = _unwrap(model)
+    logits = inner.get_output_embeddings()(hidden).float()
+    softcap = getattr(inner.config.get_text_config(), "final_logit_softcapping", None)
+    if softcap:
+        logits = softcap * torch.tanh(logits / softcap)
+    return logits
+
+
+def _check_logits_path(model, backbone, probe_ids: list[int]) -> None:
+    """Fail early for architectures whose forward does more than lm_head(backbone(x)) (+ softcapping)."""
+    with torch.inference_mode():
+        ids = torch.tensor([probe_ids[:16]], device=next(backbone.parameters()).device)
+        expected = model(input_ids=ids).logits[0, -1].float()
+        ours = _final_logits(model, backbone(input_ids=ids).last_hidden_state)[0, -1]
+    tolerance = 1e-3 if expected.dtype == torch.float32 and ours.dtype == torch.float32 else 0.1
+    if not torch.allclose(expected, ours, atol=tolerance * max(1.0, expected.abs().max().item()), rtol=0):
+        raise NotImplementedError(
+            f"{type(_unwrap(model)).__name__}: its logits are not lm_head(hidden states); the scorers cannot score it"
+        )
+
+
+def _groups(queries: Sequence[str]) -> list[int]:
+    """Index of each query's first occurrence: pairs with the same query share a group."""
+    first: dict[str, int] = {}
+    return [first.setdefault(q, len(first)) for q in queries]
+
+
+def _check_pairs(queries: Sequence[str], documents: Sequence[str]) -> None:
+    if len(queries) != len(documents):
+        raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
+
+
+# --------------------------------------------------------------------------------------
+# scorers
+
+
+class YesNoScorer:
+    """Score = logit("yes") − logit("no") after ``prompts.pointwise_prompt(query, document)``.
+
+    ``model`` is a causal LM (a PEFT model is scored with its adapter active). Logits of the
+    two answers are computed in float32 from the final hidden state, so bf16 models do not
+    round scores into ties.
+    """
+
+    def __init__(self, model, tokenizer, *, batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = DEFAULT_MAX_LENGTH,
+                 prefix_reuse: bool = True, progress: bool | None = None):
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.max_length, self.progress = batch_size, max_length, progress
+        self.yes_id, self.no_id = answer_token_ids(tokenizer)
+        self._backbone = _backbone(model)
+        self.prefix_reuse = prefix_reuse and _supports_prefix_reuse(self._backbone)
+        inner = _unwrap(model)
+        lm_head = inner.get_output_embeddings()
+        answers = torch.tensor([self.yes_id, self.no_id], device=lm_head.weight.device)
+        self._answer_weight = lm_head.weight.detach()[answers].float()
+        self._answer_bias = lm_head.bias.detach()[answers].float() if getattr(lm_head, "bias", None) is not None else None
+        self._softcap = getattr(inner.config.get_text_config(), "final_logit_softcapping", None)
+        _check_logits_path(model, self._backbone, self.prompt_ids(["query"], ["document"])[0])
+
+    def prompt_ids(self, queries: Sequence[str], documents: Sequence[str]) -> list[list[int]]:
+        """The token ids each pair is scored on (document truncated to fit ``max_length``)."""
+        _check_pairs(queries, documents)
+        renders = [lambda d, q=q: prompts.pointwise_prompt(self.tokenizer, q, d) for q in queries]
+        texts = [render(d) for render, d in zip(renders, documents)]
+        return _encode(self.tokenizer, texts, renders, documents, self.max_length)
+
+    def _answer_logit_gap(self, hidden: torch.Tensor, _following: torch.Tensor) -> torch.Tensor:
+        logits = F.linear(hidden.float(), self._answer_weight, self._answer_bias)
+        if self._softcap:
+            logits = self._softcap * torch.tanh(logits / self._softcap)
+        return logits[:, 0] - logits[:, 1]
+
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        """logit("yes") − logit("no") per pair, float64 [len(queries)]."""
+        if len(queries) == 0:
+            return np.zeros(0, dtype=np.float64)
+        sequences = [_Sequence(ids, len(ids) - 1, len(ids)) for ids in self.prompt_ids(queries, documents)]
+        return _sum_head_over_positions(
+            self._backbone, sequences, _groups(queries), self._answer_logit_gap, batch_size=self.batch_size,
+            prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id, progress=self.progress, desc="yes/no scores",
+        )
+
+
+class ImplicitRewardScorer:
+    """Score = β·(log π(d|q) − log π_ref(d|q)), summed over the document's tokens.
+
+    The sequence is tokenized as TRL's DPOTrainer does: ``document_prompt(query) + document
+    + eos``, the completion starting where its tokens leave the prompt's. ``policy`` is the
+    trained causal LM; ``reference`` the base model, or ``None`` when ``policy`` is a PEFT
+    model whose reference is itself with the adapter disabled (no second copy in memory).
+    """
+
+    def __init__(self, policy, tokenizer, *, reference=None, beta: float = DEFAULT_BETA, batch_size: int = DEFAULT_BATCH_SIZE,
+                 max_length: int | None = DEFAULT_MAX_LENGTH, prefix_reuse: bool = True, progress: bool | None = None):
+        if reference is None and not hasattr(policy, "disable_adapter"):
+            raise ValueError("without a reference model the policy must be a PEFT model (its adapter disabled is the reference)")
+        self.policy, self.reference, self.tokenizer = policy, reference, tokenizer
+        self.beta, self.batch_size, self.max_length, self.progress = beta, batch_size, max_length, progress
+        self.prefix_reuse = prefix_reuse and _supports_prefix_reuse(_backbone(policy))
+        probe = self._sequences(["query"], ["document"])[0].ids
+        _check_logits_path(policy, _backbone(policy), probe)
+
+    def _sequences(self, queries: Sequence[str], documents: Sequence[str]) -> list[_Sequence]:
+        _check_pairs(queries, documents)
+        eos = self.tokenizer.eos_token or ""
+        prompt_of = {q: prompts.document_prompt(self.tokenizer, q) for q in dict.fromkeys(queries)}
+        prompt_ids = {q: self.tokenizer(p)["input_ids"] for q, p in prompt_of.items()}
+        renders = [lambda d, p=prompt_of[q]: p + d + eos for q in queries]
+        texts = [render(d) for render, d in zip(renders, documents)]
+        encoded = _encode(self.tokenizer, texts, renders, documents, self.max_length)
+        sequences = []
+        for q, ids in zip(queries, encoded):
+            start = _common_prefix_length([prompt_ids[q], ids])  # first completion token
+            sequences.append(_Sequence(ids, max(start - 1, 0), len(ids) - 1))
+        return sequences
+
+    def prompt_ids(self, queries: Sequence[str], documents: Sequence[str]) -> list[list[int]]:
+        """The token ids each pair is scored on (document truncated to fit ``max_length``)."""
+        return [s.ids for s in self._sequences(queries, documents)]
+
+    def document_log_probs(self, queries: Sequence[str], documents: Sequence[str], *, reference: bool = False) -> np.ndarray:
+        """log π(d|q) summed over completion tokens (policy, or reference), float64 [len(queries)]."""
+        sequences = self._sequences(queries, documents)
+        model = self.policy
+        context = contextlib.nullcontext()
+        if reference:
+            if self.reference is not None:
+                model = self.reference
+            else:
+                context = self.policy.disable_adapter()
+
+        def token_log_probs(hidden: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
+            out = torch.empty(len(following), dtype=torch.float32, device=hidden.device)
+            for start in range(0, len(following), _LOGIT_ROWS):
+                logits = _final_logits(model, hidden[start : start + _LOGIT_ROWS])
+                target = following[start : start + _LOGIT_ROWS, None]
+                out[start : start + _LOGIT_ROWS] = logits.gather(1, target)[:, 0] - torch.logsumexp(logits, dim=-1)
+            return out
+
+        with context:
+            return _sum_head_over_positions(
+                _backbone(model), sequences, _groups(queries), token_log_probs, batch_size=self.batch_size,
+                prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id, progress=self.progress,
+                desc="reference log-probs" if reference else "policy log-probs",
+            )
+
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        """β·(log π − log π_ref) per pair, float64 [len(queries)]."""
+        if len(queries) == 0:
+            return np.zeros(0, dtype=np.float64)
+        policy = self.document_log_probs(queries, documents)
+        reference = self.document_log_probs(queries, documents, reference=True)
+        return self.beta * (policy - reference)
+
+
+class RewardHeadScorer:
+    """Score = the reward model's scalar for ``document_prompt(query) + document + eos``.
+
+    Read, like ``AutoModelForSequenceClassification`` does in training, at the rightmost
+    token that is not the pad token (``config.pad_token_id``, which TRL sets); computed in
+    float32 from the final hidden state.
+    """
+
+    def __init__(self, model, tokenizer, *, batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = DEFAULT_MAX_LENGTH,
+                 prefix_reuse: bool = True, progress: bool | None = None):
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.max_length, self.progress = batch_size, max_length, progress
+        inner = _unwrap(model)
+        self._backbone = _backbone(model)
+        self.prefix_reuse = prefix_reuse and _supports_prefix_reuse(self._backbone)
+        self._head = inner.score if hasattr(inner, "score") else inner.classifier
+        self._pad_id = inner.config.get_text_config().pad_token_id
+
+    def _sequences(self, queries: Sequence[str], documents: Sequence[str]) -> list[_Sequence]:
+        _check_pairs(queries, documents)
+        eos = self.tokenizer.eos_token or ""
+        prompt_of = {q: prompts.document_prompt(self.tokenizer, q) for q in dict.fromkeys(queries)}
+        renders = [lambda d, p=prompt_of[q]: p + d + eos for q in queries]
+        texts = [render(d) for render, d in zip(renders, documents)]
+        sequences = []
+        for ids in _encode(self.tokenizer, texts, renders, documents, self.max_length):
+            read_at = len(ids) - 1
+            while self._pad_id is not None and read_at > 0 and ids[read_at] == self._pad_id:
+                read_at -= 1
+            sequences.append(_Sequence(ids, read_at, read_at + 1))
+        return sequences
+
+    def prompt_ids(self, queries: Sequence[str], documents: Sequence[str]) -> list[list[int]]:
+        """The token ids each pair is scored on (document truncated to fit ``max_length``)."""
+        return [s.ids for s in self._sequences(queries, documents)]
+
+    def _reward(self, hidden: torch.Tensor, _following: torch.Tensor) -> torch.Tensor:
+        head = self._head
+        if isinstance(head, torch.nn.Linear):
+            bias = head.bias.float() if head.bias is not None else None
+            return F.linear(hidden.float(), head.weight.float(), bias)[:, 0]
+        return head(hidden)[:, 0].float()
+
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        """Reward per pair, float64 [len(queries)]."""
+        if len(queries) == 0:
+            return np.zeros(0, dtype=np.float64)
+        return _sum_head_over_positions(
+            self._backbone, self._sequences(queries, documents), _groups(queries), self._reward,
+            batch_size=self.batch_size, prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id,
+            progress=self.progress, desc="rewards",
+        )
+
+
+# --------------------------------------------------------------------------------------
+# factory
+
+
+def is_adapter_folder(model_dir: str | Path) -> bool:
+    """Whether ``model_dir`` holds a PEFT adapter rather than full weights."""
+    return (Path(model_dir) / "adapter_config.json").is_file()
+
+
+def load_scorer(
+    method: str,
+    model_dir: str | Path,
+    base_model: str | Path | None = None,
+    *,
+    beta: float = DEFAULT_BETA,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_length: int | None = DEFAULT_MAX_LENGTH,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    prefix_reuse: bool = True,
+    progress: bool | None = None,
+):
+    """The scorer of ``method`` for the model in ``model_dir``.
+
+    ``model_dir`` is a full model folder or a PEFT adapter folder (``adapter_config.json``);
+    ``base_model`` is the folder or hub id the adapter was trained on, and for
+    ``dpo_pairs`` with a full fine-tune also the reference model (default: the adapter's
+    recorded base). For ``zeroshot`` pass the base model folder as ``model_dir``.
+    ``dtype``: ``None``/``"auto"`` (bf16 on CUDA, fp32 on CPU) or a dtype name.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    device = torch.device(device) if device is not None else pick_device()
+    dtype = resolve_dtype(dtype, device)
+    model_dir = Path(model_dir)
+    adapter = is_adapter_folder(model_dir)
+    if adapter and base_model is None:
+        base_model = json.loads((model_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    tokenizer = load_tokenizer(model_dir if (model_dir / "tokenizer_config.json").is_file() else base_model)
+    options = dict(batch_size=batch_size, max_length=max_length, prefix_reuse=prefix_reuse, progress=progress)
+
+    if method in REWARD_HEAD_METHODS:
+        if adapter:
+            _require_trained_head(model_dir)
+            model = _with_adapter(load_sequence_classifier(base_model, device, dtype), model_dir, device).merge_and_unload()
+        else:
+            model = load_sequence_classifier(model_dir, device, dtype)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        return RewardHeadScorer(model, tokenizer, **options)
+
+    if method in IMPLICIT_REWARD_METHODS:
+        if adapter:
+            policy = _with_adapter(load_causal_lm(base_model, device, dtype), model_dir, device)
+            return ImplicitRewardScorer(policy, tokenizer, beta=beta, **options)
+        if base_model is None:
+            raise ValueError(f"{model_dir}: a fully fine-tuned dpo_pairs model needs base_model as its reference")
+        policy = load_causal_lm(model_dir, device, dtype)
+        reference = load_causal_lm(base_model, device, dtype)
+        return ImplicitRewardScorer(policy, tokenizer, reference=reference, beta=beta, **options)
+
+    if adapter:  # merged: inference without the LoRA detour
+        model = _with_adapter(load_causal_lm(base_model, device, dtype), model_dir, device).merge_and_unload()
+    else:
+        model = load_causal_lm(model_dir, device, dtype)
+    return YesNoScorer(model, tokenizer, **options)
+
+
+def _with_adapter(model, adapter_dir: Path, device):
+    from peft import PeftModel
+
+    logger.info("loading adapter %s", adapter_dir)
+    return PeftModel.from_pretrained(model, str(adapter_dir)).to(device).eval()
+
+
+def _require_trained_head(adapter_dir: Path) -> None:
+    """A reward adapter must carry its trained score head, else the base's random head would score."""
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    if not config.get("modules_to_save"):
+        raise ValueError(
+            f"{adapter_dir / 'adapter_config.json'}: no modules_to_save, so the reward head was not saved. "
+            "Fix: train the reward adapter with task_type='SEQ_CLS' (PEFT then saves the score head)"
+        )

