@@ -276,10 +276,10 @@ def test_truncation_cuts_the_document_and_keeps_query_and_answer_position(lm, to
     scorer = YesNoScorer(lm, tokenizer, max_length=80)
     [ids] = scorer.prompt_ids(["sea level rise"], [LONG_DOCUMENT])
     full = _naive_pointwise_ids(tokenizer, "sea level rise", LONG_DOCUMENT)
-    tail = _naive_pointwise_ids(tokenizer, "sea level rise", "x")[-20:]  # instruction + assistant header
     assert len(full) > 80 >= len(ids) > 70
-    assert ids[-20:] == tail
-    assert "Search query: sea level rise" in tokenizer.decode(ids)
+    text = tokenizer.decode(ids)
+    assert text.startswith("<|im_start|>user\n" + prompts.POINTWISE_INSTRUCTION + "\n\nSearch query: sea level rise")
+    assert text.endswith("<|im_end|>\n<|im_start|>assistant\n")  # the answer position survives truncation
     [score] = scorer.score_pairs(["sea level rise"], [LONG_DOCUMENT])
     assert score == pytest.approx(_naive_yes_no(lm, tokenizer, ids), abs=TOLERANCE)
 
