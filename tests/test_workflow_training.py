@@ -22,18 +22,18 @@ def workdir(tmp_path, tiny_lm_dir):
 
 
 def test_every_method_trains_reranks_and_is_evaluated(workdir, tiny_lm_dir):
-    config = write_config(workdir, tiny_config(methods=METHODS, base_model=str(tiny_lm_dir), budgets=[1, "all"]))
+    config = write_config(workdir, tiny_config(methods=METHODS, base_model=str(tiny_lm_dir), budgets=[1]))
     snakemake(workdir, config)
     results = workdir / "results" / "tiny"
     metrics = pd.read_parquet(results / "evaluate" / "metrics.parquet")
-    expected = {("bm25", "0"), ("zeroshot", "0")} | {(m, b) for m in METHODS[1:] for b in ("1", "all")}
+    expected = {("bm25", "0"), ("zeroshot", "0")} | {(m, "1") for m in METHODS[1:]}
     assert set(zip(metrics.method, metrics.budget)) == expected
     examples = pd.read_parquet(results / "train" / "1" / "sft_examples.parquet")
     assert examples.query_id.nunique() == 1 and set(examples.completion) == {"yes", "no"}
     for method in METHODS[1:]:
-        record = json.loads((results / "models" / method / "all" / "training_config.json").read_text())
+        record = json.loads((results / "models" / method / "1" / "training_config.json").read_text())
         assert record["method"] == method and record["steps"] >= 1
-        run = pd.read_parquet(results / "rerank" / method / "all" / "run.parquet")
+        run = pd.read_parquet(results / "rerank" / method / "1" / "run.parquet")
         assert set(run.query_id) <= set(pd.read_parquet(results / "split" / "splits.parquet").query("split == 'test'").query_id)
     assert planned_rules(workdir, config) == {}
 

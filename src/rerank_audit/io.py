@@ -38,11 +38,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_table(frame: pd.DataFrame, path: str | Path, schema: pa.Schema) -> None:
-    """Write ``frame`` as Parquet with exactly ``schema`` (extra columns are an error)."""
+    """Write the columns of ``schema`` from ``frame`` as Parquet with exactly that schema.
+
+    Columns outside the schema are left out; a missing one or a wrong type is an error.
+    """
     missing = [name for name in schema.names if name not in frame.columns]
-    extra = [name for name in frame.columns if name not in schema.names]
-    if missing or extra:
-        raise ValueError(f"{path}: table does not match its schema (missing {missing}, unexpected {extra})")
+    if missing:
+        raise ValueError(f"{path}: table lacks the column(s) {missing} of its schema")
     table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

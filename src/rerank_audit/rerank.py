@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from rerank_audit.models.prompts import document_text
+from rerank_audit.models.prompts import corpus_texts
 from rerank_audit.models.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,7 @@ def rerank_candidates(scorer: Scorer, first_stage: pd.DataFrame, queries: pd.Dat
     run = first_stage.sort_values(["query_id", "rank"])
     head, tail = run[run["rank"] <= depth].copy(), run[run["rank"] > depth].copy()
     texts = queries.set_index("query_id").text
-    docs = corpus.set_index("doc_id")
-    documents = [document_text(t, x) for t, x in zip(docs.title.reindex(head.doc_id), docs.text.reindex(head.doc_id))]
+    documents = corpus_texts(corpus, head.doc_id)
     log.info("scoring %d pairs of %d queries", len(head), head.query_id.nunique())
     head["score"] = np.asarray(scorer.score_pairs(texts.reindex(head.query_id).tolist(), documents), dtype="float64")
     head = head.sort_values(["query_id", "score", "doc_id"], ascending=[True, False, True])

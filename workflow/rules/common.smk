@@ -17,6 +17,7 @@ BUDGETS = [str(b) for b in config["budgets"]]
 UNTRAINED_BUDGET = "0"  # budget label of methods that see no training queries
 MODELS_DIR = "resources/models"
 BASE_MODEL = resolve_base_model(config["model"]["base"], MODELS_DIR)
+RATIONALE_GENERATOR = resolve_base_model(config["rationale"]["generator"], MODELS_DIR)
 # Each trained method learns from one of the tables that rule training_data writes.
 TRAINING_TABLE = {"sft": "sft_examples", "dpo": "answer_pairs", "dpo_pairs": "document_pairs", "reward": "document_pairs"}
 
@@ -62,10 +63,17 @@ def relevance_threshold(wildcards):
     return dataset_config(wildcards).get("relevance_threshold", 1)
 
 
+def model_dependency(spec, path):
+    """A model folder as a file dependency when it is bundled or local; nothing for a hub id."""
+    return [path] if spec.startswith(BUNDLED_PREFIX) or os.path.isdir(path) else []
+
+
 def base_model_input(wildcards):
-    """The base model folder when it is a file dependency (bundled or local); nothing for a hub id."""
-    bundled = config["model"]["base"].startswith(BUNDLED_PREFIX)
-    return [BASE_MODEL] if bundled or os.path.isdir(BASE_MODEL) else []
+    return model_dependency(config["model"]["base"], BASE_MODEL)
+
+
+def generator_input(wildcards):
+    return model_dependency(config["rationale"]["generator"], RATIONALE_GENERATOR)
 
 
 def train_hyper(wildcards):
@@ -82,10 +90,17 @@ def training_table(wildcards):
 
 
 def scoring_model(wildcards):
-    """What a method scores with: its trained model folder, or the base model for zeroshot."""
+    """What a method scores with: its trained model (named by training_config.json, written
+    last), or the base model for zeroshot."""
     if wildcards.method == "zeroshot":
         return base_model_input(wildcards)
     return [f"results/{wildcards.dataset}/models/{wildcards.method}/{wildcards.budget}/training_config.json"]
+
+
+def scoring_model_dir(wildcards):
+    if wildcards.method == "zeroshot":
+        return BASE_MODEL
+    return os.path.dirname(scoring_model(wildcards)[0])
 
 
 def method_budgets():
@@ -93,10 +108,37 @@ def method_budgets():
     return [(m, UNTRAINED_BUDGET) if m == "zeroshot" else (m, b) for m in config["methods"] for b in (BUDGETS if m != "zeroshot" else [UNTRAINED_BUDGET])]
 
 
+def per_method(wildcards, pattern):
+    """``pattern`` (with {dataset}, {method}, {budget}) for every re-ranked method and budget."""
+    return [pattern.format(dataset=wildcards.dataset, method=m, budget=b) for m, b in method_budgets()]
+
+
 def runs_to_evaluate(wildcards):
-    reranked = [f"results/{wildcards.dataset}/rerank/{m}/{b}/run.parquet" for m, b in method_budgets()]
-    return [f"results/{wildcards.dataset}/retrieve/bm25.parquet", *reranked]
+    return [f"results/{wildcards.dataset}/retrieve/bm25.parquet", *reranked_runs(wildcards)]
+
+
+def faithfulness_tables(wildcards):
+    return per_method(wildcards, "results/{dataset}/explain/{method}/{budget}/faithfulness.parquet")
+
+
+def rationale_tables(wildcards):
+    return per_method(wildcards, "results/{dataset}/rationale/{method}/{budget}/rationale_metrics.parquet")
+
+
+def attribution_tables(wildcards):
+    return per_method(wildcards, "results/{dataset}/explain/{method}/{budget}/attributions.parquet")
+
+
+def rationale_texts(wildcards):
+    return per_method(wildcards, "results/{dataset}/rationale/{method}/{budget}/rationales.parquet")
+
+
+def reranked_runs(wildcards):
+    return per_method(wildcards, "results/{dataset}/rerank/{method}/{budget}/run.parquet")
 
 
 def final_outputs():
-    return expand("results/{dataset}/evaluate/metrics.md", dataset=DATASETS)
+    """The report of every dataset; without re-ranking methods, the BM25 evaluation."""
+    if not config["methods"]:
+        return expand("results/{dataset}/evaluate/metrics.md", dataset=DATASETS)
+    return expand("results/{dataset}/report/summary.md", dataset=DATASETS)

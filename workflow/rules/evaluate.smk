@@ -1,10 +1,13 @@
 rule evaluate:
     input:
         runs=runs_to_evaluate,
+        faithfulness=faithfulness_tables,
+        rationales=rationale_tables,
         qrels="results/{dataset}/ingest/qrels.parquet",
         splits="results/{dataset}/split/splits.parquet",
     output:
         per_query="results/{dataset}/evaluate/per_query.parquet",
+        explain_per_query="results/{dataset}/evaluate/explain_per_query.parquet",
         metrics="results/{dataset}/evaluate/metrics.parquet",
         table=report("results/{dataset}/evaluate/metrics.md", caption="../report/metrics.rst", category="Ranking"),
     params:

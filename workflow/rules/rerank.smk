@@ -10,7 +10,7 @@ rule rerank:
         trec="results/{dataset}/rerank/{method}/{budget}/run.trec",
     params:
         base_model=BASE_MODEL,
-        model=scoring_model,
+        model_dir=scoring_model_dir,
         depth=config["rerank"]["depth"],
         batch_size=config["rerank"]["batch_size"],
         max_length=config["rerank"]["max_length"],

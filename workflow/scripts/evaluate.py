@@ -3,6 +3,7 @@ import pandas as pd
 from rerank_audit.logs import log_to
 from rerank_audit.data import schemas
 from rerank_audit.evaluation.ranking import aggregate, evaluate_run, parse_measures
+from rerank_audit.evaluation.statistics import explain_per_query
 from rerank_audit.evaluation.tables import metrics_markdown
 from rerank_audit.io import atomic_path, read_table, write_table
 
@@ -21,6 +22,12 @@ for path in snakemake.input.runs:
 per_query = pd.concat(tables, ignore_index=True)
 metrics = aggregate(per_query)
 write_table(per_query, snakemake.output.per_query, schemas.PER_QUERY_METRICS)
+# Faithfulness and rationale checks, per query (mean over the query's explained documents).
+concat = lambda paths, schema: pd.concat([read_table(path, schema) for path in paths], ignore_index=True) if paths else None  # noqa: E731
+explained = explain_per_query(
+    concat(snakemake.input.faithfulness, schemas.FAITHFULNESS), concat(snakemake.input.rationales, schemas.RATIONALE_METRICS), dataset
+)
+write_table(explained, snakemake.output.explain_per_query, schemas.PER_QUERY_METRICS)
 write_table(metrics, snakemake.output.metrics, schemas.AGGREGATE_METRICS)
 with atomic_path(snakemake.output.table) as tmp:
     tmp.write_text(f"# Ranking: {dataset}\n\n" + metrics_markdown(metrics))

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import torch
 
 from rerank_audit.logs import log_to
@@ -14,9 +12,7 @@ p, w = snakemake.params, snakemake.wildcards
 splits = read_table(snakemake.input.splits, schemas.SPLITS)
 first_stage = read_table(snakemake.input.run, schemas.RUN)
 first_stage = first_stage[first_stage.query_id.isin(splits.query_id[splits.split == "test"])]
-# A trained model is named by its training_config.json; zeroshot scores with the base model.
-model_dir = p.base_model if w.method == "zeroshot" else Path(p.model[0]).parent
-scorer = load_scorer(w.method, model_dir, p.base_model, batch_size=p.batch_size, max_length=p.max_length, dtype=p.dtype)
+scorer = load_scorer(w.method, p.model_dir, p.base_model, batch_size=p.batch_size, max_length=p.max_length, dtype=p.dtype)
 run = rerank_candidates(
     scorer,
     first_stage,

@@ -121,3 +121,8 @@ RATIONALE_METRICS = pa.schema(
         ("unsupported_rate", pa.float64()),
     ]
 )
+
+
+def from_frame(frame) -> pa.Schema:
+    """The schema pyarrow infers for a pandas table whose columns vary with the config (report statistics)."""
+    return pa.Schema.from_pandas(frame, preserve_index=False)

@@ -44,3 +44,9 @@ def pointwise_completion(relevant: bool) -> str:
 def document_prompt(tokenizer, query: str) -> str:
     """The prompt of a document preference: the query as the user's request."""
     return _chat(tokenizer, f"{DOCUMENT_INSTRUCTION} {query}")
+
+
+def corpus_texts(corpus, doc_ids) -> list[str]:
+    """``document_text`` of each id in ``doc_ids``, looked up in a corpus table (doc_id, title, text)."""
+    docs = corpus.set_index("doc_id")
+    return [document_text(t, x) for t, x in zip(docs.title.reindex(doc_ids), docs.text.reindex(doc_ids))]

@@ -1,0 +1,40 @@
+rule report:
+    input:
+        per_query="results/{dataset}/evaluate/per_query.parquet",
+        explain_per_query="results/{dataset}/evaluate/explain_per_query.parquet",
+        splits="results/{dataset}/split/splits.parquet",
+        queries="results/{dataset}/ingest/queries.parquet",
+        attributions=attribution_tables,
+        rationales=rationale_texts,
+        runs=reranked_runs,
+    output:
+        stats="results/{dataset}/report/summary.parquet",
+        summary=report("results/{dataset}/report/summary.md", caption="../report/summary.rst", category="Summary"),
+        learning_curves=report("results/{dataset}/report/learning_curves.png", caption="../report/learning_curves.rst", category="Figures"),
+        scatter=report("results/{dataset}/report/accuracy_vs_faithfulness.png", caption="../report/accuracy_vs_faithfulness.rst", category="Figures"),
+        differences=report("results/{dataset}/report/ndcg_differences.png", caption="../report/ndcg_differences.rst", category="Figures"),
+        examples=report(
+            directory("results/{dataset}/report/examples"),
+            patterns=["{name}.png"],
+            caption="../report/examples.rst",
+            category="Examples",
+        ),
+    params:
+        methods=config["methods"],
+        ranking_measures=config["evaluate"]["measures"],
+        bootstrap=config["report"]["bootstrap_resamples"],
+        alpha=config["report"]["alpha"],
+        seed=config["report"]["seed"],
+        k=max(config["explain"]["ks"]),
+        top_documents=config["explain"]["top_documents"],
+    log:
+        "logs/{dataset}/report.log",
+    benchmark:
+        "benchmarks/{dataset}/report.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/rerank-audit.yaml"
+    script:
+        "../scripts/report.py"

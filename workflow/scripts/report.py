@@ -1,0 +1,44 @@
+from pathlib import Path
+
+import pandas as pd
+
+from rerank_audit.logs import log_to
+from rerank_audit.data import schemas
+from rerank_audit.evaluation import plots
+from rerank_audit.evaluation.statistics import compare_methods
+from rerank_audit.evaluation.summary import summary_markdown
+from rerank_audit.io import atomic_path, read_table, write_table
+
+log = log_to(snakemake.log[0])
+p, out = snakemake.params, snakemake.output
+per_query = read_table(snakemake.input.per_query, schemas.PER_QUERY_METRICS)
+explained = read_table(snakemake.input.explain_per_query, schemas.PER_QUERY_METRICS)
+splits = read_table(snakemake.input.splits, schemas.SPLITS)
+budget_sizes = {"all": int((splits.split == "train").sum())}
+options = dict(n_resamples=p.bootstrap, seed=p.seed, alpha=p.alpha)
+# Ranking and explainability measures are separate Holm families.
+stats = pd.concat(
+    [compare_methods(per_query, measures=p.ranking_measures, **options), compare_methods(explained, **options)], ignore_index=True
+)
+write_table(stats, out.stats, schemas.from_frame(stats))
+with atomic_path(out.summary) as tmp:
+    tmp.write_text(summary_markdown(stats, explained, methods=p.methods, ranking_measures=[m for m in ("nDCG@10", "RR@10", "AP") if m in p.ranking_measures], budget_sizes=budget_sizes))
+faithfulness = f"comprehensiveness@{p.k}"
+plots.learning_curves(stats, out.learning_curves, measures=("nDCG@10", faithfulness), budget_sizes=budget_sizes, methods=p.methods)
+plots.accuracy_vs_faithfulness(stats, out.scatter, faithfulness=faithfulness, budget_sizes=budget_sizes, methods=p.methods)
+plots.difference_distributions(per_query, out.differences, methods=p.methods, budget_sizes=budget_sizes)
+
+# One example page per method and budget, all on the same query: the first explained test query.
+queries = read_table(snakemake.input.queries, schemas.QUERIES).set_index("query_id").text
+for attributions_path, rationales_path, run_path in zip(snakemake.input.attributions, snakemake.input.rationales, snakemake.input.runs):
+    attributions = read_table(attributions_path, schemas.ATTRIBUTIONS)
+    rationales = read_table(rationales_path, schemas.RATIONALES)
+    if attributions.empty:
+        continue
+    method, budget = attributions.method.iloc[0], attributions.budget.iloc[0]
+    query_id = attributions.query_id.iloc[0]
+    documents = plots.attribution_documents(attributions, read_table(run_path, schemas.RUN), method, budget, query_id, top=p.top_documents)
+    texts = dict(zip(rationales.doc_id[rationales.query_id == query_id], rationales.rationale[rationales.query_id == query_id]))
+    title = f"{method} (budget {budget}): query {query_id}"
+    plots.example_page(queries[query_id], documents, texts, Path(out.examples) / f"{method}-{budget}.png", title=title)
+log.info("\n%s", Path(out.summary).read_text())
