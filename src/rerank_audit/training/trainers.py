@@ -258,6 +258,8 @@ def _build_trainer(method: str, base: str, data: pd.DataFrame, checkpoints: Path
         data_seed=seed,
         bf16=_use_bf16(hyper),
         fp16=False,
+        # transformers accepts bf16 autocast on the CPU only when told the CPU is the device.
+        use_cpu=not torch.cuda.is_available(),
         # TRL turns it on by default; it only pays off for models much larger than the default base.
         activation_checkpointing=bool(hyper.get("activation_checkpointing", False)),
         dataloader_pin_memory=torch.cuda.is_available(),
