@@ -1,0 +1,9 @@
+"""Explain stage: word attributions (SHAP), their faithfulness, and written rationales.
+
+- ``words``: what a word is, and when two words match;
+- ``score_cache``: every masked (query, document) text scored once per scorer;
+- ``attribution``: ``explain_pairs`` (word-level SHAP through ``Scorer.score_pairs``), ``top_keywords``;
+- ``faithfulness``: comprehensiveness / sufficiency against random words, deletion curves,
+  lexical-shortcut index;
+- ``rationale``: ``write_rationales`` with an instruction LLM, and the rationale checks.
+"""

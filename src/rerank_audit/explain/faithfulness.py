@@ -1,0 +1,280 @@
+"""Faithfulness of word attributions: does the score really depend on the words they rank first?
+
+For a scorer f and an explained pair (q, d) whose document words are ordered by attribution
+(most positive first: the words that pushed the score *up*; ties by position):
+
+- comprehensiveness@K = f(q, d) - f(q, d without its top-K words)   (higher: more faithful)
+- sufficiency@K       = f(q, d) - f(q, only the top-K words of d)    (lower: more faithful)
+- the same two with K random document words, averaged over ``n_random`` draws: the
+  baseline a faithful attribution must beat;
+- deletion curve: remove the words in attribution order; at each fraction p of removed words
+  the *drop* f(q, d) - f(q, d_p); ``deletion_auc`` is its area over p in [0, 1] (higher:
+  the score collapses sooner, more faithful), ``deletion_auc_random`` the same for random
+  orders;
+- lexical-shortcut index: the share of the positive attribution mass on document words that
+  also occur in the query (compared by ``words.word_key``: lowercased, punctuation-stripped,
+  stemmed; stop words never count as overlap), NaN when no document word has positive
+  attribution. High values: the method mostly rewards query-term matching.
+
+Only document words are removed; the query stays whole. K larger than the document is
+clipped to its length. Removed words are deleted, as in the attributions (``attribution``).
+
+Normalisation. Methods score on different scales (yes/no log-odds, DPO implicit rewards,
+reward-head logits), so every score difference is divided by a scale:
+
+- ``"candidate_std"`` (default): the standard deviation of f(q, d) over all pairs passed in
+  the call, i.e. the method's own spread over the candidates it was asked to separate. A
+  value of 1 reads "as large as a typical difference between candidates"; it is invariant
+  to any affine rescaling of a method's scores and is one number per method, so it never
+  explodes on a single pair.
+- ``"empty_document"``: per pair, |f(q, d) - f(q, "")| (the whole document's effect); a
+  natural 0..1-ish scale but unstable when a document barely moves the score.
+- ``"none"``: raw score units.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from rerank_audit.explain.attribution import pair_seed
+from rerank_audit.explain.score_cache import ScoreCache, cached_scores
+from rerank_audit.explain.words import content_keys, join_kept, word_key, word_segments
+from rerank_audit.models.scorer import Scorer
+
+NORMALISATIONS = ("candidate_std", "empty_document", "none")
+FAITHFULNESS_COLUMNS = [
+    "query_id", "doc_id", "k", "score", "scale",
+    "comprehensiveness", "sufficiency", "comprehensiveness_random", "sufficiency_random",
+    "deletion_auc", "deletion_auc_random", "lexical_shortcut",
+]  # fmt: skip
+
+
+def lexical_shortcut(query: str, document_tokens: Sequence[str], document_attributions: np.ndarray) -> float:
+    """Share of the positive attribution mass of document words that also occur in ``query``."""
+    query_keys = content_keys(query)
+    positive = np.clip(np.asarray(document_attributions, dtype=np.float64), 0.0, None)
+    total = positive.sum()
+    if total <= 0:
+        return float("nan")
+    shared = np.array([word_key(w) in query_keys for w in document_tokens], dtype=bool)
+    return float(positive[shared].sum() / total)
+
+
+def _removal_fractions(steps: int) -> np.ndarray:
+    return np.linspace(0.0, 1.0, steps + 1)
+
+
+def _without(segments: list[str], removed: np.ndarray) -> str:
+    keep = np.ones(len(segments), dtype=bool)
+    keep[removed] = False
+    return join_kept(segments, keep)
+
+
+def _only(segments: list[str], kept: np.ndarray) -> str:
+    keep = np.zeros(len(segments), dtype=bool)
+    keep[kept] = True
+    return join_kept(segments, keep)
+
+
+def _deletion_documents(segments: list[str], order: np.ndarray, fractions: np.ndarray) -> list[str]:
+    n = len(segments)
+    return [_without(segments, order[: int(round(p * n))]) for p in fractions]
+
+
+def _random_orders(n_words: int, n_random: int, seed: int, query: str, document: str) -> list[np.ndarray]:
+    rng = np.random.default_rng(pair_seed(seed, query, document))
+    return [rng.permutation(n_words) for _ in range(n_random)]
+
+
+def _document_attributions(
+    attributions: pd.DataFrame, query_ids: Sequence[str], doc_ids: Sequence[str], segments: Sequence[list[str]]
+) -> list[np.ndarray]:
+    """Each pair's document-word attributions in word order, checked against the document's words."""
+    documents = attributions[attributions.part == "document"].sort_values("position", kind="stable")
+    grouped = {key: group.attribution.to_numpy(dtype=np.float64) for key, group in documents.groupby(["query_id", "doc_id"], sort=False)}
+    values = []
+    for q, d, words in zip(query_ids, doc_ids, segments):
+        found = grouped.get((q, d), np.zeros(0))
+        if len(found) != len(words):
+            raise ValueError(f"pair ({q}, {d}): {len(found)} document attributions for a document of {len(words)} words")
+        values.append(found)
+    return values
+
+
+def _scales(full: np.ndarray, empty: np.ndarray, normalisation: str) -> np.ndarray:
+    if normalisation == "none":
+        return np.ones_like(full)
+    if normalisation == "empty_document":
+        return np.abs(full - empty)
+    if normalisation == "candidate_std":
+        spread = float(np.std(full))
+        if not spread > 0:
+            raise ValueError(
+                f"candidate_std normalisation needs pairs with different scores, got {len(full)} pair(s) all scoring "
+                f"{full[0] if len(full) else 'nothing'}; pass more candidates or normalisation='empty_document' / 'none'"
+            )
+        return np.full_like(full, spread)
+    raise ValueError(f"unknown normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
+
+
+def faithfulness(
+    scorer: Scorer,
+    queries: Sequence[str],
+    documents: Sequence[str],
+    attributions: pd.DataFrame,
+    *,
+    ks: Sequence[int],
+    n_random: int,
+    seed: int,
+    deletion_steps: int,
+    normalisation: str = "candidate_std",
+    cache: ScoreCache | None = None,
+    batch_size: int = 64,
+    query_ids: Sequence[str] | None = None,
+    doc_ids: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Faithfulness metrics of ``attributions`` (as from ``explain_pairs``) for each pair and K.
+
+    ``ks``: the K of comprehensiveness / sufficiency; ``n_random``: random word sets (and
+    random deletion orders) per pair, drawn from (seed, pair text); ``deletion_steps``: the
+    deletion curve is evaluated at fractions 0, 1/steps, ..., 1; ``normalisation``: see the
+    module docstring; ``cache``: this scorer's score cache; ``batch_size``: pairs per
+    ``score_pairs`` call. ``query_ids`` / ``doc_ids`` locate each pair's rows in
+    ``attributions`` (default: the pair index as str, as ``explain_pairs`` does).
+
+    Returns one row per (pair, k): query_id, doc_id, k, score (f(q, d)), scale (the
+    normaliser), comprehensiveness, sufficiency, their ``_random`` means, deletion_auc,
+    deletion_auc_random, lexical_shortcut (per pair, repeated over k). All score
+    differences are divided by ``scale``.
+    """
+    if len(queries) != len(documents):
+        raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
+    query_ids = [str(i) for i in range(len(queries))] if query_ids is None else list(query_ids)
+    doc_ids = [str(i) for i in range(len(documents))] if doc_ids is None else list(doc_ids)
+    cache = {} if cache is None else cache
+    segments = [word_segments(d) for d in documents]
+    document_values = _document_attributions(attributions, query_ids, doc_ids, segments)
+
+    fractions = _removal_fractions(deletion_steps)
+    plans = []
+    # Score first, chunk by chunk (one score_pairs call each), then compute: candidate_std
+    # needs the full scores of every pair before any difference can be normalised.
+    with tqdm(total=len(queries), desc="faithfulness", unit="pair") as progress:
+        for start in range(0, len(queries), batch_size):
+            chunk = range(start, min(start + batch_size, len(queries)))
+            chunk_plans = [_pair_plan(queries[i], segments[i], document_values[i], ks, n_random, seed, fractions) for i in chunk]
+            pair_queries = [queries[i] for i, plan in zip(chunk, chunk_plans) for _ in plan["documents"]]
+            cached_scores(scorer, pair_queries, [doc for plan in chunk_plans for doc in plan["documents"]], cache)
+            plans.extend(chunk_plans)
+            progress.update(len(chunk))
+
+    full = np.array([cache[(q, plan["full"])] for q, plan in zip(queries, plans)])
+    empty = np.array([cache[(q, "")] for q in queries])
+    scales = _scales(full, empty, normalisation)
+    rows = []
+    for i, plan in enumerate(plans):
+
+        def drop(doc: str, i: int = i) -> float:
+            return _normalised_drop(full[i], cache[(queries[i], doc)], scales[i])
+
+        shortcut = lexical_shortcut(queries[i], [w.rstrip() for w in segments[i]], document_values[i])
+        auc = np.trapezoid([drop(doc) for doc in plan["deletion"]], fractions)
+        auc_random = np.mean([np.trapezoid([drop(doc) for doc in curve], fractions) for curve in plan["deletion_random"]])
+        for k, (without_top, only_top, without_random, only_random) in plan["by_k"].items():
+            rows.append(
+                {
+                    "query_id": query_ids[i],
+                    "doc_id": doc_ids[i],
+                    "k": int(k),
+                    "score": full[i],
+                    "scale": scales[i],
+                    "comprehensiveness": drop(without_top),
+                    "sufficiency": drop(only_top),
+                    "comprehensiveness_random": float(np.mean([drop(doc) for doc in without_random])),
+                    "sufficiency_random": float(np.mean([drop(doc) for doc in only_random])),
+                    "deletion_auc": float(auc),
+                    "deletion_auc_random": float(auc_random),
+                    "lexical_shortcut": shortcut,
+                }
+            )
+    return pd.DataFrame(rows, columns=FAITHFULNESS_COLUMNS).astype({"k": "int64"})
+
+
+def _normalised_drop(full: float, masked: float, scale: float) -> float:
+    """(full - masked) / scale; NaN when the scale is 0 (a document that does not move the score)."""
+    return (full - masked) / scale if scale > 0 else float("nan")
+
+
+def _pair_plan(
+    query: str, segments: list[str], values: np.ndarray, ks: Sequence[int], n_random: int, seed: int, fractions: np.ndarray
+) -> dict:
+    """Every masked document one pair's metrics need, grouped by metric."""
+    document = join_kept(segments, np.ones(len(segments), dtype=bool))
+    order = np.argsort(-values, kind="stable")
+    random_orders = _random_orders(len(segments), n_random, seed, query, document)
+    by_k = {}
+    for k in ks:
+        top = order[: min(k, len(segments))]
+        randoms = [r[: min(k, len(segments))] for r in random_orders]
+        by_k[k] = (
+            _without(segments, top),
+            _only(segments, top),
+            [_without(segments, r) for r in randoms],
+            [_only(segments, r) for r in randoms],
+        )
+    plan = {
+        "full": document,
+        "by_k": by_k,
+        "deletion": _deletion_documents(segments, order, fractions),
+        "deletion_random": [_deletion_documents(segments, r, fractions) for r in random_orders],
+    }
+    plan["documents"] = (
+        [document, ""]
+        + [doc for entry in by_k.values() for doc in (entry[0], entry[1], *entry[2], *entry[3])]
+        + plan["deletion"]
+        + [doc for curve in plan["deletion_random"] for doc in curve]
+    )
+    return plan
+
+
+def deletion_curves(
+    scorer: Scorer,
+    queries: Sequence[str],
+    documents: Sequence[str],
+    attributions: pd.DataFrame,
+    *,
+    deletion_steps: int,
+    cache: ScoreCache | None = None,
+    query_ids: Sequence[str] | None = None,
+    doc_ids: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The deletion curve of each pair: words removed in attribution order (most positive first).
+
+    Returns query_id, doc_id, fraction (of document words removed, 0..1), score
+    (f(q, d_fraction), raw score units) for fractions 0, 1/steps, ..., 1.
+    """
+    query_ids = [str(i) for i in range(len(queries))] if query_ids is None else list(query_ids)
+    doc_ids = [str(i) for i in range(len(documents))] if doc_ids is None else list(doc_ids)
+    cache = {} if cache is None else cache
+    fractions = _removal_fractions(deletion_steps)
+    segments = [word_segments(d) for d in documents]
+    document_values = _document_attributions(attributions, query_ids, doc_ids, segments)
+    curves = [
+        _deletion_documents(words, np.argsort(-values, kind="stable"), fractions)
+        for words, values in zip(segments, document_values)
+    ]
+    scores = cached_scores(scorer, [q for q, curve in zip(queries, curves) for _ in curve], [doc for curve in curves for doc in curve], cache)
+    return pd.DataFrame(
+        {
+            "query_id": np.repeat(query_ids, len(fractions)),
+            "doc_id": np.repeat(doc_ids, len(fractions)),
+            "fraction": np.tile(fractions, len(curves)),
+            "score": scores,
+        }
+    )

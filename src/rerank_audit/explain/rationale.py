@@ -1,0 +1,165 @@
+"""Written rationales of a ranking decision, and the checks run on them.
+
+A general-purpose instruction LLM (the *generator*, not the re-ranker) reads the query, the
+document, the rank the re-ranker gave it and the top-K keywords with their signed SHAP
+attributions, and writes 2-4 sentences on why the document is or is not relevant. The
+prompt does not state the re-ranker's verdict or its score (a method-specific scale the
+generator cannot read), so verdict agreement measures whether the evidence handed over
+(rank, keywords, attributions) leads to the re-ranker's decision, not mere obedience.
+
+Checks (all words compared by ``words.word_key``: lowercased, punctuation-stripped, stemmed):
+- keyword coverage: share of the distinct keywords the rationale mentions;
+- verdict agreement: the rationale's verdict (``rationale_verdict``) equals the model's
+  decision (``model_decisions``); a rationale that states no verdict does not agree;
+- unsupported-word rate: share of the rationale's content words (stop words and the task's
+  own vocabulary such as "document" or "relevant" left out) found in neither the query nor
+  the document.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping, Sequence
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from rerank_audit.explain.words import is_content_word, split_words, word_key
+
+RATIONALE_INSTRUCTION = (
+    "In 2 to 4 sentences, explain why the document is or is not relevant to the search query. "
+    "Mention the influential words listed above."
+)
+
+# Verdict rule: the first sentence with a relevance cue decides. A negative cue, or a
+# negation among the NEGATION_WINDOW words before a positive cue, means "not relevant".
+POSITIVE_CUES = frozenset({"relevant", "relevance", "relevancy", "related", "pertinent"})
+NEGATIVE_CUES = frozenset({"irrelevant", "unrelated", "irrelevance"})
+NEGATIONS = frozenset({"not", "no", "never", "neither", "nor", "cannot", "hardly", "barely", "lacks", "without", "nothing"})
+NEGATION_WINDOW = 3
+
+# Words a rationale uses to talk about the task itself; they need no support in the texts.
+TASK_WORDS = frozenset(
+    """document documents query queries search relevant relevance irrelevant related unrelated pertinent
+    mention mentions mentioned mentioning discuss discusses topic keyword keywords word words term terms
+    information however therefore thus specifically directly""".split()
+)
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_VERDICT_TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+def rationale_prompt(tokenizer, item: Mapping) -> str:
+    """The generator's chat prompt for one item (query, document, rank, keywords, attributions)."""
+    influential = "\n".join(f"- {word}: {value:+.3g}" for word, value in zip(item["keywords"], item["attributions"]))
+    user = (
+        f"Search query: {item['query']}\n\nDocument: {item['document']}\n\n"
+        f"A search engine ranked this document at position {int(item['rank'])} for the query. "
+        "The words that most influenced its relevance score (positive values pushed the document up, "
+        f"negative values pushed it down):\n{influential}\n\n{RATIONALE_INSTRUCTION}"
+    )
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+    return f"User: {user}\nAssistant: "
+
+
+def write_rationales(generator_model, tokenizer, items: Sequence[Mapping], max_new_tokens: int, batch_size: int = 8) -> list[str]:
+    """One rationale per item, greedy decoding, in ``items`` order.
+
+    ``items``: mappings with query, document, rank, keywords (list of words) and
+    attributions (their signed values, same order). Prompts are generated in batches of
+    ``batch_size``, shortest first to waste little padding, left-padded so every prompt ends
+    where generation starts. Returns the generated text, special tokens removed, stripped.
+    """
+    import torch
+
+    prompts = [rationale_prompt(tokenizer, item) for item in items]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    device = next(generator_model.parameters()).device
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    rationales = [""] * len(prompts)
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc="rationales", unit="batch"):
+            batch = order[start : start + batch_size]
+            encoded = tokenizer(
+                [prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(device)
+            with torch.no_grad():
+                generated = generator_model.generate(
+                    **encoded, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_token_id
+                )
+            texts = tokenizer.batch_decode(generated[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+            for i, text in zip(batch, texts):
+                rationales[i] = text.strip()
+    finally:
+        tokenizer.padding_side = padding_side
+    return rationales
+
+
+def keyword_coverage(rationale: str, keywords: Sequence[str]) -> float:
+    """Share of the distinct keywords (by key) that the rationale mentions; NaN without keywords."""
+    wanted = {word_key(k) for k in keywords} - {""}
+    if not wanted:
+        return float("nan")
+    mentioned = {word_key(w) for w in split_words(rationale)}
+    return len(wanted & mentioned) / len(wanted)
+
+
+def rationale_verdict(rationale: str) -> bool | None:
+    """True if the rationale calls the document relevant, False if not relevant, None if it never says.
+
+    The first sentence holding a relevance cue (relevant, related, pertinent, ...) decides:
+    "irrelevant" / "unrelated", or a negation (not, no, never, n't, ...) within the
+    ``NEGATION_WINDOW`` words before the cue, reads as not relevant.
+    """
+    for sentence in _SENTENCE_END.split(rationale.lower()):
+        tokens = _VERDICT_TOKEN.findall(sentence)
+        for position, token in enumerate(tokens):
+            if token in NEGATIVE_CUES:
+                return False
+            if token in POSITIVE_CUES:
+                before = tokens[max(0, position - NEGATION_WINDOW) : position]
+                return not any(w in NEGATIONS or w.endswith("n't") for w in before)
+    return None
+
+
+def model_decisions(run: pd.DataFrame) -> pd.Series:
+    """The re-ranker's decision for each row of ``run`` (query_id, rank): relevant iff in the top half.
+
+    Top half of the query's re-ranked list: rank <= n / 2 for a list of n candidates (the
+    middle document of an odd list counts as not relevant). Ranks rather than a score
+    threshold because a method's scores (implicit rewards above all) shift from query to
+    query, while ranks are what the method is judged on. Returns a bool Series on run's index.
+    """
+    list_length = run.groupby("query_id")["rank"].transform("size")
+    return (run["rank"] <= list_length / 2).rename("relevant")
+
+
+def unsupported_word_rate(rationale: str, query: str, document: str, task_words: frozenset[str] = TASK_WORDS) -> float:
+    """Share of the rationale's content words found in neither query nor document; NaN if it has none.
+
+    Content words: not stop words, not in ``task_words``, not punctuation.
+    """
+    task_keys = {word_key(w) for w in task_words}
+    content = [word_key(w) for w in split_words(rationale) if is_content_word(w)]
+    content = [key for key in content if key not in task_keys]
+    if not content:
+        return float("nan")
+    supported = {word_key(w) for w in split_words(query) + split_words(document)}
+    return sum(key not in supported for key in content) / len(content)
+
+
+def rationale_metrics(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (query, document, keywords, rationale, relevant) with the rationale checks added.
+
+    Adds keyword_coverage, verdict (nullable bool), verdict_agreement (0.0 / 1.0) and
+    unsupported_rate (floats in [0, 1], NaN where undefined); other columns are kept.
+    """
+    verdicts = [rationale_verdict(r) for r in frame.rationale]
+    return frame.assign(
+        keyword_coverage=[keyword_coverage(r, k) for r, k in zip(frame.rationale, frame.keywords)],
+        verdict=pd.array(verdicts, dtype="boolean"),
+        verdict_agreement=[float(v is not None and v == bool(d)) for v, d in zip(verdicts, frame.relevant)],
+        unsupported_rate=[unsupported_word_rate(r, q, d) for r, q, d in zip(frame["rationale"], frame["query"], frame["document"])],
+    ).astype({"keyword_coverage": "float64", "verdict_agreement": "float64", "unsupported_rate": "float64"})
