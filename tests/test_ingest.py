@@ -158,11 +158,13 @@ def test_duplicate_document_id_names_both_lines(tmp_path):
     expect_error(lambda: read_collection("beir", folder=tmp_path), "corpus.jsonl, line 2", "duplicate document id 'd1' (first at line 1)")
 
 
+def read_trec_texts(tmp_path, topics="1\tsea level\n", qrels="1 0 A 1\n", collection="A\tText.\n"):
+    paths = {name: write(tmp_path / f"{name}.txt", text) for name, text in [("topics", topics), ("qrels", qrels), ("collection", collection)]}
+    return lambda: read_collection("trec", **paths)
+
+
 def test_duplicate_query_id_is_reported(tmp_path):
-    topics = write(tmp_path / "topics.tsv", "1\tsea level\n1\tsnow\n")
-    qrels = write(tmp_path / "qrels.txt", "1 0 A 1\n")
-    collection = write(tmp_path / "c.tsv", "A\tText.\n")
-    expect_error(lambda: read_collection("trec", topics=topics, qrels=qrels, collection=collection), "topics.tsv, line 2", "duplicate query id '1'")
+    expect_error(read_trec_texts(tmp_path, topics="1\tsea level\n1\tsnow\n"), "topics.txt, line 2", "duplicate query id '1'")
 
 
 def test_empty_document_text_is_reported(tmp_path):
@@ -172,17 +174,11 @@ def test_empty_document_text_is_reported(tmp_path):
 
 
 def test_qrels_naming_an_unknown_document_are_reported(tmp_path):
-    topics = write(tmp_path / "topics.tsv", "1\tsea level\n")
-    qrels = write(tmp_path / "qrels.txt", "1 0 A 1\n1 0 ZZ 1\n")
-    collection = write(tmp_path / "c.tsv", "A\tText.\n")
-    expect_error(lambda: read_collection("trec", topics=topics, qrels=qrels, collection=collection), "qrels.txt, line 2", "unknown document id 'ZZ'")
+    expect_error(read_trec_texts(tmp_path, qrels="1 0 A 1\n1 0 ZZ 1\n"), "qrels.txt, line 2", "unknown document id 'ZZ'")
 
 
 def test_qrels_naming_an_unknown_query_are_reported(tmp_path):
-    topics = write(tmp_path / "topics.tsv", "1\tsea level\n")
-    qrels = write(tmp_path / "qrels.txt", "9 0 A 1\n")
-    collection = write(tmp_path / "c.tsv", "A\tText.\n")
-    expect_error(lambda: read_collection("trec", topics=topics, qrels=qrels, collection=collection), "qrels.txt, line 1", "unknown query id '9'")
+    expect_error(read_trec_texts(tmp_path, qrels="9 0 A 1\n"), "qrels.txt, line 1", "unknown query id '9'")
 
 
 def test_undecodable_bytes_are_reported_with_their_line(tmp_path):
