@@ -228,3 +228,29 @@ def test_write_rationales_returns_one_string_per_item_with_the_tiny_model(tiny_l
     rationales = write_rationales(model, tokenizer, items, max_new_tokens=6, batch_size=2)
     assert len(rationales) == 3 and all(isinstance(r, str) for r in rationales)
     assert tokenizer.padding_side == "right"  # restored after generation
+
+
+def test_a_pair_without_words_gets_no_attribution_rows():
+    attributions = explain_pairs(GlacierCounter(), ["", QUERY], ["", DOCUMENT], max_evals=1, seed=0)
+    assert set(attributions.query_id) == {"1"}
+
+
+def test_explain_outputs_write_with_the_data_model_schemas(tmp_path):
+    from rerank_audit.data import schemas
+    from rerank_audit.io import read_table, write_table
+
+    scorer, cache = GlacierCounter(), {}
+    ids = {"query_ids": ["q1", "q1"], "doc_ids": ["d1", "d2"]}
+    attributions = explain_pairs(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], max_evals=1, seed=0, cache=cache, **ids)
+    scores = faithfulness(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], attributions, ks=[1], n_random=2, seed=0, deletion_steps=2, cache=cache, **ids)
+    frame = pd.DataFrame(
+        {"query": [QUERY], "document": [DOCUMENT], "keywords": [["glacier"]], "rationale": ["Relevant."], "relevant": [True]}
+    )
+    checks = rationale_metrics(frame).assign(query_id="q1", doc_id="d1")
+    rationales = frame.assign(query_id="q1", doc_id="d1", rank=1, score=1.0, generator="tiny")
+    tables = [(attributions, schemas.ATTRIBUTIONS), (scores, schemas.FAITHFULNESS), (checks, schemas.RATIONALE_METRICS), (rationales, schemas.RATIONALES)]
+    for number, (table, schema) in enumerate(tables):
+        table = table.assign(method="toy", budget="all")[schema.names]
+        path = tmp_path / f"table{number}.parquet"
+        write_table(table, path, schema)
+        assert len(read_table(path, schema)) == len(table)

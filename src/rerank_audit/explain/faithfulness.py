@@ -144,7 +144,8 @@ def faithfulness(
     deletion curve is evaluated at fractions 0, 1/steps, ..., 1; ``normalisation``: see the
     module docstring; ``cache``: this scorer's score cache; ``batch_size``: pairs per
     ``score_pairs`` call. ``query_ids`` / ``doc_ids`` locate each pair's rows in
-    ``attributions`` (default: the pair index as str, as ``explain_pairs`` does).
+    ``attributions`` (default: the pair index as str, as ``explain_pairs`` does). Pass
+    all explained pairs of one method (and budget) in one call: they define its scale.
 
     Returns one row per (pair, k): query_id, doc_id, k, score (f(q, d)), scale (the
     normaliser), comprehensiveness, sufficiency, their ``_random`` means, deletion_auc,
@@ -155,6 +156,8 @@ def faithfulness(
         raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"unknown normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
+    if n_random < 1 or deletion_steps < 1 or batch_size < 1 or any(k < 1 for k in ks):
+        raise ValueError(f"n_random, deletion_steps, batch_size and every k must be >= 1 (got {n_random}, {deletion_steps}, {batch_size}, {list(ks)})")
     query_ids = [str(i) for i in range(len(queries))] if query_ids is None else list(query_ids)
     doc_ids = [str(i) for i in range(len(documents))] if doc_ids is None else list(doc_ids)
     cache = {} if cache is None else cache
