@@ -22,10 +22,16 @@ for path in snakemake.input.runs:
 per_query = pd.concat(tables, ignore_index=True)
 metrics = aggregate(per_query)
 write_table(per_query, snakemake.output.per_query, schemas.PER_QUERY_METRICS)
+
+
+
+def read_all(paths, schema):
+    return pd.concat([read_table(path, schema) for path in paths], ignore_index=True) if paths else None
+
+
 # Faithfulness and rationale checks, per query (mean over the query's explained documents).
-concat = lambda paths, schema: pd.concat([read_table(path, schema) for path in paths], ignore_index=True) if paths else None  # noqa: E731
 explained = explain_per_query(
-    concat(snakemake.input.faithfulness, schemas.FAITHFULNESS), concat(snakemake.input.rationales, schemas.RATIONALE_METRICS), dataset
+    read_all(snakemake.input.faithfulness, schemas.FAITHFULNESS), read_all(snakemake.input.rationales, schemas.RATIONALE_METRICS), dataset
 )
 write_table(explained, snakemake.output.explain_per_query, schemas.PER_QUERY_METRICS)
 write_table(metrics, snakemake.output.metrics, schemas.AGGREGATE_METRICS)
