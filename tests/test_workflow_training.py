@@ -36,6 +36,14 @@ def test_every_method_trains_reranks_and_is_evaluated(workdir, tiny_lm_dir):
         run = pd.read_parquet(results / "rerank" / method / "1" / "run.parquet")
         assert set(run.query_id) <= set(pd.read_parquet(results / "split" / "splits.parquet").query("split == 'test'").query_id)
     assert planned_rules(workdir, config) == {}
+    # A rationale parameter re-runs rationales and what follows, never training, re-ranking or attribution.
+    changed = tiny_config(methods=METHODS, base_model=str(tiny_lm_dir), budgets=[1])
+    changed["rationale"]["max_new_tokens"] = 12
+    assert planned_rules(workdir, write_config(workdir, changed, "rationale.yaml")) == {"rationale": 5, "evaluate": 1, "report": 1, "all": 1}
+    # An explanation parameter re-runs attribution and what follows, no training or re-ranking.
+    changed = tiny_config(methods=METHODS, base_model=str(tiny_lm_dir), budgets=[1])
+    changed["explain"]["max_evals"] = 32
+    assert planned_rules(workdir, write_config(workdir, changed, "explain.yaml")) == {"explain": 5, "rationale": 5, "evaluate": 1, "report": 1, "all": 1}
 
 
 def test_interrupted_training_resumes_from_its_checkpoint(workdir, tiny_lm_dir):
