@@ -3,6 +3,7 @@ import os
 
 from snakemake.utils import validate
 
+from rerank_audit.data.schemas import UNTRAINED_BUDGET
 from rerank_audit.models.loading import BUNDLED_PREFIX, resolve_base_model
 
 
@@ -14,7 +15,6 @@ DATASETS = list(config["datasets"])
 
 TRAINED_METHODS = [m for m in config["methods"] if m != "zeroshot"]
 BUDGETS = [str(b) for b in config["budgets"]]
-UNTRAINED_BUDGET = "0"  # budget label of methods that see no training queries
 MODELS_DIR = "resources/models"
 BASE_MODEL = resolve_base_model(config["model"]["base"], MODELS_DIR)
 RATIONALE_GENERATOR = resolve_base_model(config["rationale"]["generator"], MODELS_DIR)
@@ -105,7 +105,7 @@ def scoring_model_dir(wildcards):
 
 def method_budgets():
     """Every (method, budget) that is re-ranked: zeroshot once, trained methods per budget."""
-    return [(m, UNTRAINED_BUDGET) if m == "zeroshot" else (m, b) for m in config["methods"] for b in (BUDGETS if m != "zeroshot" else [UNTRAINED_BUDGET])]
+    return [(m, b) for m in config["methods"] for b in ([UNTRAINED_BUDGET] if m == "zeroshot" else BUDGETS)]
 
 
 def per_method(wildcards, pattern):

@@ -8,6 +8,8 @@ QRELS = pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("relevan
 # position orders queries inside a split: training budgets take the first b train queries,
 # so smaller budgets are nested in larger ones.
 SPLITS = pa.schema([("query_id", pa.string()), ("split", pa.string()), ("position", pa.int64())])
+# Budget label of runs from methods that see no training queries (bm25, zeroshot).
+UNTRAINED_BUDGET = "0"
 RUN = pa.schema(
     [
         ("query_id", pa.string()),

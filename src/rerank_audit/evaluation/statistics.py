@@ -19,8 +19,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from rerank_audit.data.schemas import UNTRAINED_BUDGET
+
 BASELINES = ("bm25", "zeroshot")
-BASELINE_BUDGET = "0"
+BASELINE_BUDGET = UNTRAINED_BUDGET
 TEST_SPLIT = "test"
 
 # Columns of ``compare_methods`` before the per-baseline ones.

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import Stemmer
 
+from rerank_audit.data.schemas import UNTRAINED_BUDGET
 from rerank_audit.models.prompts import document_text
-
-UNTRAINED_BUDGET = "0"  # methods that see no training queries (bm25, zeroshot)
 
 
 @dataclass
