@@ -21,6 +21,14 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# Run by Snakemake itself, never submitted to a cluster: the target, and the tiny rules that
+# would wait longer in a queue than they run (a download also needs the login node's network).
+localrules:
+    all,
+    download,
+    split,
+
+
 rule all:
     input:
         final_outputs(),

@@ -13,6 +13,7 @@ from workflow_runner import REPO, SNAKEMAKE, planned_rules, snakemake, tiny_conf
 
 pytestmark = pytest.mark.slow
 METHODS = ["zeroshot", "sft", "dpo", "dpo_pairs", "reward"]
+TRAINED = [("zeroshot", "0")] + [(m, "1") for m in METHODS[1:]]  # (method, budget) of every model
 
 
 @pytest.fixture
@@ -43,7 +44,20 @@ def test_every_method_trains_reranks_and_is_evaluated(workdir, tiny_lm_dir):
     # An explanation parameter re-runs attribution and what follows, no training or re-ranking.
     changed = tiny_config(methods=METHODS, base_model=str(tiny_lm_dir), budgets=[1])
     changed["explain"]["max_evals"] = 32
-    assert planned_rules(workdir, write_config(workdir, changed, "explain.yaml")) == {"explain": 5, "rationale": 5, "evaluate": 1, "report": 1, "all": 1}
+    explain_changed = write_config(workdir, changed, "explain.yaml")
+    after_attribution = {"explain": 5, "rationale": 5, "evaluate": 1, "report": 1, "all": 1}
+    assert planned_rules(workdir, explain_changed) == after_attribution
+    # ... and --list-changes names exactly the attributions whose parameters changed.
+    listed = snakemake(workdir, explain_changed, "--list-changes", "params").stdout.split()
+    assert sorted(listed) == sorted(f"results/tiny/explain/{m}/{b}/attributions.parquet" for m, b in TRAINED)
+    # --forcerun re-runs one stage and what follows with the parameters unchanged.
+    assert planned_rules(workdir, config, "--forcerun", "explain") == after_attribution
+
+
+def test_until_stops_after_the_named_stage(workdir, tiny_lm_dir):
+    config = write_config(workdir, tiny_config(methods=METHODS, base_model=str(tiny_lm_dir), budgets=[1]))
+    planned = planned_rules(workdir, config, "--until", "rerank")
+    assert planned == {"ingest": 1, "split": 1, "retrieve": 1, "training_data": 1, "train": 4, "rerank": 5}
 
 
 def test_interrupted_training_resumes_from_its_checkpoint(workdir, tiny_lm_dir):

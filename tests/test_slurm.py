@@ -1,0 +1,101 @@
+"""The workflow on a real one-node SLURM cluster (tests/slurm/cluster.sh) equals a local run.
+
+Needs root (slurmd starts the jobs) and Debian's packages (the script installs them with
+apt-get when missing); skipped with the reason otherwise.
+"""
+
+import os
+import shutil
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from workflow_runner import REPO, SNAKEMAKE, planned_rules, snakemake, tiny_config, write_config, write_tiny_collection
+
+pytestmark = pytest.mark.slow
+CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
+LOCAL_RULES = {"all", "download", "split"}  # the Snakefile's localrules
+
+
+def _missing_requirement() -> str | None:
+    if os.geteuid() != 0:
+        return "starting slurmd needs root"
+    if not (shutil.which("slurmctld") or shutil.which("apt-get")):
+        return "SLURM is not installed and apt-get is not available to install it"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm_env(tmp_path_factory):
+    """The environment of a client of a freshly started one-node cluster."""
+    if reason := _missing_requirement():
+        pytest.skip(f"no SLURM cluster: {reason}")
+    state = tmp_path_factory.mktemp("slurm")
+    started = time.monotonic()
+    subprocess.run([str(CLUSTER), "start", str(state)], check=True)
+    print(f"SLURM cluster setup took {time.monotonic() - started:.0f} s")
+    yield {**os.environ, "SLURM_CONF": str(state / "slurm.conf"), "PATH": f"{state / 'bin'}:{os.environ['PATH']}"}
+    subprocess.run([str(CLUSTER), "stop", str(state)], check=False)
+
+
+def cpu_only_profile(folder: Path) -> Path:
+    """profiles/slurm with this machine's overrides: no GPU or partition, memory and cores that fit."""
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    for resources in profile["set-resources"].values():
+        resources.pop("gpu"), resources.pop("slurm_partition")
+        resources["mem_mb"] = 2000
+    profile["default-resources"]["mem_mb"] = 2000
+    profile["set-threads"] = {rule: min(threads, os.cpu_count()) for rule, threads in profile["set-threads"].items()}
+    profile["slurm-init-seconds-before-status-checks"] = 1
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    return folder
+
+
+def sacct_jobs(env: dict) -> list[tuple[str, str]]:
+    """(rule, state) of every job the cluster has run, from the comment the executor sets."""
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-a", "-S", "now-1days", "-o", "Comment,State"],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    jobs = []
+    for line in out.splitlines():
+        comment, state = line.rsplit("|", 1)
+        jobs.append((comment.removeprefix("rule_").split("_wildcards_")[0], state))
+    return jobs
+
+
+def parquet_tables(workdir: Path) -> dict[str, pd.DataFrame]:
+    return {str(p.relative_to(workdir)): pd.read_parquet(p) for p in sorted((workdir / "results").rglob("*.parquet"))}
+
+
+def test_slurm_run_submits_every_rule_and_equals_a_local_run(slurm_env, tmp_path, tiny_lm_dir):
+    config = tiny_config(methods=["zeroshot", "sft"], base_model=str(tiny_lm_dir), budgets=[1])
+    workdirs = {}
+    for mode in ("local", "slurm"):
+        workdirs[mode] = tmp_path / mode
+        workdirs[mode].mkdir()
+        write_tiny_collection(workdirs[mode])
+    configfile = write_config(workdirs["local"], config)
+    planned = planned_rules(workdirs["local"], configfile)
+    snakemake(workdirs["local"], configfile)
+
+    profile = cpu_only_profile(tmp_path / "profile")
+    command = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdirs["slurm"]),
+               "--workflow-profile", str(profile), "--configfile", str(write_config(workdirs["slurm"], config))]
+    result = subprocess.run(command, env=slurm_env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
+
+    jobs = sacct_jobs(slurm_env)
+    expected = Counter({rule: n for rule, n in planned.items() if rule not in LOCAL_RULES})
+    assert Counter(rule for rule, _ in jobs) == expected
+    assert {state for _, state in jobs} == {"COMPLETED"}
+    print(f"{len(jobs)} SLURM jobs: {dict(expected)}")
+
+    local, cluster = parquet_tables(workdirs["local"]), parquet_tables(workdirs["slurm"])
+    assert local.keys() == cluster.keys()
+    for name, table in local.items():
+        pd.testing.assert_frame_equal(cluster[name], table, check_exact=False, rtol=1e-5, obj=name)
