@@ -138,7 +138,7 @@ start_mariadb() {
 
 start() {
     install_packages
-    stop 2>/dev/null # a cluster left running in DIR; then a fresh state
+    [[ -d $DIR/run ]] && stop 2>/dev/null # a cluster left running in DIR; then a fresh state
     rm -rf "$DIR"/{bin,log,run,munge,spool,mariadb}
     mkdir -p "$DIR"/{log,run,munge,spool/slurmctld,spool/slurmd}
     write_configs
@@ -166,7 +166,10 @@ stop_daemon() { # stop_daemon NAME: TERM the pid in DIR/run/NAME.pid and wait fo
 
 stop() {
     export SLURM_CONF="$DIR/slurm.conf"
-    scancel --user="$(id -un)" 2>/dev/null || true
+    # scancel waits for an unreachable controller: ask only a running one.
+    if [[ -s $DIR/run/slurmctld.pid ]] && kill -0 "$(cat "$DIR/run/slurmctld.pid")" 2>/dev/null; then
+        scancel --user="$(id -un)" || true
+    fi
     for daemon in slurmd slurmctld slurmdbd mariadb munged; do stop_daemon "$daemon"; done
     log "stopped"
 }
