@@ -8,6 +8,7 @@ import time
 import pandas as pd
 import psutil
 import pytest
+import yaml
 
 from workflow_runner import REPO, SNAKEMAKE, planned_rules, snakemake, tiny_config, write_config, write_tiny_collection
 
@@ -37,6 +38,11 @@ def test_every_method_trains_reranks_and_is_evaluated(workdir, tiny_lm_dir):
         run = pd.read_parquet(results / "rerank" / method / "1" / "run.parquet")
         assert set(run.query_id) <= set(pd.read_parquet(results / "split" / "splits.parquet").query("split == 'test'").query_id)
     assert planned_rules(workdir, config) == {}
+    # The HTML report holds the table, the figures and the configuration that made them.
+    assert yaml.safe_load((results / "report" / "config.yaml").read_text())["methods"] == METHODS
+    snakemake(workdir, config, "--report", str(workdir / "report.html"))
+    html = (workdir / "report.html").read_text()
+    assert all(name in html for name in ("summary.md", "learning_curves.png", "ndcg_differences.png", "config.yaml"))
     # A rationale parameter re-runs rationales and what follows, never training, re-ranking or attribution.
     changed = tiny_config(methods=METHODS, base_model=str(tiny_lm_dir), budgets=[1])
     changed["rationale"]["max_new_tokens"] = 12

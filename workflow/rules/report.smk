@@ -19,6 +19,7 @@ rule report:
             caption="../report/examples.rst",
             category="Examples",
         ),
+        config=report("results/{dataset}/report/config.yaml", caption="../report/config.rst", category="Configuration"),
     params:
         methods=config["methods"],
         ranking_measures=config["evaluate"]["measures"],

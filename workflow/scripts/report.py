@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from rerank_audit.logs import log_to
 from rerank_audit.data import schemas
@@ -41,4 +42,7 @@ for attributions_path, rationales_path, run_path in zip(snakemake.input.attribut
     texts = dict(zip(rationales.doc_id[rationales.query_id == query_id], rationales.rationale[rationales.query_id == query_id]))
     title = f"{method} (budget {budget}): query {query_id}"
     plots.example_page(queries[query_id], documents, texts, Path(out.examples) / f"{method}-{budget}.png", title=title)
+# The configuration that made this report, as Snakemake resolved it (config files and --config).
+with atomic_path(out.config) as tmp:
+    tmp.write_text(yaml.safe_dump(snakemake.config, sort_keys=False, allow_unicode=True))
 log.info("\n%s", Path(out.summary).read_text())
