@@ -16,7 +16,8 @@ scorer recomputed (its per-query prefix reuse taken into account: a machine-inde
 cost) and seconds per explanation; their ratio on the same pairs; and the Spearman
 correlation over words between the project's attributions and a high-budget reference
 (the same game and explainer, ``--reference-permutations`` antithetic permutations, another
-seed).
+seed), next to the reference's agreement with a replica of itself (a third seed): the
+ceiling any cheaper estimate can reach against that reference.
 
     .venv/bin/python bench/attribution.py [--model resources/models/smollm2-135m-instruct]
         [--pairs 6] [--default-pairs 2] [--reference-pairs 3] [--max-evals 1 200]
@@ -181,6 +182,10 @@ def main() -> None:
     r = args.reference_pairs
     reference = reference_attributions(scorer, queries[:r], documents[:r], args.reference_permutations, args.seed + 1)
     print(f"\nSpearman over words vs. reference ({args.reference_permutations} permutations, seed {args.seed + 1}), {r} pairs")
+    # The ceiling: how well the reference agrees with itself under another seed.
+    replica = reference_attributions(scorer, queries[:r], documents[:r], args.reference_permutations, args.seed + 2)
+    ceiling = [spearmanr(a.attribution, b.attribution).statistic for a, b in zip(reference, replica)]
+    print(f"reference vs. its replica (seed {args.seed + 2}): per pair {np.round(ceiling, 3).tolist()}, mean {np.mean(ceiling):.3f}")
     for max_evals, estimate in estimates.items():
         estimate = estimate[estimate.query_id.astype(int) < r]  # attributions do not depend on the other pairs
         per_pair = []
