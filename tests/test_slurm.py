@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from workflow_runner import REPO, SNAKEMAKE, planned_rules, snakemake, tiny_config, write_config, write_tiny_collection
+from workflow_runner import REPO, planned_rules, snakemake, tiny_config, write_config, write_tiny_collection
 
 pytestmark = pytest.mark.slow
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
@@ -83,11 +83,7 @@ def test_slurm_run_submits_every_rule_and_equals_a_local_run(slurm_env, tmp_path
     planned = planned_rules(workdirs["local"], configfile)
     snakemake(workdirs["local"], configfile)
 
-    profile = cpu_only_profile(tmp_path / "profile")
-    command = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdirs["slurm"]),
-               "--workflow-profile", str(profile), "--configfile", str(write_config(workdirs["slurm"], config))]
-    result = subprocess.run(command, env=slurm_env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
+    snakemake(workdirs["slurm"], write_config(workdirs["slurm"], config), profile=cpu_only_profile(tmp_path / "profile"), env=slurm_env)
 
     jobs = sacct_jobs(slurm_env)
     expected = Counter({rule: n for rule, n in planned.items() if rule not in LOCAL_RULES})

@@ -10,7 +10,7 @@ import psutil
 import pytest
 import yaml
 
-from workflow_runner import REPO, SNAKEMAKE, planned_rules, snakemake, tiny_config, write_config, write_tiny_collection
+from workflow_runner import planned_rules, snakemake, snakemake_command, tiny_config, write_config, write_tiny_collection
 
 pytestmark = pytest.mark.slow
 METHODS = ["zeroshot", "sft", "dpo", "dpo_pairs", "reward"]
@@ -77,8 +77,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(workdir, tiny_lm_dir):
     configfile = write_config(workdir, config)
     target = "results/tiny/models/sft/all/training_config.json"  # relative to --directory
     model = workdir / "results" / "tiny" / "models" / "sft" / "all"
-    command = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--workflow-profile",
-               str(REPO / "profiles" / "default"), "--configfile", str(configfile), "--cores", "1", target]
+    command = snakemake_command(workdir, configfile, target, cores=1)
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while not (model / "checkpoints" / "checkpoint-100" / "trainer_state.json").exists():

@@ -11,6 +11,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+DEFAULT_PROFILE = REPO / "profiles" / "default"
 
 
 def write_config(workdir: Path, config: dict, name: str = "config.yaml") -> Path:
@@ -19,13 +20,18 @@ def write_config(workdir: Path, config: dict, name: str = "config.yaml") -> Path
     return path
 
 
-def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """``snakemake --cores 2`` on the repository's Snakefile inside ``workdir``."""
-    command = [
+def snakemake_command(workdir: Path, configfile: Path, *args: str, profile: Path = DEFAULT_PROFILE, cores: int = 2) -> list[str]:
+    """``snakemake --cores N`` on the repository's Snakefile inside ``workdir``, as an argument list."""
+    return [
         str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-        "--workflow-profile", str(REPO / "profiles" / "default"), "--configfile", str(configfile), "--cores", "2", *args,
+        "--workflow-profile", str(profile), "--configfile", str(configfile), "--cores", str(cores), *args,
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
+
+
+def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True, profile: Path = DEFAULT_PROFILE,
+              env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``snakemake_command``; with ``check``, a failure raises with the end of its output."""
+    result = subprocess.run(snakemake_command(workdir, configfile, *args, profile=profile), capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
     return result

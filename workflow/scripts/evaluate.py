@@ -8,6 +8,12 @@ from rerank_audit.evaluation.tables import metrics_markdown
 from rerank_audit.io import atomic_path, read_table, write_table
 
 log = log_to(snakemake.log[0])
+
+
+def read_all(paths, schema):
+    return pd.concat([read_table(path, schema) for path in paths], ignore_index=True) if paths else None
+
+
 dataset = snakemake.wildcards.dataset
 qrels = read_table(snakemake.input.qrels, schemas.QRELS)
 splits = read_table(snakemake.input.splits, schemas.SPLITS)
@@ -22,12 +28,6 @@ for path in snakemake.input.runs:
 per_query = pd.concat(tables, ignore_index=True)
 metrics = aggregate(per_query)
 write_table(per_query, snakemake.output.per_query, schemas.PER_QUERY_METRICS)
-
-
-
-def read_all(paths, schema):
-    return pd.concat([read_table(path, schema) for path in paths], ignore_index=True) if paths else None
-
 
 # Faithfulness and rationale checks, per query (mean over the query's explained documents).
 explained = explain_per_query(

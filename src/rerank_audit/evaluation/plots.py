@@ -22,7 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.transforms import Bbox
 
-from rerank_audit.evaluation.statistics import BASELINE_BUDGET, BASELINES, TEST_SPLIT
+from rerank_audit.data.schemas import UNTRAINED_BUDGET
+from rerank_audit.evaluation.statistics import BASELINES, TEST_SPLIT
 from rerank_audit.evaluation.summary import METHOD_NAMES, method_order
 from rerank_audit.io import atomic_path
 
@@ -99,7 +100,7 @@ def learning_curves(
     if not measures:
         raise ValueError(f"none of the measures is in the statistics table (it has {sorted(set(stats.measure))})")
     datasets = list(dict.fromkeys(stats.dataset))
-    trained_budgets = [b for b in dict.fromkeys(stats.budget) if b != BASELINE_BUDGET]
+    trained_budgets = [b for b in dict.fromkeys(stats.budget) if b != UNTRAINED_BUDGET]
     positions = budget_positions(trained_budgets, budget_sizes)
     colours = method_colours(method_order(list(stats.method), methods))
     figure = Figure(figsize=(5.2 * len(measures) + 1.8, 3.8 * len(datasets)), layout="constrained")
@@ -112,7 +113,7 @@ def learning_curves(
             trained = [m for m in method_order(list(data.method), methods) if m not in BASELINES]
             for method in method_order(list(data.method), methods):
                 rows = data[data.method == method]
-                if method in BASELINES or set(rows.budget) == {BASELINE_BUDGET}:
+                if method in BASELINES or set(rows.budget) == {UNTRAINED_BUDGET}:
                     reference = rows.iloc[0]
                     style = REFERENCE_STYLES.get(method, {"color": colours[method], "linestyle": "-."})
                     ax.axhline(reference["mean"], linewidth=1.5, label=f"{_name(method)} (untrained)", **style)
@@ -185,8 +186,8 @@ def accuracy_vs_faithfulness(
         )
         if points.empty:
             raise ValueError(f"{dataset}: no method has both {accuracy} and {faithfulness}")
-        trained = [b for b in dict.fromkeys(points.budget) if b != BASELINE_BUDGET]
-        order = {b: i for i, b in enumerate([BASELINE_BUDGET, *sorted(trained, key=budget_positions(trained, budget_sizes).get)])}
+        trained = [b for b in dict.fromkeys(points.budget) if b != UNTRAINED_BUDGET]
+        order = {b: i for i, b in enumerate([UNTRAINED_BUDGET, *sorted(trained, key=budget_positions(trained, budget_sizes).get)])}
         for method in method_order(list(points.method), methods):
             rows = points[points.method == method].sort_values("budget", key=lambda b: b.map(order))
             colour = colours[method]
@@ -199,7 +200,7 @@ def accuracy_vs_faithfulness(
             )  # fmt: skip
             ax.scatter(rows.mean_x, rows.mean_y, s=55, color=colour, edgecolors="white", zorder=3, label=_name(method))
             for point in rows.itertuples():
-                label = f"{_name(method)} (untrained)" if point.budget == BASELINE_BUDGET else f"{_name(method)} {point.budget}"
+                label = f"{_name(method)} (untrained)" if point.budget == UNTRAINED_BUDGET else f"{_name(method)} {point.budget}"
                 labels.append(ax.annotate(
                     label, (point.mean_x, point.mean_y), xytext=(7, 6), textcoords="offset points", fontsize=9, color=colour,
                     weight="bold", bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.75}, zorder=4,
@@ -266,8 +267,8 @@ def difference_distributions(
         reference = data[data.method == baseline].set_index("query_id").value
         if reference.empty:
             raise ValueError(f"{dataset}: no {baseline} rows for {measure} on the test split")
-        trained = [b for b in dict.fromkeys(data.budget) if b != BASELINE_BUDGET]
-        budget_rank = {b: i for i, b in enumerate([BASELINE_BUDGET, *sorted(trained, key=budget_positions(trained, budget_sizes).get)])}
+        trained = [b for b in dict.fromkeys(data.budget) if b != UNTRAINED_BUDGET]
+        budget_rank = {b: i for i, b in enumerate([UNTRAINED_BUDGET, *sorted(trained, key=budget_positions(trained, budget_sizes).get)])}
         groups = []
         for method in method_order(list(data.method), methods):
             if method == baseline:
@@ -294,7 +295,7 @@ def difference_distributions(
             ax.scatter(position + jitter, differences, s=12, color=colours[method], alpha=0.6, linewidths=0)
             ax.scatter([position], [differences.mean()], marker="D", s=40, color="white", edgecolors="black", zorder=3)
         ax.axhline(0, color="black", linestyle="--", linewidth=1)
-        ax.set_xticks(positions, [_name(m) if b == BASELINE_BUDGET else f"{_name(m)}\n{b}" for m, b, _ in groups])
+        ax.set_xticks(positions, [_name(m) if b == UNTRAINED_BUDGET else f"{_name(m)}\n{b}" for m, b, _ in groups])
         ax.set_xlabel("method and training budget (number of training queries)")
         ax.set_ylabel(f"{measure} − {_name(baseline)} {measure}\n(per test query)")
         ax.set_title(

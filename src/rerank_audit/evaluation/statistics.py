@@ -22,7 +22,6 @@ from scipy import stats as scipy_stats
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
 
 BASELINES = ("bm25", "zeroshot")
-BASELINE_BUDGET = UNTRAINED_BUDGET
 TEST_SPLIT = "test"
 
 # Columns of ``compare_methods`` before the per-baseline ones.
@@ -194,7 +193,7 @@ def compare_methods(
             for (method, budget, measure), group in in_dataset.groupby(["method", "budget", "measure"], sort=False)
         }
         reference = {(method, measure): values for (method, _, measure), values in series.items() if method in baselines}
-        budgets = _ordered(in_dataset.budget, [BASELINE_BUDGET])
+        budgets = _ordered(in_dataset.budget, [UNTRAINED_BUDGET])
         methods = _ordered(in_dataset.method, list(baselines))
         for budget in budgets:
             for method in methods:

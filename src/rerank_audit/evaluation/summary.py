@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from rerank_audit.evaluation.statistics import BASELINE_BUDGET, BASELINES, compare_with_random
+from rerank_audit.data.schemas import UNTRAINED_BUDGET
+from rerank_audit.evaluation.statistics import BASELINES, compare_with_random
 
 RANKING_MEASURES = ("nDCG@10", "RR@10", "AP")
 PRIMARY_MEASURE = "nDCG@10"
@@ -44,7 +45,7 @@ def _names(methods: Sequence[str]) -> str:
 
 def budget_label(budget: str, budget_sizes: Mapping[str, int] | None = None) -> str:
     """"no training" for budget "0"; otherwise the budget with its number of training queries."""
-    if budget == BASELINE_BUDGET:
+    if budget == UNTRAINED_BUDGET:
         return "no training (budget 0)"
     size = (budget_sizes or {}).get(budget)
     if size is not None and str(size) != budget:
@@ -61,13 +62,13 @@ def method_order(present: Sequence[str], methods: Sequence[str] | None = None) -
 
 def table_budgets(stats: pd.DataFrame) -> list[str]:
     """The budgets that get a table: every trained budget, or "0" when nothing was trained."""
-    trained = [b for b in dict.fromkeys(stats.budget) if b != BASELINE_BUDGET]
-    return trained or [BASELINE_BUDGET]
+    trained = [b for b in dict.fromkeys(stats.budget) if b != UNTRAINED_BUDGET]
+    return trained or [UNTRAINED_BUDGET]
 
 
 def _rows_for(frame: pd.DataFrame, dataset: str, budget: str) -> pd.DataFrame:
     """Rows of one table: the baselines (budget "0") and the methods trained at ``budget``."""
-    return frame[(frame.dataset == dataset) & ((frame.budget == budget) | (frame.budget == BASELINE_BUDGET))]
+    return frame[(frame.dataset == dataset) & ((frame.budget == budget) | (frame.budget == UNTRAINED_BUDGET))]
 
 
 def _infer_k(measures: Sequence[str]) -> int | None:
