@@ -1,26 +1,28 @@
 """Explanation cost and accuracy: the project's SHAP path vs. shap's default text call.
 
 On CLIMATE-FEVER (claim, ``article: evidence``) pairs and the bundled SmolLM2-135M-Instruct
-scored zero-shot (``load_scorer("zeroshot", ...)``), measured side by side in one run:
+scored zero-shot, measured side by side in one run, on the same model in the same dtype:
 
-  project   ``explain_pairs``: words of query + document, masked words removed, shap's
-            PermutationExplainer, every masked text of a chunk of pairs in one
-            ``score_pairs`` call through the score cache
   default   ``shap.Explainer(f, shap.maskers.Text(tokenizer))`` on the document with the
-            claim fixed (f = score_pairs([claim] * n, docs)): Partition explainer over
-            subword tokens, "..." mask, shap's default max_evals and batch size. It explains
-            only the document, fewer players than the project path: conservative for the ratio.
+            claim fixed: Partition explainer over subword tokens, "..." mask, shap's
+            default max_evals and batch size. Two f's: ``plain``, the model's forward on
+            the padded prompts of each call (logit("yes") - logit("no") at the last
+            position), as a user writes it; ``project scorer``, the project's batched
+            scorer with prefix reuse. It explains only the document, fewer players than
+            the project path: conservative for the ratio.
+  project   ``explain_pairs``: Owen values over the words of query + document, masked
+            words removed, shap's PartitionExplainer with both contexts in the top
+            ``--exact-levels`` levels, every masked text of the pairs in one
+            ``score_pairs`` call through the score cache.
 
-Prints per method: model evaluations (pairs the scorer computed), scorer calls, tokens the
-scorer recomputed (its per-query prefix reuse taken into account: a machine-independent
-cost) and seconds per explanation; their ratio on the same pairs; and the Spearman
-correlation over words between the project's attributions and a high-budget reference
-(the same game and explainer, ``--reference-permutations`` antithetic permutations, another
-seed), next to the reference's agreement with a replica of itself (a third seed): the
-ceiling any cheaper estimate can reach against that reference.
+Prints per explanation: model evaluations (pairs the scorer computed), scorer calls and
+seconds; the speed-up of each project setting over both default calls on the same pairs;
+and the Spearman correlation over words between the project's attributions and the exact
+Owen values (shap's PartitionExplainer, both contexts at every node, unlimited budget: about
+n² evaluations per pair), per pair and pooled.
 
     .venv/bin/python bench/attribution.py [--model resources/models/smollm2-135m-instruct]
-        [--pairs 6] [--default-pairs 2] [--reference-pairs 3] [--max-evals 1 200]
+        [--pairs 4] [--default-pairs 2] [--reference-pairs 4] [--exact-levels 0 1 2]
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ import shap
 import torch
 from scipy.stats import spearmanr
 
-from rerank_audit.explain.attribution import explain_pairs
+from rerank_audit.explain.attribution import explain_pairs, owen_values
+from rerank_audit.explain.score_cache import cached_scores
 from rerank_audit.explain.words import split_words
 from rerank_audit.models import prompts
 from rerank_audit.models.scorers import load_scorer
@@ -72,81 +75,75 @@ class CountingScorer:
         self.seconds += time.perf_counter() - started
         return scores
 
-    def tokens(self) -> int:
-        """Tokens the scorer recomputed over all calls (counted after the timing, not inside it)."""
-        return sum(recomputed_tokens(self.scorer.prompt_ids(q, d), q) for q, d in self.batches)
 
-
-def recomputed_tokens(ids: list[list[int]], queries: list[str]) -> int:
-    """Tokens the YesNoScorer pushes through the model: a query's shared prefix once, the rest per pair."""
-    groups: dict[str, list[list[int]]] = {}
-    for q, seq in zip(queries, ids):
-        groups.setdefault(q, []).append(seq)
-    total = 0
-    for members in groups.values():
-        prefix = 0
-        if len(members) > 1:
-            prefix = min(len(s) - 1 for s in members)  # never past the answer position
-            for seq in members[1:]:
-                prefix = next((k for k in range(prefix) if seq[k] != members[0][k]), prefix)
-        total += prefix + sum(len(s) - prefix for s in members)
-    return total
-
-
-def run_project(scorer, queries, documents, max_evals: int, seed: int) -> tuple[dict, object]:
+def run_project(scorer, queries, documents, exact_levels: int) -> tuple[dict, object]:
     counting = CountingScorer(scorer)
     started = time.perf_counter()
-    attributions = explain_pairs(counting, queries, documents, max_evals=max_evals, seed=seed, batch_size=len(queries))
+    attributions = explain_pairs(counting, queries, documents, exact_levels=exact_levels, batch_size=len(queries))
     return _stats(counting, time.perf_counter() - started, len(queries)), attributions
 
 
-def run_default(scorer, tokenizer, queries, documents) -> dict:
+def plain_f(scorer, query: str):
+    """shap's f as a user writes it: one forward of the model on the padded prompts of a call."""
+    model, tokenizer = scorer.model, scorer.tokenizer
+
+    def f(docs):
+        texts = [prompts.pointwise_prompt(tokenizer, query, doc) for doc in docs]
+        encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
+        with torch.inference_mode():
+            logits = model(**encoded).logits[:, -1].float()
+        return (logits[:, scorer.yes_id] - logits[:, scorer.no_id]).cpu().numpy()
+
+    return f
+
+
+def run_default(scorer, queries, documents, plain: bool) -> dict:
     counting = CountingScorer(scorer)
     started = time.perf_counter()
     for query, document in zip(queries, documents):
-        def f(docs, query=query):
-            return counting.score_pairs([query] * len(docs), list(docs))
+        model = plain_f(scorer, query)
 
-        explainer = shap.Explainer(f, shap.maskers.Text(tokenizer))
-        explainer([document], silent=True)
+        def f(docs, query=query, model=model):
+            counting.batches.append(([query] * len(docs), list(docs)))
+            if plain:
+                return model(list(docs))
+            return counting.scorer.score_pairs([query] * len(docs), list(docs))
+
+        shap.Explainer(f, shap.maskers.Text(scorer.tokenizer))([document], silent=True)
     return _stats(counting, time.perf_counter() - started, len(queries))
 
 
 def _stats(counting: CountingScorer, seconds: float, n: int) -> dict:
-    return {
-        "evals": sum(len(q) for q, _ in counting.batches) / n,
-        "calls": len(counting.batches) / n,
-        "tokens": counting.tokens() / n,
-        "seconds": seconds / n,
-        "scorer_seconds": counting.seconds / n,
-    }
+    return {"evals": sum(len(q) for q, _ in counting.batches) / n, "calls": len(counting.batches) / n, "seconds": seconds / n}
 
 
-def reference_attributions(scorer, queries, documents, permutations: int, seed: int):
-    frames = []
-    for i, (query, document) in enumerate(zip(queries, documents)):
-        n_words = len(split_words(query)) + len(split_words(document))
-        frame = explain_pairs(scorer, [query], [document], max_evals=permutations * (2 * n_words + 1), seed=seed)
-        frames.append(frame.assign(query_id=str(i), doc_id=str(i)))
-    return frames
+def exact_owen(scorer, query: str, document: str) -> tuple[np.ndarray, int]:
+    """The reference: exact Owen values and their evaluation count, every masked pair scored in one batched call."""
+    recorded: list[tuple[str, str]] = []
+
+    def record(queries, documents):
+        recorded.extend(zip(queries, documents))
+        return np.zeros(len(queries))
+
+    owen_values(record, query, document)
+    cache = {}
+    cached_scores(scorer, [q for q, _ in recorded], [d for _, d in recorded], cache)
+    return owen_values(lambda queries, documents: np.array([cache[pair] for pair in zip(queries, documents)]), query, document), len(cache)
 
 
 def print_row(name: str, stats: dict) -> None:
-    print(
-        f"{name:<28} {stats['evals']:>8.1f} {stats['calls']:>7.1f} {stats['tokens']:>9.0f} "
-        f"{stats['seconds']:>10.2f} {stats['scorer_seconds']:>10.2f}"
-    )
+    print(f"{name:<36} {stats['evals']:>8.1f} {stats['calls']:>7.1f} {stats['seconds']:>10.2f}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=REPO / "resources/models/smollm2-135m-instruct")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/climate-fever/climate-fever.jsonl")
-    parser.add_argument("--pairs", type=int, default=6, help="pairs explained by the project path")
-    parser.add_argument("--default-pairs", type=int, default=2, help="the first of them also explained by shap's default call")
-    parser.add_argument("--reference-pairs", type=int, default=3, help="the first of them also explained at high budget")
-    parser.add_argument("--reference-permutations", type=int, default=10)
-    parser.add_argument("--max-evals", type=int, nargs="+", default=[1], help="project budgets (1: one permutation per pair)")
+    parser.add_argument("--pairs", type=int, default=4, help="pairs explained by the project path")
+    parser.add_argument("--default-pairs", type=int, default=2, help="the first of them also explained by shap's default calls")
+    parser.add_argument("--reference-pairs", type=int, default=4, help="the first of them also given exact Owen values")
+    parser.add_argument("--exact-levels", type=int, nargs="+", default=[0, 1, 2], help="project settings")
+    parser.add_argument("--dtype", default="bfloat16", help="scoring dtype, as in the pipeline's config")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -154,50 +151,46 @@ def main() -> None:
     if not args.model.is_dir():
         raise SystemExit(f"{args.model} is missing; convert the bundled model first (rerank_audit.models.bundled.convert_bundled)")
 
-    scorer = load_scorer("zeroshot", args.model, progress=False)
+    scorer = load_scorer("zeroshot", args.model, progress=False, dtype=args.dtype)
     queries, documents = read_pairs(args.data, args.pairs, args.seed)
     words = [len(split_words(q)) + len(split_words(d)) for q, d in zip(queries, documents)]
-    print(f"model {args.model.name}, {args.pairs} pairs, words per pair {words}, torch threads {torch.get_num_threads()}")
+    print(f"model {args.model.name} ({args.dtype}), {args.pairs} pairs, words per pair {words}, torch threads {torch.get_num_threads()}")
     scorer.score_pairs(queries[:2], documents[:2])  # warm-up: first-call allocations and numba compilation
-    explain_pairs(scorer, ["warm up"], ["numba compiles shap's helpers once"], max_evals=1, seed=0)
+    explain_pairs(scorer, ["warm up"], ["numba compiles shap's helpers once"], exact_levels=1)
 
-    print(f"\n{'per explanation':<28} {'evals':>8} {'calls':>7} {'tokens':>9} {'seconds':>10} {'in scorer':>10}")
+    print(f"\n{'per explanation':<36} {'evals':>8} {'calls':>7} {'seconds':>10}")
     k = args.default_pairs
-    default = run_default(scorer, scorer.tokenizer, queries[:k], documents[:k])
-    print_row(f"shap default ({k} pairs)", default)
-    project_same = {}
-    for max_evals in args.max_evals:
-        project_same[max_evals], _ = run_project(scorer, queries[:k], documents[:k], max_evals, args.seed)
-        print_row(f"project max_evals={max_evals} ({k} pairs)", project_same[max_evals])
-    project_all, estimates = {}, {}
-    for max_evals in args.max_evals:
-        project_all[max_evals], estimates[max_evals] = run_project(scorer, queries, documents, max_evals, args.seed)
-        print_row(f"project max_evals={max_evals} ({args.pairs} pairs)", project_all[max_evals])
-    for max_evals, stats in project_same.items():
+    defaults = {"plain f": run_default(scorer, queries[:k], documents[:k], plain=True)}
+    print_row(f"shap default, plain f ({k} pairs)", defaults["plain f"])
+    defaults["project scorer"] = run_default(scorer, queries[:k], documents[:k], plain=False)
+    print_row(f"shap default, project scorer ({k} pairs)", defaults["project scorer"])
+    same, estimates = {}, {}
+    for levels in args.exact_levels:
+        same[levels], _ = run_project(scorer, queries[:k], documents[:k], levels)
+        print_row(f"project exact_levels={levels} ({k} pairs)", same[levels])
+    for levels in args.exact_levels:
+        stats, estimates[levels] = run_project(scorer, queries, documents, levels)
+        print_row(f"project exact_levels={levels} ({args.pairs} pairs)", stats)
+    for levels, stats in same.items():
         print(
-            f"speed-up max_evals={max_evals} on the same {k} pairs: {default['seconds'] / stats['seconds']:.1f}x seconds, "
-            f"{default['evals'] / stats['evals']:.1f}x evaluations, {default['tokens'] / stats['tokens']:.1f}x tokens"
+            f"speed-up exact_levels={levels} on the same {k} pairs: "
+            + ", ".join(f"{default['seconds'] / stats['seconds']:.1f}x seconds vs. {name}" for name, default in defaults.items())
+            + f"; {defaults['plain f']['evals'] / stats['evals']:.1f}x fewer evaluations"
         )
 
     r = args.reference_pairs
-    reference = reference_attributions(scorer, queries[:r], documents[:r], args.reference_permutations, args.seed + 1)
-    print(f"\nSpearman over words vs. reference ({args.reference_permutations} permutations, seed {args.seed + 1}), {r} pairs")
-    # The ceiling: how well the reference agrees with itself under another seed.
-    replica = reference_attributions(scorer, queries[:r], documents[:r], args.reference_permutations, args.seed + 2)
-    ceiling = [spearmanr(a.attribution, b.attribution).statistic for a, b in zip(reference, replica)]
-    print(f"reference vs. its replica (seed {args.seed + 2}): per pair {np.round(ceiling, 3).tolist()}, mean {np.mean(ceiling):.3f}")
-    for max_evals, estimate in estimates.items():
-        estimate = estimate[estimate.query_id.astype(int) < r]  # attributions do not depend on the other pairs
-        per_pair = []
-        for i, ref in enumerate(reference):
-            ours = estimate[estimate.query_id == str(i)].attribution.to_numpy()
-            per_pair.append(spearmanr(ours, ref.attribution.to_numpy()).statistic)
-        pooled_ours = estimate.attribution.to_numpy()
-        pooled_ref = np.concatenate([ref.attribution.to_numpy() for ref in reference])
-        print(
-            f"max_evals={max_evals}: per pair {np.round(per_pair, 3).tolist()}, mean {np.mean(per_pair):.3f}, "
-            f"pooled {spearmanr(pooled_ours, pooled_ref).statistic:.3f}"
-        )
+    print(f"\nSpearman over words vs. exact Owen values, {r} pairs")
+    reference = []
+    for i in range(r):
+        started = time.perf_counter()
+        values, evals = exact_owen(scorer, queries[i], documents[i])
+        reference.append(values)
+        print(f"reference pair {i}: {words[i]} words, {evals} evaluations, {time.perf_counter() - started:.0f} s", flush=True)
+    for levels, estimate in estimates.items():
+        ours = [estimate[estimate.query_id == str(i)].attribution.to_numpy() for i in range(r)]
+        per_pair = [spearmanr(a, b).statistic for a, b in zip(ours, reference)]
+        pooled = spearmanr(np.concatenate(ours), np.concatenate(reference)).statistic
+        print(f"exact_levels={levels}: per pair {np.round(per_pair, 3).tolist()}, mean {np.mean(per_pair):.3f}, pooled {pooled:.3f}")
 
 
 if __name__ == "__main__":

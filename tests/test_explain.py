@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rerank_audit.explain.attribution import explain_pairs, top_keywords
+from rerank_audit.explain.attribution import explain_pairs, owen_values, top_keywords
 from rerank_audit.explain.faithfulness import deletion_curves, faithfulness, lexical_shortcut
 from rerank_audit.explain.rationale import (
     keyword_coverage,
@@ -52,7 +52,7 @@ def document_rows(attributions, doc_id="0"):
 
 
 def test_shap_puts_the_whole_score_on_the_planted_word():
-    attributions = explain_pairs(GlacierCounter(), [QUERY], [DOCUMENT], max_evals=100, seed=0)
+    attributions = explain_pairs(GlacierCounter(), [QUERY], [DOCUMENT], exact_levels=1)
     assert attributions.columns.tolist() == ["query_id", "doc_id", "part", "position", "token", "attribution"]
     assert attributions.part.tolist() == ["query"] * 5 + ["document"] * 6
     assert attributions.token.tolist() == split_words(QUERY) + split_words(DOCUMENT)
@@ -61,23 +61,56 @@ def test_shap_puts_the_whole_score_on_the_planted_word():
 
 
 def test_attributions_sum_to_score_minus_empty_pair_and_split_an_interaction_equally():
-    attributions = explain_pairs(AlpineGlacier(), [QUERY], [DOCUMENT], max_evals=50, seed=3)
+    attributions = explain_pairs(AlpineGlacier(), [QUERY], [DOCUMENT], exact_levels=1)
     assert attributions.attribution.sum() == 1.0  # f(q, d) - f("", "")
     nonzero = attributions[attributions.attribution != 0]
     assert nonzero[["part", "token", "attribution"]].values.tolist() == [["query", "Alps", 0.5], ["document", "glacier", 0.5]]
+    # Without both contexts at the query | document level the interaction is spread over all 11 words.
+    spread = explain_pairs(AlpineGlacier(), [QUERY], [DOCUMENT], exact_levels=0).attribution
+    assert spread.tolist() == pytest.approx([1 / 11] * 11)
+
+
+class Interacting:
+    """A score with main effects, a query–document interaction and a within-document one."""
+
+    def score_pairs(self, queries, documents):
+        scores = []
+        for q, d in zip(queries, documents):
+            query, document = set(q.lower().split()), d.lower().split()
+            scores.append(
+                2.0 * ("alps" in query and "glacier" in document) + 0.5 * len(document) ** 0.5
+                + ("retreat" in query and "lost" in document) - 0.3 * ("the" in document and "mass" in document)
+            )
+        return np.array(scores)
+
+
+@pytest.mark.parametrize("exact_levels", [0, 1, 2, 3])
+def test_every_setting_is_efficient(exact_levels):
+    attributions = explain_pairs(Interacting(), [QUERY], [DOCUMENT], exact_levels=exact_levels)
+    full, empty = Interacting().score_pairs([QUERY, ""], [DOCUMENT, ""])
+    assert attributions.attribution.sum() == pytest.approx(full - empty)
+
+
+def test_deep_enough_levels_give_shaps_exact_owen_values():
+    """exact_levels past the hierarchy's depth equals shap's PartitionExplainer with both contexts everywhere."""
+    exact = owen_values(Interacting().score_pairs, QUERY, DOCUMENT)
+    estimate = explain_pairs(Interacting(), [QUERY], [DOCUMENT], exact_levels=4).attribution.to_numpy()
+    np.testing.assert_allclose(estimate, exact, rtol=0, atol=1e-12)
+    one_level = explain_pairs(Interacting(), [QUERY], [DOCUMENT], exact_levels=1).attribution.to_numpy()
+    assert not np.allclose(one_level, exact)  # the toy has interactions below the top level
 
 
 def test_one_scorer_call_explains_a_whole_batch_of_pairs():
     scorer = GlacierCounter()
-    explain_pairs(scorer, [QUERY, QUERY, "snow"], [DOCUMENT, OTHER, "glacier glacier"], max_evals=200, seed=0, batch_size=3)
+    explain_pairs(scorer, [QUERY, QUERY, "snow"], [DOCUMENT, OTHER, "glacier glacier"], exact_levels=1, batch_size=3)
     assert scorer.calls == 1
 
 
 def test_explaining_again_with_the_same_cache_calls_no_scorer():
     scorer, cache = GlacierCounter(), {}
-    first = explain_pairs(scorer, [QUERY], [DOCUMENT], max_evals=200, seed=0, cache=cache)
+    first = explain_pairs(scorer, [QUERY], [DOCUMENT], exact_levels=1, cache=cache)
     calls, pairs = scorer.calls, scorer.pairs
-    again = explain_pairs(scorer, [QUERY], [DOCUMENT], max_evals=200, seed=0, cache=cache)
+    again = explain_pairs(scorer, [QUERY], [DOCUMENT], exact_levels=1, cache=cache)
     assert (scorer.calls, scorer.pairs) == (calls, pairs) == (1, len(cache))
     pd.testing.assert_frame_equal(first, again)
 
@@ -93,8 +126,8 @@ def test_cache_hit_does_not_call_the_scorer_and_misses_are_scored_once():
 
 
 def test_attributions_do_not_depend_on_the_other_pairs_in_the_call():
-    alone = explain_pairs(AlpineGlacier(), [QUERY], [DOCUMENT], max_evals=50, seed=1)
-    together = explain_pairs(AlpineGlacier(), ["snow", QUERY], [OTHER, DOCUMENT], max_evals=50, seed=1, query_ids=["a", "b"], doc_ids=["x", "y"])
+    alone = explain_pairs(AlpineGlacier(), [QUERY], [DOCUMENT], exact_levels=1)
+    together = explain_pairs(AlpineGlacier(), ["snow", QUERY], [OTHER, DOCUMENT], exact_levels=1, query_ids=["a", "b"], doc_ids=["x", "y"])
     assert together[together.query_id == "b"].attribution.tolist() == alone.attribution.tolist()
 
 
@@ -112,7 +145,7 @@ def test_top_keywords_rank_by_magnitude_and_keep_the_sign():
 
 def test_removing_the_planted_word_is_comprehensive_and_keeping_it_alone_is_sufficient():
     scorer, cache = GlacierCounter(), {}
-    attributions = explain_pairs(scorer, [QUERY], [DOCUMENT], max_evals=100, seed=0, cache=cache)
+    attributions = explain_pairs(scorer, [QUERY], [DOCUMENT], exact_levels=1, cache=cache)
     result = faithfulness(
         scorer, [QUERY], [DOCUMENT], attributions, ks=[1], n_random=20, seed=0, deletion_steps=6, normalisation="none", cache=cache
     ).iloc[0]
@@ -128,7 +161,7 @@ def test_removing_the_planted_word_is_comprehensive_and_keeping_it_alone_is_suff
 
 def test_candidate_std_normalisation_divides_by_the_spread_of_the_candidates_scores():
     scorer = GlacierCounter()
-    attributions = explain_pairs(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], max_evals=100, seed=0)
+    attributions = explain_pairs(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], exact_levels=1)
     result = faithfulness(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], attributions, ks=[1, 3], n_random=2, seed=0, deletion_steps=4)
     assert result.scale.tolist() == [0.5] * 4  # std of the scores 1 and 0
     assert result.comprehensiveness.tolist() == [2.0, 2.0, 0.0, 0.0]
@@ -137,21 +170,21 @@ def test_candidate_std_normalisation_divides_by_the_spread_of_the_candidates_sco
 
 
 def test_candidate_std_normalisation_refuses_candidates_that_all_score_the_same():
-    attributions = explain_pairs(GlacierCounter(), [QUERY], [DOCUMENT], max_evals=100, seed=0)
+    attributions = explain_pairs(GlacierCounter(), [QUERY], [DOCUMENT], exact_levels=1)
     with pytest.raises(ValueError, match="different scores"):
         faithfulness(GlacierCounter(), [QUERY], [DOCUMENT], attributions, ks=[1], n_random=1, seed=0, deletion_steps=2)
 
 
 def test_faithfulness_scores_each_batch_of_pairs_in_one_call():
     scorer, cache = GlacierCounter(), {}
-    attributions = explain_pairs(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], max_evals=100, seed=0, cache=cache)
+    attributions = explain_pairs(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], exact_levels=1, cache=cache)
     before = scorer.calls
     faithfulness(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], attributions, ks=[1, 2], n_random=5, seed=0, deletion_steps=5, cache=cache)
     assert scorer.calls - before <= 1  # full and empty scores are cached; the rest is one batch
 
 
 def test_deletion_curve_drops_once_the_planted_word_is_gone():
-    attributions = explain_pairs(GlacierCounter(), [QUERY], [DOCUMENT], max_evals=100, seed=0)
+    attributions = explain_pairs(GlacierCounter(), [QUERY], [DOCUMENT], exact_levels=1)
     curve = deletion_curves(GlacierCounter(), [QUERY], [DOCUMENT], attributions, deletion_steps=3)
     assert curve.fraction.tolist() == pytest.approx([0, 1 / 3, 2 / 3, 1])
     assert curve.score.tolist() == [1.0, 0.0, 0.0, 0.0]
@@ -231,7 +264,7 @@ def test_write_rationales_returns_one_string_per_item_with_the_tiny_model(tiny_l
 
 
 def test_a_pair_without_words_gets_no_attribution_rows():
-    attributions = explain_pairs(GlacierCounter(), ["", QUERY], ["", DOCUMENT], max_evals=1, seed=0)
+    attributions = explain_pairs(GlacierCounter(), ["", QUERY], ["", DOCUMENT], exact_levels=1)
     assert set(attributions.query_id) == {"1"}
 
 
@@ -241,7 +274,7 @@ def test_explain_outputs_write_with_the_data_model_schemas(tmp_path):
 
     scorer, cache = GlacierCounter(), {}
     ids = {"query_ids": ["q1", "q1"], "doc_ids": ["d1", "d2"]}
-    attributions = explain_pairs(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], max_evals=1, seed=0, cache=cache, **ids)
+    attributions = explain_pairs(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], exact_levels=1, cache=cache, **ids)
     scores = faithfulness(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], attributions, ks=[1], n_random=2, seed=0, deletion_steps=2, cache=cache, **ids)
     frame = pd.DataFrame(
         {"query": [QUERY], "document": [DOCUMENT], "keywords": [["glacier"]], "rationale": ["Relevant."], "relevant": [True]}

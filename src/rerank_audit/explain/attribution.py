@@ -5,24 +5,35 @@ The game: the players are the words of the query followed by the words of the do
 words being *removed*. Removal rather than a mask token: a causal LM reads "glacier lost
 mass" naturally, while "... lost ..." or "[MASK]" is text it never saw in training whose
 own effect would leak into the attributions; the empty coalition is the well-defined pair
-("", ""). The attribution of a word is its Shapley value, so the attributions of a pair sum
-to f(query, document) - f("", "").
+("", "").
 
-The estimator is shap's ``PermutationExplainer`` (antithetic permutations, no hierarchy):
-one permutation costs 2n + 1 evaluations for n words and is exact for scores with at most
-pairwise word interactions; more permutations reduce the error for the rest.
+The attribution of a word is its *Owen value* for a hierarchy of the words, as shap's
+``PartitionExplainer`` defines it: the query and the document are the two top groups, and
+each group splits into its first and second half, recursively, down to single words
+(text structure, like the hierarchy shap's Text masker builds). A word's Owen value
+averages its marginal contribution over its ancestors' sibling groups being present or
+absent (each with probability 1/2); the values of a pair sum to f(query, document) - f("", "").
 
-Batching. A permutation's masks depend only on the random permutation, never on model
-outputs, so each pair is explained in two passes with the same seed: the first records
-every masked (query, document) text shap asks for, the texts of a whole chunk of pairs are
+Exact Owen values cost about n² evaluations for n words (``owen_values``, shap's
+``fixed_context=None`` with an unlimited budget: the bench's reference). ``explain_pairs``
+keeps both contexts in the top ``exact_levels`` levels of the hierarchy only: for every
+group at that depth and every presence pattern of its ancestors' siblings, shap's
+``PartitionExplainer`` with ``fixed_context=0`` explains the group's words (below that
+depth, siblings absent: 2 evaluations per inner node), and the patterns are averaged. So
+the cost is about 2^levels · 2n evaluations, the values stay efficient (they sum as above),
+the query–document interaction is split by the exact rule from ``exact_levels=1`` on, and
+deep enough levels give the exact Owen values.
+
+Batching. With the whole tree expanded, the masks shap asks for depend only on the
+hierarchy, never on model outputs, so each pair is explained in two passes: the first
+records every masked (query, document) text, the texts of a whole chunk of pairs are
 scored in *one* ``score_pairs`` call (through the score cache, so repeated texts and texts
 seen before cost nothing), and the second pass reads the scores back from the cache.
 """
 
 from __future__ import annotations
 
-import zlib
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,72 +47,142 @@ from rerank_audit.models.scorer import Scorer
 PARTS = ("query", "document")
 _DTYPES = {"query_id": object, "doc_id": object, "part": object, "position": "int64", "token": object, "attribution": "float64"}
 ATTRIBUTION_COLUMNS = list(_DTYPES)
+PairModel = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-class PairWordMasker(shap.maskers.Masker):
-    """A shap masker over the joint words of one (query, document) pair; masked words are removed.
+class WordHierarchy:
+    """The words of one pair and their hierarchy: query | document, then halves down to words.
 
-    Called by shap as ``masker(mask, query, document)`` with a boolean mask over the query
-    words followed by the document words; returns one masked query and one masked document.
+    Word indices run over the query words followed by the document words; a group is a
+    contiguous span [start, stop) of them.
     """
 
-    clustering = None  # plain Shapley values: no hierarchy between words
+    def __init__(self, query: str, document: str) -> None:
+        self.query_segments, self.document_segments = word_segments(query), word_segments(document)
+        self.n_query = len(self.query_segments)
+        self.n_words = self.n_query + len(self.document_segments)
+
+    def split(self, start: int, stop: int) -> int:
+        """Where the group [start, stop) splits: between query and document, else in half."""
+        return self.n_query if start < self.n_query < stop else start + (stop - start) // 2
+
+    def linkage(self, start: int, stop: int) -> np.ndarray:
+        """The hierarchy of the words in [start, stop) as shap's clustering matrix (scipy linkage rows)."""
+        rows: list[list[float]] = []
+        size = stop - start
+
+        def node(lo: int, hi: int) -> int:
+            if hi - lo == 1:
+                return lo - start
+            mid = self.split(lo, hi)
+            left, right = node(lo, mid), node(mid, hi)
+            rows.append([left, right, float(hi - lo), float(hi - lo)])
+            return size + len(rows) - 1
+
+        node(start, stop)
+        return np.array(rows, dtype=np.float64).reshape(-1, 4)
+
+    def texts(self, keep: np.ndarray) -> tuple[str, str]:
+        """The (query, document) made of the words whose ``keep`` flag is set."""
+        return join_kept(self.query_segments, keep[: self.n_query]), join_kept(self.document_segments, keep[self.n_query :])
+
+    def contexts(self, exact_levels: int) -> Iterator[tuple[int, int, list[np.ndarray]]]:
+        """(start, stop, contexts) of every group at depth ``exact_levels`` (or a shallower single word).
+
+        ``contexts`` are the 2^depth presence patterns of the group's ancestors' siblings, as
+        boolean masks over all words; an Owen value averages over them with equal weight.
+        """
+
+        def visit(start: int, stop: int, depth: int, contexts: list[np.ndarray]) -> Iterator[tuple[int, int, list[np.ndarray]]]:
+            if depth == exact_levels or stop - start == 1:
+                yield start, stop, contexts
+                return
+            mid = self.split(start, stop)
+            for (lo, hi), (sib_lo, sib_hi) in (((start, mid), (mid, stop)), ((mid, stop), (start, mid))):
+                with_sibling = []
+                for context in contexts:
+                    present = context.copy()
+                    present[sib_lo:sib_hi] = True
+                    with_sibling.append(present)
+                yield from visit(lo, hi, depth + 1, contexts + with_sibling)
+
+        if self.n_words:
+            yield from visit(0, self.n_words, 0, [np.zeros(self.n_words, dtype=bool)])
+
+
+class GroupMasker(shap.maskers.Masker):
+    """A shap masker whose players are the words of one group; the ``context`` words are always kept.
+
+    Masked words are removed. Called by shap as ``masker(mask, key)`` (``key`` is a
+    placeholder row: the masker holds its pair); returns one masked query and one masked
+    document. ``clustering`` is the group's part of the word hierarchy.
+    """
+
     immutable_outputs = True
 
-    def __init__(self) -> None:
-        self._pair: tuple[str, str] | None = None
-        self._segments: tuple[list[str], list[str]] = ([], [])
+    def __init__(self, words: WordHierarchy, start: int, stop: int, context: np.ndarray) -> None:
+        self.words, self.start, self.stop, self.context = words, start, stop, context
+        self.clustering = words.linkage(start, stop)
 
-    def _split(self, query: str, document: str) -> tuple[list[str], list[str]]:
-        if self._pair != (query, document):
-            self._pair, self._segments = (query, document), (word_segments(query), word_segments(document))
-        return self._segments
+    def __call__(self, mask: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
+        keep = self.context.copy()
+        keep[self.start : self.stop] = self._standardize_mask(mask, key)
+        query, document = self.words.texts(keep)
+        return np.array([query], dtype=object), np.array([document], dtype=object)
 
-    def __call__(self, mask: np.ndarray, query: str, document: str) -> tuple[np.ndarray, np.ndarray]:
-        query_words, document_words = self._split(query, document)
-        mask = self._standardize_mask(mask, query, document)
-        split = len(query_words)
-        masked_query = join_kept(query_words, mask[:split])
-        masked_document = join_kept(document_words, mask[split:])
-        return np.array([masked_query], dtype=object), np.array([masked_document], dtype=object)
+    def shape(self, key: str) -> tuple[int, int]:
+        return 1, self.stop - self.start
 
-    def shape(self, query: str, document: str) -> tuple[int, int]:
-        query_words, document_words = self._split(query, document)
-        return 1, len(query_words) + len(document_words)
+    def mask_shapes(self, key: str) -> list[tuple[int]]:
+        return [(self.stop - self.start,)]
 
-    def mask_shapes(self, query: str, document: str) -> list[tuple[int]]:
-        query_words, document_words = self._split(query, document)
-        return [(len(query_words),), (len(document_words),)]
-
-    def feature_names(self, query: str, document: str) -> list[list[str]]:
-        return [split_words(query), split_words(document)]
+    def feature_names(self, key: str) -> list[list[str]]:
+        segments = self.words.query_segments + self.words.document_segments
+        return [[segment.rstrip() for segment in segments[self.start : self.stop]]]
 
 
-def pair_seed(seed: int, query: str, document: str) -> int:
-    """The permutation seed of one pair: fixed by ``seed`` and the texts, not by the pair's position."""
-    text_hash = zlib.crc32(f"{query}\x00{document}".encode("utf-8"))
-    return int(np.random.SeedSequence([seed, text_hash]).generate_state(1)[0])
-
-
-def _shapley_values(
-    model: Callable[[np.ndarray, np.ndarray], np.ndarray], query: str, document: str, max_evals: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """shap's permutation estimate for one pair: (query word values, document word values)."""
-    masker = PairWordMasker()
-    n_words = masker.shape(query, document)[1]
-    if n_words == 0:  # nothing to attribute (and shap cannot build a game without players)
-        return np.zeros(0), np.zeros(0)
-    evals = max(max_evals, 2 * n_words + 1)  # shap needs one full antithetic permutation at least
-    state = np.random.get_state()  # shap seeds numpy's global generator; leave it as we found it
+def _partition_values(model: PairModel, masker: GroupMasker, fixed_context: int | None, max_evals: int) -> np.ndarray:
+    """shap's PartitionExplainer on one group game: the values of the group's words."""
+    state = np.random.get_state()  # shap breaks priority ties with numpy's global generator
     try:
-        explainer = shap.explainers.Permutation(model, masker, seed=pair_seed(seed, query, document))
-        query_explanation, document_explanation = explainer([query], [document], max_evals=evals, batch_size=evals, silent=True)
+        explanation = shap.explainers.Partition(model, masker)(
+            ["pair"], max_evals=max_evals, fixed_context=fixed_context, batch_size=max_evals, silent=True
+        )
     finally:
         np.random.set_state(state)
-    return np.asarray(query_explanation.values[0], dtype=np.float64), np.asarray(document_explanation.values[0], dtype=np.float64)
+    return np.asarray(explanation.values[0], dtype=np.float64)
 
 
-def _recording_model(recorded: list[tuple[str, str]]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def _group_values(model: PairModel, masker: GroupMasker) -> np.ndarray:
+    """Values of a group's words with siblings absent below it (shap's fixed_context=0), whole tree expanded."""
+    size = masker.stop - masker.start
+    if size == 1:  # a single word: its marginal contribution (shap needs at least two players)
+        with_word = masker.context.copy()
+        with_word[masker.start] = True
+        scores = model(*(np.array(texts, dtype=object) for texts in zip(masker.words.texts(masker.context), masker.words.texts(with_word))))
+        return np.array([scores[1] - scores[0]])
+    return _partition_values(model, masker, fixed_context=0, max_evals=2 * size + 2)  # 2 per inner node + both ends
+
+
+def _owen_estimate(model: PairModel, words: WordHierarchy, exact_levels: int) -> np.ndarray:
+    values = np.zeros(words.n_words)
+    for start, stop, contexts in words.contexts(exact_levels):
+        for context in contexts:
+            values[start:stop] += _group_values(model, GroupMasker(words, start, stop, context)) / len(contexts)
+    return values
+
+
+def owen_values(model: PairModel, query: str, document: str) -> np.ndarray:
+    """Exact Owen values of the pair's words (query words first): shap's PartitionExplainer,
+    both contexts at every node, the whole tree expanded. About n² evaluations: a reference."""
+    words = WordHierarchy(query, document)
+    if words.n_words < 2:
+        return _owen_estimate(model, words, exact_levels=0)
+    masker = GroupMasker(words, 0, words.n_words, np.zeros(words.n_words, dtype=bool))
+    return _partition_values(model, masker, fixed_context=None, max_evals=2**62)
+
+
+def _recording_model(recorded: list[tuple[str, str]]) -> PairModel:
     def model(queries: np.ndarray, documents: np.ndarray) -> np.ndarray:
         recorded.extend(zip(queries, documents))
         return np.zeros(len(queries))
@@ -109,7 +190,7 @@ def _recording_model(recorded: list[tuple[str, str]]) -> Callable[[np.ndarray, n
     return model
 
 
-def _cache_model(cache: ScoreCache) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def _cache_model(cache: ScoreCache) -> PairModel:
     def model(queries: np.ndarray, documents: np.ndarray) -> np.ndarray:
         try:
             return np.fromiter((cache[(q, d)] for q, d in zip(queries, documents)), dtype=np.float64, count=len(queries))
@@ -124,30 +205,29 @@ def explain_pairs(
     queries: Sequence[str],
     documents: Sequence[str],
     *,
-    max_evals: int,
-    seed: int,
+    exact_levels: int,
     cache: ScoreCache | None = None,
     batch_size: int = 16,
     query_ids: Sequence[str] | None = None,
     doc_ids: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """SHAP attributions of every word of each (query, document) pair to ``scorer``'s score.
+    """SHAP (Owen) attributions of every word of each (query, document) pair to ``scorer``'s score.
 
-    ``max_evals``: evaluations per pair requested from shap; the explainer runs
-    max_evals // (2n + 1) antithetic permutations for a pair of n words, at least one.
-    ``seed``: permutations are drawn from (seed, pair text), so a pair gets the same
-    attributions whatever else is explained with it. ``cache``: a score cache of this
-    scorer (see ``score_cache``) reused and filled; pass the same dict to ``faithfulness``.
-    ``batch_size``: pairs whose masked texts go to the scorer in one ``score_pairs`` call.
-    ``query_ids`` / ``doc_ids``: identifiers of the pairs (default: the pair index as str).
+    ``exact_levels``: levels at the top of the word hierarchy where both contexts are
+    averaged (0: none, 1: the query–document level, ...); about 2^levels · 2n evaluations
+    for n words. Deterministic: a pair gets the same attributions whatever else is
+    explained with it. ``cache``: a score cache of this scorer (see ``score_cache``) reused
+    and filled; pass the same dict to ``faithfulness``. ``batch_size``: pairs whose masked
+    texts go to the scorer in one ``score_pairs`` call. ``query_ids`` / ``doc_ids``:
+    identifiers of the pairs (default: the pair index as str).
 
     Returns one row per word: query_id, doc_id, part ("query" | "document"), position
     (word index within its part), token (the word), attribution (float64, score units).
     """
     if len(queries) != len(documents):
         raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
-    if max_evals < 1 or batch_size < 1:
-        raise ValueError(f"max_evals and batch_size must be positive, got {max_evals} and {batch_size}")
+    if exact_levels < 0 or batch_size < 1:
+        raise ValueError(f"exact_levels must be >= 0 and batch_size positive, got {exact_levels} and {batch_size}")
     query_ids = [str(i) for i in range(len(queries))] if query_ids is None else list(query_ids)
     doc_ids = [str(i) for i in range(len(documents))] if doc_ids is None else list(doc_ids)
     cache = {} if cache is None else cache
@@ -155,20 +235,20 @@ def explain_pairs(
     with tqdm(total=len(queries), desc="SHAP attributions", unit="pair") as progress:
         for start in range(0, len(queries), batch_size):
             chunk = range(start, min(start + batch_size, len(queries)))
+            hierarchies = {i: WordHierarchy(queries[i], documents[i]) for i in chunk}
             recorded: list[tuple[str, str]] = []
             for i in chunk:
-                _shapley_values(_recording_model(recorded), queries[i], documents[i], max_evals, seed)
+                _owen_estimate(_recording_model(recorded), hierarchies[i], exact_levels)
             cached_scores(scorer, [q for q, _ in recorded], [d for _, d in recorded], cache)
             for i in chunk:
-                values = _shapley_values(_cache_model(cache), queries[i], documents[i], max_evals, seed)
+                values = _owen_estimate(_cache_model(cache), hierarchies[i], exact_levels)
                 frames.append(_pair_frame(query_ids[i], doc_ids[i], queries[i], documents[i], values))
             progress.update(len(chunk))
     empty = pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in _DTYPES.items()})
     return pd.concat([empty, *frames], ignore_index=True).astype(_DTYPES)
 
 
-
-def _pair_frame(query_id: str, doc_id: str, query: str, document: str, values: tuple[np.ndarray, np.ndarray]) -> pd.DataFrame:
+def _pair_frame(query_id: str, doc_id: str, query: str, document: str, values: np.ndarray) -> pd.DataFrame:
     tokens = [split_words(query), split_words(document)]
     return pd.DataFrame(
         {
@@ -177,7 +257,7 @@ def _pair_frame(query_id: str, doc_id: str, query: str, document: str, values: t
             "part": [part for part, words in zip(PARTS, tokens) for _ in words],
             "position": np.concatenate([np.arange(len(words), dtype=np.int64) for words in tokens]),
             "token": tokens[0] + tokens[1],
-            "attribution": np.concatenate(values),
+            "attribution": values,
         }
     ).astype(_DTYPES)
 

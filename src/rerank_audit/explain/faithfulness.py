@@ -34,13 +34,13 @@ reward-head logits), so every score difference is divided by a scale:
 
 from __future__ import annotations
 
+import zlib
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from rerank_audit.explain.attribution import pair_seed
 from rerank_audit.explain.score_cache import ScoreCache, cached_scores
 from rerank_audit.explain.words import content_keys, join_kept, word_key, word_segments
 from rerank_audit.models.scorer import Scorer
@@ -51,6 +51,12 @@ FAITHFULNESS_COLUMNS = [
     "comprehensiveness", "sufficiency", "comprehensiveness_random", "sufficiency_random",
     "deletion_auc", "deletion_auc_random", "lexical_shortcut",
 ]  # fmt: skip
+
+
+def pair_seed(seed: int, query: str, document: str) -> int:
+    """The random-baseline seed of one pair: fixed by ``seed`` and the texts, not by the pair's position."""
+    text_hash = zlib.crc32(f"{query}\x00{document}".encode("utf-8"))
+    return int(np.random.SeedSequence([seed, text_hash]).generate_state(1)[0])
 
 
 def lexical_shortcut(query: str, document_tokens: Sequence[str], document_attributions: np.ndarray) -> float:

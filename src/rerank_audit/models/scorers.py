@@ -169,19 +169,28 @@ def _pad_right(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = N
     return ids, mask
 
 
-def _encode_prefixes(backbone, prefixes: list[list[int]], batch_size: int, pad_id: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _encode_prefixes(
+    backbone, prefixes: list[list[int]], batch_size: int, pad_id: int, device, shared: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer (keys, values) of ``prefixes``, shape [len(prefixes), heads, max prefix length, head dim].
 
-    Prefixes are right-padded; the key/value slots past a prefix's end hold padding that
-    the suffix pass masks out.
+    The first ``shared`` tokens, common to all prefixes, run once. Prefixes are
+    right-padded; the key/value slots past a prefix's end hold padding that the suffix pass
+    masks out.
     """
-    width = max(len(p) for p in prefixes)
+    base: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if shared:
+        out = backbone(input_ids=torch.tensor([prefixes[0][:shared]], device=device), use_cache=True)
+        base = [(layer.keys, layer.values) for layer in out.cache.layers]
+    rests = [p[shared:] for p in prefixes]
+    if not any(rests):
+        return [(k.expand(len(prefixes), -1, -1, -1), v.expand(len(prefixes), -1, -1, -1)) for k, v in base]
+    width = max(len(r) for r in rests)
     parts = []
-    for start in range(0, len(prefixes), batch_size):
-        ids, mask = _pad_right(prefixes[start : start + batch_size], pad_id, width)
-        out = backbone(
-            input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device), use_cache=True
-        )
+    for start in range(0, len(rests), batch_size):
+        batch = rests[start : start + batch_size]
+        # padded to one width so that the batches concatenate; slots past a prefix are masked later
+        out = _forward(backbone, [r + [pad_id] * (width - len(r)) for r in batch], [shared] * len(batch), [0] * len(batch), base, pad_id, device)
         parts.append([(layer.keys, layer.values) for layer in out.cache.layers])
     return [
         (torch.cat([p[layer][0] for p in parts]), torch.cat([p[layer][1] for p in parts])) for layer in range(len(parts[0]))
@@ -204,7 +213,8 @@ def _sum_head_over_positions(
 
     ``groups[i]`` names the query of sequence i. With ``prefix_reuse``, the longest token
     prefix shared by a group's sequences (capped so that every position the head reads is
-    recomputed) runs once, and its key/value cache serves every sequence of the group.
+    recomputed) runs once, and its key/value cache serves every sequence of the group; the
+    prefix shared by all sequences of a chunk runs once per chunk.
     Sequences of several groups share a batch: each row sees its own group's prefix and
     continues its own positions. The result equals running each full sequence alone, up to
     floating-point error.
@@ -233,21 +243,34 @@ def _sum_head_over_positions(
     if chunk:
         chunks.append(chunk)
 
+    # Within a chunk, the prefix all its sequences share (the prompt template) runs once too,
+    # and a group of one sequence reuses it.
+    shared = []
+    for chunk in chunks:
+        idx = [i for g in chunk for i in members[g]]
+        common = 0
+        if prefix_reuse and len(idx) > 1:
+            common = min(_common_prefix_length([sequences[i].ids for i in idx]), min(sequences[i].first for i in idx))
+        shared.append(common)
+        for g in chunk:
+            prefix_len[g] = max(prefix_len[g], common)
+
     full_tokens = sum(len(s.ids) for s in sequences)
-    run_tokens = sum(prefix_len.values()) + sum(len(s.ids) - prefix_len[g] for s, g in zip(sequences, groups))
+    run_tokens = sum(shared) + sum(prefix_len.values()) - sum(common * len(chunk) for common, chunk in zip(shared, chunks))
+    run_tokens += sum(len(s.ids) - prefix_len[g] for s, g in zip(sequences, groups))
     logger.info(
         "%s: %d pairs of %d queries, %d tokens (%.0f%% of the full prompts' %d)",
         desc, len(sequences), len(members), run_tokens, 100 * run_tokens / max(full_tokens, 1), full_tokens,
     )
     show = progress if progress is not None else len(sequences) >= _PROGRESS_MIN_BATCHES * batch_size
     with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="pair", disable=not show) as bar:
-        for chunk in chunks:
+        for chunk, common in zip(chunks, shared):
             cached = [g for g in chunk if prefix_len[g] > 0]
             cache_row = {g: r for r, g in enumerate(cached)}
             prefix_kv = []
             if cached:
                 prefixes = [sequences[members[g][0]].ids[: prefix_len[g]] for g in cached]
-                prefix_kv = _encode_prefixes(backbone, prefixes, batch_size, pad_id, device)
+                prefix_kv = _encode_prefixes(backbone, prefixes, batch_size, pad_id, device, shared=common)
             # Length bucketing: similar suffix lengths share a batch.
             order = sorted(
                 (i for g in chunk for i in members[g]),
@@ -257,7 +280,7 @@ def _sum_head_over_positions(
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
                 offsets = [prefix_len[groups[i]] for i in batch]
-                hidden = _suffix_hidden_states(
+                hidden = _forward(
                     backbone,
                     [sequences[i].ids[p:] for i, p in zip(batch, offsets)],
                     offsets,
@@ -265,7 +288,7 @@ def _sum_head_over_positions(
                     prefix_kv,
                     pad_id,
                     device,
-                )
+                ).last_hidden_state
                 rows, cols, owners, following = [], [], [], []
                 for r, (i, p) in enumerate(zip(batch, offsets)):
                     seq = sequences[i]
@@ -283,12 +306,12 @@ def _sum_head_over_positions(
     return scores
 
 
-def _suffix_hidden_states(backbone, suffixes, offsets, cache_rows, prefix_kv, pad_id, device) -> torch.Tensor:
-    """Final hidden states [batch, longest suffix, hidden] of ``suffixes``.
+def _forward(backbone, suffixes, offsets, cache_rows, prefix_kv, pad_id, device):
+    """The backbone's output on ``suffixes``, row r continuing a cached prefix of ``offsets[r]`` tokens.
 
-    Row r continues a cached prefix of ``offsets[r]`` tokens (row ``cache_rows[r]`` of
-    ``prefix_kv``; 0 means no prefix). Suffixes are right-padded, so padding only ever
-    follows the tokens that matter.
+    The prefix is row ``cache_rows[r]`` of ``prefix_kv`` (offset 0: no prefix). Suffixes
+    are right-padded, so padding only ever follows the tokens that matter; the output's
+    cache holds prefix and suffix keys/values.
     """
     from transformers import DynamicCache
 
@@ -305,14 +328,13 @@ def _suffix_hidden_states(backbone, suffixes, offsets, cache_rows, prefix_kv, pa
         cache = DynamicCache(
             ddp_cache_data=[(k[index, :, :width], v[index, :, :width]) for k, v in prefix_kv], config=backbone.config
         )
-    out = backbone(
+    return backbone(
         input_ids=torch.from_numpy(ids).to(device),
         attention_mask=torch.from_numpy(mask).to(device),
         position_ids=torch.from_numpy(positions).to(device),
         cache=cache,
-        use_cache=cache is not None,
+        use_cache=True,
     )
-    return out.last_hidden_state
 
 
 def _final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
