@@ -38,7 +38,6 @@ import torch
 from scipy.stats import spearmanr
 
 from rerank_audit.explain.attribution import explain_pairs, owen_values
-from rerank_audit.explain.score_cache import cached_scores
 from rerank_audit.explain.words import split_words
 from rerank_audit.models import prompts
 from rerank_audit.models.scorers import load_scorer
@@ -61,19 +60,15 @@ def read_pairs(path: Path, n: int, seed: int) -> tuple[list[str], list[str]]:
 
 
 class CountingScorer:
-    """Passes ``score_pairs`` through, keeping each call's pairs and the seconds spent in the scorer."""
+    """Passes ``score_pairs`` through, keeping each call's pairs."""
 
     def __init__(self, scorer):
         self.scorer = scorer
         self.batches: list[tuple[list[str], list[str]]] = []
-        self.seconds = 0.0
 
     def score_pairs(self, queries, documents):
         self.batches.append((list(queries), list(documents)))
-        started = time.perf_counter()
-        scores = self.scorer.score_pairs(queries, documents)
-        self.seconds += time.perf_counter() - started
-        return scores
+        return self.scorer.score_pairs(queries, documents)
 
 
 def run_project(scorer, queries, documents, exact_levels: int) -> tuple[dict, object]:
@@ -119,16 +114,8 @@ def _stats(counting: CountingScorer, seconds: float, n: int) -> dict:
 
 def exact_owen(scorer, query: str, document: str) -> tuple[np.ndarray, int]:
     """The reference: exact Owen values and their evaluation count, every masked pair scored in one batched call."""
-    recorded: list[tuple[str, str]] = []
-
-    def record(queries, documents):
-        recorded.extend(zip(queries, documents))
-        return np.zeros(len(queries))
-
-    owen_values(record, query, document)
     cache = {}
-    cached_scores(scorer, [q for q, _ in recorded], [d for _, d in recorded], cache)
-    return owen_values(lambda queries, documents: np.array([cache[pair] for pair in zip(queries, documents)]), query, document), len(cache)
+    return owen_values(scorer, query, document, cache=cache), len(cache)
 
 
 def print_row(name: str, stats: dict) -> None:

@@ -93,7 +93,7 @@ def test_every_setting_is_efficient(exact_levels):
 
 def test_deep_enough_levels_give_shaps_exact_owen_values():
     """exact_levels past the hierarchy's depth equals shap's PartitionExplainer with both contexts everywhere."""
-    exact = owen_values(Interacting().score_pairs, QUERY, DOCUMENT)
+    exact = owen_values(Interacting(), QUERY, DOCUMENT)
     estimate = explain_pairs(Interacting(), [QUERY], [DOCUMENT], exact_levels=4).attribution.to_numpy()
     np.testing.assert_allclose(estimate, exact, rtol=0, atol=1e-12)
     one_level = explain_pairs(Interacting(), [QUERY], [DOCUMENT], exact_levels=1).attribution.to_numpy()

@@ -159,27 +159,19 @@ def _group_values(model: PairModel, masker: GroupMasker) -> np.ndarray:
     if size == 1:  # a single word: its marginal contribution (shap needs at least two players)
         with_word = masker.context.copy()
         with_word[masker.start] = True
-        scores = model(*(np.array(texts, dtype=object) for texts in zip(masker.words.texts(masker.context), masker.words.texts(with_word))))
+        queries, documents = zip(masker.words.texts(masker.context), masker.words.texts(with_word))
+        scores = model(np.array(queries, dtype=object), np.array(documents, dtype=object))
         return np.array([scores[1] - scores[0]])
     return _partition_values(model, masker, fixed_context=0, max_evals=2 * size + 2)  # 2 per inner node + both ends
 
 
 def _owen_estimate(model: PairModel, words: WordHierarchy, exact_levels: int) -> np.ndarray:
+    """The pair's word values: both contexts in the top ``exact_levels`` levels, siblings absent below."""
     values = np.zeros(words.n_words)
     for start, stop, contexts in words.contexts(exact_levels):
         for context in contexts:
             values[start:stop] += _group_values(model, GroupMasker(words, start, stop, context)) / len(contexts)
     return values
-
-
-def owen_values(model: PairModel, query: str, document: str) -> np.ndarray:
-    """Exact Owen values of the pair's words (query words first): shap's PartitionExplainer,
-    both contexts at every node, the whole tree expanded. About n² evaluations: a reference."""
-    words = WordHierarchy(query, document)
-    if words.n_words < 2:
-        return _owen_estimate(model, words, exact_levels=0)
-    masker = GroupMasker(words, 0, words.n_words, np.zeros(words.n_words, dtype=bool))
-    return _partition_values(model, masker, fixed_context=None, max_evals=2**62)
 
 
 def _recording_model(recorded: list[tuple[str, str]]) -> PairModel:
@@ -198,6 +190,33 @@ def _cache_model(cache: ScoreCache) -> PairModel:
             raise RuntimeError(f"shap asked for a masked pair its recording pass never saw: {missing}") from missing
 
     return model
+
+
+def _scored_once(scorer: Scorer, cache: ScoreCache, explain: Callable[[PairModel], list[np.ndarray]]) -> list[np.ndarray]:
+    """``explain(model)`` run twice: recording the masked pairs it asks for, which are scored in
+    one ``score_pairs`` call through ``cache``; then reading their scores back from the cache."""
+    recorded: list[tuple[str, str]] = []
+    explain(_recording_model(recorded))
+    cached_scores(scorer, [q for q, _ in recorded], [d for _, d in recorded], cache)
+    return explain(_cache_model(cache))
+
+
+def owen_values(scorer: Scorer, query: str, document: str, cache: ScoreCache | None = None) -> np.ndarray:
+    """Exact Owen values of the pair's words (query words first): shap's PartitionExplainer,
+    both contexts at every node, the whole tree expanded. About n² evaluations: a reference."""
+    words = WordHierarchy(query, document)
+    if words.n_words < 2:  # shap needs two players; a single word's value is its marginal contribution
+
+        def explain(model: PairModel) -> list[np.ndarray]:
+            return [_owen_estimate(model, words, exact_levels=0)]
+
+    else:
+        masker = GroupMasker(words, 0, words.n_words, np.zeros(words.n_words, dtype=bool))
+
+        def explain(model: PairModel) -> list[np.ndarray]:
+            return [_partition_values(model, masker, fixed_context=None, max_evals=2**62)]
+
+    return _scored_once(scorer, {} if cache is None else cache, explain)[0]
 
 
 def explain_pairs(
@@ -235,14 +254,10 @@ def explain_pairs(
     with tqdm(total=len(queries), desc="SHAP attributions", unit="pair") as progress:
         for start in range(0, len(queries), batch_size):
             chunk = range(start, min(start + batch_size, len(queries)))
-            hierarchies = {i: WordHierarchy(queries[i], documents[i]) for i in chunk}
-            recorded: list[tuple[str, str]] = []
-            for i in chunk:
-                _owen_estimate(_recording_model(recorded), hierarchies[i], exact_levels)
-            cached_scores(scorer, [q for q, _ in recorded], [d for _, d in recorded], cache)
-            for i in chunk:
-                values = _owen_estimate(_cache_model(cache), hierarchies[i], exact_levels)
-                frames.append(_pair_frame(query_ids[i], doc_ids[i], queries[i], documents[i], values))
+            hierarchies = [WordHierarchy(queries[i], documents[i]) for i in chunk]
+            values = _scored_once(scorer, cache, lambda model: [_owen_estimate(model, words, exact_levels) for words in hierarchies])
+            for i, pair_values in zip(chunk, values):
+                frames.append(_pair_frame(query_ids[i], doc_ids[i], queries[i], documents[i], pair_values))
             progress.update(len(chunk))
     empty = pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in _DTYPES.items()})
     return pd.concat([empty, *frames], ignore_index=True).astype(_DTYPES)
