@@ -94,4 +94,5 @@ def test_slurm_run_submits_every_rule_and_equals_a_local_run(slurm_env, tmp_path
     local, cluster = parquet_tables(workdirs["local"]), parquet_tables(workdirs["slurm"])
     assert local.keys() == cluster.keys()
     for name, table in local.items():
-        pd.testing.assert_frame_equal(cluster[name], table, check_exact=False, rtol=1e-5, obj=name)
+        # atol: differences of near-equal means (summary's *_diff) carry the thread-count noise of the scores
+        pd.testing.assert_frame_equal(cluster[name], table, check_exact=False, rtol=1e-5, atol=1e-6, obj=name)
