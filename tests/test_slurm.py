@@ -94,5 +94,7 @@ def test_slurm_run_submits_every_rule_and_equals_a_local_run(slurm_env, tmp_path
     local, cluster = parquet_tables(workdirs["local"]), parquet_tables(workdirs["slurm"])
     assert local.keys() == cluster.keys()
     for name, table in local.items():
-        # atol: differences of near-equal means (summary's *_diff) carry the thread-count noise of the scores
-        pd.testing.assert_frame_equal(cluster[name], table, check_exact=False, rtol=1e-5, atol=1e-6, obj=name)
+        # The primary tables agree to 1e-5; the summary's paired differences and t statistics of
+        # near-equal methods amplify the runs' float noise (3.5e-8 on a mean difference of 2e-3).
+        rtol = 1e-3 if name.endswith("report/summary.parquet") else 1e-5
+        pd.testing.assert_frame_equal(cluster[name], table, check_exact=False, rtol=rtol, atol=1e-6, obj=name)
