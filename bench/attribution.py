@@ -60,14 +60,14 @@ def read_pairs(path: Path, n: int, seed: int) -> tuple[list[str], list[str]]:
 
 
 class CountingScorer:
-    """Passes ``score_pairs`` through, keeping each call's pairs."""
+    """Passes ``score_pairs`` through, keeping the number of pairs of each call."""
 
     def __init__(self, scorer):
         self.scorer = scorer
-        self.batches: list[tuple[list[str], list[str]]] = []
+        self.calls: list[int] = []
 
     def score_pairs(self, queries, documents):
-        self.batches.append((list(queries), list(documents)))
+        self.calls.append(len(queries))
         return self.scorer.score_pairs(queries, documents)
 
 
@@ -75,41 +75,38 @@ def run_project(scorer, queries, documents, exact_levels: int) -> tuple[dict, ob
     counting = CountingScorer(scorer)
     started = time.perf_counter()
     attributions = explain_pairs(counting, queries, documents, exact_levels=exact_levels, batch_size=len(queries))
-    return _stats(counting, time.perf_counter() - started, len(queries)), attributions
+    return _stats(counting.calls, time.perf_counter() - started, len(queries)), attributions
 
 
-def plain_f(scorer, query: str):
+def plain_scorer(scorer):
     """shap's f as a user writes it: one forward of the model on the padded prompts of a call."""
     model, tokenizer = scorer.model, scorer.tokenizer
 
-    def f(docs):
-        texts = [prompts.pointwise_prompt(tokenizer, query, doc) for doc in docs]
+    def score_pairs(queries, documents):
+        texts = [prompts.pointwise_prompt(tokenizer, q, d) for q, d in zip(queries, documents)]
         encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
         with torch.inference_mode():
             logits = model(**encoded).logits[:, -1].float()
         return (logits[:, scorer.yes_id] - logits[:, scorer.no_id]).cpu().numpy()
 
-    return f
+    return score_pairs
 
 
-def run_default(scorer, queries, documents, plain: bool) -> dict:
-    counting = CountingScorer(scorer)
+def run_default(score_pairs, tokenizer, queries, documents) -> dict:
+    """shap's default text call on each document with its query fixed, f = ``score_pairs``."""
+    calls: list[int] = []
     started = time.perf_counter()
     for query, document in zip(queries, documents):
-        model = plain_f(scorer, query)
+        def f(docs, query=query):
+            calls.append(len(docs))
+            return score_pairs([query] * len(docs), list(docs))
 
-        def f(docs, query=query, model=model):
-            counting.batches.append(([query] * len(docs), list(docs)))
-            if plain:
-                return model(list(docs))
-            return counting.scorer.score_pairs([query] * len(docs), list(docs))
-
-        shap.Explainer(f, shap.maskers.Text(scorer.tokenizer))([document], silent=True)
-    return _stats(counting, time.perf_counter() - started, len(queries))
+        shap.Explainer(f, shap.maskers.Text(tokenizer))([document], silent=True)
+    return _stats(calls, time.perf_counter() - started, len(queries))
 
 
-def _stats(counting: CountingScorer, seconds: float, n: int) -> dict:
-    return {"evals": sum(len(q) for q, _ in counting.batches) / n, "calls": len(counting.batches) / n, "seconds": seconds / n}
+def _stats(calls: list[int], seconds: float, n: int) -> dict:
+    return {"evals": sum(calls) / n, "calls": len(calls) / n, "seconds": seconds / n}
 
 
 def exact_owen(scorer, query: str, document: str) -> tuple[np.ndarray, int]:
@@ -147,9 +144,9 @@ def main() -> None:
 
     print(f"\n{'per explanation':<36} {'evals':>8} {'calls':>7} {'seconds':>10}")
     k = args.default_pairs
-    defaults = {"plain f": run_default(scorer, queries[:k], documents[:k], plain=True)}
+    defaults = {"plain f": run_default(plain_scorer(scorer), scorer.tokenizer, queries[:k], documents[:k])}
     print_row(f"shap default, plain f ({k} pairs)", defaults["plain f"])
-    defaults["project scorer"] = run_default(scorer, queries[:k], documents[:k], plain=False)
+    defaults["project scorer"] = run_default(scorer.score_pairs, scorer.tokenizer, queries[:k], documents[:k])
     print_row(f"shap default, project scorer ({k} pairs)", defaults["project scorer"])
     same, estimates = {}, {}
     for levels in args.exact_levels:

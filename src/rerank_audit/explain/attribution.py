@@ -70,6 +70,8 @@ class WordHierarchy:
         """The hierarchy of the words in [start, stop) as shap's clustering matrix (scipy linkage rows)."""
         rows: list[list[float]] = []
         size = stop - start
+        if size < 2:
+            return np.zeros((0, 4))
 
         def node(lo: int, hi: int) -> int:
             if hi - lo == 1:
@@ -143,6 +145,15 @@ class GroupMasker(shap.maskers.Masker):
 
 def _partition_values(model: PairModel, masker: GroupMasker, fixed_context: int | None, max_evals: int) -> np.ndarray:
     """shap's PartitionExplainer on one group game: the values of the group's words."""
+    size = masker.stop - masker.start
+    if size == 0:
+        return np.zeros(0)
+    if size == 1:  # shap needs two players; a single word's value is its marginal contribution
+        with_word = masker.context.copy()
+        with_word[masker.start] = True
+        queries, documents = zip(masker.words.texts(masker.context), masker.words.texts(with_word))
+        scores = model(np.array(queries, dtype=object), np.array(documents, dtype=object))
+        return np.array([scores[1] - scores[0]])
     state = np.random.get_state()  # shap breaks priority ties with numpy's global generator
     try:
         explanation = shap.explainers.Partition(model, masker)(
@@ -153,24 +164,14 @@ def _partition_values(model: PairModel, masker: GroupMasker, fixed_context: int 
     return np.asarray(explanation.values[0], dtype=np.float64)
 
 
-def _group_values(model: PairModel, masker: GroupMasker) -> np.ndarray:
-    """Values of a group's words with siblings absent below it (shap's fixed_context=0), whole tree expanded."""
-    size = masker.stop - masker.start
-    if size == 1:  # a single word: its marginal contribution (shap needs at least two players)
-        with_word = masker.context.copy()
-        with_word[masker.start] = True
-        queries, documents = zip(masker.words.texts(masker.context), masker.words.texts(with_word))
-        scores = model(np.array(queries, dtype=object), np.array(documents, dtype=object))
-        return np.array([scores[1] - scores[0]])
-    return _partition_values(model, masker, fixed_context=0, max_evals=2 * size + 2)  # 2 per inner node + both ends
-
-
 def _owen_estimate(model: PairModel, words: WordHierarchy, exact_levels: int) -> np.ndarray:
-    """The pair's word values: both contexts in the top ``exact_levels`` levels, siblings absent below."""
+    """The pair's word values: both contexts in the top ``exact_levels`` levels, siblings absent below
+    (shap's fixed_context=0, whole tree expanded: 2 evaluations per inner node and both ends)."""
     values = np.zeros(words.n_words)
     for start, stop, contexts in words.contexts(exact_levels):
         for context in contexts:
-            values[start:stop] += _group_values(model, GroupMasker(words, start, stop, context)) / len(contexts)
+            masker = GroupMasker(words, start, stop, context)
+            values[start:stop] += _partition_values(model, masker, fixed_context=0, max_evals=2 * (stop - start) + 2) / len(contexts)
     return values
 
 
@@ -205,16 +206,10 @@ def owen_values(scorer: Scorer, query: str, document: str, cache: ScoreCache | N
     """Exact Owen values of the pair's words (query words first): shap's PartitionExplainer,
     both contexts at every node, the whole tree expanded. About n² evaluations: a reference."""
     words = WordHierarchy(query, document)
-    if words.n_words < 2:  # shap needs two players; a single word's value is its marginal contribution
+    masker = GroupMasker(words, 0, words.n_words, np.zeros(words.n_words, dtype=bool))
 
-        def explain(model: PairModel) -> list[np.ndarray]:
-            return [_owen_estimate(model, words, exact_levels=0)]
-
-    else:
-        masker = GroupMasker(words, 0, words.n_words, np.zeros(words.n_words, dtype=bool))
-
-        def explain(model: PairModel) -> list[np.ndarray]:
-            return [_partition_values(model, masker, fixed_context=None, max_evals=2**62)]
+    def explain(model: PairModel) -> list[np.ndarray]:
+        return [_partition_values(model, masker, fixed_context=None, max_evals=2**62)]
 
     return _scored_once(scorer, {} if cache is None else cache, explain)[0]
 

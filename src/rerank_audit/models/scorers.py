@@ -190,7 +190,8 @@ def _encode_prefixes(
     for start in range(0, len(rests), batch_size):
         batch = rests[start : start + batch_size]
         # padded to one width so that the batches concatenate; slots past a prefix are masked later
-        out = _forward(backbone, [r + [pad_id] * (width - len(r)) for r in batch], [shared] * len(batch), [0] * len(batch), base, pad_id, device)
+        rows = [r + [pad_id] * (width - len(r)) for r in batch]
+        out = _forward(backbone, rows, [shared] * len(batch), [0] * len(batch), base, pad_id, device, keep_cache=True)
         parts.append([(layer.keys, layer.values) for layer in out.cache.layers])
     return [
         (torch.cat([p[layer][0] for p in parts]), torch.cat([p[layer][1] for p in parts])) for layer in range(len(parts[0]))
@@ -256,7 +257,7 @@ def _sum_head_over_positions(
             prefix_len[g] = max(prefix_len[g], common)
 
     full_tokens = sum(len(s.ids) for s in sequences)
-    run_tokens = sum(shared) + sum(prefix_len.values()) - sum(common * len(chunk) for common, chunk in zip(shared, chunks))
+    run_tokens = sum(common + sum(prefix_len[g] - common for g in chunk) for chunk, common in zip(chunks, shared))
     run_tokens += sum(len(s.ids) - prefix_len[g] for s, g in zip(sequences, groups))
     logger.info(
         "%s: %d pairs of %d queries, %d tokens (%.0f%% of the full prompts' %d)",
@@ -306,12 +307,12 @@ def _sum_head_over_positions(
     return scores
 
 
-def _forward(backbone, suffixes, offsets, cache_rows, prefix_kv, pad_id, device):
+def _forward(backbone, suffixes, offsets, cache_rows, prefix_kv, pad_id, device, keep_cache: bool = False):
     """The backbone's output on ``suffixes``, row r continuing a cached prefix of ``offsets[r]`` tokens.
 
     The prefix is row ``cache_rows[r]`` of ``prefix_kv`` (offset 0: no prefix). Suffixes
-    are right-padded, so padding only ever follows the tokens that matter; the output's
-    cache holds prefix and suffix keys/values.
+    are right-padded, so padding only ever follows the tokens that matter. With
+    ``keep_cache`` the output's cache holds prefix and suffix keys/values.
     """
     from transformers import DynamicCache
 
@@ -333,7 +334,7 @@ def _forward(backbone, suffixes, offsets, cache_rows, prefix_kv, pad_id, device)
         attention_mask=torch.from_numpy(mask).to(device),
         position_ids=torch.from_numpy(positions).to(device),
         cache=cache,
-        use_cache=True,
+        use_cache=keep_cache or cache is not None,
     )
 
 
