@@ -49,9 +49,9 @@ def test_every_method_trains_reranks_and_is_evaluated(workdir, tiny_lm_dir):
     assert planned_rules(workdir, write_config(workdir, changed, "rationale.yaml")) == {"rationale": 5, "evaluate": 1, "report": 1, "all": 1}
     # An explanation parameter re-runs attribution and what follows, no training or re-ranking.
     changed = tiny_config(methods=METHODS, base_model=str(tiny_lm_dir), budgets=[1])
-    # 0, not 2: Snakemake 9.27.1 compares parameter values as a set without names, and 2
-    # (top_documents) and 1 (seed) are already among them (see the README).
-    changed["explain"]["exact_levels"] = 0
+    # 1 -> 2, values that top_documents (2) and seed (1) already have: Snakemake 9.27.1 compares
+    # parameter values as a set without names and missed this until rules passed them by name.
+    changed["explain"]["exact_levels"] = 2
     explain_changed = write_config(workdir, changed, "explain.yaml")
     after_attribution = {"explain": 5, "rationale": 5, "evaluate": 1, "report": 1, "all": 1}
     assert planned_rules(workdir, explain_changed) == after_attribution

@@ -28,6 +28,21 @@ wildcard_constraints:
     budget="|".join([UNTRAINED_BUDGET, *BUDGETS]),
 
 
+def named_params(**params):
+    """A rule's ``params``, plus ``by_name``: all of them in one dict.
+
+    Snakemake 9.27 compares a job's parameter values as a set, without their names
+    (snakemake/snakemake#2212), so it missed a change whose old value still occurred among
+    the rule's other parameters and whose new value already did. The dict's repr names every
+    value, so any change shows. Callables are resolved per job, as Snakemake resolves them.
+    """
+
+    def by_name(wildcards):
+        return {name: value(wildcards) if callable(value) else value for name, value in params.items()}
+
+    return {**params, "by_name": by_name}
+
+
 def dataset_config(wildcards):
     return config["datasets"][wildcards.dataset]
 

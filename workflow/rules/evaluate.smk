@@ -11,8 +11,10 @@ rule evaluate:
         metrics="results/{dataset}/evaluate/metrics.parquet",
         table=report("results/{dataset}/evaluate/metrics.md", caption="../report/metrics.rst", category="Ranking"),
     params:
-        measures=config["evaluate"]["measures"],
-        relevance_threshold=relevance_threshold,
+        **named_params(
+            measures=config["evaluate"]["measures"],
+            relevance_threshold=relevance_threshold,
+        ),
     log:
         "logs/{dataset}/evaluate.log",
     benchmark:

@@ -10,11 +10,13 @@ rule explain:
         keywords="results/{dataset}/explain/{method}/{budget}/keywords.parquet",
         faithfulness="results/{dataset}/explain/{method}/{budget}/faithfulness.parquet",
     params:
-        base_model=BASE_MODEL,
-        model_dir=scoring_model_dir,
-        dtype=config["model"]["dtype"],
-        max_length=config["rerank"]["max_length"],
-        **config["explain"],
+        **named_params(
+            base_model=BASE_MODEL,
+            model_dir=scoring_model_dir,
+            dtype=config["model"]["dtype"],
+            max_length=config["rerank"]["max_length"],
+            **config["explain"],
+        ),
     log:
         "logs/{dataset}/explain/{method}/{budget}.log",
     benchmark:
@@ -40,10 +42,12 @@ rule rationale:
         rationales="results/{dataset}/rationale/{method}/{budget}/rationales.parquet",
         metrics="results/{dataset}/rationale/{method}/{budget}/rationale_metrics.parquet",
     params:
-        generator=RATIONALE_GENERATOR,
-        dtype=config["model"]["dtype"],
-        max_new_tokens=config["rationale"]["max_new_tokens"],
-        batch_size=config["rationale"]["batch_size"],
+        **named_params(
+            generator=RATIONALE_GENERATOR,
+            dtype=config["model"]["dtype"],
+            max_new_tokens=config["rationale"]["max_new_tokens"],
+            batch_size=config["rationale"]["batch_size"],
+        ),
     log:
         "logs/{dataset}/rationale/{method}/{budget}.log",
     benchmark:

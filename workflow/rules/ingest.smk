@@ -2,7 +2,9 @@ rule download:
     output:
         "resources/downloads/{dataset}/{role}/{filename}",
     params:
-        spec=download_spec,
+        **named_params(
+            spec=download_spec,
+        ),
     log:
         "logs/{dataset}/download/{role}/{filename}.log",
     benchmark:
@@ -25,8 +27,10 @@ rule ingest:
         queries="results/{dataset}/ingest/queries.parquet",
         qrels="results/{dataset}/ingest/qrels.parquet",
     params:
-        format=dataset_format,
-        options=dataset_options,
+        **named_params(
+            format=dataset_format,
+            options=dataset_options,
+        ),
     log:
         "logs/{dataset}/ingest.log",
     benchmark:
@@ -46,10 +50,12 @@ rule split:
     output:
         splits="results/{dataset}/split/splits.parquet",
     params:
-        seed=config["split"]["seed"],
-        dev=config["split"]["dev"],
-        test=config["split"]["test"],
-        relevance_threshold=relevance_threshold,
+        **named_params(
+            seed=config["split"]["seed"],
+            dev=config["split"]["dev"],
+            test=config["split"]["test"],
+            relevance_threshold=relevance_threshold,
+        ),
     log:
         "logs/{dataset}/split.log",
     benchmark:

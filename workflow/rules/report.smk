@@ -21,13 +21,15 @@ rule report:
         ),
         config=report("results/{dataset}/report/config.yaml", caption="../report/config.rst", category="Configuration"),
     params:
-        methods=config["methods"],
-        ranking_measures=config["evaluate"]["measures"],
-        bootstrap=config["report"]["bootstrap_resamples"],
-        alpha=config["report"]["alpha"],
-        seed=config["report"]["seed"],
-        k=max(config["explain"]["ks"]),
-        top_documents=config["explain"]["top_documents"],
+        **named_params(
+            methods=config["methods"],
+            ranking_measures=config["evaluate"]["measures"],
+            bootstrap=config["report"]["bootstrap_resamples"],
+            alpha=config["report"]["alpha"],
+            seed=config["report"]["seed"],
+            k=max(config["explain"]["ks"]),
+            top_documents=config["explain"]["top_documents"],
+        ),
     log:
         "logs/{dataset}/report.log",
     benchmark:

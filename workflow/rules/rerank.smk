@@ -9,12 +9,14 @@ rule rerank:
         run="results/{dataset}/rerank/{method}/{budget}/run.parquet",
         trec="results/{dataset}/rerank/{method}/{budget}/run.trec",
     params:
-        base_model=BASE_MODEL,
-        model_dir=scoring_model_dir,
-        depth=config["rerank"]["depth"],
-        batch_size=config["rerank"]["batch_size"],
-        max_length=config["rerank"]["max_length"],
-        dtype=config["model"]["dtype"],
+        **named_params(
+            base_model=BASE_MODEL,
+            model_dir=scoring_model_dir,
+            depth=config["rerank"]["depth"],
+            batch_size=config["rerank"]["batch_size"],
+            max_length=config["rerank"]["max_length"],
+            dtype=config["model"]["dtype"],
+        ),
     log:
         "logs/{dataset}/rerank/{method}/{budget}.log",
     benchmark:

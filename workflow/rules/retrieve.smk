@@ -7,11 +7,13 @@ rule retrieve:
         run="results/{dataset}/retrieve/bm25.parquet",
         trec="results/{dataset}/retrieve/bm25.trec",
     params:
-        k1=config["retrieve"]["k1"],
-        b=config["retrieve"]["b"],
-        stemmer=config["retrieve"]["stemmer"],
-        stopwords=config["retrieve"]["stopwords"],
-        k=config["retrieve"]["k"],
+        **named_params(
+            k1=config["retrieve"]["k1"],
+            b=config["retrieve"]["b"],
+            stemmer=config["retrieve"]["stemmer"],
+            stopwords=config["retrieve"]["stopwords"],
+            k=config["retrieve"]["k"],
+        ),
     log:
         "logs/{dataset}/retrieve.log",
     benchmark:

@@ -29,12 +29,14 @@ rule training_data:
         answer_pairs="results/{dataset}/train/{budget}/answer_pairs.parquet",
         document_pairs="results/{dataset}/train/{budget}/document_pairs.parquet",
     params:
-        base_model=BASE_MODEL,
-        seed=config["train"]["seed"],
-        negatives_per_positive=config["train"]["negatives_per_positive"],
-        max_positives_per_query=config["train"]["max_positives_per_query"],
-        pairs_per_query=config["train"]["pairs_per_query"],
-        relevance_threshold=relevance_threshold,
+        **named_params(
+            base_model=BASE_MODEL,
+            seed=config["train"]["seed"],
+            negatives_per_positive=config["train"]["negatives_per_positive"],
+            max_positives_per_query=config["train"]["max_positives_per_query"],
+            pairs_per_query=config["train"]["pairs_per_query"],
+            relevance_threshold=relevance_threshold,
+        ),
     log:
         "logs/{dataset}/training_data/{budget}.log",
     benchmark:
@@ -57,9 +59,11 @@ rule train:
         # declared, so Snakemake never clears the checkpoints of an interrupted training.
         model="results/{dataset}/models/{method}/{budget}/training_config.json",
     params:
-        base_model=BASE_MODEL,
-        hyper=train_hyper,
-        seed=config["train"]["seed"],
+        **named_params(
+            base_model=BASE_MODEL,
+            hyper=train_hyper,
+            seed=config["train"]["seed"],
+        ),
     log:
         "logs/{dataset}/train/{method}/{budget}.log",
     benchmark:

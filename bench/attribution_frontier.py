@@ -1,0 +1,166 @@
+"""How much compute an Owen-value estimate needs for a given agreement with the exact values.
+
+The project's explainer (``explain.exact_levels``) is one family of estimators of the exact
+Owen values of the word hierarchy; ``bench/attribution.py`` measures it. This bench asks
+whether any estimator of the same values can meet both of that bench's targets at once
+(>= 20x faster than shap's default call, Spearman >= 0.9 against the exact values). It
+scores the exact game of each pair once (every coalition the exact values need), replays
+estimators of other families on those recorded scores, and prints for each its evaluations,
+the tokens the project's scorer would run for them, and its Spearman with the exact values.
+
+All estimators keep both contexts (sibling absent / present, averaged) in the top
+``levels`` levels of the hierarchy; below that they differ:
+
+  absent    the sibling absent (shap's fixed_context=0): the project's explainer
+  present   the sibling present (fixed_context=1)
+  ends      the mean of absent and present: exact whenever words interact at most pairwise
+  sampled   at every node one context drawn at random (S draws averaged): unbiased
+
+The projected speed-up over shap's default call (plain f, as in bench/attribution.py) is
+its measured seconds per explanation over the family's tokens at the scorer's tokens per
+second, both measured in this run on the first ``--default-pairs`` pairs (the scorer's rate
+on the project's own explanation batches, shap's overhead included).
+
+    .venv/bin/python bench/attribution_frontier.py [--pairs 6] [--default-pairs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from attribution import REPO, plain_scorer, read_pairs, run_default
+from scipy.stats import spearmanr
+
+from rerank_audit.explain.attribution import WordHierarchy, explain_pairs, owen_values
+from rerank_audit.models.scorers import load_scorer
+
+FAMILIES = [("absent", k, 1) for k in range(5)] + [("ends", k, 1) for k in range(4)]
+FAMILIES += [("sampled", k, s) for k in range(4) for s in (1, 2, 4)]
+
+
+def estimate(words: WordHierarchy, game, levels: int, below: str, rng) -> tuple[np.ndarray, set[bytes]]:
+    """Owen-value estimate under one context rule; also the coalitions it evaluated.
+
+    The recursion of shap's PartitionExplainer: a node with context c splits into L and R,
+    evaluated as c+L and c+R; with one context the node keeps its interaction
+    f(c+L+R) - f(c+L) - f(c+R) + f(c), spread evenly over its words (+ when the sibling is
+    absent, - when present), so the values always sum to f(all) - f(none).
+    """
+    values, used = np.zeros(words.n_words), set()
+
+    def f(mask: np.ndarray) -> float:
+        used.add(mask.tobytes())
+        return game(mask)
+
+    def visit(lo: int, hi: int, context: np.ndarray, f00: float, f11: float, weight: float, depth: int) -> None:
+        if hi - lo == 1:
+            values[lo] += (f11 - f00) * weight
+            return
+        mid = words.split(lo, hi)
+        m10, m01 = context.copy(), context.copy()
+        m10[lo:mid], m01[mid:hi] = True, True
+        f10, f01 = f(m10), f(m01)
+        rule = "both" if depth < levels else below
+        if rule == "sampled":
+            rule = "absent" if rng.random() < 0.5 else "present"
+        absent = [((lo, mid), context, f00, f10), ((mid, hi), context, f00, f01)]
+        present = [((lo, mid), m01, f01, f11), ((mid, hi), m10, f10, f11)]
+        interaction = (f11 - f10 - f01 + f00) * weight / (hi - lo)
+        if rule == "absent":
+            values[lo:hi] += interaction
+        elif rule == "present":
+            values[lo:hi] -= interaction
+        children = {"both": absent + present, "absent": absent, "present": present}[rule]
+        share = weight / 2 if rule == "both" else weight
+        for (a, b), c, low, high in children:
+            visit(a, b, c, low, high, share, depth + 1)
+
+    none, every = np.zeros(words.n_words, dtype=bool), np.ones(words.n_words, dtype=bool)
+    visit(0, words.n_words, none, f(none), f(every), 1.0, 0)
+    return values, used
+
+
+def family_estimate(words, game, family, seed: int) -> tuple[np.ndarray, set[bytes]]:
+    below, levels, samples = family
+    rng = np.random.default_rng(seed)
+    rules = ["absent", "present"] if below == "ends" else [below] * samples
+    runs = [estimate(words, game, levels, rule, rng) for rule in rules]
+    return np.mean([values for values, _ in runs], axis=0), set().union(*(used for _, used in runs))
+
+
+def masked_pairs(words: WordHierarchy, coalitions: set[bytes]) -> set[tuple[str, str]]:
+    """The distinct (query, document) texts of the coalitions: what the score cache scores."""
+    return {words.texts(np.frombuffer(key, dtype=bool)) for key in coalitions}
+
+
+def scorer_tokens(tokenizer, texts: set[tuple[str, str]]) -> int:
+    """Tokens the project's scorer runs for these pairs: each distinct masked query once (its
+    prefix is shared; the template before it is shared by all), each masked document and the prompt's tail."""
+    count = lambda text: len(tokenizer(" " + text, add_special_tokens=False)["input_ids"]) if text else 0
+    tail = 11  # "\n\nDocument: " and the end-of-turn + assistant header around the document
+    return sum(count(q) for q in {q for q, _ in texts}) + sum(count(d) + tail for _, d in texts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=REPO / "resources/models/smollm2-135m-instruct")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/climate-fever/climate-fever.jsonl")
+    parser.add_argument("--pairs", type=int, default=6, help="pairs given exact games (as bench/attribution.py's first pairs)")
+    parser.add_argument("--default-pairs", type=int, default=2, help="the first of them also timed with shap's default call")
+    parser.add_argument("--seeds", type=int, default=3, help="draws of each sampled family")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    scorer = load_scorer("zeroshot", args.model, progress=False, dtype=args.dtype)
+    queries, documents = read_pairs(args.data, args.pairs, args.seed)
+    hierarchies = [WordHierarchy(q, d) for q, d in zip(queries, documents)]
+    explain_pairs(scorer, ["warm up"], ["numba compiles shap's helpers once"], exact_levels=1)
+
+    k = args.default_pairs
+    default = run_default(plain_scorer(scorer), scorer.tokenizer, queries[:k], documents[:k])
+    rates = []
+    for levels in (0, 1):  # the scorer's speed on the project's own explanation batches
+        started = time.perf_counter()
+        explain_pairs(scorer, queries[:k], documents[:k], exact_levels=levels, batch_size=k)
+        seconds = time.perf_counter() - started
+        zero = lambda mask: 0.0  # which coalitions an estimator evaluates does not depend on their scores
+        tokens = sum(scorer_tokens(scorer.tokenizer, masked_pairs(w, family_estimate(w, zero, ("absent", levels, 1), 0)[1])) for w in hierarchies[:k])
+        rates.append(tokens / seconds)
+        print(f"project exact_levels={levels}: {tokens / k:.0f} tokens, {seconds / k:.2f} s per explanation, {tokens / seconds:.0f} tokens/s")
+    rate = float(np.mean(rates))
+    print(f"shap default call, plain f: {default['evals']:.0f} evaluations, {default['seconds']:.2f} s per explanation ({k} pairs)")
+    print(f"20x the default call allows {default['seconds'] / 20 * rate:.0f} tokens per explanation at {rate:.0f} tokens/s\n")
+
+    games, references = [], []
+    for i, (query, document) in enumerate(zip(queries, documents)):
+        cache: dict = {}
+        started = time.perf_counter()
+        references.append(owen_values(scorer, query, document, cache=cache))
+        games.append(lambda mask, words=hierarchies[i], cache=cache: cache[words.texts(mask)])
+        print(f"exact game of pair {i}: {hierarchies[i].n_words} words, {len(cache)} evaluations, {time.perf_counter() - started:.0f} s", flush=True)
+
+    print(f"\n{'below':<8} {'levels':>6} {'draws':>5} {'evals':>7} {'tokens':>8} {'Spearman':>9} {'min':>6} {'proj. speed-up':>15}")
+    for family in FAMILIES:
+        seeds = range(args.seeds) if family[0] == "sampled" else range(1)
+        rho, evals, tokens, timed = [], [], [], []
+        for i, (words, game, reference) in enumerate(zip(hierarchies, games, references)):
+            for seed in seeds:
+                values, used = family_estimate(words, game, family, seed)
+                rho.append(spearmanr(values, reference).statistic)
+                texts = masked_pairs(words, used)
+                evals.append(len(texts))
+                tokens.append(scorer_tokens(scorer.tokenizer, texts))
+                if i < k:
+                    timed.append(tokens[-1])
+        speedup = default["seconds"] / (np.mean(timed) / rate)  # on the pairs the default call was timed on
+        print(f"{family[0]:<8} {family[1]:>6} {family[2]:>5} {np.mean(evals):>7.0f} {np.mean(tokens):>8.0f} {np.mean(rho):>9.3f} {np.min(rho):>6.3f} {speedup:>14.1f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
