@@ -101,41 +101,53 @@ def scorer_tokens(tokenizer, texts: set[tuple[str, str]]) -> int:
     """Tokens the project's scorer runs for these pairs: each distinct masked query once (its
     prefix is shared; the template before it is shared by all), each masked document and the prompt's tail."""
     count = lambda text: len(tokenizer(" " + text, add_special_tokens=False)["input_ids"]) if text else 0
-    tail = 11  # "\n\nDocument: " and the end-of-turn + assistant header around the document
+    tail = 11  # the yes/no prompt's "\n\nDocument: ", end of turn and assistant header around the document
     return sum(count(q) for q in {q for q, _ in texts}) + sum(count(d) + tail for _, d in texts)
+
+
+def time_default_and_project(scorer, queries, documents, hierarchies) -> tuple[float, float]:
+    """Seconds per explanation of shap's default call (plain f) and the scorer's tokens per
+    second on the project's explanation batches (levels 0 and 1, shap's overhead included)."""
+    k = len(queries)
+    default = run_default(plain_scorer(scorer), scorer.tokenizer, queries, documents)
+    rates = []
+    for levels in (0, 1):
+        started = time.perf_counter()
+        explain_pairs(scorer, queries, documents, exact_levels=levels, batch_size=k)
+        seconds = time.perf_counter() - started
+        zero = lambda mask: 0.0  # which coalitions an estimator evaluates does not depend on their scores
+        tokens = sum(scorer_tokens(scorer.tokenizer, masked_pairs(w, family_estimate(w, zero, ("absent", levels, 1), 0)[1])) for w in hierarchies)
+        rates.append(tokens / seconds)
+        print(f"project exact_levels={levels}: {tokens / k:.0f} tokens, {seconds / k:.2f} s per explanation, {tokens / seconds:.0f} tokens/s")
+    rate = float(np.mean(rates))
+    print(f"shap default call, plain f: {default['evals']:.0f} evaluations, {default['seconds']:.2f} s per explanation ({k} pairs)")
+    print(f"20x the default call allows {default['seconds'] / 20 * rate:.0f} tokens per explanation at {rate:.0f} tokens/s\n")
+    return default["seconds"], rate
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=REPO / "resources/models/smollm2-135m-instruct")
+    parser.add_argument("--method", default="zeroshot", help="the scorer the model folder holds (e.g. reward with a trained reward model)")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/climate-fever/climate-fever.jsonl")
     parser.add_argument("--pairs", type=int, default=6, help="pairs given exact games (as bench/attribution.py's first pairs)")
-    parser.add_argument("--default-pairs", type=int, default=2, help="the first of them also timed with shap's default call")
+    parser.add_argument(
+        "--default-pairs", type=int, default=2, help="the first of them also timed with shap's default call (0: no timing; needs a yes/no scorer)"
+    )
     parser.add_argument("--seeds", type=int, default=3, help="draws of each sampled family")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    scorer = load_scorer("zeroshot", args.model, progress=False, dtype=args.dtype)
+    scorer = load_scorer(args.method, args.model, progress=False, dtype=args.dtype)
     queries, documents = read_pairs(args.data, args.pairs, args.seed)
     hierarchies = [WordHierarchy(q, d) for q, d in zip(queries, documents)]
     explain_pairs(scorer, ["warm up"], ["numba compiles shap's helpers once"], exact_levels=1)
 
     k = args.default_pairs
-    default = run_default(plain_scorer(scorer), scorer.tokenizer, queries[:k], documents[:k])
-    rates = []
-    for levels in (0, 1):  # the scorer's speed on the project's own explanation batches
-        started = time.perf_counter()
-        explain_pairs(scorer, queries[:k], documents[:k], exact_levels=levels, batch_size=k)
-        seconds = time.perf_counter() - started
-        zero = lambda mask: 0.0  # which coalitions an estimator evaluates does not depend on their scores
-        tokens = sum(scorer_tokens(scorer.tokenizer, masked_pairs(w, family_estimate(w, zero, ("absent", levels, 1), 0)[1])) for w in hierarchies[:k])
-        rates.append(tokens / seconds)
-        print(f"project exact_levels={levels}: {tokens / k:.0f} tokens, {seconds / k:.2f} s per explanation, {tokens / seconds:.0f} tokens/s")
-    rate = float(np.mean(rates))
-    print(f"shap default call, plain f: {default['evals']:.0f} evaluations, {default['seconds']:.2f} s per explanation ({k} pairs)")
-    print(f"20x the default call allows {default['seconds'] / 20 * rate:.0f} tokens per explanation at {rate:.0f} tokens/s\n")
+    if k:
+        default_seconds, rate = time_default_and_project(scorer, queries[:k], documents[:k], hierarchies[:k])
 
     games, references = [], []
     for i, (query, document) in enumerate(zip(queries, documents)):
@@ -158,8 +170,9 @@ def main() -> None:
                 tokens.append(scorer_tokens(scorer.tokenizer, texts))
                 if i < k:
                     timed.append(tokens[-1])
-        speedup = default["seconds"] / (np.mean(timed) / rate)  # on the pairs the default call was timed on
-        print(f"{family[0]:<8} {family[1]:>6} {family[2]:>5} {np.mean(evals):>7.0f} {np.mean(tokens):>8.0f} {np.mean(rho):>9.3f} {np.min(rho):>6.3f} {speedup:>14.1f}x", flush=True)
+        # on the pairs the default call was timed on
+        projected = f"{default_seconds / (np.mean(timed) / rate):>14.1f}x" if k else ""
+        print(f"{family[0]:<8} {family[1]:>6} {family[2]:>5} {np.mean(evals):>7.0f} {np.mean(tokens):>8.0f} {np.mean(rho):>9.3f} {np.min(rho):>6.3f} {projected}", flush=True)
 
 
 if __name__ == "__main__":
