@@ -22,6 +22,7 @@ second, both measured in this run on the first ``--default-pairs`` pairs (the sc
 on the project's own explanation batches, shap's overhead included).
 
     .venv/bin/python bench/attribution_frontier.py [--pairs 6] [--default-pairs 2]
+        [--method reward --model results/climate-fever/models/reward/100 --default-pairs 0]
 """
 
 from __future__ import annotations
