@@ -6,7 +6,8 @@ whether any estimator of the same values can meet both of that bench's targets a
 (>= 20x faster than shap's default call, Spearman >= 0.9 against the exact values). It
 scores the exact game of each pair once (every coalition the exact values need), replays
 estimators of other families on those recorded scores, and prints for each its evaluations,
-the tokens the project's scorer would run for them, and its Spearman with the exact values.
+the tokens the project's scorer would run for them, its Spearman with the exact values, and
+how many of the exact values' top 5 words by |value| (the pipeline's keywords) it also ranks top 5.
 
 All estimators keep both contexts (sibling absent / present, averaged) in the top
 ``levels`` levels of the hierarchy; below that they differ:
@@ -41,6 +42,13 @@ from rerank_audit.models.scorers import load_scorer
 
 FAMILIES = [("absent", k, 1) for k in range(5)] + [("ends", k, 1) for k in range(4)]
 FAMILIES += [("sampled", k, s) for k in range(4) for s in (1, 2, 4)]
+TOP = 5  # the pipeline's default number of keywords
+
+
+def top_overlap(values: np.ndarray, reference: np.ndarray, k: int) -> float:
+    """Share of the reference's k words of largest |value| that are among the estimate's k."""
+    largest = lambda v: set(np.argsort(-np.abs(v), kind="stable")[:k])
+    return len(largest(values) & largest(reference)) / min(k, len(reference))
 
 
 def estimate(words: WordHierarchy, game, levels: int, below: str, rng) -> tuple[np.ndarray, set[bytes]]:
@@ -158,14 +166,15 @@ def main() -> None:
         games.append(lambda mask, words=hierarchies[i], cache=cache: cache[words.texts(mask)])
         print(f"exact game of pair {i}: {hierarchies[i].n_words} words, {len(cache)} evaluations, {time.perf_counter() - started:.0f} s", flush=True)
 
-    print(f"\n{'below':<8} {'levels':>6} {'draws':>5} {'evals':>7} {'tokens':>8} {'Spearman':>9} {'min':>6} {'proj. speed-up':>15}")
+    print(f"\n{'below':<8} {'levels':>6} {'draws':>5} {'evals':>7} {'tokens':>8} {'Spearman':>9} {'min':>6} {f'top-{TOP}':>6} {'proj. speed-up':>15}")
     for family in FAMILIES:
         seeds = range(args.seeds) if family[0] == "sampled" else range(1)
-        rho, evals, tokens, timed = [], [], [], []
+        rho, top, evals, tokens, timed = [], [], [], [], []
         for i, (words, game, reference) in enumerate(zip(hierarchies, games, references)):
             for seed in seeds:
                 values, used = family_estimate(words, game, family, seed)
                 rho.append(spearmanr(values, reference).statistic)
+                top.append(top_overlap(values, reference, TOP))
                 texts = masked_pairs(words, used)
                 evals.append(len(texts))
                 tokens.append(scorer_tokens(scorer.tokenizer, texts))
@@ -173,7 +182,7 @@ def main() -> None:
                     timed.append(tokens[-1])
         # on the pairs the default call was timed on
         projected = f"{default_seconds / (np.mean(timed) / rate):>14.1f}x" if k else ""
-        print(f"{family[0]:<8} {family[1]:>6} {family[2]:>5} {np.mean(evals):>7.0f} {np.mean(tokens):>8.0f} {np.mean(rho):>9.3f} {np.min(rho):>6.3f} {projected}", flush=True)
+        print(f"{family[0]:<8} {family[1]:>6} {family[2]:>5} {np.mean(evals):>7.0f} {np.mean(tokens):>8.0f} {np.mean(rho):>9.3f} {np.min(rho):>6.3f} {np.mean(top):>6.2f} {projected}", flush=True)
 
 
 if __name__ == "__main__":
