@@ -60,14 +60,16 @@ def read_pairs(path: Path, n: int, seed: int) -> tuple[list[str], list[str]]:
 
 
 class CountingScorer:
-    """Passes ``score_pairs`` through, keeping the number of pairs of each call."""
+    """Passes ``score_pairs`` through, keeping the number of pairs of each call and the pairs."""
 
     def __init__(self, scorer):
         self.scorer = scorer
         self.calls: list[int] = []
+        self.pairs: set[tuple[str, str]] = set()
 
     def score_pairs(self, queries, documents):
         self.calls.append(len(queries))
+        self.pairs.update(zip(queries, documents))
         return self.scorer.score_pairs(queries, documents)
 
 

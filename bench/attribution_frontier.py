@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from attribution import REPO, plain_scorer, read_pairs, run_default
+from attribution import REPO, CountingScorer, plain_scorer, read_pairs, run_default
 from scipy.stats import spearmanr
 
 from rerank_audit.explain.attribution import WordHierarchy, explain_pairs, owen_values
@@ -114,18 +114,18 @@ def scorer_tokens(tokenizer, texts: set[tuple[str, str]]) -> int:
     return sum(count(q) for q in {q for q, _ in texts}) + sum(count(d) + tail for _, d in texts)
 
 
-def time_default_and_project(scorer, queries, documents, hierarchies) -> tuple[float, float]:
+def time_default_and_project(scorer, queries, documents) -> tuple[float, float]:
     """Seconds per explanation of shap's default call (plain f) and the scorer's tokens per
     second on the project's explanation batches (levels 0 and 1, shap's overhead included)."""
     k = len(queries)
     default = run_default(plain_scorer(scorer), scorer.tokenizer, queries, documents)
     rates = []
     for levels in (0, 1):
+        counting = CountingScorer(scorer)
         started = time.perf_counter()
-        explain_pairs(scorer, queries, documents, exact_levels=levels, batch_size=k)
+        explain_pairs(counting, queries, documents, exact_levels=levels, batch_size=k)
         seconds = time.perf_counter() - started
-        zero = lambda mask: 0.0  # which coalitions an estimator evaluates does not depend on their scores
-        tokens = sum(scorer_tokens(scorer.tokenizer, masked_pairs(w, family_estimate(w, zero, ("absent", levels, 1), 0)[1])) for w in hierarchies)
+        tokens = scorer_tokens(scorer.tokenizer, counting.pairs)
         rates.append(tokens / seconds)
         print(f"project exact_levels={levels}: {tokens / k:.0f} tokens, {seconds / k:.2f} s per explanation, {tokens / seconds:.0f} tokens/s")
     rate = float(np.mean(rates))
@@ -156,7 +156,7 @@ def main() -> None:
 
     k = args.default_pairs
     if k:
-        default_seconds, rate = time_default_and_project(scorer, queries[:k], documents[:k], hierarchies[:k])
+        default_seconds, rate = time_default_and_project(scorer, queries[:k], documents[:k])
 
     games, references = [], []
     for i, (query, document) in enumerate(zip(queries, documents)):
