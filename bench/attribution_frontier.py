@@ -8,6 +8,9 @@ scores the exact game of each pair once (every coalition the exact values need),
 estimators of other families on those recorded scores, and prints for each its evaluations,
 the tokens the project's scorer would run for them, its Spearman with the exact values, and
 how many of the exact values' top 5 words by |value| (the pipeline's keywords) it also ranks top 5.
+A second token count, "shared", is what an ideal engine would run that computes every
+distinct token prefix of the family's prompts once (a key/value trie): no reuse of
+computation across coalitions can go below it, so it bounds what a smarter scorer could gain.
 
 All estimators keep both contexts (sibling absent / present, averaged) in the top
 ``levels`` levels of the hierarchy; below that they differ:
@@ -22,7 +25,12 @@ its measured seconds per explanation over the family's tokens at the scorer's to
 second, both measured in this run on the first ``--default-pairs`` pairs (the scorer's rate
 on the project's own explanation batches, shap's overhead included).
 
+``--compare-dtype float32`` also scores every exact game in that dtype: it prints how far
+the exact values of the two dtypes agree (is bf16 scoring precise enough to attribute?) and
+replays the families on that game too (are the games' word interactions real, or rounding?).
+
     .venv/bin/python bench/attribution_frontier.py [--pairs 6] [--default-pairs 2]
+        [--compare-dtype float32]
         [--method reward --model results/climate-fever/models/reward/100 --default-pairs 0]
 """
 
@@ -38,6 +46,7 @@ from attribution import REPO, CountingScorer, plain_scorer, read_pairs, run_defa
 from scipy.stats import spearmanr
 
 from rerank_audit.explain.attribution import WordHierarchy, explain_pairs, owen_values
+from rerank_audit.models import prompts
 from rerank_audit.models.scorers import load_scorer
 
 FAMILIES = [("absent", k, 1) for k in range(5)] + [("ends", k, 1) for k in range(4)]
@@ -114,6 +123,56 @@ def scorer_tokens(tokenizer, texts: set[tuple[str, str]]) -> int:
     return sum(count(q) for q in {q for q, _ in texts}) + sum(count(d) + tail for _, d in texts)
 
 
+def prefix_tokens(tokenizer, texts: set[tuple[str, str]]) -> int:
+    """Tokens an engine runs that computes each distinct token prefix of the pairs' prompts once."""
+    rows = sorted(tokenizer(prompts.pointwise_prompt(tokenizer, q, d))["input_ids"] for q, d in texts)
+    total, previous = 0, []
+    for row in rows:  # in sorted order a row shares the most with the row before it
+        shared = 0
+        while shared < min(len(row), len(previous)) and row[shared] == previous[shared]:
+            shared += 1
+        total += len(row) - shared
+        previous = row
+    return total
+
+
+def exact_games(scorer, hierarchies, queries, documents, label: str) -> tuple[list, list]:
+    """Each pair's exact Owen values and its game: the recorded score of every coalition they need."""
+    games, references = [], []
+    for i, (query, document) in enumerate(zip(queries, documents)):
+        cache: dict = {}
+        started = time.perf_counter()
+        references.append(owen_values(scorer, query, document, cache=cache))
+        games.append(lambda mask, words=hierarchies[i], cache=cache: cache[words.texts(mask)])
+        print(f"exact game of pair {i} ({label}): {hierarchies[i].n_words} words, {len(cache)} evaluations, {time.perf_counter() - started:.0f} s", flush=True)
+    return games, references
+
+
+def print_frontier(tokenizer, hierarchies, games, references, seeds: int, timed_pairs: int, speed) -> None:
+    """One row per family: evaluations, tokens (the project's scorer, an ideal prefix trie),
+    Spearman (mean, min over pairs) and top-5 overlap with the exact values, projected speed-up."""
+    print(f"\n{'below':<8} {'levels':>6} {'draws':>5} {'evals':>7} {'tokens':>8} {'shared':>8} {'Spearman':>9} {'min':>6} {f'top-{TOP}':>6} {'proj. speed-up':>15}")
+    for family in FAMILIES:
+        rho, top, evals, tokens, shared, timed = [], [], [], [], [], []
+        for i, (words, game, reference) in enumerate(zip(hierarchies, games, references)):
+            for seed in range(seeds) if family[0] == "sampled" else range(1):
+                values, used = family_estimate(words, game, family, seed)
+                rho.append(spearmanr(values, reference).statistic)
+                top.append(top_overlap(values, reference, TOP))
+                texts = masked_pairs(words, used)
+                evals.append(len(texts))
+                tokens.append(scorer_tokens(tokenizer, texts))
+                shared.append(prefix_tokens(tokenizer, texts))
+                if i < timed_pairs:
+                    timed.append(tokens[-1])
+        projected = f"{speed(np.mean(timed)):>14.1f}x" if timed_pairs else ""  # on the pairs the default call was timed on
+        print(
+            f"{family[0]:<8} {family[1]:>6} {family[2]:>5} {np.mean(evals):>7.0f} {np.mean(tokens):>8.0f} {np.mean(shared):>8.0f}"
+            f" {np.mean(rho):>9.3f} {np.min(rho):>6.3f} {np.mean(top):>6.2f} {projected}",
+            flush=True,
+        )
+
+
 def time_default_and_project(scorer, queries, documents) -> tuple[float, float]:
     """Seconds per explanation of shap's default call (plain f) and the scorer's tokens per
     second on the project's explanation batches (levels 0 and 1, shap's overhead included)."""
@@ -145,6 +204,7 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, default=3, help="draws of each sampled family")
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--compare-dtype", help="also score the exact games in this dtype (e.g. float32) and compare")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -155,34 +215,22 @@ def main() -> None:
     explain_pairs(scorer, ["warm up"], ["numba compiles shap's helpers once"], exact_levels=1)
 
     k = args.default_pairs
+    speed = None
     if k:
         default_seconds, rate = time_default_and_project(scorer, queries[:k], documents[:k])
+        speed = lambda tokens: default_seconds / (tokens / rate)
 
-    games, references = [], []
-    for i, (query, document) in enumerate(zip(queries, documents)):
-        cache: dict = {}
-        started = time.perf_counter()
-        references.append(owen_values(scorer, query, document, cache=cache))
-        games.append(lambda mask, words=hierarchies[i], cache=cache: cache[words.texts(mask)])
-        print(f"exact game of pair {i}: {hierarchies[i].n_words} words, {len(cache)} evaluations, {time.perf_counter() - started:.0f} s", flush=True)
-
-    print(f"\n{'below':<8} {'levels':>6} {'draws':>5} {'evals':>7} {'tokens':>8} {'Spearman':>9} {'min':>6} {f'top-{TOP}':>6} {'proj. speed-up':>15}")
-    for family in FAMILIES:
-        seeds = range(args.seeds) if family[0] == "sampled" else range(1)
-        rho, top, evals, tokens, timed = [], [], [], [], []
-        for i, (words, game, reference) in enumerate(zip(hierarchies, games, references)):
-            for seed in seeds:
-                values, used = family_estimate(words, game, family, seed)
-                rho.append(spearmanr(values, reference).statistic)
-                top.append(top_overlap(values, reference, TOP))
-                texts = masked_pairs(words, used)
-                evals.append(len(texts))
-                tokens.append(scorer_tokens(scorer.tokenizer, texts))
-                if i < k:
-                    timed.append(tokens[-1])
-        # on the pairs the default call was timed on
-        projected = f"{default_seconds / (np.mean(timed) / rate):>14.1f}x" if k else ""
-        print(f"{family[0]:<8} {family[1]:>6} {family[2]:>5} {np.mean(evals):>7.0f} {np.mean(tokens):>8.0f} {np.mean(rho):>9.3f} {np.min(rho):>6.3f} {np.mean(top):>6.2f} {projected}", flush=True)
+    games, references = exact_games(scorer, hierarchies, queries, documents, args.dtype)
+    print(f"\nOn the exact games scored in {args.dtype}:")
+    print_frontier(scorer.tokenizer, hierarchies, games, references, args.seeds, k, speed)
+    if args.compare_dtype:
+        other = load_scorer(args.method, args.model, progress=False, dtype=args.compare_dtype)
+        games, compared = exact_games(other, hierarchies, queries, documents, args.compare_dtype)
+        print(f"\nExact values in {args.dtype} vs. {args.compare_dtype}, per pair:")
+        for i, (ours, theirs) in enumerate(zip(references, compared)):
+            print(f"pair {i}: Spearman {spearmanr(ours, theirs).statistic:.3f}, top-{TOP} overlap {top_overlap(ours, theirs, TOP):.2f}")
+        print(f"\nOn the exact games scored in {args.compare_dtype}:")
+        print_frontier(scorer.tokenizer, hierarchies, games, compared, args.seeds, 0, None)
 
 
 if __name__ == "__main__":
