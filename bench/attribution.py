@@ -13,7 +13,8 @@ scored zero-shot, measured side by side in one run, on the same model in the sam
   project   ``explain_pairs``: Owen values over the words of query + document, masked
             words removed, shap's PartitionExplainer with both contexts in the top
             ``--exact-levels`` levels, every masked text of the pairs in one
-            ``score_pairs`` call through the score cache.
+            ``score_pairs`` call through the score cache; ``--max-evaluations N``: each
+            pair at the deepest level (up to 8) whose evaluations fit in N.
 
 Prints per explanation: model evaluations (pairs the scorer computed), scorer calls and
 seconds; the speed-up of each project setting over both default calls on the same pairs;
@@ -23,6 +24,7 @@ n² evaluations per pair), per pair and pooled.
 
     .venv/bin/python bench/attribution.py [--model resources/models/smollm2-135m-instruct]
         [--pairs 4] [--default-pairs 2] [--reference-pairs 4] [--exact-levels 0 1 2]
+        [--max-evaluations 400 800]
 """
 
 from __future__ import annotations
@@ -73,10 +75,10 @@ class CountingScorer:
         return self.scorer.score_pairs(queries, documents)
 
 
-def run_project(scorer, queries, documents, exact_levels: int) -> tuple[dict, object]:
+def run_project(scorer, queries, documents, setting: dict) -> tuple[dict, object]:
     counting = CountingScorer(scorer)
     started = time.perf_counter()
-    attributions = explain_pairs(counting, queries, documents, exact_levels=exact_levels, batch_size=len(queries))
+    attributions = explain_pairs(counting, queries, documents, **setting, batch_size=len(queries))
     return _stats(counting.calls, time.perf_counter() - started, len(queries)), attributions
 
 
@@ -129,6 +131,7 @@ def main() -> None:
     parser.add_argument("--default-pairs", type=int, default=2, help="the first of them also explained by shap's default calls")
     parser.add_argument("--reference-pairs", type=int, default=4, help="the first of them also given exact Owen values")
     parser.add_argument("--exact-levels", type=int, nargs="+", default=[0, 1, 2], help="project settings")
+    parser.add_argument("--max-evaluations", type=int, nargs="*", default=[], help="more project settings: caps, levels up to 8")
     parser.add_argument("--dtype", default="bfloat16", help="scoring dtype, as in the pipeline's config")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -150,16 +153,18 @@ def main() -> None:
     print_row(f"shap default, plain f ({k} pairs)", defaults["plain f"])
     defaults["project scorer"] = run_default(scorer.score_pairs, scorer.tokenizer, queries[:k], documents[:k])
     print_row(f"shap default, project scorer ({k} pairs)", defaults["project scorer"])
+    settings = {f"exact_levels={levels}": {"exact_levels": levels} for levels in args.exact_levels}
+    settings |= {f"max_evaluations={cap}": {"exact_levels": 8, "max_evaluations": cap} for cap in args.max_evaluations}
     same, estimates = {}, {}
-    for levels in args.exact_levels:
-        same[levels], _ = run_project(scorer, queries[:k], documents[:k], levels)
-        print_row(f"project exact_levels={levels} ({k} pairs)", same[levels])
-    for levels in args.exact_levels:
-        stats, estimates[levels] = run_project(scorer, queries, documents, levels)
-        print_row(f"project exact_levels={levels} ({args.pairs} pairs)", stats)
-    for levels, stats in same.items():
+    for name, setting in settings.items():
+        same[name], _ = run_project(scorer, queries[:k], documents[:k], setting)
+        print_row(f"project {name} ({k} pairs)", same[name])
+    for name, setting in settings.items():
+        stats, estimates[name] = run_project(scorer, queries, documents, setting)
+        print_row(f"project {name} ({args.pairs} pairs)", stats)
+    for name, stats in same.items():
         print(
-            f"speed-up exact_levels={levels} on the same {k} pairs: "
+            f"speed-up {name} on the same {k} pairs: "
             + ", ".join(f"{default['seconds'] / stats['seconds']:.1f}x seconds vs. {name}" for name, default in defaults.items())
             + f"; {defaults['plain f']['evals'] / stats['evals']:.1f}x fewer evaluations"
         )
@@ -172,11 +177,11 @@ def main() -> None:
         values, evals = exact_owen(scorer, queries[i], documents[i])
         reference.append(values)
         print(f"reference pair {i}: {words[i]} words, {evals} evaluations, {time.perf_counter() - started:.0f} s", flush=True)
-    for levels, estimate in estimates.items():
+    for name, estimate in estimates.items():
         ours = [estimate[estimate.query_id == str(i)].attribution.to_numpy() for i in range(r)]
         per_pair = [spearmanr(a, b).statistic for a, b in zip(ours, reference)]
         pooled = spearmanr(np.concatenate(ours), np.concatenate(reference)).statistic
-        print(f"exact_levels={levels}: per pair {np.round(per_pair, 3).tolist()}, mean {np.mean(per_pair):.3f}, pooled {pooled:.3f}")
+        print(f"{name}: per pair {np.round(per_pair, 3).tolist()}, mean {np.mean(per_pair):.3f}, pooled {pooled:.3f}")
 
 
 if __name__ == "__main__":

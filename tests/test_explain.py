@@ -100,6 +100,27 @@ def test_deep_enough_levels_give_shaps_exact_owen_values():
     assert not np.allclose(one_level, exact)  # the toy has interactions below the top level
 
 
+def evaluations(exact_levels: int, **cap) -> tuple[int, np.ndarray]:
+    """Distinct masked pairs one explanation of (QUERY, DOCUMENT) scores, and its values."""
+    scorer = GlacierCounter()
+    values = explain_pairs(scorer, [QUERY], [DOCUMENT], exact_levels=exact_levels, **cap).attribution.to_numpy()
+    return scorer.pairs, values
+
+
+def test_an_evaluation_cap_gives_each_pair_the_deepest_level_that_fits():
+    counts = [evaluations(levels)[0] for levels in range(5)]
+    assert counts == sorted(counts) and counts[0] < counts[1] < counts[2] < counts[3] == counts[4]  # 11 words; level 3 is exact
+    for levels in (1, 2, 3):
+        for cap, fitting in ((counts[levels], levels), (counts[levels] - 1, levels - 1)):
+            pairs, values = evaluations(8, max_evaluations=cap)
+            assert pairs == counts[fitting]
+            np.testing.assert_array_equal(values, evaluations(fitting)[1])
+    assert evaluations(8, max_evaluations=1)[0] == counts[0]  # level 0 is the floor
+    assert evaluations(2, max_evaluations=10**6)[0] == counts[2]  # the cap never deepens past exact_levels
+    capped = explain_pairs(Interacting(), [QUERY], [DOCUMENT], exact_levels=8, max_evaluations=counts[4])
+    np.testing.assert_allclose(capped.attribution.to_numpy(), owen_values(Interacting(), QUERY, DOCUMENT), rtol=0, atol=1e-12)
+
+
 def test_one_scorer_call_explains_a_whole_batch_of_pairs():
     scorer = GlacierCounter()
     explain_pairs(scorer, [QUERY, QUERY, "snow"], [DOCUMENT, OTHER, "glacier glacier"], exact_levels=1, batch_size=3)

@@ -23,7 +23,9 @@ scorer = load_scorer(w.method, p.model_dir, p.base_model, batch_size=p.batch_siz
 cache = {}  # attribution and faithfulness score many of the same masked pairs
 ids = dict(query_ids=pairs.query_id.tolist(), doc_ids=pairs.doc_id.tolist())
 texts = (pairs["query"].tolist(), pairs.document.tolist())
-attributions = explain_pairs(scorer, *texts, exact_levels=p.exact_levels, cache=cache, batch_size=p.batch_size, **ids)
+attributions = explain_pairs(
+    scorer, *texts, exact_levels=p.exact_levels, max_evaluations=p.max_evaluations, cache=cache, batch_size=p.batch_size, **ids
+)
 attributions = attributions.assign(method=w.method, budget=w.budget)
 faithful = faithfulness(
     scorer, *texts, attributions, ks=p.ks, n_random=p.random_sets, seed=p.seed, deletion_steps=p.deletion_steps,

@@ -22,7 +22,10 @@ group at that depth and every presence pattern of its ancestors' siblings, shap'
 depth, siblings absent: 2 evaluations per inner node), and the patterns are averaged. So
 the cost is about 2^levels · 2n evaluations, the values stay efficient (they sum as above),
 the query–document interaction is split by the exact rule from ``exact_levels=1`` on, and
-deep enough levels give the exact Owen values.
+deep enough levels give the exact Owen values. ``max_evaluations`` caps the model
+evaluations (distinct masked pairs) of each explanation instead: a pair gets the deepest
+level up to ``exact_levels`` whose evaluations fit, so short pairs can be explained exactly
+while long ones stay affordable (level 0, about 2n evaluations, is the floor).
 
 Batching. With the whole tree expanded, the masks shap asks for depend only on the
 hierarchy, never on model outputs, so each pair is explained in two passes: the first
@@ -33,6 +36,8 @@ seen before cost nothing), and the second pass reads the scores back from the ca
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -48,6 +53,8 @@ PARTS = ("query", "document")
 _DTYPES = {"query_id": object, "doc_id": object, "part": object, "position": "int64", "token": object, "attribution": "float64"}
 ATTRIBUTION_COLUMNS = list(_DTYPES)
 PairModel = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+logger = logging.getLogger(__name__)
 
 
 class WordHierarchy:
@@ -65,6 +72,14 @@ class WordHierarchy:
     def split(self, start: int, stop: int) -> int:
         """Where the group [start, stop) splits: between query and document, else in half."""
         return self.n_query if start < self.n_query < stop else start + (stop - start) // 2
+
+    def depth(self, start: int = 0, stop: int | None = None) -> int:
+        """Levels of inner nodes above the deepest word of [start, stop) (0 for a single word)."""
+        stop = self.n_words if stop is None else stop
+        if stop - start <= 1:
+            return 0
+        mid = self.split(start, stop)
+        return 1 + max(self.depth(start, mid), self.depth(mid, stop))
 
     def linkage(self, start: int, stop: int) -> np.ndarray:
         """The hierarchy of the words in [start, stop) as shap's clustering matrix (scipy linkage rows)."""
@@ -175,6 +190,21 @@ def _owen_estimate(model: PairModel, words: WordHierarchy, exact_levels: int) ->
     return values
 
 
+def levels_within(words: WordHierarchy, exact_levels: int, max_evaluations: int | None) -> int:
+    """The deepest level up to ``exact_levels`` whose explanation of ``words`` asks for at most
+    ``max_evaluations`` distinct masked pairs (no cap: ``exact_levels``); never below 0."""
+    if max_evaluations is None:
+        return exact_levels
+    fitting = 0
+    for levels in range(1, min(exact_levels, words.depth()) + 1):  # deeper than the tree changes nothing
+        recorded: list[tuple[str, str]] = []
+        _owen_estimate(_recording_model(recorded), words, levels)
+        if len(set(recorded)) > max_evaluations:
+            break
+        fitting = levels
+    return fitting
+
+
 def _recording_model(recorded: list[tuple[str, str]]) -> PairModel:
     def model(queries: np.ndarray, documents: np.ndarray) -> np.ndarray:
         recorded.extend(zip(queries, documents))
@@ -220,6 +250,7 @@ def explain_pairs(
     documents: Sequence[str],
     *,
     exact_levels: int,
+    max_evaluations: int | None = None,
     cache: ScoreCache | None = None,
     batch_size: int = 16,
     query_ids: Sequence[str] | None = None,
@@ -229,7 +260,9 @@ def explain_pairs(
 
     ``exact_levels``: levels at the top of the word hierarchy where both contexts are
     averaged (0: none, 1: the query–document level, ...); about 2^levels · 2n evaluations
-    for n words. Deterministic: a pair gets the same attributions whatever else is
+    for n words. ``max_evaluations``: a cap on each pair's evaluations (distinct masked
+    pairs); a pair then gets the deepest level up to ``exact_levels`` that fits, at least 0
+    (None: ``exact_levels`` for every pair). Deterministic: a pair gets the same attributions whatever else is
     explained with it. ``cache``: a score cache of this scorer (see ``score_cache``) reused
     and filled; pass the same dict to ``faithfulness``. ``batch_size``: pairs whose masked
     texts go to the scorer in one ``score_pairs`` call. ``query_ids`` / ``doc_ids``:
@@ -240,20 +273,28 @@ def explain_pairs(
     """
     if len(queries) != len(documents):
         raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
-    if exact_levels < 0 or batch_size < 1:
-        raise ValueError(f"exact_levels must be >= 0 and batch_size positive, got {exact_levels} and {batch_size}")
+    if exact_levels < 0 or batch_size < 1 or (max_evaluations is not None and max_evaluations < 1):
+        raise ValueError(
+            f"exact_levels must be >= 0, batch_size and max_evaluations positive, got {exact_levels}, {batch_size} and {max_evaluations}"
+        )
     query_ids = [str(i) for i in range(len(queries))] if query_ids is None else list(query_ids)
     doc_ids = [str(i) for i in range(len(documents))] if doc_ids is None else list(doc_ids)
     cache = {} if cache is None else cache
-    frames = []
+    frames, used = [], Counter()
     with tqdm(total=len(queries), desc="SHAP attributions", unit="pair") as progress:
         for start in range(0, len(queries), batch_size):
             chunk = range(start, min(start + batch_size, len(queries)))
             hierarchies = [WordHierarchy(queries[i], documents[i]) for i in chunk]
-            values = _scored_once(scorer, cache, lambda model: [_owen_estimate(model, words, exact_levels) for words in hierarchies])
+            levels = [levels_within(words, exact_levels, max_evaluations) for words in hierarchies]
+            used.update(levels)
+            values = _scored_once(
+                scorer, cache, lambda model: [_owen_estimate(model, words, depth) for words, depth in zip(hierarchies, levels)]
+            )
             for i, pair_values in zip(chunk, values):
                 frames.append(_pair_frame(query_ids[i], doc_ids[i], queries[i], documents[i], pair_values))
             progress.update(len(chunk))
+    if max_evaluations is not None:
+        logger.info("pairs per exact level within %d evaluations each: %s", max_evaluations, dict(sorted(used.items())))
     empty = pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in _DTYPES.items()})
     return pd.concat([empty, *frames], ignore_index=True).astype(_DTYPES)
 
