@@ -262,8 +262,8 @@ def explain_pairs(
     averaged (0: none, 1: the query–document level, ...); about 2^levels · 2n evaluations
     for n words. ``max_evaluations``: a cap on each pair's evaluations (distinct masked
     pairs); a pair then gets the deepest level up to ``exact_levels`` that fits, at least 0
-    (None: ``exact_levels`` for every pair). Deterministic: a pair gets the same attributions whatever else is
-    explained with it. ``cache``: a score cache of this scorer (see ``score_cache``) reused
+    (None: ``exact_levels`` for every pair). Deterministic: a pair gets the same
+    attributions whatever else is explained with it. ``cache``: a score cache of this scorer (see ``score_cache``) reused
     and filled; pass the same dict to ``faithfulness``. ``batch_size``: pairs whose masked
     texts go to the scorer in one ``score_pairs`` call. ``query_ids`` / ``doc_ids``:
     identifiers of the pairs (default: the pair index as str).
