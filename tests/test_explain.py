@@ -10,16 +10,19 @@ import pandas as pd
 import pytest
 
 from rerank_audit.explain.attribution import explain_pairs, owen_values, top_keywords
-from rerank_audit.explain.faithfulness import deletion_curves, faithfulness, lexical_shortcut
+from rerank_audit.evaluation.statistics import explain_per_query
+from rerank_audit.explain.faithfulness import candidate_spreads, deletion_curves, faithfulness, lexical_baseline, lexical_shortcut
 from rerank_audit.explain.rationale import (
     keyword_coverage,
     model_decisions,
     rationale_metrics,
+    rationale_prompt,
     rationale_verdict,
     unsupported_word_rate,
     write_rationales,
 )
 from rerank_audit.explain.score_cache import cached_scores
+from rerank_audit.explain.selection import explained_head, pairs_to_explain, rationale_items, reranked_head
 from rerank_audit.explain.words import split_words, word_key
 
 QUERY = "glacier retreat in the Alps"
@@ -178,29 +181,53 @@ def test_removing_the_planted_word_is_comprehensive_and_keeping_it_alone_is_suff
     assert result.deletion_auc == pytest.approx(11 / 12)
     assert result.deletion_auc_random < result.deletion_auc
     assert result.lexical_shortcut == 1.0  # all positive mass on "glacier", also a query word
+    assert result.lexical_baseline == pytest.approx(1 / 6)  # 1 of the 6 document words occurs in the query
+    assert result.lexical_excess == pytest.approx(5 / 6)
 
 
-def test_candidate_std_normalisation_divides_by_the_spread_of_the_candidates_scores():
+def run_of(scores: dict[str, list[float]]) -> pd.DataFrame:
+    """A re-ranked run: per query, documents d1, d2, ... with the given scores, ranked in that order."""
+    rows = [(q, f"d{i + 1}", score, i + 1) for q, values in scores.items() for i, score in enumerate(values)]
+    return pd.DataFrame(rows, columns=["query_id", "doc_id", "score", "rank"])
+
+
+def test_candidate_spreads_are_per_query_over_the_head_only():
+    # Head (depth 2) of qa: 3, 1 (std 1); of qb: 40, 0 (std 20); the tails (-100, -200) were never re-scored.
+    run = run_of({"qa": [3.0, 1.0, -100.0], "qb": [40.0, 0.0, -200.0]})
+    assert candidate_spreads(reranked_head(run, depth=2)).to_dict() == {"qa": 1.0, "qb": 20.0}
+
+
+def test_candidate_std_normalisation_divides_by_each_querys_candidate_spread():
     scorer = GlacierCounter()
-    attributions = explain_pairs(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], exact_levels=1)
-    result = faithfulness(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], attributions, ks=[1, 3], n_random=2, seed=0, deletion_steps=4)
-    assert result.scale.tolist() == [0.5] * 4  # std of the scores 1 and 0
-    assert result.comprehensiveness.tolist() == [2.0, 2.0, 0.0, 0.0]
-    assert result.sufficiency.tolist() == [0.0, 0.0, 0.0, 0.0]
-    assert result.k.tolist() == [1, 3, 1, 3]
+    ids = {"query_ids": ["qa", "qb"], "doc_ids": ["d1", "d1"]}
+    attributions = explain_pairs(scorer, [QUERY, QUERY], [DOCUMENT, DOCUMENT], exact_levels=1, **ids)
+    spreads = pd.Series({"qa": 1.0, "qb": 20.0})
+    result = faithfulness(
+        scorer, [QUERY, QUERY], [DOCUMENT, DOCUMENT], attributions, ks=[1], n_random=2, seed=0, deletion_steps=4, candidate_spread=spreads, **ids
+    )
+    # Removing "glacier" drops the score by 1 in both: 1 spread of qa, 1/20 of qb's.
+    assert result.scale.tolist() == [1.0, 20.0]
+    assert result.comprehensiveness.tolist() == [1.0, 0.05]
+    assert result.sufficiency.tolist() == [0.0, 0.0]
 
 
-def test_candidate_std_normalisation_refuses_candidates_that_all_score_the_same():
-    attributions = explain_pairs(GlacierCounter(), [QUERY], [DOCUMENT], exact_levels=1)
-    with pytest.raises(ValueError, match="different scores"):
-        faithfulness(GlacierCounter(), [QUERY], [DOCUMENT], attributions, ks=[1], n_random=1, seed=0, deletion_steps=2)
+def test_candidate_std_normalisation_needs_a_spread_for_every_query_and_gives_nan_without_spread():
+    ids = {"query_ids": ["qa"], "doc_ids": ["d1"]}
+    attributions = explain_pairs(GlacierCounter(), [QUERY], [DOCUMENT], exact_levels=1, **ids)
+    arguments = dict(ks=[1], n_random=1, seed=0, deletion_steps=2, **ids)
+    with pytest.raises(ValueError, match="candidate_spread"):
+        faithfulness(GlacierCounter(), [QUERY], [DOCUMENT], attributions, **arguments)
+    with pytest.raises(ValueError, match=r"\['qa'\]"):
+        faithfulness(GlacierCounter(), [QUERY], [DOCUMENT], attributions, candidate_spread=pd.Series({"qb": 1.0}), **arguments)
+    flat = faithfulness(GlacierCounter(), [QUERY], [DOCUMENT], attributions, candidate_spread=pd.Series({"qa": 0.0}), **arguments)
+    assert np.isnan(flat.comprehensiveness.iloc[0]) and flat.lexical_shortcut.iloc[0] == 1.0
 
 
 def test_faithfulness_scores_each_batch_of_pairs_in_one_call():
     scorer, cache = GlacierCounter(), {}
     attributions = explain_pairs(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], exact_levels=1, cache=cache)
     before = scorer.calls
-    faithfulness(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], attributions, ks=[1, 2], n_random=5, seed=0, deletion_steps=5, cache=cache)
+    faithfulness(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], attributions, ks=[1, 2], n_random=5, seed=0, deletion_steps=5, normalisation="none", cache=cache)
     assert scorer.calls - before <= 1  # full and empty scores are cached; the rest is one batch
 
 
@@ -216,6 +243,14 @@ def test_lexical_shortcut_is_the_positive_mass_share_on_query_words():
     # "Glaciers" matches "glacier" (stemmed); "the" is a stop word and never counts; negatives are ignored
     assert lexical_shortcut("the glacier retreat", tokens, np.array([0.3, 0.5, 0.2, -1.0])) == pytest.approx(0.3)
     assert np.isnan(lexical_shortcut("glacier", tokens, np.array([0.0, -0.1, 0.0, 0.0])))
+
+
+def test_lexical_baseline_is_the_share_of_document_words_found_in_the_query():
+    # "Glaciers" -> glacier (a query word); "the" is a stop word; "summer", "melt" are not in the query: 1 of 4
+    assert lexical_baseline("the glacier retreat", ["Glaciers", "the", "summer", "melt"]) == 0.25
+    # "Retreating" and "retreat." both stem to "retreat", "glaciers," to "glacier"; "the" never counts: 3 of 4
+    assert lexical_baseline("glacier retreat", split_words("Retreating glaciers, the retreat.")) == 0.75
+    assert np.isnan(lexical_baseline("glacier", []))
 
 
 def test_keyword_coverage_counts_stemmed_mentions():
@@ -275,12 +310,13 @@ def test_write_rationales_returns_one_string_per_item_with_the_tiny_model(tiny_l
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
     items = [
-        {"query": QUERY, "document": DOCUMENT, "rank": 1, "score": 2.5, "keywords": ["glacier"], "attributions": [0.9]},
-        {"query": "snow", "document": OTHER, "rank": 7, "score": -1.0, "keywords": ["snow", "pass"], "attributions": [0.4, -0.2]},
-        {"query": "tide gauges", "document": "Sea level.", "rank": 2, "score": 0.1, "keywords": [], "attributions": []},
+        {"query": QUERY, "document": DOCUMENT, "rank": 1, "head_size": 8, "keywords": ["glacier"], "attributions": [0.9]},
+        {"query": "snow", "document": OTHER, "rank": 7, "head_size": 8, "keywords": ["snow", "pass"], "attributions": [0.4, -0.2]},
+        {"query": "tide gauges", "document": "Sea level.", "rank": 2, "head_size": 8, "keywords": [], "attributions": []},
     ]
-    rationales = write_rationales(model, tokenizer, items, max_new_tokens=6, batch_size=2)
-    assert len(rationales) == 3 and all(isinstance(r, str) for r in rationales)
+    for show_decision in (False, True):
+        rationales = write_rationales(model, tokenizer, items, max_new_tokens=6, batch_size=2, show_decision=show_decision)
+        assert len(rationales) == 3 and all(isinstance(r, str) for r in rationales)
     assert tokenizer.padding_side == "right"  # restored after generation
 
 
@@ -296,9 +332,12 @@ def test_explain_outputs_write_with_the_data_model_schemas(tmp_path):
     scorer, cache = GlacierCounter(), {}
     ids = {"query_ids": ["q1", "q1"], "doc_ids": ["d1", "d2"]}
     attributions = explain_pairs(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], exact_levels=1, cache=cache, **ids)
-    scores = faithfulness(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], attributions, ks=[1], n_random=2, seed=0, deletion_steps=2, cache=cache, **ids)
+    spreads = pd.Series({"q1": 0.5})
+    scores = faithfulness(
+        scorer, [QUERY, QUERY], [DOCUMENT, OTHER], attributions, ks=[1], n_random=2, seed=0, deletion_steps=2, cache=cache, candidate_spread=spreads, **ids
+    )
     frame = pd.DataFrame(
-        {"query": [QUERY], "document": [DOCUMENT], "keywords": [["glacier"]], "rationale": ["Relevant."], "relevant": [True]}
+        {"query": [QUERY], "document": [DOCUMENT], "keywords": [["glacier"]], "rationale": ["Relevant."], "relevant": [True], "end": ["top"]}
     )
     checks = rationale_metrics(frame).assign(query_id="q1", doc_id="d1")
     rationales = frame.assign(query_id="q1", doc_id="d1", rank=1, score=1.0, generator="tiny")
@@ -308,3 +347,91 @@ def test_explain_outputs_write_with_the_data_model_schemas(tmp_path):
         path = tmp_path / f"table{number}.parquet"
         write_table(table, path, schema)
         assert len(read_table(path, schema)) == len(table)
+
+
+def split_tables(test_queries: list[str]):
+    """splits, queries and corpus tables for runs made by ``run_of`` (documents d1..d9)."""
+    splits = pd.DataFrame({"query_id": ["qt", *test_queries], "split": ["train"] + ["test"] * len(test_queries), "position": range(len(test_queries) + 1)})
+    queries = pd.DataFrame({"query_id": ["qt", *test_queries], "text": "glacier retreat"})
+    corpus = pd.DataFrame({"doc_id": [f"d{i}" for i in range(1, 10)], "title": "", "text": [f"text {i}" for i in range(1, 10)]})
+    return splits, queries, corpus
+
+
+def test_pairs_to_explain_takes_the_top_and_the_bottom_of_the_reranked_head_not_of_the_run():
+    # qa: 8 documents, the method re-scored the top 5 (depth); qb: a pool of 3, smaller than depth; qc: not chosen.
+    run = run_of({"qa": [9, 8, 7, 6, 5, 4, 3, 2], "qb": [3, 2, 1], "qc": [2, 1]})
+    pairs = pairs_to_explain(run, *split_tables(["qb", "qa", "qc"]), n_queries=2, top_documents=1, bottom_documents=2, depth=5)
+    assert pairs[["query_id", "doc_id", "end", "relevant"]].values.tolist() == [
+        ["qb", "d1", "top", True],  # head of 3: only rank 1 <= 1.5 is in the upper half
+        ["qb", "d2", "bottom", False],
+        ["qb", "d3", "bottom", False],
+        ["qa", "d1", "top", True],
+        ["qa", "d4", "bottom", False],  # ranks 4 and 5 end the head; 7 and 8 are BM25's tail
+        ["qa", "d5", "bottom", False],
+    ]
+    assert pairs.document.tolist()[:1] == ["text 1"]
+
+
+def test_bottom_documents_default_to_top_documents_and_a_short_head_explains_each_document_once():
+    run = run_of({"qa": [5, 4, 3, 2, 1]})
+    assert explained_head(run, 5, 2, None)["rank"].tolist() == [1, 2, 4, 5]
+    short = explained_head(run, 3, 2, 2)  # head of 3: rank 2 is top, rank 3 bottom, nothing twice
+    assert short.end.tolist() == ["top", "top", "bottom"]
+    assert explained_head(run, None, 1, 1)["rank"].tolist() == [1, 5]  # depth None: the whole run is the head
+
+
+def test_model_decisions_are_the_upper_half_of_the_head():
+    run = run_of({"qa": [float(10 - i) for i in range(10)], "qb": [3.0, 2.0, 1.0]})
+    head = reranked_head(run, depth=4)
+    # qa: head of 4 (ranks 1, 2 relevant; 3, 4 not), its ranks 5-10 are not in it; qb: a pool of 3 (1 relevant).
+    assert head[["query_id", "rank", "head_size", "relevant"]].values.tolist() == [
+        ["qa", 1, 4, True], ["qa", 2, 4, True], ["qa", 3, 4, False], ["qa", 4, 4, False],
+        ["qb", 1, 3, True], ["qb", 2, 3, False], ["qb", 3, 3, False],
+    ]  # fmt: skip
+    assert model_decisions(head).tolist() == head.relevant.tolist()
+
+
+def test_rationale_items_carry_the_head_decision_and_end_and_refuse_unexplained_pairs():
+    run = run_of({"qa": [9, 8, 7, 6, 5, 4]})
+    splits, queries, corpus = split_tables(["qa"])
+    keywords = pd.DataFrame({"query_id": "qa", "doc_id": ["d1", "d1", "d4"], "token": ["a", "b", "c"], "attribution": [0.5, -0.1, 0.2]})
+    items = rationale_items(keywords, explained_head(run, 4, 1, 1), queries, corpus)
+    assert items[["doc_id", "rank", "head_size", "relevant", "end"]].values.tolist() == [["d1", 1, 4, True, "top"], ["d4", 4, 4, False, "bottom"]]
+    assert items.keywords.tolist() == [["a", "b"], ["c"]]
+    with pytest.raises(ValueError, match=r"\(qa, d6\).*rerank.depth"):
+        rationale_items(keywords.assign(doc_id="d6"), explained_head(run, 4, 1, 1), queries, corpus)
+
+
+class NoChatTemplate:
+    chat_template = None
+
+
+PROMPT_ITEM = {"query": QUERY, "document": DOCUMENT, "rank": 3, "head_size": 20, "keywords": ["glacier"], "attributions": [0.9]}
+
+
+def test_rationale_prompt_gives_neither_rank_nor_decision_by_default():
+    prompt = rationale_prompt(NoChatTemplate(), PROMPT_ITEM)
+    assert "position" not in prompt and " 3" not in prompt and "20" not in prompt
+    assert QUERY in prompt and DOCUMENT in prompt and "- glacier: +0.9" in prompt
+
+
+def test_rationale_prompt_gives_the_rank_in_the_head_when_asked():
+    prompt = rationale_prompt(NoChatTemplate(), PROMPT_ITEM, show_decision=True)
+    assert "ranked this document at position 3 of the 20 documents it ranked for the query" in prompt
+
+
+def test_verdict_agreement_is_reported_for_top_and_bottom_documents_separately():
+    # A writer that calls everything relevant: agrees on the top documents, never on the bottom ones.
+    frame = pd.DataFrame(
+        {
+            "method": "sft", "budget": "10", "query_id": ["q1", "q1", "q1", "q2", "q2"], "doc_id": ["a", "b", "c", "a", "b"],
+            "end": ["top", "bottom", "bottom", "top", "bottom"], "relevant": [True, False, False, True, True],
+            "query": QUERY, "document": DOCUMENT, "keywords": [["glacier"]] * 5, "rationale": "It is relevant.",
+        }
+    )  # fmt: skip
+    table = explain_per_query(None, rationale_metrics(frame), "toy")
+    values = {(q, m): v for q, m, v in zip(table.query_id, table.measure, table.value)}
+    assert values[("q1", "verdict_agreement")] == pytest.approx(1 / 3)
+    assert (values[("q1", "verdict_agreement_top")], values[("q1", "verdict_agreement_bottom")]) == (1.0, 0.0)
+    # q2's bottom document is in the upper half of a short head: the method decided "relevant" there too
+    assert (values[("q2", "verdict_agreement_top")], values[("q2", "verdict_agreement_bottom")]) == (1.0, 1.0)

@@ -15,6 +15,7 @@ rule explain:
             model_dir=scoring_model_dir,
             dtype=config["model"]["dtype"],
             max_length=config["rerank"]["max_length"],
+            depth=config["rerank"]["depth"],  # the head each method re-scored: where its top and bottom are
             **config["explain"],
         ),
     log:
@@ -47,6 +48,10 @@ rule rationale:
             dtype=config["model"]["dtype"],
             max_new_tokens=config["rationale"]["max_new_tokens"],
             batch_size=config["rationale"]["batch_size"],
+            show_decision=config["rationale"]["show_decision"],
+            depth=config["rerank"]["depth"],
+            top_documents=config["explain"]["top_documents"],
+            bottom_documents=config["explain"]["bottom_documents"],
         ),
     log:
         "logs/{dataset}/rationale/{method}/{budget}.log",

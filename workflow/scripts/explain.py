@@ -3,21 +3,24 @@ import torch
 from rerank_audit.logs import log_to
 from rerank_audit.data import schemas
 from rerank_audit.explain.attribution import explain_pairs, top_keywords
-from rerank_audit.explain.faithfulness import faithfulness
-from rerank_audit.explain.selection import pairs_to_explain
+from rerank_audit.explain.faithfulness import candidate_spreads, faithfulness
+from rerank_audit.explain.selection import pairs_to_explain, reranked_head
 from rerank_audit.io import read_table, write_table
 from rerank_audit.models.scorers import load_scorer
 
 log = log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 p, w = snakemake.params, snakemake.wildcards
+run = read_table(snakemake.input.run, schemas.RUN)
 pairs = pairs_to_explain(
-    read_table(snakemake.input.run, schemas.RUN),
+    run,
     read_table(snakemake.input.splits, schemas.SPLITS),
     read_table(snakemake.input.queries, schemas.QUERIES),
     read_table(snakemake.input.corpus, schemas.CORPUS),
     n_queries=p.queries,
     top_documents=p.top_documents,
+    bottom_documents=p.bottom_documents,
+    depth=p.depth,
 )
 scorer = load_scorer(w.method, p.model_dir, p.base_model, batch_size=p.batch_size, max_length=p.max_length, dtype=p.dtype)
 cache = {}  # attribution and faithfulness score many of the same masked pairs
@@ -27,9 +30,10 @@ attributions = explain_pairs(
     scorer, *texts, exact_levels=p.exact_levels, max_evaluations=p.max_evaluations, cache=cache, batch_size=p.batch_size, **ids
 )
 attributions = attributions.assign(method=w.method, budget=w.budget)
+spreads = candidate_spreads(reranked_head(run, p.depth))  # candidate_std: each query's spread of the method's scores
 faithful = faithfulness(
     scorer, *texts, attributions, ks=p.ks, n_random=p.random_sets, seed=p.seed, deletion_steps=p.deletion_steps,
-    normalisation=p.normalisation, cache=cache, batch_size=p.batch_size, **ids,
+    normalisation=p.normalisation, cache=cache, batch_size=p.batch_size, candidate_spread=spreads, **ids,
 )
 write_table(attributions, snakemake.output.attributions, schemas.ATTRIBUTIONS)
 write_table(top_keywords(attributions, p.keywords), snakemake.output.keywords, schemas.ATTRIBUTIONS)

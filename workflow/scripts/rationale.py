@@ -2,8 +2,8 @@ import torch
 
 from rerank_audit.logs import log_to
 from rerank_audit.data import schemas
-from rerank_audit.explain.rationale import model_decisions, rationale_metrics, write_rationales
-from rerank_audit.explain.selection import rationale_items
+from rerank_audit.explain.rationale import rationale_metrics, write_rationales
+from rerank_audit.explain.selection import explained_head, rationale_items
 from rerank_audit.io import read_table, write_table
 from rerank_audit.models.loading import load_causal_lm, load_tokenizer
 
@@ -11,14 +11,13 @@ log = log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 p, w = snakemake.params, snakemake.wildcards
 run = read_table(snakemake.input.run, schemas.RUN)
-run = run.assign(relevant=model_decisions(run))
 items = rationale_items(
     read_table(snakemake.input.keywords, schemas.ATTRIBUTIONS),
-    run,
+    explained_head(run, p.depth, p.top_documents, p.bottom_documents),
     read_table(snakemake.input.queries, schemas.QUERIES),
     read_table(snakemake.input.corpus, schemas.CORPUS),
 )
-texts = write_rationales(load_causal_lm(p.generator, dtype=p.dtype), load_tokenizer(p.generator), items.to_dict("records"), p.max_new_tokens, p.batch_size)
+texts = write_rationales(load_causal_lm(p.generator, dtype=p.dtype), load_tokenizer(p.generator), items.to_dict("records"), p.max_new_tokens, p.batch_size, p.show_decision)
 items = items.assign(rationale=texts, generator=p.generator, method=w.method, budget=w.budget)
 write_table(items, snakemake.output.rationales, schemas.RATIONALES)
 write_table(rationale_metrics(items), snakemake.output.metrics, schemas.RATIONALE_METRICS)

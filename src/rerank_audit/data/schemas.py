@@ -107,15 +107,19 @@ FAITHFULNESS = pa.schema(
         ("deletion_auc", pa.float64()),
         ("deletion_auc_random", pa.float64()),
         ("lexical_shortcut", pa.float64()),
+        ("lexical_baseline", pa.float64()),
+        ("lexical_excess", pa.float64()),
     ]
 )
-# Rationale checks (explain/rationale.py); verdict null when the rationale states none.
+# Rationale checks (explain/rationale.py); verdict null when the rationale states none; end:
+# "top" or "bottom", the end of the method's re-ranked head the pair was explained from.
 RATIONALE_METRICS = pa.schema(
     [
         ("method", pa.string()),
         ("budget", pa.string()),
         ("query_id", pa.string()),
         ("doc_id", pa.string()),
+        ("end", pa.string()),
         ("relevant", pa.bool_()),
         ("verdict", pa.bool_()),
         ("keyword_coverage", pa.float64()),

@@ -35,7 +35,8 @@ REFERENCE_STYLES = {"bm25": {"color": "black", "linestyle": "--"}, "zeroshot": {
 MEASURE_UNITS = [
     (r"^(nDCG|RR|AP|P|R|Judged)\b", "0–1"),
     (r"^(comprehensiveness|sufficiency|deletion_auc)", "score drop, in SDs of\nthe method's candidate scores"),
-    (r"^(lexical_shortcut|keyword_coverage|verdict_agreement|unsupported_rate)", "share, 0–1"),
+    (r"^(lexical_shortcut|lexical_baseline|keyword_coverage|verdict_agreement|unsupported_rate)", "share, 0–1"),
+    (r"^lexical_excess", "shortcut − baseline, −1–1"),
 ]
 
 

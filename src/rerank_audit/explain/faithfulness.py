@@ -14,7 +14,12 @@ For a scorer f and an explained pair (q, d) whose document words are ordered by 
 - lexical-shortcut index: the share of the positive attribution mass on document words that
   also occur in the query (compared by ``words.word_key``: lowercased, punctuation-stripped,
   stemmed; stop words never count as overlap), NaN when no document word has positive
-  attribution. High values: the method mostly rewards query-term matching.
+  attribution. High values: the method mostly rewards query-term matching, but BM25's top
+  documents share query words by construction, so the index is read against its
+- lexical baseline: the share of the document's words (all of them, stop words included)
+  that occur in the query, by the same matching: the index an attribution spread evenly over
+  the words would get. ``lexical_excess`` = index - baseline is the reported figure: above 0,
+  the method puts more of its positive attribution on query words than the document holds.
 
 Only document words are removed; the query stays whole. K larger than the document is
 clipped to its length. Removed words are deleted, as in the attributions (``attribution``).
@@ -22,11 +27,13 @@ clipped to its length. Removed words are deleted, as in the attributions (``attr
 Normalisation. Methods score on different scales (yes/no log-odds, DPO implicit rewards,
 reward-head logits), so every score difference is divided by a scale:
 
-- ``"candidate_std"`` (default): the standard deviation of f(q, d) over all pairs passed in
-  the call, i.e. the method's own spread over the candidates it was asked to separate. A
-  value of 1 reads "as large as a typical difference between candidates"; it is invariant
-  to any affine rescaling of a method's scores and is one number per method, so it never
-  explodes on a single pair.
+- ``"candidate_std"`` (default): per query, the (population) standard deviation of the
+  method's scores over that query's re-ranked candidates (its run head, ``candidate_spreads``),
+  i.e. the method's own spread over the documents it was asked to separate for this query. A
+  value of 1 reads "as large as a typical difference between this query's candidates"; it is
+  invariant to any affine rescaling of a method's scores, one number per query (so it never
+  explodes on a single pair), and unaffected by score shifts between queries. A query whose
+  candidates all score the same has no scale: its values are NaN (and a warning is logged).
 - ``"empty_document"``: per pair, |f(q, d) - f(q, "")| (the whole document's effect); a
   natural 0..1-ish scale but unstable when a document barely moves the score.
 - ``"none"``: raw score units.
@@ -34,6 +41,7 @@ reward-head logits), so every score difference is divided by a scale:
 
 from __future__ import annotations
 
+import logging
 import zlib
 from typing import Sequence
 
@@ -45,11 +53,13 @@ from rerank_audit.explain.score_cache import ScoreCache, cached_scores
 from rerank_audit.explain.words import content_keys, join_kept, word_key, word_segments
 from rerank_audit.models.scorer import Scorer
 
+log = logging.getLogger(__name__)
+
 NORMALISATIONS = ("candidate_std", "empty_document", "none")
 FAITHFULNESS_COLUMNS = [
     "query_id", "doc_id", "k", "score", "scale",
     "comprehensiveness", "sufficiency", "comprehensiveness_random", "sufficiency_random",
-    "deletion_auc", "deletion_auc_random", "lexical_shortcut",
+    "deletion_auc", "deletion_auc_random", "lexical_shortcut", "lexical_baseline", "lexical_excess",
 ]  # fmt: skip
 
 
@@ -59,15 +69,31 @@ def pair_seed(seed: int, query: str, document: str) -> int:
     return int(np.random.SeedSequence([seed, text_hash]).generate_state(1)[0])
 
 
+def _shared_with_query(query: str, document_tokens: Sequence[str]) -> np.ndarray:
+    """Per document word: does its key occur among the query's content-word keys?"""
+    query_keys = content_keys(query)
+    return np.array([word_key(w) in query_keys for w in document_tokens], dtype=bool)
+
+
 def lexical_shortcut(query: str, document_tokens: Sequence[str], document_attributions: np.ndarray) -> float:
     """Share of the positive attribution mass of document words that also occur in ``query``."""
-    query_keys = content_keys(query)
     positive = np.clip(np.asarray(document_attributions, dtype=np.float64), 0.0, None)
     total = positive.sum()
     if total <= 0:
         return float("nan")
-    shared = np.array([word_key(w) in query_keys for w in document_tokens], dtype=bool)
-    return float(positive[shared].sum() / total)
+    return float(positive[_shared_with_query(query, document_tokens)].sum() / total)
+
+
+def lexical_baseline(query: str, document_tokens: Sequence[str]) -> float:
+    """Share of the document words that also occur in ``query`` (``lexical_shortcut`` of even attribution); NaN without words."""
+    if not len(document_tokens):
+        return float("nan")
+    return float(_shared_with_query(query, document_tokens).mean())
+
+
+def candidate_spreads(head: pd.DataFrame) -> pd.Series:
+    """Per query_id, the population standard deviation of ``head``'s scores (the method's re-scored candidates)."""
+    return head.groupby("query_id").score.std(ddof=0).rename("spread")
 
 
 def _removal_fractions(steps: int) -> np.ndarray:
@@ -111,19 +137,27 @@ def _document_attributions(
     return values
 
 
-def _scales(full: np.ndarray, empty: np.ndarray, normalisation: str) -> np.ndarray:
+def _query_spreads(query_ids: Sequence[str], spreads: pd.Series | None) -> np.ndarray:
+    """Each pair's candidate spread, checked: every explained query needs one."""
+    if spreads is None:
+        raise ValueError("candidate_std normalisation needs candidate_spreads (per query_id, from the method's run head)")
+    missing = sorted(set(query_ids) - set(spreads.index))
+    if missing:
+        raise ValueError(f"no candidate spread for query_id(s) {missing[:5]}: the run head passed to candidate_spreads lacks them")
+    values = spreads.reindex(query_ids).to_numpy(dtype=np.float64)
+    flat = sorted({q for q, v in zip(query_ids, values) if not v > 0})
+    if flat:
+        log.warning("candidate_std: the candidates of query_id(s) %s all score the same; their values are NaN", flat[:5])
+    return values
+
+
+def _scales(full: np.ndarray, empty: np.ndarray, normalisation: str, spreads: np.ndarray | None) -> np.ndarray:
     if normalisation == "none":
         return np.ones_like(full)
     if normalisation == "empty_document":
         return np.abs(full - empty)
     if normalisation == "candidate_std":
-        spread = float(np.std(full))
-        if not spread > 0:
-            raise ValueError(
-                f"candidate_std normalisation needs pairs with different scores, got {len(full)} pair(s) all scoring "
-                f"{full[0] if len(full) else 'nothing'}; pass more candidates or normalisation='empty_document' / 'none'"
-            )
-        return np.full_like(full, spread)
+        return spreads
     raise ValueError(f"unknown normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
 
 
@@ -142,6 +176,7 @@ def faithfulness(
     batch_size: int = 64,
     query_ids: Sequence[str] | None = None,
     doc_ids: Sequence[str] | None = None,
+    candidate_spread: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Faithfulness metrics of ``attributions`` (as from ``explain_pairs``) for each pair and K.
 
@@ -150,13 +185,14 @@ def faithfulness(
     deletion curve is evaluated at fractions 0, 1/steps, ..., 1; ``normalisation``: see the
     module docstring; ``cache``: this scorer's score cache; ``batch_size``: pairs per
     ``score_pairs`` call. ``query_ids`` / ``doc_ids`` locate each pair's rows in
-    ``attributions`` (default: the pair index as str, as ``explain_pairs`` does). Pass
-    all explained pairs of one method (and budget) in one call: they define its scale.
+    ``attributions`` (default: the pair index as str, as ``explain_pairs`` does).
+    ``candidate_spread``: query_id -> the method's score spread over that query's candidates
+    (``candidate_spreads``); needed by, and only by, ``"candidate_std"``.
 
     Returns one row per (pair, k): query_id, doc_id, k, score (f(q, d)), scale (the
     normaliser), comprehensiveness, sufficiency, their ``_random`` means, deletion_auc,
-    deletion_auc_random, lexical_shortcut (per pair, repeated over k). All score
-    differences are divided by ``scale``.
+    deletion_auc_random, lexical_shortcut, lexical_baseline, lexical_excess (per pair,
+    repeated over k). All score differences are divided by ``scale``.
     """
     if len(queries) != len(documents):
         raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
@@ -169,11 +205,11 @@ def faithfulness(
     cache = {} if cache is None else cache
     segments = [word_segments(d) for d in documents]
     document_values = _document_attributions(attributions, query_ids, doc_ids, segments)
+    spreads = _query_spreads(query_ids, candidate_spread) if normalisation == "candidate_std" else None
 
     fractions = _removal_fractions(deletion_steps)
     plans = []
-    # Score first, chunk by chunk (one score_pairs call each), then compute: candidate_std
-    # needs the full scores of every pair before any difference can be normalised.
+    # Score first, chunk by chunk (one score_pairs call each), then compute.
     with tqdm(total=len(queries), desc="faithfulness", unit="pair") as progress:
         for start in range(0, len(queries), batch_size):
             chunk = range(start, min(start + batch_size, len(queries)))
@@ -185,14 +221,15 @@ def faithfulness(
 
     full = np.array([cache[(q, plan["full"])] for q, plan in zip(queries, plans)])
     empty = np.array([cache[(q, "")] for q in queries])
-    scales = _scales(full, empty, normalisation)
+    scales = _scales(full, empty, normalisation, spreads)
     rows = []
     for i, plan in enumerate(plans):
 
         def drop(doc: str, i: int = i) -> float:
             return _normalised_drop(full[i], cache[(queries[i], doc)], scales[i])
 
-        shortcut = lexical_shortcut(queries[i], [w.rstrip() for w in segments[i]], document_values[i])
+        words = [w.rstrip() for w in segments[i]]
+        shortcut, baseline = lexical_shortcut(queries[i], words, document_values[i]), lexical_baseline(queries[i], words)
         auc = np.trapezoid([drop(doc) for doc in plan["deletion"]], fractions)
         auc_random = np.mean([np.trapezoid([drop(doc) for doc in curve], fractions) for curve in plan["deletion_random"]])
         for k, (without_top, only_top, without_random, only_random) in plan["by_k"].items():
@@ -210,6 +247,8 @@ def faithfulness(
                     "deletion_auc": float(auc),
                     "deletion_auc_random": float(auc_random),
                     "lexical_shortcut": shortcut,
+                    "lexical_baseline": baseline,
+                    "lexical_excess": shortcut - baseline,
                 }
             )
     return pd.DataFrame(rows, columns=FAITHFULNESS_COLUMNS).astype({"k": "int64"})

@@ -1,11 +1,14 @@
 """Written rationales of a ranking decision, and the checks run on them.
 
 A general-purpose instruction LLM (the *generator*, not the re-ranker) reads the query, the
-document, the rank the re-ranker gave it and the top-K keywords with their signed SHAP
-attributions, and writes 2-4 sentences on why the document is or is not relevant. The
-prompt does not state the re-ranker's verdict or its score (a method-specific scale the
-generator cannot read), so verdict agreement measures whether the evidence handed over
-(rank, keywords, attributions) leads to the re-ranker's decision, not mere obedience.
+document and the top-K keywords with their signed SHAP attributions, and writes 2-4
+sentences on why the document is or is not relevant. The explained documents come from both
+ends of the method's re-ranked head (``selection``), so about half of them are ones the method
+decided against. By default (``show_decision=False``) the prompt states neither the method's
+decision nor the rank: verdict agreement then measures whether the attribution evidence alone
+leads the writer to the method's decision. ``show_decision=True`` is the older protocol: the
+prompt gives the rank among the head's documents, from which the decision follows. The score
+is never given (a method-specific scale the generator cannot read).
 
 Checks (all words compared by ``words.word_key``: lowercased, punctuation-stripped, stemmed):
 - keyword coverage: share of the distinct keywords the rationale mentions;
@@ -49,13 +52,22 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _VERDICT_TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
-def rationale_prompt(tokenizer, item: Mapping) -> str:
-    """The generator's chat prompt for one item (query, document, rank, keywords, attributions)."""
+def rationale_prompt(tokenizer, item: Mapping, show_decision: bool = False) -> str:
+    """The generator's chat prompt for one item (query, document, keywords, attributions).
+
+    With ``show_decision`` the prompt also gives the item's rank among the ``head_size``
+    documents the search engine re-ranked (the method's decision: upper half relevant).
+    """
     influential = "\n".join(f"- {word}: {value:+.3g}" for word, value in zip(item["keywords"], item["attributions"]))
+    ranked = (
+        f"A search engine ranked this document at position {int(item['rank'])} of the {int(item['head_size'])} "
+        "documents it ranked for the query. "
+        if show_decision
+        else ""
+    )
     user = (
-        f"Search query: {item['query']}\n\nDocument: {item['document']}\n\n"
-        f"A search engine ranked this document at position {int(item['rank'])} for the query. "
-        "The words that most influenced its relevance score (positive values pushed the document up, "
+        f"Search query: {item['query']}\n\nDocument: {item['document']}\n\n{ranked}"
+        "The words that most influenced the search engine's relevance score (positive values pushed the document up, "
         f"negative values pushed it down):\n{influential}\n\n{RATIONALE_INSTRUCTION}"
     )
     if getattr(tokenizer, "chat_template", None):
@@ -63,17 +75,19 @@ def rationale_prompt(tokenizer, item: Mapping) -> str:
     return f"User: {user}\nAssistant: "
 
 
-def write_rationales(generator_model, tokenizer, items: Sequence[Mapping], max_new_tokens: int, batch_size: int = 8) -> list[str]:
+def write_rationales(
+    generator_model, tokenizer, items: Sequence[Mapping], max_new_tokens: int, batch_size: int = 8, show_decision: bool = False
+) -> list[str]:
     """One rationale per item, greedy decoding, in ``items`` order.
 
-    ``items``: mappings with query, document, rank, keywords (list of words) and
-    attributions (their signed values, same order). Prompts are generated in batches of
-    ``batch_size``, shortest first to waste little padding, left-padded so every prompt ends
-    where generation starts. Returns the generated text, special tokens removed, stripped.
+    ``items``: mappings with query, document, keywords (list of words) and attributions
+    (their signed values, same order), and rank and head_size when ``show_decision`` (see
+    ``rationale_prompt``). Prompts are generated in batches of ``batch_size``, shortest first
+    to waste little padding, left-padded so every prompt ends where generation starts. Returns the generated text, special tokens removed, stripped.
     """
     import torch
 
-    prompts = [rationale_prompt(tokenizer, item) for item in items]
+    prompts = [rationale_prompt(tokenizer, item, show_decision) for item in items]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     device = next(generator_model.parameters()).device
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -127,10 +141,12 @@ def rationale_verdict(rationale: str) -> bool | None:
 def model_decisions(run: pd.DataFrame) -> pd.Series:
     """The re-ranker's decision for each row of ``run`` (query_id, rank): relevant iff in the top half.
 
-    Top half of the query's re-ranked list: rank <= n / 2 for a list of n candidates (the
-    middle document of an odd list counts as not relevant). Ranks rather than a score
-    threshold because a method's scores (implicit rewards above all) shift from query to
-    query, while ranks are what the method is judged on. Returns a bool Series on run's index.
+    Pass the method's re-ranked head (``selection.reranked_head``), the documents it actually
+    scored: below it a run keeps BM25's order, which is no decision of the method. Top half of
+    the query's list: rank <= n / 2 for a list of n candidates (the middle document of an odd
+    list counts as not relevant). Ranks rather than a score threshold because a method's
+    scores (implicit rewards above all) shift from query to query, while ranks are what the
+    method is judged on. Returns a bool Series on run's index.
     """
     list_length = run.groupby("query_id")["rank"].transform("size")
     return (run["rank"] <= list_length / 2).rename("relevant")
@@ -153,8 +169,10 @@ def unsupported_word_rate(rationale: str, query: str, document: str, task_words:
 def rationale_metrics(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (query, document, keywords, rationale, relevant) with the rationale checks added.
 
+    Other columns (such as ``end``, the head end a pair was explained from) are kept.
+
     Adds keyword_coverage, verdict (nullable bool), verdict_agreement (0.0 / 1.0) and
-    unsupported_rate (floats in [0, 1], NaN where undefined); other columns are kept.
+    unsupported_rate (floats in [0, 1], NaN where undefined).
     """
     verdicts = [rationale_verdict(r) for r in frame.rationale]
     return frame.assign(
