@@ -123,15 +123,19 @@ def test_compare_methods_rows_equal_hand_computation():
     p_ap = student_t3_two_sided_p(t_ap)
     assert (sft.bm25_queries, sft.bm25_diff, sft.bm25_t, sft.bm25_p) == (4, pytest.approx(0.15), pytest.approx(T), pytest.approx(p_ndcg))
     assert sft.bm25_dz == pytest.approx(0.15 / SD)
-    # Holm family at budget 10 vs bm25: {sft nDCG@10, sft AP}; p_ap (0.040) < p_ndcg (0.103).
-    assert row.loc[("sft", "AP"), "bm25_p_holm"] == pytest.approx(2 * p_ap)
-    assert sft.bm25_p_holm == pytest.approx(max(2 * p_ap, p_ndcg))
-    assert row.loc[("sft", "AP"), "bm25_significant"] == (2 * p_ap < 0.05)
-    assert not sft.bm25_significant
-    # sft vs zeroshot: zeroshot equals bm25 on nDCG@10; on AP it lacks q4, so 3 pairs.
+    # sft vs zeroshot: zeroshot equals bm25 on nDCG@10; on AP it lacks q4, so 3 pairs with
+    # differences [-0.1, -0.1, 0.1]: t = -0.5 on 2 degrees of freedom, p = 1 - 0.5 / sqrt(2.25).
     assert sft.zeroshot_p == pytest.approx(p_ndcg)
-    assert row.loc[("sft", "AP"), "zeroshot_queries"] == 3
-    assert row.loc[("sft", "AP"), "zeroshot_diff"] == pytest.approx((0.4 + 0.4 + 0.6) / 3 - 0.5)
+    ap = row.loc[("sft", "AP")]
+    assert ap.zeroshot_queries == 3
+    assert ap.zeroshot_diff == pytest.approx((0.4 + 0.4 + 0.6) / 3 - 0.5)
+    assert (ap.zeroshot_t, ap.zeroshot_p) == (pytest.approx(-0.5), pytest.approx(2 / 3))
+    # One Holm family at budget 10: sft x {nDCG@10, AP} x {bm25, zeroshot}, m = 4; sorted p:
+    # p_ap (0.040), p_ndcg (0.103) twice, 2/3 -> 4 p_ap, 3 p_ndcg, 3 p_ndcg (monotone), 2/3.
+    assert ap.bm25_p_holm == pytest.approx(4 * p_ap)
+    assert sft.bm25_p_holm == pytest.approx(3 * p_ndcg) and sft.zeroshot_p_holm == pytest.approx(3 * p_ndcg)
+    assert ap.zeroshot_p_holm == pytest.approx(2 / 3)
+    assert not ap.bm25_significant and not sft.bm25_significant  # 4 p_ap = 0.16
 
     zeroshot = row.loc[("zeroshot", "nDCG@10")]
     assert (zeroshot.bm25_t, zeroshot.bm25_p, zeroshot.bm25_p_holm) == (0.0, 1.0, 1.0)
@@ -139,6 +143,38 @@ def test_compare_methods_rows_equal_hand_computation():
     bm25 = row.loc[("bm25", "nDCG@10")]
     assert bm25["mean"] == pytest.approx(0.35)  # the "all" split's zeros are not used
     assert pd.isna(bm25.bm25_p) and pd.isna(bm25.zeroshot_p) and pd.isna(bm25.bm25_significant)
+
+
+def test_holm_family_is_primary_measures_x_methods_x_comparisons_and_other_measures_are_untested():
+    # random, bm25 (budget 0) and sft (budget 10) on four queries; nDCG@10 is primary, R@20
+    # is reported only (sft and bm25 equal on it by construction, as with depth 20 < 20).
+    random = [0.2, 0.1, 0.3, 0.2]
+    rows = []
+    for q, r, b, s in zip(["q1", "q2", "q3", "q4"], random, BM25, SFT):
+        for method, budget, value in [("random", "0", r), ("bm25", "0", b), ("sft", "10", s)]:
+            rows.append(("toy", method, budget, "test", q, "nDCG@10", value))
+            rows.append(("toy", method, budget, "test", q, "R@20", 0.5 if method == "random" else 1.0))
+    stats = compare_methods(per_query_table(rows), measures=["nDCG@10", "R@20"], primary=["nDCG@10"], n_resamples=100)
+    row = stats.set_index(["method", "measure"])
+    # sft - random: [0.3, 0.4, 0.2, 0.3], mean 0.3, sample variance 0.02 / 3.
+    t_random = 0.3 / (math.sqrt(0.02 / 3) / 2)
+    p_random, p_bm25 = student_t3_two_sided_p(t_random), student_t3_two_sided_p(T)
+    sft = row.loc[("sft", "nDCG@10")]
+    assert (sft.random_t, sft.random_p) == (pytest.approx(t_random), pytest.approx(p_random))
+    # Budget 10's family: sft x nDCG@10 x {random, bm25}, m = 2 (R@20 is not in it).
+    assert sft.random_p_holm == pytest.approx(2 * p_random)
+    assert sft.bm25_p_holm == pytest.approx(max(2 * p_random, p_bm25))
+    assert sft.random_significant and not sft.bm25_significant
+    # Budget 0's family: bm25 - random = [0.2, 0.2, 0.2, 0.0], t = 0.15 / (0.1 / 2) = 3, m = 1.
+    bm25 = row.loc[("bm25", "nDCG@10")]
+    assert bm25.random_p == pytest.approx(student_t3_two_sided_p(3.0)) and bm25.random_p_holm == bm25.random_p
+    assert pd.isna(row.loc[("random", "nDCG@10")].bm25_p)  # a baseline is not tested against later ones
+    # R@20 has means and CIs but no test and no significance flag.
+    r20 = stats[stats.measure == "R@20"]
+    assert r20.filter(regex="_(p|p_holm|t)$").isna().all().all() and r20.filter(like="_significant").isna().all().all()
+    assert row.loc[("sft", "R@20"), "mean"] == 1.0
+    with pytest.raises(ValueError, match="primary measures .'AP'. are not among"):
+        compare_methods(per_query_table(rows), measures=["nDCG@10"], primary=["AP"], n_resamples=100)
 
 
 def test_compare_methods_rejects_repeated_queries_and_unknown_measures():

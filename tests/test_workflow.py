@@ -21,7 +21,8 @@ def test_tiny_config_runs_end_to_end_and_then_has_nothing_to_do(workdir):
     snakemake(workdir, config)
     results = workdir / "results" / "tiny"
     metrics = pd.read_parquet(results / "evaluate" / "metrics.parquet")
-    assert set(zip(metrics.method, metrics.split)) == {("bm25", "test"), ("bm25", "all")}
+    # BM25 over test and all queries; the random re-ordering control over the test queries.
+    assert set(zip(metrics.method, metrics.split)) == {("bm25", "test"), ("bm25", "all"), ("random", "test")}
     assert metrics[metrics.split == "all"].queries.unique().tolist() == [4]
     run = pd.read_parquet(results / "retrieve" / "bm25.parquet")
     assert run[run.query_id == "q1"].doc_id.iloc[0] == "ds1"

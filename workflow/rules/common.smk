@@ -4,13 +4,31 @@ import os
 from snakemake.utils import validate
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
+from rerank_audit.evaluation.ranking import check_measures
 from rerank_audit.models.loading import BUNDLED_PREFIX, resolve_base_model
+from rerank_audit.rerank import check_models_from
 
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 
 DATASETS = list(config["datasets"])
+
+
+def dataset_measure_names(dataset):
+    """The measures a dataset is evaluated on: its own list, else evaluate.measures."""
+    return config["datasets"][dataset].get("measures", config["evaluate"]["measures"])
+
+
+def dataset_primary_measure_names(dataset):
+    """The measures whose differences are tested (the Holm family): the dataset's own, else evaluate's."""
+    return config["datasets"][dataset].get("primary_measures", config["evaluate"]["primary_measures"])
+
+
+# Before any job: models_from names a dataset with the same data; measures parse and hold the primary ones.
+check_models_from(config["datasets"])
+for name in DATASETS:
+    check_measures(dataset_measure_names(name), dataset_primary_measure_names(name), f"datasets.{name}")
 
 
 TRAINED_METHODS = [m for m in config["methods"] if m != "zeroshot"]
@@ -78,6 +96,34 @@ def relevance_threshold(wildcards):
     return dataset_config(wildcards).get("relevance_threshold", 1)
 
 
+def candidate_pool(wildcards):
+    """bm25 (the BM25 top retrieve.k) or judged (the query's judged documents)."""
+    return dataset_config(wildcards).get("candidates", "bm25")
+
+
+def models_from(wildcards):
+    """The dataset whose trained models this one re-ranks with, or None (its own)."""
+    return dataset_config(wildcards).get("models_from")
+
+
+def model_dataset(wildcards):
+    return models_from(wildcards) or wildcards.dataset
+
+
+def model_splits(wildcards):
+    """The splits of the models_from dataset (checked against this dataset's test queries), or nothing."""
+    other = models_from(wildcards)
+    return [f"results/{other}/split/splits.parquet"] if other else []
+
+
+def dataset_measures(wildcards):
+    return dataset_measure_names(wildcards.dataset)
+
+
+def primary_measures(wildcards):
+    return dataset_primary_measure_names(wildcards.dataset)
+
+
 def model_dependency(spec, path):
     """A model folder as a file dependency when it is bundled or local; nothing for a hub id."""
     return [path] if spec.startswith(BUNDLED_PREFIX) or os.path.isdir(path) else []
@@ -106,10 +152,10 @@ def training_table(wildcards):
 
 def scoring_model(wildcards):
     """What a method scores with: its trained model (named by training_config.json, written
-    last), or the base model for zeroshot."""
+    last; trained on the models_from dataset when one is set), or the base model for zeroshot."""
     if wildcards.method == "zeroshot":
         return base_model_input(wildcards)
-    return [f"results/{wildcards.dataset}/models/{wildcards.method}/{wildcards.budget}/training_config.json"]
+    return [f"results/{model_dataset(wildcards)}/models/{wildcards.method}/{wildcards.budget}/training_config.json"]
 
 
 def scoring_model_dir(wildcards):

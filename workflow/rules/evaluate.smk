@@ -12,8 +12,10 @@ rule evaluate:
         table=report("results/{dataset}/evaluate/metrics.md", caption="../report/metrics.rst", category="Ranking"),
     params:
         **named_params(
-            measures=config["evaluate"]["measures"],
+            measures=dataset_measures,
             relevance_threshold=relevance_threshold,
+            depth=config["rerank"]["depth"],
+            random_seeds=config["evaluate"]["random_seeds"],
         ),
     log:
         "logs/{dataset}/evaluate.log",

@@ -23,7 +23,8 @@ rule report:
     params:
         **named_params(
             methods=config["methods"],
-            ranking_measures=config["evaluate"]["measures"],
+            ranking_measures=dataset_measures,
+            primary_measures=primary_measures,
             bootstrap=config["report"]["bootstrap_resamples"],
             alpha=config["report"]["alpha"],
             seed=config["report"]["seed"],

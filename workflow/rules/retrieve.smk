@@ -2,7 +2,10 @@ rule retrieve:
     input:
         corpus="results/{dataset}/ingest/corpus.parquet",
         queries="results/{dataset}/ingest/queries.parquet",
+        qrels="results/{dataset}/ingest/qrels.parquet",
         splits="results/{dataset}/split/splits.parquet",
+        # A dataset with models_from: the splits its models were trained on, to check before re-ranking.
+        model_splits=model_splits,
     output:
         run="results/{dataset}/retrieve/bm25.parquet",
         trec="results/{dataset}/retrieve/bm25.trec",
@@ -13,6 +16,8 @@ rule retrieve:
             stemmer=config["retrieve"]["stemmer"],
             stopwords=config["retrieve"]["stopwords"],
             k=config["retrieve"]["k"],
+            candidates=candidate_pool,
+            models_from=models_from,
         ),
     log:
         "logs/{dataset}/retrieve.log",

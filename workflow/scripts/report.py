@@ -17,17 +17,21 @@ explained = read_table(snakemake.input.explain_per_query, schemas.PER_QUERY_METR
 splits = read_table(snakemake.input.splits, schemas.SPLITS)
 budget_sizes = {"all": int((splits.split == "train").sum())}
 options = dict(n_resamples=p.bootstrap, seed=p.seed, alpha=p.alpha)
-# Ranking and explainability measures are separate Holm families.
+# Ranking and explainability measures are separate Holm families; of the ranking measures
+# only the primary ones are tested, the rest get means and confidence intervals.
 stats = pd.concat(
-    [compare_methods(per_query, measures=p.ranking_measures, **options), compare_methods(explained, **options)], ignore_index=True
+    [compare_methods(per_query, measures=p.ranking_measures, primary=p.primary_measures, **options), compare_methods(explained, **options)],
+    ignore_index=True,
 )
 write_table(stats, out.stats, schemas.from_frame(stats))
+# Summary columns: the primary measures, then AP when measured (a full-depth view); metrics.md has them all.
+columns = list(dict.fromkeys([*p.primary_measures, *[m for m in ("AP",) if m in p.ranking_measures]]))
 with atomic_path(out.summary) as tmp:
-    tmp.write_text(summary_markdown(stats, explained, methods=p.methods, ranking_measures=[m for m in ("nDCG@10", "RR@10", "AP") if m in p.ranking_measures], budget_sizes=budget_sizes))
-faithfulness = f"comprehensiveness@{p.k}"
-plots.learning_curves(stats, out.learning_curves, measures=("nDCG@10", faithfulness), budget_sizes=budget_sizes, methods=p.methods)
-plots.accuracy_vs_faithfulness(stats, out.scatter, faithfulness=faithfulness, budget_sizes=budget_sizes, methods=p.methods)
-plots.difference_distributions(per_query, out.differences, methods=p.methods, budget_sizes=budget_sizes)
+    tmp.write_text(summary_markdown(stats, explained, methods=p.methods, ranking_measures=columns, primary_measures=p.primary_measures, budget_sizes=budget_sizes))
+faithfulness, accuracy = f"comprehensiveness@{p.k}", p.primary_measures[0]
+plots.learning_curves(stats, out.learning_curves, measures=(accuracy, faithfulness), budget_sizes=budget_sizes, methods=p.methods)
+plots.accuracy_vs_faithfulness(stats, out.scatter, accuracy=accuracy, faithfulness=faithfulness, budget_sizes=budget_sizes, methods=p.methods)
+plots.difference_distributions(per_query, out.differences, measure=accuracy, methods=p.methods, budget_sizes=budget_sizes)
 
 # One example page per method and budget, all on the same query: the first explained test query.
 queries = read_table(snakemake.input.queries, schemas.QUERIES).set_index("query_id").text

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ir_measures
 import pandas as pd
 
+from rerank_audit.rerank import RANDOM_METHOD, random_reordering
+
 DEFAULT_MEASURES = ("nDCG@10", "nDCG@5", "RR@10", "AP", "P@5", "R@20", "R@100", "Judged@10")
 
 
@@ -22,6 +24,24 @@ def parse_measures(names: list[str], relevance_threshold: int) -> dict[str, obje
             measure = measure(rel=relevance_threshold)
         measures[name] = measure
     return measures
+
+
+def check_measures(names: list[str], primary: list[str], where: str) -> None:
+    """Raise unless every name in ``names`` parses and ``primary`` is a subset of ``names``.
+
+    ``where`` names the config block in the message (e.g. "datasets.demo").
+    """
+    for name in names:
+        try:
+            ir_measures.parse_measure(name)
+        except (NameError, ValueError, SyntaxError, TypeError) as error:
+            raise ValueError(f"{where}: measure {name!r} is not an ir-measures name ({error}); write it as e.g. nDCG@10 or AP(rel=2)") from error
+    missing = [m for m in primary if m not in names]
+    if missing:
+        raise ValueError(
+            f"{where}: primary measures {missing} are not among its measures {list(names)}; add them to "
+            f"{where}.measures (or evaluate.measures), or set {where}.primary_measures"
+        )
 
 
 def per_query_measures(run: pd.DataFrame, qrels: pd.DataFrame, query_ids: list[str], measures: dict[str, object]) -> pd.DataFrame:
@@ -47,6 +67,25 @@ def evaluate_run(run: pd.DataFrame, qrels: pd.DataFrame, query_ids: list[str], m
     table = per_query_measures(run, qrels, query_ids, measures)
     labels = {"dataset": dataset, "method": run.method.iloc[0], "budget": run.budget.iloc[0], "split": scope}
     return table.assign(**labels)[["dataset", "method", "budget", "split", "query_id", "measure", "value"]]
+
+
+def evaluate_random_reordering(
+    first_stage: pd.DataFrame, qrels: pd.DataFrame, query_ids: list[str], measures: dict[str, object], depth: int, seeds: int, dataset: str, scope: str
+) -> pd.DataFrame:
+    """The per-query metrics of the "random" control: each value is the mean over ``seeds``
+    random re-orderings (seeds 0 .. seeds - 1) of the first stage's top-``depth`` head, the
+    part a re-ranker re-orders (``rerank.random_reordering``).
+
+    An estimate of the expected value of each measure under a uniformly random order of the
+    head, so a method can be tested against it query by query. Same columns as ``evaluate_run``.
+    """
+    if seeds < 1:
+        raise ValueError(f"the random control needs at least one seed, got {seeds}")
+    first_stage = first_stage[first_stage.query_id.isin(query_ids)]
+    runs = [evaluate_run(random_reordering(first_stage, depth, seed), qrels, query_ids, measures, dataset, scope) for seed in range(seeds)]
+    keys = ["dataset", "method", "budget", "split", "query_id", "measure"]
+    mean = pd.concat(runs, ignore_index=True).groupby(keys, sort=False).value.mean().reset_index()
+    return mean.assign(method=RANDOM_METHOD)
 
 
 def aggregate(per_query: pd.DataFrame) -> pd.DataFrame:

@@ -3,8 +3,13 @@
 Every method is judged on the same test queries, so comparisons are *paired*: a method and
 a baseline are aligned by ``query_id`` (inner join; a query missing from either side, or
 with a NaN value on either side, is left out of that comparison only) and the test runs on
-the per-query differences. Holm-Bonferroni controls the family-wise error over all the
-methods x measures compared with one baseline at one training budget.
+the per-query differences. Holm-Bonferroni controls the family-wise error over the tested
+family of one training budget: primary measures x methods x baselines (comparisons).
+
+Baselines, in the order they are tested: ``random`` (the re-ranked head in random order:
+does a method order anything at all?), ``bm25`` (does it beat the first stage it re-orders?)
+and ``zeroshot`` (did training help over the untrained model?). Each is also compared with
+the baselines before it (bm25 vs random; zeroshot vs random and bm25).
 
 The same functions serve ranking measures (nDCG@10, AP, ...) and explainability measures in
 the same long format (``explain_per_query`` turns the explain stage's tables into it:
@@ -21,19 +26,22 @@ from scipy import stats as scipy_stats
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
 
-BASELINES = ("bm25", "zeroshot")
+BASELINES = ("random", "bm25", "zeroshot")
 TEST_SPLIT = "test"
 
 # Columns of ``compare_methods`` before the per-baseline ones.
 STAT_COLUMNS = ["dataset", "budget", "method", "measure", "queries", "mean", "ci_low", "ci_high", "ci_level", "resamples", "alpha"]
-# Per-baseline columns, prefixed "<baseline>_" (e.g. "bm25_p_holm").
+# Per-baseline columns, prefixed "<baseline>_" (e.g. "bm25_p_holm"); NaN / NA where untested.
 BASELINE_COLUMNS = ["queries", "diff", "t", "p", "p_holm", "dz", "significant"]
 
 # Per-pair explainability columns (explain/faithfulness.py, explain/rationale.py) that
 # ``explain_per_query`` turns into measures; the first four get "@k" appended.
 FAITHFULNESS_MEASURES_AT_K = ["comprehensiveness", "comprehensiveness_random", "sufficiency", "sufficiency_random"]
-FAITHFULNESS_MEASURES = ["deletion_auc", "deletion_auc_random", "lexical_shortcut"]
+FAITHFULNESS_MEASURES = ["deletion_auc", "deletion_auc_random", "lexical_shortcut", "lexical_baseline", "lexical_excess"]
 RATIONALE_MEASURES = ["keyword_coverage", "verdict_agreement", "unsupported_rate"]
+# Rationale measures also reported per end of the head the pair came from ("top" / "bottom"),
+# as "<measure>_<end>": a writer that calls everything relevant agrees at the top only.
+RATIONALE_MEASURES_BY_END = ["verdict_agreement"]
 
 
 def bootstrap_ci(values, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
@@ -136,6 +144,7 @@ def compare_methods(
     per_query: pd.DataFrame,
     baselines: Sequence[str] = BASELINES,
     measures: Sequence[str] | None = None,
+    primary: Sequence[str] | None = None,
     n_resamples: int = 10_000,
     seed: int = 0,
     confidence: float = 0.95,
@@ -145,18 +154,19 @@ def compare_methods(
 
     ``per_query``: the per-query metrics table (dataset, method, budget, split, query_id,
     measure, value); only split "test" is used, NaN values are dropped. ``baselines``: the
-    methods every other method is compared with (bm25 and zeroshot, budget "0": the
-    references for every budget). ``measures``: the measures to summarise and test (default:
-    all in the table) - they are also the Holm family, so pass ranking and explainability
+    methods every other method is compared with (random, bm25 and zeroshot, budget "0": the
+    references for every budget). ``measures``: the measures to summarise (default: all in
+    the table). ``primary``: those of them that are tested (default: all of ``measures``);
+    the others get a mean and CI but NaN test columns. Pass ranking and explainability
     measures in separate calls to keep their families apart.
 
     Pairing: a method and a baseline are aligned by query_id with an inner join (queries
     missing or NaN on either side are left out); ``<baseline>_queries`` says how many pairs
-    each test used. A baseline is tested only against baselines listed before it (zeroshot
-    vs bm25, never bm25 vs zeroshot); nobody is tested against itself.
+    each test used. A baseline is tested only against baselines listed before it (bm25 vs
+    random, never random vs bm25); nobody is tested against itself.
 
-    Holm correction: within one dataset and budget, across all methods x measures tested
-    against the same baseline (zeroshot vs bm25 forms the family of budget "0").
+    Holm correction: one family per dataset and budget, made of every test in it: primary
+    measures x methods x baselines (at budget "0": the baselines among themselves).
 
     Returns one row per (dataset, budget, method, measure), ordered by dataset, budget
     ("0" first), method (baselines first) and measure, with columns ``STAT_COLUMNS``
@@ -180,6 +190,10 @@ def compare_methods(
     if duplicated.any():
         raise ValueError(f"per-query table has {int(duplicated.sum())} repeated rows, e.g. {table[duplicated].iloc[0][keys].to_dict()}")
     measure_order = list(measures) if measures is not None else list(dict.fromkeys(table.measure))
+    tested_measures = set(measure_order if primary is None else primary)
+    unknown = sorted(tested_measures - set(measure_order))
+    if unknown:
+        raise ValueError(f"primary measures {unknown} are not among the summarised measures {measure_order}")
     baseline_budgets = table[table.method.isin(baselines)].groupby("method").budget.unique()
     several = {m: list(b) for m, b in baseline_budgets.items() if len(b) > 1}
     if several:
@@ -208,16 +222,18 @@ def compare_methods(
                         "ci_level": confidence, "resamples": n_resamples, "alpha": alpha,
                     }  # fmt: skip
                     for baseline in baselines:
-                        row.update(_baseline_test(values, method, baseline, baselines, reference.get((baseline, measure))))
+                        compared = reference.get((baseline, measure)) if measure in tested_measures else None
+                        row.update(_baseline_test(values, method, baseline, baselines, compared))
                     rows.append(row)
 
     columns = STAT_COLUMNS + [f"{b}_{c}" for b in baselines for c in BASELINE_COLUMNS]
     result = pd.DataFrame(rows, columns=columns)
+    # Holm family: one dataset, one budget; every (method, primary measure, baseline) tested.
+    p_columns = [f"{b}_p" for b in baselines]
+    for _, family in result.groupby(["dataset", "budget"], sort=False):
+        adjusted = holm(family[p_columns].to_numpy(dtype=np.float64).ravel()).reshape(len(family), len(baselines))
+        result.loc[family.index, [f"{b}_p_holm" for b in baselines]] = adjusted
     for baseline in baselines:
-        # Holm family: one dataset, one budget, one baseline; every method x measure tested.
-        result[f"{baseline}_p_holm"] = result.groupby(["dataset", "budget"], sort=False)[f"{baseline}_p"].transform(
-            lambda p: holm(p.to_numpy())
-        )
         tested = result[f"{baseline}_p_holm"].notna()
         flag = pd.array([pd.NA] * len(result), dtype="boolean")
         flag[tested.to_numpy()] = (result.loc[tested, f"{baseline}_p_holm"] < alpha).to_numpy()
@@ -258,22 +274,28 @@ def explain_per_query(
     the mean over its explained documents (NaN pairs left out; a query with no defined
     value is dropped). Measures: comprehensiveness@k, comprehensiveness_random@k,
     sufficiency@k, sufficiency_random@k for every k, deletion_auc, deletion_auc_random,
-    lexical_shortcut, keyword_coverage, verdict_agreement, unsupported_rate. Faithfulness
+    lexical_shortcut, lexical_baseline, lexical_excess, keyword_coverage, verdict_agreement,
+    unsupported_rate, and, where ``rationale_metrics`` has an ``end`` column,
+    verdict_agreement_top / verdict_agreement_bottom (the mean over the query's pairs from
+    that end of the head). A measure whose column is absent is left out. Faithfulness
     values keep their normalisation (score drop / scale). Split is "test": only test queries
     are explained.
     """
     parts = []
+    pair = ["method", "budget", "query_id", "doc_id"]
     if faithfulness is not None and len(faithfulness):
-        pair = ["method", "budget", "query_id", "doc_id"]
         at_k = faithfulness.melt(id_vars=pair + ["k"], value_vars=FAITHFULNESS_MEASURES_AT_K, var_name="measure")
         at_k["measure"] = at_k.measure + "@" + at_k.k.astype(str)
-        # Deletion AUC and the shortcut index are per pair, repeated over k: take them once.
-        once = faithfulness.drop_duplicates(pair).melt(id_vars=pair, value_vars=FAITHFULNESS_MEASURES, var_name="measure")
+        # Deletion AUC and the lexical measures are per pair, repeated over k: take them once.
+        per_pair = [m for m in FAITHFULNESS_MEASURES if m in faithfulness.columns]
+        once = faithfulness.drop_duplicates(pair).melt(id_vars=pair, value_vars=per_pair, var_name="measure")
         parts += [at_k.drop(columns="k"), once]
     if rationale_metrics is not None and len(rationale_metrics):
-        parts.append(
-            rationale_metrics.melt(id_vars=["method", "budget", "query_id", "doc_id"], value_vars=RATIONALE_MEASURES, var_name="measure")
-        )
+        parts.append(rationale_metrics.melt(id_vars=pair, value_vars=RATIONALE_MEASURES, var_name="measure"))
+        if "end" in rationale_metrics.columns:
+            by_end = rationale_metrics.melt(id_vars=pair + ["end"], value_vars=RATIONALE_MEASURES_BY_END, var_name="measure")
+            by_end["measure"] = by_end.measure + "_" + by_end.end
+            parts.append(by_end.drop(columns="end"))
     columns = ["dataset", "method", "budget", "split", "query_id", "measure", "value"]
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "str") for c in columns})

@@ -19,17 +19,21 @@ from rerank_audit.evaluation.statistics import BASELINES, compare_with_random
 RANKING_MEASURES = ("nDCG@10", "RR@10", "AP")
 PRIMARY_MEASURE = "nDCG@10"
 MISSING = "–"
-BETTER, WORSE = "▲", "▼"
+BETTER, WORSE = "▲", "▼"  # against BM25
+ABOVE_RANDOM, BELOW_RANDOM = "↑", "↓"  # against the random re-ordering
 FAITHFUL, UNFAITHFUL = "◆", "◇"
-METHOD_NAMES = {"bm25": "BM25", "zeroshot": "zero-shot"}
+METHOD_NAMES = {"bm25": "BM25", "zeroshot": "zero-shot", "random": "random order"}
 
-# Explainability columns: (header, measure, random-baseline measure or None); "{k}" is the K.
+# Explainability columns: (header, measure, measure shown after "vs" (its baseline or
+# counterpart) or None); "{k}" is the K.
 EXPLAIN_COLUMNS = [
     ("compr.@{k} vs random (↑)", "comprehensiveness@{k}", "comprehensiveness_random@{k}"),
     ("suff.@{k} vs random (↓)", "sufficiency@{k}", "sufficiency_random@{k}"),
-    ("lexical shortcut", "lexical_shortcut", None),
+    ("lexical shortcut vs baseline", "lexical_shortcut", "lexical_baseline"),
+    ("lexical excess", "lexical_excess", None),
     ("keyword coverage (↑)", "keyword_coverage", None),
     ("verdict agreement (↑)", "verdict_agreement", None),
+    ("verdict agr. top vs bottom", "verdict_agreement_top", "verdict_agreement_bottom"),
     ("unsupported words (↓)", "unsupported_rate", None),
 ]
 
@@ -54,7 +58,7 @@ def budget_label(budget: str, budget_sizes: Mapping[str, int] | None = None) -> 
 
 
 def method_order(present: Sequence[str], methods: Sequence[str] | None = None) -> list[str]:
-    """bm25, zeroshot, then the trained methods in config order (``methods``), then any others."""
+    """random, bm25, zeroshot, then the trained methods in config order (``methods``), then any others."""
     first = list(BASELINES) + [m for m in (methods or []) if m not in BASELINES]
     present = list(dict.fromkeys(present))
     return [m for m in first if m in present] + [m for m in present if m not in first]
@@ -82,6 +86,8 @@ def _ranking_cell(row: pd.Series | None, digits: int) -> str:
     mark = ""
     if "bm25_significant" in row and _is_true(row["bm25_significant"]):
         mark = BETTER if row["bm25_diff"] > 0 else WORSE
+    if "random_significant" in row and _is_true(row["random_significant"]):
+        mark += ABOVE_RANDOM if row["random_diff"] > 0 else BELOW_RANDOM
     return f"{row['mean']:.{digits}f} [{row.ci_low:.{digits}f}, {row.ci_high:.{digits}f}]{mark}"
 
 
@@ -104,6 +110,7 @@ def summary_markdown(
     *,
     methods: Sequence[str] | None = None,
     ranking_measures: Sequence[str] = RANKING_MEASURES,
+    primary_measures: Sequence[str] | None = None,
     k: int | None = None,
     budget_sizes: Mapping[str, int] | None = None,
     digits: int = 3,
@@ -115,11 +122,16 @@ def summary_markdown(
     table (``explain_per_query``), or None; without it explainability means are taken from
     ``stats`` when it holds those measures, and the random-word tests are not made.
     ``methods``: config order of the methods (rows: bm25, zeroshot, then this order).
-    ``ranking_measures``: ranking columns (those in ``stats``). ``k``: the K of
+    ``ranking_measures``: ranking columns (those in ``stats``). ``primary_measures``: the
+    tested ones (default: those with a test in ``stats``); findings speak of the first. ``k``: the K of
     comprehensiveness / sufficiency (default: the smallest K present). ``budget_sizes``:
     budget -> number of training queries, for headings ("all" -> 240).
     """
     explain_means = _explain_means(explain, stats)
+    if primary_measures is None:
+        tested = stats[[c for c in stats.columns if c.endswith("_p")]].notna().any(axis=1) if len(stats) else pd.Series(dtype=bool)
+        primary_measures = [m for m in ranking_measures if m in set(stats.measure[tested])]
+    primary = primary_measures[0] if primary_measures else PRIMARY_MEASURE
     k = k if k is not None else _infer_k(list(explain_means.measure))
     random_tests = None
     if explain is not None and len(explain) and k is not None:
@@ -134,8 +146,8 @@ def summary_markdown(
             sections.append(f"## {dataset} — {budget_label(budget, budget_sizes)}\n")
             sections.append(_table(rows, means, tests, order, ranking_measures, k, digits))
             random_tested = tests is not None and not tests.empty
-            sections.append(_legend(stats, dataset, budget, k, random_tested, bool(_explain_columns(means, k))))
-            sections.append("**Findings.** " + _findings(rows, means, tests, order, k) + "\n")
+            sections.append(_legend(stats, dataset, budget, k, random_tested, bool(_explain_columns(means, k)), primary_measures))
+            sections.append("**Findings.** " + _findings(rows, means, tests, order, k, primary) + "\n")
     return "\n".join(sections)
 
 
@@ -172,26 +184,35 @@ def _explain_columns(means: pd.DataFrame, k: int | None) -> list[tuple[str, str,
     return [c for c in columns if c[1] in present]
 
 
-def _legend(stats, dataset, budget, k, random_tested, explained: bool) -> str:
+def _legend(stats, dataset, budget, k, random_tested, explained: bool, primary_measures: Sequence[str] = ()) -> str:
     rows = _rows_for(stats, dataset, budget)
     level = float(stats.ci_level.iloc[0])
     alpha = float(stats.alpha.iloc[0])
     resamples = int(stats.resamples.iloc[0])
-    family = {b: int(rows[(rows.budget == b)].bm25_p.notna().sum()) for b in dict.fromkeys(rows.budget)} if "bm25_p" in rows else {}
-    families = ", ".join(f"{n} at budget {b}" for b, n in family.items() if n)
+    p_columns = [c for c in rows.columns if c.endswith("_p")]
+    family = {b: int(rows[rows.budget == b][p_columns].notna().to_numpy().sum()) for b in dict.fromkeys(rows.budget)}
+    families = ", ".join(f"{n} tests at budget {b}" for b, n in family.items() if n)
+    tested = ", ".join(primary_measures) or "none"
     parts = [
         f"*Ranking cells*: mean over the test queries (column *queries*) [{level:.0%} percentile bootstrap CI of the mean, "
-        f"{resamples} resamples]. {BETTER} / {WORSE}: significantly better / worse than BM25 — two-sided paired t-test on "
-        f"per-query values (queries aligned by query_id, inner join), Holm–Bonferroni correction over the methods × measures "
-        f"compared with BM25 at the same budget ({families or 'no tests'}), α = {alpha:g}. "
-        "BM25 and zero-shot are untrained (budget 0) and shared by every budget.",
+        f"{resamples} resamples]. {BETTER} / {WORSE}: significantly better / worse than BM25; {ABOVE_RANDOM} / {BELOW_RANDOM}: "
+        "significantly better / worse than the random order — two-sided paired t-tests on per-query values (queries aligned by query_id, inner join), "
+        f"made on the primary measures only ({tested}); the other columns are not tested and carry no marker. "
+        "Holm–Bonferroni correction over primary measures × methods × comparisons (vs random order, BM25 and, for trained "
+        f"methods, zero-shot) at the same budget ({families or 'no tests'}), α = {alpha:g}. "
+        "Random order: each test query's re-ranked head (the candidates the methods re-order) shuffled, the measure "
+        "averaged over seeded shuffles per query — the floor a re-ranker must beat. "
+        "Random order, BM25 and zero-shot are untrained (budget 0) and shared by every budget.",
     ]
     if explained:
-        text = "*Explainability cells*: mean over explained documents, averaged per query, then over queries."
+        text = (
+            "*Explainability cells*: mean over explained documents (the top and the bottom documents of each method's"
+            " re-ranked head), averaged per query, then over queries."
+        )
         if k is not None:
             text += (
                 f" compr.@{k} / suff.@{k}: score drop when the top-{k} attributed words are removed / kept alone, in units of"
-                f" the method's score spread over its candidates, followed by the same with {k} random words."
+                f" the method's score spread over the query's candidates, followed by the same with {k} random words."
             )
         if k is not None and random_tested:
             text += (
@@ -200,8 +221,12 @@ def _legend(stats, dataset, budget, k, random_tested, explained: bool) -> str:
                 f" α = {alpha:g})."
             )
         text += (
-            " Lexical shortcut: share of positive attribution on document words that also occur in the query."
-            " Keyword coverage, verdict agreement and unsupported words check the written rationale."
+            " Lexical shortcut: share of positive attribution on document words that also occur in the query, vs its"
+            " baseline, the share of the document's words that occur in the query (what evenly spread attribution"
+            " gets); lexical excess = shortcut − baseline (> 0: attribution favours query words beyond their share)."
+            " Keyword coverage, verdict agreement and unsupported words check the written rationale; verdict agreement"
+            " compares the rationale's verdict with the method's decision (upper half of its head: relevant), overall"
+            " and for top- vs bottom-explained documents."
         )
         parts += [text, f"{MISSING}: not available (BM25 has no attributions or rationales)."]
     return "\n>\n".join(f"> {p}" for p in parts) + "\n"
@@ -211,9 +236,9 @@ def _signed(values: Sequence[float]) -> str:
     return ", ".join(f"{v:+.3f}" for v in values)
 
 
-def _findings(rows, means, tests, order, k) -> str:
+def _findings(rows, means, tests, order, k, measure: str = PRIMARY_MEASURE) -> str:
     sentences = []
-    primary = rows[(rows.measure == PRIMARY_MEASURE) & (rows.method != "bm25")] if "bm25_significant" in rows else rows.iloc[0:0]
+    primary = rows[(rows.measure == measure) & ~rows.method.isin(["bm25", "random"])] if "bm25_significant" in rows else rows.iloc[0:0]
     primary = primary.set_index("method").reindex([m for m in order if m in set(primary.method)])
     if not primary.empty and primary.bm25_p.notna().any():
         significant = primary.bm25_significant.fillna(False).astype(bool)
@@ -222,11 +247,11 @@ def _findings(rows, means, tests, order, k) -> str:
         neither = primary[~significant & primary.bm25_p.notna()]
         if len(better):
             sentences.append(
-                f"{_names(better.index)} rank{'s' if len(better) == 1 else ''} significantly better than BM25 on {PRIMARY_MEASURE} "
+                f"{_names(better.index)} rank{'s' if len(better) == 1 else ''} significantly better than BM25 on {measure} "
                 f"(mean per-query difference {_signed(better.bm25_diff)})."
             )
         else:
-            sentences.append(f"No method ranks significantly better than BM25 on {PRIMARY_MEASURE}.")
+            sentences.append(f"No method ranks significantly better than BM25 on {measure}.")
         if len(worse):
             verb = "ranks" if len(worse) == 1 else "rank"
             sentences.append(f"{_names(worse.index)} {verb} significantly worse ({_signed(worse.bm25_diff)}).")
@@ -238,11 +263,12 @@ def _findings(rows, means, tests, order, k) -> str:
             loss = trained[trained.zeroshot_significant.fillna(False).astype(bool) & (trained.zeroshot_diff < 0)]
             text = "Against the untrained zero-shot model, training "
             if len(gain):
-                text += f"significantly improved {PRIMARY_MEASURE} for {_names(gain.index)}"
+                text += f"significantly improved {measure} for {_names(gain.index)}"
             else:
-                text += f"improved {PRIMARY_MEASURE} significantly for no method"
+                text += f"improved {measure} significantly for no method"
             text += f" and significantly lowered it for {_names(loss.index)}." if len(loss) else "."
             sentences.append(text)
+    sentences += _random_findings(rows, order, measure)
     if tests is not None and k is not None:
         comprehensive = tests[tests.measure == f"comprehensiveness@{k}"]
         if len(comprehensive):
@@ -253,23 +279,66 @@ def _findings(rows, means, tests, order, k) -> str:
                 sentences.append(f"For {_names(beat)}, {effect}" + (f"; not for {_names(rest)}." if rest else "."))
             else:
                 sentences.append(f"For no method, {effect}.")
-    sentences += _accuracy_vs_faithfulness_findings(rows, means, order, k)
-    shortcut = means[(means.measure == "lexical_shortcut")].dropna(subset=["mean"])
-    if len(shortcut) > 1:
-        top = shortcut.loc[shortcut["mean"].idxmax()]
-        sentences.append(
-            f"The lexical-shortcut index is highest for {_name(top.method)} ({top['mean']:.2f}): that share of its positive "
-            "attribution falls on words shared with the query."
-        )
+    sentences += _accuracy_vs_faithfulness_findings(rows, means, order, k, measure)
+    sentences += _lexical_findings(means) + _verdict_findings(means, order)
     return " ".join(sentences) if sentences else "Not enough data for findings."
 
 
-def _accuracy_vs_faithfulness_findings(rows, means, order, k) -> list[str]:
+def _lexical_findings(means) -> list[str]:
+    """Which method's attribution exceeds its lexical baseline most."""
+    by_method = means.pivot_table(index="method", columns="measure", values="mean", aggfunc="first")
+    if not {"lexical_excess", "lexical_shortcut", "lexical_baseline"} <= set(by_method.columns):
+        return []
+    excess = by_method.lexical_excess.dropna()
+    if len(excess) < 2:
+        return []
+    top = by_method.loc[excess.idxmax()]
+    return [
+        f"The lexical-shortcut index exceeds its baseline most for {_name(excess.idxmax())} ({top.lexical_excess:+.2f}: "
+        f"{top.lexical_shortcut:.2f} of its positive attribution on words shared with the query, whose words make up "
+        f"{top.lexical_baseline:.2f} of the documents)."
+    ]
+
+
+def _verdict_findings(means, order) -> list[str]:
+    """Verdict agreement for top- vs bottom-explained documents, per method."""
+    by_method = means.pivot_table(index="method", columns="measure", values="mean", aggfunc="first")
+    if not {"verdict_agreement_top", "verdict_agreement_bottom"} <= set(by_method.columns):
+        return []
+    both = by_method[["verdict_agreement_top", "verdict_agreement_bottom"]].dropna()
+    pairs = [f"{_name(m)} {both.loc[m].verdict_agreement_top:.2f} vs {both.loc[m].verdict_agreement_bottom:.2f}" for m in order if m in both.index]
+    if not pairs:
+        return []
+    return [
+        "Verdict agreement (rationale vs the method's decision), top- vs bottom-explained documents: " + "; ".join(pairs) + "."
+    ]
+
+
+def _random_findings(rows, order, measure) -> list[str]:
+    """Which methods (BM25 included) fail to beat a random order of their own candidates on ``measure``."""
+    if "random_p" not in rows:
+        return []
+    tested = rows[(rows.measure == measure) & rows.random_p.notna()].set_index("method")
+    tested = tested.reindex([m for m in order if m in set(tested.index)])
+    if tested.empty:
+        return []
+    beaten = tested.random_significant.fillna(False).astype(bool) & (tested.random_diff > 0)
+    if beaten.all():
+        return [f"Every method, BM25 included, ranks significantly better than a random order of the same candidates on {measure}."]
+    rest = tested[~beaten]
+    verb = "does" if len(rest) == 1 else "do"
+    return [
+        f"{_names(rest.index)} {verb} not rank significantly better than a random order of the same candidates on {measure} "
+        f"(mean per-query difference {_signed(rest.random_diff)})."
+    ]
+
+
+def _accuracy_vs_faithfulness_findings(rows, means, order, k, primary: str = PRIMARY_MEASURE) -> list[str]:
     """Did better ranking come with higher comprehensiveness? Compared across the methods of one table."""
     if k is None:
         return []
     measure = f"comprehensiveness@{k}"
-    accuracy = rows[rows.measure == PRIMARY_MEASURE].set_index("method")["mean"]
+    accuracy = rows[rows.measure == primary].set_index("method")["mean"]
     faithfulness = means[means.measure == measure].set_index("method")["mean"].dropna()
     both = [m for m in order if m in accuracy.index and m in faithfulness.index]
     if len(both) < 2:
@@ -279,19 +348,19 @@ def _accuracy_vs_faithfulness_findings(rows, means, order, k) -> list[str]:
     if best == most:
         text = (
             f"Better ranking came with more faithful attributions at the top: the best-ranking method, {_name(best)} "
-            f"({PRIMARY_MEASURE} {accuracy[best]:.3f}), also has the highest {measure} ({faithfulness[best]:.3f})."
+            f"({primary} {accuracy[best]:.3f}), also has the highest {measure} ({faithfulness[best]:.3f})."
         )
     else:
         text = (
             f"Better ranking did not come with the most faithful attributions: the best-ranking method, {_name(best)} "
-            f"({PRIMARY_MEASURE} {accuracy[best]:.3f}), has {measure} {faithfulness[best]:.3f}, below {_name(most)} "
-            f"({faithfulness[most]:.3f}, {PRIMARY_MEASURE} {accuracy[most]:.3f})."
+            f"({primary} {accuracy[best]:.3f}), has {measure} {faithfulness[best]:.3f}, below {_name(most)} "
+            f"({faithfulness[most]:.3f}, {primary} {accuracy[most]:.3f})."
         )
     sentences = [text]
     if len(both) >= 3 and accuracy.nunique() > 1 and faithfulness.nunique() > 1:
         rho = scipy_stats.spearmanr(accuracy.to_numpy(), faithfulness.to_numpy()).statistic
         sentences.append(
-            f"Across the {len(both)} explained methods, Spearman's ρ between mean {PRIMARY_MEASURE} and mean {measure} is "
+            f"Across the {len(both)} explained methods, Spearman's ρ between mean {primary} and mean {measure} is "
             f"{rho:+.2f} (descriptive: {len(both)} methods are too few for a test)."
         )
     return sentences

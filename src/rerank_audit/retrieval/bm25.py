@@ -1,4 +1,9 @@
-"""BM25 first stage with bm25s (sparse, numpy, batched) over title + text."""
+"""BM25 first stage with bm25s (sparse, numpy, batched) over title + text.
+
+Two candidate pools: ``bm25_candidates`` (the top k of the whole corpus, the realistic
+setting) and ``judged_candidates`` (each query's judged documents, ordered by BM25: the
+protocol of a fully judged, rated pool).
+"""
 
 from __future__ import annotations
 
@@ -49,7 +54,34 @@ def bm25_candidates(index: BM25Index, queries: pd.DataFrame, k: int) -> pd.DataF
             "score": scores.ravel().astype("float64"),
         }
     )
-    run = run[run.score > 0].sort_values(["query_id", "score", "doc_id"], ascending=[True, False, True])
+    return _ranked(run[run.score > 0])
+
+
+def judged_candidates(index: BM25Index, queries: pd.DataFrame, qrels: pd.DataFrame) -> pd.DataFrame:
+    """Every judged document (any grade) of each query, ordered by its BM25 score, as a run.
+
+    ``qrels`` (query_id, doc_id, relevance) rows of queries not in ``queries`` are ignored;
+    a judged document unknown to the index is an error. Unlike ``bm25_candidates``,
+    documents that share no term with the query stay in the pool (score 0, after the
+    others). Ties are ordered by doc_id. Queries without judgements get no rows.
+    """
+    judged = qrels[qrels.query_id.isin(queries.query_id)][["query_id", "doc_id"]].drop_duplicates()
+    position = pd.Series(np.arange(len(index.doc_ids)), index=index.doc_ids)
+    unknown = judged.doc_id[~judged.doc_id.isin(position.index)]
+    if len(unknown):
+        raise ValueError(f"qrels name {unknown.nunique()} document(s) not in the corpus, e.g. {unknown.iloc[0]!r}; ingest the qrels with their corpus")
+    texts = queries.set_index("query_id").text
+    judged["score"] = 0.0
+    for query_id, group in judged.groupby("query_id", sort=False):
+        # bm25s scores every document of the corpus for one query; keep the judged ones.
+        tokens = index.retriever.get_tokens_ids(index.tokenize([texts[query_id]])[0])
+        judged.loc[group.index, "score"] = index.retriever.get_scores_from_ids(tokens)[position[group.doc_id].to_numpy()]
+    return _ranked(judged)
+
+
+def _ranked(run: pd.DataFrame) -> pd.DataFrame:
+    """``run`` (query_id, doc_id, score) ordered by score within each query, ranked, labelled bm25."""
+    run = run.sort_values(["query_id", "score", "doc_id"], ascending=[True, False, True])
     run["rank"] = run.groupby("query_id").cumcount().astype("int64") + 1
     run["method"], run["budget"] = "bm25", UNTRAINED_BUDGET
     return run.reset_index(drop=True)
