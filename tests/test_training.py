@@ -1,18 +1,23 @@
-"""Training: examples from qrels + BM25 hard negatives, and the four TRL trainers on a tiny model.
+"""Training: examples from qrels + known negatives, and the four TRL trainers on a tiny model.
 
 The hand-made collection (relevance threshold 2):
 
-    q1  qrels d5:3  d1:2  d3:1 (partly relevant: neither positive nor negative)  d2:0
-        BM25  d2 d3 d4 d1 d6 d5
-    q2  qrels d4:2           BM25  d4 d1 d2   (d1 is unjudged for q2: a negative)
-    q3  qrels d1:0           BM25  d1 d2      (no relevant document: no example)
+    q1  qrels d5:3  d1:2  d3:1 (partly relevant: neither positive nor negative)  d2:0  d7:0  d8:0
+        BM25  d4 d2 d3 d1 d6 d7 d5   (d8 judged but not retrieved; d6 unjudged)
+    q2  qrels d4:2  d1:0  d6:0      BM25  d4 d1 d2 d6
+    q3  qrels d1:0                  BM25  d1 d2      (no relevant document: no example)
+    q4  qrels d5:2                  BM25  d5 d3 d6   (no judged non-relevant document)
 
-so the positives are q1: d5, d1 (highest grade first) and q2: d4; the hard negatives are
-q1: d2, d4, d6 and q2: d1, d2 (BM25 order, relevant and partly relevant skipped).
+Relevant to some query (grade > 0): d1 d3 d4 d5, never a negative. So the positives are
+q1: d5, d1 (highest grade first), q2: d4, q4: d5; the negatives are the judged non-relevant
+documents, retrieved ones by BM25 rank, then the others by id: q1: d2, d7, d8; q2: d6 (d1 is
+judged non-relevant to q2 but relevant to q1); q4: none. With unjudged negatives on, the
+unjudged BM25 candidates follow: q1: + d6 (d4 is relevant to q2); q2: + d2; q4: d6.
 """
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,36 +32,33 @@ from transformers import AutoTokenizer
 from rerank_audit.data import schemas
 from rerank_audit.io import read_table, write_table
 from rerank_audit.models import prompts
-from rerank_audit.training.examples import answer_pairs, preference_pairs, sft_examples
+from rerank_audit.training.examples import NoNegativesError, answer_pairs, negative_summary, preference_pairs, sft_examples
 
 REPO = Path(__file__).resolve().parents[1]
 # TRL 1.16 itself calls a transformers 5.24 deprecated alias on every DPO step; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+YES, NO = prompts.pointwise_completion(True), prompts.pointwise_completion(False)
 
 CORPUS = pd.DataFrame(
     {
-        "doc_id": ["d1", "d2", "d3", "d4", "d5", "d6"],
-        "title": ["Glacier mass", "", "Snow cover", "Sea ice", "Ice cores", "Permafrost"],
-        "text": ["Alpine glaciers lose mass.", "Dust storms.", "Snow in the Alps.", "Arctic sea ice.", "Antarctic cores.", "Thawing soil."],
+        "doc_id": ["d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8"],
+        "title": ["Glacier mass", "", "Snow cover", "Sea ice", "Ice cores", "Permafrost", "Tundra", "Lakes"],
+        "text": ["Alpine glaciers lose mass.", "Dust storms.", "Snow in the Alps.", "Arctic sea ice.", "Antarctic cores.",
+                 "Thawing soil.", "Shrubs spread north.", "Lake ice dates."],
     }
 )
-QUERIES = pd.DataFrame({"query_id": ["q1", "q2", "q3"], "text": ["glacier ice loss", "sea ice extent", "dust"]})
+QUERIES = pd.DataFrame({"query_id": ["q1", "q2", "q3", "q4"], "text": ["glacier ice loss", "sea ice extent", "dust", "ice cores"]})
 QRELS = pd.DataFrame(
-    {
-        "query_id": ["q1", "q1", "q1", "q1", "q2", "q3"],
-        "doc_id": ["d5", "d1", "d3", "d2", "d4", "d1"],
-        "relevance": [3, 2, 1, 0, 2, 0],
-    }
+    [("q1", "d5", 3), ("q1", "d1", 2), ("q1", "d3", 1), ("q1", "d2", 0), ("q1", "d7", 0), ("q1", "d8", 0),
+     ("q2", "d4", 2), ("q2", "d1", 0), ("q2", "d6", 0), ("q3", "d1", 0), ("q4", "d5", 2)],
+    columns=["query_id", "doc_id", "relevance"],
 )
+RANKED = {"q1": ["d4", "d2", "d3", "d1", "d6", "d7", "d5"], "q2": ["d4", "d1", "d2", "d6"], "q3": ["d1", "d2"], "q4": ["d5", "d3", "d6"]}
 RUN = pd.DataFrame(
-    {
-        "query_id": ["q1"] * 6 + ["q2"] * 3 + ["q3"] * 2,
-        "doc_id": ["d2", "d3", "d4", "d1", "d6", "d5", "d4", "d1", "d2", "d1", "d2"],
-        "score": [9.0, 8, 7, 6, 5, 4, 9, 8, 7, 9, 8],
-        "rank": [1, 2, 3, 4, 5, 6, 1, 2, 3, 1, 2],
-    }
+    [(query_id, doc_id, 10.0 - rank, rank) for query_id, docs in RANKED.items() for rank, doc_id in enumerate(docs, 1)],
+    columns=["query_id", "doc_id", "score", "rank"],
 )
-TRAIN = ["q2", "q1", "q3"]
+TRAIN = ["q2", "q1", "q3", "q4"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -75,14 +77,14 @@ def tokenizer(tiny_lm_dir):
     return AutoTokenizer.from_pretrained(tiny_lm_dir)
 
 
-def make_sft(tokenizer, **options):
+def make_sft(tokenizer, train=TRAIN, **options):
     settings = dict(negatives_per_positive=1, max_positives_per_query=2, relevance_threshold=2, seed=0) | options
-    return sft_examples(CORPUS, QUERIES, QRELS, RUN, TRAIN, tokenizer, **settings)
+    return sft_examples(CORPUS, QUERIES, QRELS, RUN, train, tokenizer, **settings)
 
 
-def make_pairs(tokenizer, **options):
+def make_pairs(tokenizer, train=TRAIN, **options):
     settings = dict(pairs_per_query=3, relevance_threshold=2, seed=0) | options
-    return preference_pairs(CORPUS, QUERIES, QRELS, RUN, TRAIN, tokenizer, **settings)
+    return preference_pairs(CORPUS, QUERIES, QRELS, RUN, train, tokenizer, **settings)
 
 
 def rows(frame, columns):
@@ -92,22 +94,70 @@ def rows(frame, columns):
 # ------------------------------------------------------------------ examples
 
 
-def test_sft_examples_are_relevant_docs_then_top_ranked_non_relevant_candidates(tokenizer):
+def test_sft_examples_are_relevant_docs_then_judged_non_relevant_ones_by_bm25_rank(tokenizer):
     examples = make_sft(tokenizer)
     assert rows(examples, ["query_id", "doc_id", "label"]) == [
-        ("q2", "d4", 1), ("q2", "d1", 0),
-        ("q1", "d5", 1), ("q1", "d1", 1), ("q1", "d2", 0), ("q1", "d4", 0),
+        ("q2", "d4", 1), ("q2", "d6", 0),
+        ("q1", "d5", 1), ("q1", "d1", 1), ("q1", "d2", 0), ("q1", "d7", 0),
+        ("q4", "d5", 1),
     ]
-    assert examples.completion.tolist() == ["yes", "no", "yes", "yes", "no", "no"]
+    assert examples.completion.tolist() == [YES, NO, YES, YES, NO, NO, YES]
     assert examples.prompt[0] == prompts.pointwise_prompt(tokenizer, "sea ice extent", "Sea ice: Arctic sea ice.")
     assert examples.prompt[4] == prompts.pointwise_prompt(tokenizer, "glacier ice loss", "Dust storms.")
+
+
+def test_a_document_relevant_to_another_query_is_never_a_negative(tokenizer):
+    # d4 is BM25's top candidate for q1 and relevant to q2; d1 is judged non-relevant to q2 but relevant to q1.
+    for unjudged in (False, True):
+        examples = make_sft(tokenizer, negatives_per_positive=5, unjudged_negatives=unjudged)
+        pairs = make_pairs(tokenizer, pairs_per_query=9, unjudged_negatives=unjudged)
+        negatives = set(rows(examples[examples.label == 0], ["query_id", "doc_id"])) | set(rows(pairs, ["query_id", "rejected_doc_id"]))
+        assert ("q1", "d4") not in negatives and ("q2", "d1") not in negatives
+
+
+def test_judged_non_relevant_documents_come_first_retrieved_by_rank_then_the_rest_by_id(tokenizer):
+    pairs = make_pairs(tokenizer, pairs_per_query=9)
+    assert rows(pairs, ["query_id", "chosen_doc_id", "rejected_doc_id"]) == [
+        ("q2", "d4", "d6"),
+        ("q1", "d5", "d2"), ("q1", "d1", "d7"), ("q1", "d5", "d8"),
+    ]
+
+
+def test_unjudged_candidates_are_negatives_only_when_switched_on_and_after_the_judged_ones(tokenizer):
+    assert "d6" not in set(make_sft(tokenizer, negatives_per_positive=5).query("query_id == 'q1'").doc_id)
+    pairs = make_pairs(tokenizer, pairs_per_query=9, unjudged_negatives=True)
+    assert rows(pairs, ["query_id", "chosen_doc_id", "rejected_doc_id"]) == [
+        ("q2", "d4", "d6"), ("q2", "d4", "d2"),
+        ("q1", "d5", "d2"), ("q1", "d1", "d7"), ("q1", "d5", "d8"), ("q1", "d1", "d6"),
+        ("q4", "d5", "d6"),
+    ]
+
+
+def test_a_budget_without_any_usable_negative_is_an_error_that_names_the_switch(tokenizer):
+    with pytest.raises(NoNegativesError, match="none of the 1 training queries .* train.unjudged_negatives: true"):
+        make_sft(tokenizer, train=["q4"])
+    with pytest.raises(NoNegativesError, match="judged non-relevant documents"):
+        make_pairs(tokenizer, train=["q4", "q3"])
+    assert rows(make_pairs(tokenizer, train=["q4"], unjudged_negatives=True), ["chosen_doc_id", "rejected_doc_id"]) == [("d5", "d6")]
+
+
+def test_negative_summary_counts_negatives_by_kind_and_queries_without_one(tokenizer):
+    examples = make_sft(tokenizer, negatives_per_positive=5, unjudged_negatives=True)
+    # q2: d6 judged, d2 unjudged; q1: d2 d7 d8 judged, d6 unjudged; q4: d6 unjudged; q3 has no relevant document
+    assert negative_summary(examples, QRELS, TRAIN, 2) == {
+        "queries": 4, "queries_without_positive": 1, "queries_without_negative": 0, "judged_non_relevant": 4, "unjudged": 3,
+    }
+    assert negative_summary(make_pairs(tokenizer), QRELS, TRAIN, 2) == {
+        "queries": 4, "queries_without_positive": 1, "queries_without_negative": 1, "judged_non_relevant": 4, "unjudged": 0,
+    }
 
 
 def test_sft_examples_cap_positives_and_scale_negatives_with_them(tokenizer):
     examples = make_sft(tokenizer, max_positives_per_query=1, negatives_per_positive=2)
     assert rows(examples, ["query_id", "doc_id", "label"]) == [
-        ("q2", "d4", 1), ("q2", "d1", 0), ("q2", "d2", 0),
-        ("q1", "d5", 1), ("q1", "d2", 0), ("q1", "d4", 0),
+        ("q2", "d4", 1), ("q2", "d6", 0),
+        ("q1", "d5", 1), ("q1", "d2", 0), ("q1", "d7", 0),
+        ("q4", "d5", 1),
     ]
 
 
@@ -118,14 +168,14 @@ def test_sft_examples_are_deterministic_and_fit_their_schema(tokenizer, tmp_path
     pd.testing.assert_frame_equal(read_table(tmp_path / "sft.parquet", schemas.SFT_EXAMPLES), examples, check_dtype=False)
 
 
-def test_preference_pairs_put_each_hard_negative_under_the_positives_in_turn(tokenizer, tmp_path):
+def test_preference_pairs_put_each_negative_under_the_positives_in_turn(tokenizer, tmp_path):
     pairs = make_pairs(tokenizer)
     assert rows(pairs, ["query_id", "chosen_doc_id", "rejected_doc_id"]) == [
-        ("q2", "d4", "d1"), ("q2", "d4", "d2"),
-        ("q1", "d5", "d2"), ("q1", "d1", "d4"), ("q1", "d5", "d6"),
+        ("q2", "d4", "d6"),
+        ("q1", "d5", "d2"), ("q1", "d1", "d7"), ("q1", "d5", "d8"),
     ]
     assert pairs.prompt[0] == prompts.document_prompt(tokenizer, "sea ice extent")
-    assert (pairs.chosen[0], pairs.rejected[0]) == ("Sea ice: Arctic sea ice.", "Glacier mass: Alpine glaciers lose mass.")
+    assert (pairs.chosen[0], pairs.rejected[0]) == ("Sea ice: Arctic sea ice.", "Permafrost: Thawing soil.")
     write_table(pairs, tmp_path / "pairs.parquet", schemas.PREFERENCE_PAIRS)
 
 
@@ -133,9 +183,10 @@ def test_answer_pairs_prefer_the_correct_answer_on_the_same_prompt(tokenizer, tm
     examples = make_sft(tokenizer)
     pairs = answer_pairs(examples)
     assert rows(pairs, ["query_id", "chosen_doc_id", "rejected_doc_id", "chosen", "rejected"]) == [
-        ("q2", "d4", "d4", "yes", "no"), ("q2", "d1", "d1", "no", "yes"),
-        ("q1", "d5", "d5", "yes", "no"), ("q1", "d1", "d1", "yes", "no"),
-        ("q1", "d2", "d2", "no", "yes"), ("q1", "d4", "d4", "no", "yes"),
+        ("q2", "d4", "d4", YES, NO), ("q2", "d6", "d6", NO, YES),
+        ("q1", "d5", "d5", YES, NO), ("q1", "d1", "d1", YES, NO),
+        ("q1", "d2", "d2", NO, YES), ("q1", "d7", "d7", NO, YES),
+        ("q4", "d5", "d5", YES, NO),
     ]
     assert pairs.prompt.tolist() == examples.prompt.tolist()
     write_table(pairs, tmp_path / "answers.parquet", schemas.PREFERENCE_PAIRS)
@@ -186,6 +237,8 @@ def test_each_trainer_writes_a_loadable_model_and_its_training_config(method, lo
     assert written["versions"]["trl"] == "1.16.0" and written["resumed_from"] is None
     log = [json.loads(line) for line in (tmp_path / "trainer_log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log if "loss" in entry] == [1, 2]
+    losses = [entry["loss"] for entry in log if "loss" in entry]
+    assert (written["loss_first"], written["loss_last"], written["truncated_documents"]) == (losses[0], losses[1], 0)
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2"]
     assert AutoTokenizer.from_pretrained(tmp_path).chat_template == tokenizer.chat_template
     if method == "reward":  # always a full model: a LoRA adapter is merged in
@@ -230,6 +283,117 @@ def test_bad_hyperparameters_fail_before_training(tiny_lm_dir, tokenizer, tmp_pa
         train_reranker("dpo_pairs", tiny_lm_dir, make_pairs(tokenizer), tmp_path, settings, seed=0)
     with pytest.raises(ValueError, match="lacks the columns \\['completion'\\]"):
         train_reranker("sft", tiny_lm_dir, make_pairs(tokenizer), tmp_path, hyper(), seed=0)
+
+
+# ------------------------------------------------------------------ documents cut to fit, reward pad
+
+LONG_DOCUMENT = "Alpine glaciers lose mass in hot summers. " * 30
+MAX_LENGTH = 96
+
+
+def build_trainer(method, base, data, tmp_path, **overrides):
+    """The TRL trainer train_reranker would train, on the documents fit_documents cut, and that count."""
+    from rerank_audit.training.trainers import _build_trainer, fit_documents
+
+    tok = AutoTokenizer.from_pretrained(base)
+    settings = hyper(max_length=MAX_LENGTH, bf16=False) | overrides
+    fitted, truncated = fit_documents(method, data, tok, settings["max_length"])
+    return _build_trainer(method, str(base), fitted, tok, tmp_path / "checkpoints", settings, seed=0), truncated
+
+
+def long_document_data(method, tokenizer):
+    """Two training rows of ``method`` (sft, dpo or reward) whose second document is far longer than MAX_LENGTH."""
+    query, short = "glacier ice loss", "Sea ice: Arctic sea ice."
+    if method == "reward":
+        prompt = prompts.document_prompt(tokenizer, query)
+        return pd.DataFrame({"query_id": ["q1", "q1"], "prompt": [prompt, prompt], "chosen": [short, LONG_DOCUMENT],
+                             "rejected": ["Dust storms.", "Dust storms."], "chosen_doc_id": ["d4", "d9"], "rejected_doc_id": ["d2", "d2"]})
+    sft = pd.DataFrame({"query_id": ["q1", "q1"], "doc_id": ["d4", "d9"], "label": [0, 1], "completion": [NO, YES],
+                        "prompt": [prompts.pointwise_prompt(tokenizer, query, document) for document in (short, LONG_DOCUMENT)]})
+    return answer_pairs(sft) if method == "dpo" else sft
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo", "reward"])
+def test_a_too_long_document_is_cut_so_that_the_answer_and_eos_are_trained_and_nothing_is_dropped(method, tiny_lm_dir, tokenizer, tmp_path):
+    data = long_document_data(method, tokenizer)
+    assert len(tokenizer(data.prompt[1] + (data.chosen[1] if method == "reward" else YES))["input_ids"]) > 2 * MAX_LENGTH
+    trainer, truncated = build_trainer(method, tiny_lm_dir, data, tmp_path)
+    assert (truncated, len(trainer.train_dataset)) == (1, 2)
+    eos = [tokenizer.eos_token_id]
+    example = trainer.train_dataset[1]
+    if method == "sft":
+        sequence, trained = example["input_ids"], [t for t in example["labels"] if t != -100]
+        assert trained == tokenizer(YES, add_special_tokens=False)["input_ids"] + eos
+    elif method == "dpo":
+        sequence = example["prompt_ids"] + example["chosen_ids"]
+        assert example["chosen_ids"] == tokenizer(YES, add_special_tokens=False)["input_ids"] + eos
+        assert example["rejected_ids"] == tokenizer(NO, add_special_tokens=False)["input_ids"] + eos
+    else:
+        sequence = example["chosen_ids"]
+        assert tokenizer.decode(sequence).startswith(data.prompt[1] + "Alpine glaciers lose mass")
+    assert sequence[-1] == tokenizer.eos_token_id
+    assert MAX_LENGTH - 3 <= len(sequence) <= MAX_LENGTH  # cut at the document's last token that fits
+    # the documents that fitted are untouched
+    assert trainer.train_dataset[0] == build_trainer(method, tiny_lm_dir, data.iloc[:1], tmp_path / "short")[0].train_dataset[0]
+
+
+def test_the_cut_count_is_recorded_in_the_training_config(tiny_lm_dir, tokenizer, tmp_path):
+    from rerank_audit.training.trainers import train_reranker
+
+    record = train_reranker("sft", tiny_lm_dir, long_document_data("sft", tokenizer), tmp_path, hyper(max_length=MAX_LENGTH, max_steps=1), seed=0)
+    assert (record["truncated_documents"], record["train_samples"], record["examples"]) == (1, 2, 2)
+
+
+def test_a_query_too_long_for_max_length_even_without_its_document_is_an_error(tiny_lm_dir, tokenizer):
+    from rerank_audit.training.trainers import fit_documents
+
+    data = long_document_data("sft", tokenizer)
+    with pytest.raises(ValueError, match="training example 0 \\(query q1\\).*even without its document; raise max_length"):
+        fit_documents("sft", data, tokenizer, 40)
+
+
+@pytest.fixture(scope="module")
+def pad_is_eos_lm_dir(tiny_lm_dir, tmp_path_factory):
+    """The tiny model with a tokenizer that pads with its EOS, as the converted SmolLM2 does."""
+    folder = tmp_path_factory.mktemp("pad-is-eos")
+    shutil.copytree(tiny_lm_dir, folder, dirs_exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.pad_token = tok.eos_token
+    tok.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"pad_token_id": tok.eos_token_id}))
+    return folder
+
+
+def test_the_reward_head_reads_the_eos_token_even_when_the_tokenizer_pads_with_eos(pad_is_eos_lm_dir, tmp_path):
+    import torch
+
+    tok = AutoTokenizer.from_pretrained(pad_is_eos_lm_dir)
+    assert tok.pad_token_id == tok.eos_token_id == 2
+    trainer, _ = build_trainer("reward", pad_is_eos_lm_dir, make_pairs(tok), tmp_path)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    model = trainer.model.eval()
+    with torch.no_grad():
+        rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]
+        hidden = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    ends = batch["attention_mask"].sum(dim=1) - 1  # the last real token of each (right-padded) sequence
+    rows = torch.arange(len(ends))
+    assert ends.unique().numel() > 1  # the batch is padded: some sequences end before others
+    assert (batch["input_ids"][rows, ends] == tok.eos_token_id).all()
+    torch.testing.assert_close(rewards, model.score(hidden[rows, ends])[:, 0])
+
+
+def test_a_reward_model_is_saved_with_a_pad_token_other_than_eos(pad_is_eos_lm_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from rerank_audit.training.trainers import train_reranker
+
+    tok = AutoTokenizer.from_pretrained(pad_is_eos_lm_dir)
+    record = train_reranker("reward", pad_is_eos_lm_dir, make_pairs(tok), tmp_path, hyper(max_steps=1), seed=0)
+    saved = AutoTokenizer.from_pretrained(tmp_path)
+    config = AutoModelForSequenceClassification.from_pretrained(tmp_path).config
+    assert (saved.pad_token, config.pad_token_id, record["pad_token"]) == ("<|endoftext|>", saved.pad_token_id, "<|endoftext|>")
+    assert config.pad_token_id != saved.eos_token_id == tok.eos_token_id
 
 
 # ------------------------------------------------------------------ resume
@@ -311,8 +475,8 @@ def toy_collection():
     queries = pd.DataFrame({"query_id": ["t0", "t1"], "text": TOY_QUERIES})
     glaciers = [doc_id for doc_id in corpus.doc_id if doc_id.startswith("g")]
     deserts = [doc_id for doc_id in corpus.doc_id if doc_id.startswith("d")]
-    qrels = pd.DataFrame([(q, d, 1) for q in queries.query_id for d in glaciers], columns=["query_id", "doc_id", "relevance"])
-    # BM25 ranks the deserts on top: the hardest negatives
+    qrels = pd.DataFrame([(q, d, int(d in glaciers)) for q in queries.query_id for d in glaciers + deserts], columns=["query_id", "doc_id", "relevance"])
+    # BM25 ranks the deserts (judged non-relevant) on top: the hardest negatives
     run = pd.DataFrame(
         [(q, d, float(-r), r + 1) for q in queries.query_id for r, d in enumerate(deserts + glaciers)],
         columns=["query_id", "doc_id", "score", "rank"],

@@ -35,6 +35,7 @@ rule training_data:
             negatives_per_positive=config["train"]["negatives_per_positive"],
             max_positives_per_query=config["train"]["max_positives_per_query"],
             pairs_per_query=config["train"]["pairs_per_query"],
+            unjudged_negatives=config["train"].get("unjudged_negatives", False),
             relevance_threshold=relevance_threshold,
         ),
     log:

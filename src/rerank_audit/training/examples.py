@@ -1,16 +1,26 @@
-"""Training examples for the re-rankers, built from training queries, their qrels and BM25 hard negatives.
+"""Training examples for the re-rankers, built from training queries, their qrels and the BM25 run.
 
 Three tables, one per training signal (DESIGN.md, Stage 4):
 
-- ``sft_examples``: pointwise prompt (query, document) -> "yes" / "no" (``sft``).
+- ``sft_examples``: pointwise prompt (query, document) -> the "relevant" / "not relevant"
+  answer of ``prompts.pointwise_completion`` (``sft``).
 - ``answer_pairs``: the same prompt, chosen = correct answer, rejected = wrong one (``dpo``).
-- ``preference_pairs``: prompt = query, chosen = a relevant document, rejected = a BM25 hard
-  negative (``dpo_pairs`` and ``reward``).
+- ``preference_pairs``: prompt = query, chosen = a relevant document, rejected = a negative
+  (``dpo_pairs`` and ``reward``).
 
-A document is *relevant* when its grade is at least ``relevance_threshold``; it is a
-*negative* when it is judged non-relevant (grade 0) or unjudged. Documents graded between
-the two (0 < grade < threshold) are neither: they would teach the model a wrong lesson
-either way. Hard negatives are the highest-ranked BM25 candidates that are negatives.
+A document is *relevant* to a query when its grade is at least ``relevance_threshold``.
+Negatives only where non-relevance is known:
+
+1. the query's *judged non-relevant* documents (grade <= 0), those in the query's BM25 run
+   first by rank (the hard ones), then the others by doc_id;
+2. only when ``unjudged_negatives`` is on: the query's *unjudged* BM25 candidates, by rank.
+
+A document with a positive grade for *any* query is never a negative, not even one judged
+non-relevant to this query: on collections of near-duplicate evidence (CLIMATE-FEVER) such a
+document is usually on the topic, and a positive grade anywhere, even below the threshold,
+is the evidence we have that the pool's judgements are incomplete around it. Documents
+graded between 0 and the threshold for this query are neither positive nor negative: they
+would teach the model a wrong lesson either way.
 
 Everything is deterministic given ``seed``: the seed only breaks ties between positives of
 the same grade when a query has more of them than are used.
@@ -30,9 +40,13 @@ SFT_COLUMNS = ["query_id", "doc_id", "prompt", "completion", "label"]
 PAIR_COLUMNS = ["query_id", "prompt", "chosen", "rejected", "chosen_doc_id", "rejected_doc_id"]
 
 
+class NoNegativesError(ValueError):
+    """No training query with a relevant document has a usable negative: nothing to contrast."""
+
+
 @dataclass(frozen=True)
 class _Candidates:
-    """The training documents of one query: positives best first, hard negatives by BM25 rank."""
+    """The training documents of one query: positives best first, then negatives in the order they are used."""
 
     query_id: str
     query: str
@@ -47,11 +61,13 @@ def _training_candidates(
     train_query_ids: Sequence[str],
     relevance_threshold: int,
     seed: int,
+    unjudged_negatives: bool,
 ) -> list[_Candidates]:
-    """Positives and hard negatives of each training query, in ``train_query_ids`` order (duplicates dropped).
+    """Positives and negatives of each training query, in ``train_query_ids`` order (duplicates dropped).
 
-    Positives are ordered by grade (highest first), ties in a seeded random order; negatives
-    by BM25 rank. Queries without a positive are left out (they yield no example).
+    Positives are ordered by grade (highest first), ties in a seeded random order; negatives as
+    the module docstring says. Queries without a positive are left out (they yield no example).
+    Raises NoNegativesError when some query has a positive but none has a negative.
     """
     query_text = dict(zip(queries.query_id, queries.text))
     unknown = [query_id for query_id in train_query_ids if query_id not in query_text]
@@ -62,6 +78,7 @@ def _training_candidates(
     ranked = run.sort_values(["query_id", "rank", "doc_id"]).groupby("query_id")
     judged_ids = set(grades.groups)
     ranked_ids = set(ranked.groups)
+    relevant_anywhere = set(qrels.doc_id[qrels.relevance > 0])
     result = []
     for query_id in dict.fromkeys(train_query_ids):
         judged = grades.get_group(query_id) if query_id in judged_ids else qrels.iloc[:0]
@@ -70,10 +87,26 @@ def _training_candidates(
             continue
         # Shuffle first, then a stable sort by grade: equal grades keep the seeded order.
         relevant = relevant.iloc[rng.permutation(len(relevant))].sort_values("relevance", ascending=False, kind="stable")
-        not_negative = set(judged.doc_id[judged.relevance > 0])
-        candidates = ranked.get_group(query_id).doc_id if query_id in ranked_ids else []
-        negatives = [doc_id for doc_id in dict.fromkeys(candidates) if doc_id not in not_negative]
+        candidates = list(dict.fromkeys(ranked.get_group(query_id).doc_id)) if query_id in ranked_ids else []
+        rank = {doc_id: position for position, doc_id in enumerate(candidates)}
+        judged_non_relevant = set(judged.doc_id[judged.relevance <= 0]) - relevant_anywhere
+        negatives = sorted(judged_non_relevant, key=lambda doc_id: (rank.get(doc_id, len(rank)), doc_id))
+        if unjudged_negatives:
+            not_negative = set(judged.doc_id) | relevant_anywhere
+            negatives += [doc_id for doc_id in candidates if doc_id not in not_negative]
         result.append(_Candidates(query_id, query_text[query_id], list(relevant.doc_id), negatives))
+    if result and not any(query.negatives for query in result):
+        fix = (
+            "give the training queries judged non-relevant documents (grade 0) in the qrels"
+            if unjudged_negatives
+            else "give the training queries judged non-relevant documents (grade 0) in the qrels, or set "
+            "train.unjudged_negatives: true to take their unjudged BM25 candidates as negatives"
+        )
+        raise NoNegativesError(
+            f"none of the {len(result)} training queries with a relevant document has a usable negative "
+            f"(a document judged non-relevant to it{' or an unjudged BM25 candidate' if unjudged_negatives else ''}, "
+            f"relevant to no query); {fix}"
+        )
     return result
 
 
@@ -98,6 +131,7 @@ def sft_examples(
     max_positives_per_query: int,
     relevance_threshold: int,
     seed: int,
+    unjudged_negatives: bool = False,
 ) -> pd.DataFrame:
     """Pointwise yes/no examples of the training queries.
 
@@ -105,15 +139,17 @@ def sft_examples(
     relevance int), a BM25 run (query_id, doc_id, rank 1-based), the training query ids, and the
     tokenizer whose chat template renders the prompt. Per query: up to
     ``max_positives_per_query`` relevant documents (highest grade first) and
-    ``negatives_per_positive`` hard negatives per positive used (the top non-relevant BM25
-    candidates; fewer if the run has fewer).
+    ``negatives_per_positive`` negatives per positive used (in the order of the module
+    docstring; fewer if the query has fewer; unjudged candidates only with
+    ``unjudged_negatives``).
 
     Out: the ``sft examples`` table (query_id, doc_id, prompt, completion, label), rows ordered
-    by query (``train_query_ids`` order), then positives, then negatives by rank. ``prompt`` is
-    ``prompts.pointwise_prompt``; ``completion`` is "yes" (label 1) or "no" (label 0).
+    by query (``train_query_ids`` order), then positives, then negatives. ``prompt`` is
+    ``prompts.pointwise_prompt``; ``completion`` is ``prompts.pointwise_completion(label)``.
+    Raises NoNegativesError when no training query has a negative.
     """
     rows = []
-    for query in _training_candidates(queries, qrels, run, train_query_ids, relevance_threshold, seed):
+    for query in _training_candidates(queries, qrels, run, train_query_ids, relevance_threshold, seed, unjudged_negatives):
         positives = query.positives[:max_positives_per_query]
         negatives = query.negatives[: negatives_per_positive * len(positives)]
         rows += [(query.query_id, query.query, doc_id, 1) for doc_id in positives]
@@ -145,20 +181,23 @@ def preference_pairs(
     pairs_per_query: int,
     relevance_threshold: int,
     seed: int,
+    unjudged_negatives: bool = False,
 ) -> pd.DataFrame:
-    """Document preference pairs of the training queries: a relevant document over a hard negative.
+    """Document preference pairs of the training queries: a relevant document over a negative.
 
     In: as for ``sft_examples``. Per query, pair i (i < ``pairs_per_query``) takes the i-th
-    hard negative (BM25 rank order, so the hardest first; each negative used once) and the
-    positives in turn (highest grade first, cycling when there are fewer positives than pairs).
-    A query yields min(pairs_per_query, number of hard negatives) pairs.
+    negative (in the order of the module docstring, so judged non-relevant BM25 candidates,
+    the hardest, first; each negative used once) and the positives in turn (highest grade
+    first, cycling when there are fewer positives than pairs). A query yields
+    min(pairs_per_query, number of negatives) pairs. Raises NoNegativesError when no
+    training query has a negative.
 
     Out: the ``preference pairs`` table (query_id, prompt, chosen, rejected, chosen_doc_id,
     rejected_doc_id). ``prompt`` is ``prompts.document_prompt(tokenizer, query)``; chosen and
     rejected are ``prompts.document_text`` of the documents.
     """
     rows = []
-    for query in _training_candidates(queries, qrels, run, train_query_ids, relevance_threshold, seed):
+    for query in _training_candidates(queries, qrels, run, train_query_ids, relevance_threshold, seed, unjudged_negatives):
         negatives = query.negatives[:pairs_per_query]
         rows += [
             (query.query_id, query.query, query.positives[i % len(query.positives)], rejected)
@@ -194,3 +233,29 @@ def answer_pairs(sft_examples: pd.DataFrame) -> pd.DataFrame:
         },
         columns=PAIR_COLUMNS,
     )
+
+
+def negative_summary(table: pd.DataFrame, qrels: pd.DataFrame, train_query_ids: Sequence[str], relevance_threshold: int) -> dict[str, int]:
+    """Where the negatives of a training table come from, for the log.
+
+    In: an ``sft examples`` table (negatives: label 0) or a ``preference pairs`` table
+    (negatives: rejected_doc_id), the qrels, the training query ids and the relevance threshold.
+    Out: ``queries`` (distinct training queries), ``queries_without_positive`` (they yield no
+    example), ``queries_without_negative`` (with a positive, but no negative in ``table``),
+    ``judged_non_relevant`` and ``unjudged`` (negative rows whose (query, document) is / is not
+    in the qrels).
+    """
+    if "label" in table.columns:
+        negatives = table.loc[table.label == 0, ["query_id", "doc_id"]]
+    else:
+        negatives = table[["query_id", "rejected_doc_id"]].set_axis(["query_id", "doc_id"], axis=1)
+    judged = negatives.merge(qrels[["query_id", "doc_id"]].drop_duplicates(), how="left", indicator=True)["_merge"] == "both"
+    queries = set(train_query_ids)
+    with_positive = set(qrels.query_id[(qrels.relevance >= relevance_threshold) & qrels.query_id.isin(queries)])
+    return {
+        "queries": len(queries),
+        "queries_without_positive": len(queries - with_positive),
+        "queries_without_negative": len(with_positive - set(negatives.query_id)),
+        "judged_non_relevant": int(judged.sum()),
+        "unjudged": int((~judged).sum()),
+    }

@@ -17,6 +17,12 @@ plain-text (non-conversational) data and appends the tokenizer's EOS token to ev
 completion / chosen / rejected text. A scorer that wants the trained quantity must score
 the same text, EOS included.
 
+TRL would cut a sequence longer than ``max_length`` at its end (losing the answer and the
+EOS) or drop the example; ``fit_documents`` cuts the *document* instead, so every sequence
+fits whole. The reward head reads the last non-pad token (``config.pad_token_id``): where
+the tokenizer pads with its EOS, the reward model is trained (and saved) with another pad
+token, so that the head reads the EOS and not the document's last token.
+
 With LoRA, DPO's reference model is the base model with the adapter disabled (TRL does this
 when ``ref_model`` is None and a ``peft_config`` is given). Without LoRA it is a second copy
 of the base model.
@@ -38,6 +44,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 import torch
 import transformers
@@ -47,6 +54,7 @@ from transformers import AutoTokenizer, ProgressCallback
 from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
 
 from rerank_audit.io import atomic_path
+from rerank_audit.models import prompts
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +112,10 @@ def train_reranker(
         tmp.write_text(json.dumps(fingerprint, indent=1))
 
     transformers.set_seed(seed)
-    trainer = _build_trainer(method, str(base_model_path), data, checkpoints, hyper, seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model_path))
+    fitted, truncated = fit_documents(method, data, tokenizer, int(hyper["max_length"]))
+    logger.info("%s: %d documents cut to fit max_length=%s", method, truncated, hyper["max_length"])
+    trainer = _build_trainer(method, str(base_model_path), fitted, tokenizer, checkpoints, hyper, seed)
     if resume_from is not None:
         logger.info("%s: resuming from %s", method, resume_from)
     started = time.perf_counter()
@@ -114,6 +125,7 @@ def train_reranker(
     steps = trainer.state.global_step
 
     adapter = _save_final_model(trainer, method, output_dir)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     record = {
         "method": method,
         "base_model": str(base_model_path),
@@ -122,6 +134,9 @@ def train_reranker(
         "steps": steps,
         "examples": len(data),
         "train_samples": len(trainer.train_dataset),
+        "truncated_documents": truncated,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
         "resumed_from": resume_from.name if resume_from else None,
         "seconds_per_step": elapsed / (steps - steps_before) if steps > steps_before else None,
         "model_class": "AutoModelForSequenceClassification" if method == "reward" else "AutoModelForCausalLM",
@@ -129,6 +144,7 @@ def train_reranker(
         "bf16": bool(trainer.args.bf16),
         "device": str(trainer.args.device),
         "eos_appended": trainer.processing_class.eos_token,
+        "pad_token": trainer.processing_class.pad_token,
         "versions": _versions(),
     }
     with atomic_path(output_dir / TRAINER_LOG) as tmp:
@@ -232,14 +248,20 @@ def _remove_previous_outputs(output_dir: Path) -> None:
 
 
 def _use_bf16(hyper: Mapping[str, Any]) -> bool:
-    """bf16 mixed precision: as ``hyper['bf16']`` says, else on exactly when CUDA supports it."""
+    """bf16 autocast: as ``hyper['bf16']`` says (true/false), else (null/"auto") where measured faster.
+
+    Auto follows :func:`rerank_audit.models.precision.auto_dtype` on the device the trainer
+    uses: CUDA's bf16 units on a GPU, the matmul probe on the CPU.
+    """
+    from rerank_audit.models.precision import auto_dtype
+
     if hyper.get("bf16") not in (None, "auto"):
         return bool(hyper["bf16"])
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return auto_dtype("cuda" if torch.cuda.is_available() else "cpu") == torch.bfloat16
 
 
-def _build_trainer(method: str, base: str, data: pd.DataFrame, checkpoints: Path, hyper: Mapping[str, Any], seed: int):
-    """The TRL trainer of ``method``, its dataset, config and (optional) LoRA config."""
+def _build_trainer(method: str, base: str, data: pd.DataFrame, tokenizer, checkpoints: Path, hyper: Mapping[str, Any], seed: int):
+    """The TRL trainer of ``method`` on ``data`` (documents already fitted to max_length), with ``tokenizer``."""
     common = dict(
         output_dir=str(checkpoints),
         learning_rate=float(hyper["learning_rate"]),
@@ -265,7 +287,6 @@ def _build_trainer(method: str, base: str, data: pd.DataFrame, checkpoints: Path
         dataloader_pin_memory=torch.cuda.is_available(),
         model_init_kwargs={"dtype": "float32"},  # fp32 master weights; bf16 runs as autocast
     )
-    tokenizer = AutoTokenizer.from_pretrained(base)
     dataset = Dataset.from_pandas(data[DATA_COLUMNS[method]].reset_index(drop=True), preserve_index=False)
     peft_config = _lora_config(hyper["lora"], "SEQ_CLS" if method == "reward" else "CAUSAL_LM")
     if method == "sft":
@@ -276,15 +297,132 @@ def _build_trainer(method: str, base: str, data: pd.DataFrame, checkpoints: Path
         trainer = DPOTrainer(model=base, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
     else:
         # RewardTrainer loads AutoModelForSequenceClassification(num_labels=1) from the causal LM and sets
-        # config.pad_token_id (the head reads the last non-pad token).
+        # config.pad_token_id to the tokenizer's pad (the head reads the last non-pad token); the tokenizer is
+        # saved with the model, so the scorer pads the same way.
+        tokenizer.pad_token = _reward_pad_token(tokenizer)
         args = RewardConfig(**common)
         trainer = RewardTrainer(model=base, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
     dropped = len(data) - len(trainer.train_dataset)
-    if dropped:
-        logger.warning("%s: TRL dropped %d of %d examples longer than max_length=%s", method, dropped, len(data), hyper["max_length"])
+    if dropped:  # fit_documents made every sequence fit: a drop means it and TRL count tokens differently
+        raise RuntimeError(
+            f"{method}: TRL dropped {dropped} of {len(data)} examples longer than max_length={hyper['max_length']} "
+            "although fit_documents cut their documents to fit"
+        )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_LoggedProgress())
     return trainer
+
+
+def _reward_pad_token(tokenizer) -> str:
+    """The pad token a reward model trains with: the tokenizer's own if it is not the EOS, else its unk or <|endoftext|>.
+
+    With pad == EOS the sequence classifier, which reads the last token that is not padding,
+    would take the EOS that TRL appends for padding and read the document's last token.
+    """
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return tokenizer.pad_token
+    vocab = tokenizer.get_vocab()
+    for token in (tokenizer.unk_token, "<|endoftext|>"):
+        if token is not None and token in vocab and vocab[token] != tokenizer.eos_token_id:
+            return token
+    raise ValueError(
+        f"the tokenizer pads with its EOS token {tokenizer.eos_token!r} and has no other token to pad with "
+        "(no unk token, no <|endoftext|>), so the reward head could not read the EOS; save the base model's "
+        "tokenizer with a pad token distinct from EOS (tokenizer.pad_token = ...; tokenizer.save_pretrained)"
+    )
+
+
+def fit_documents(method: str, data: pd.DataFrame, tokenizer, max_length: int) -> tuple[pd.DataFrame, int]:
+    """``data`` with each document cut at its end, at a token boundary, so that every training sequence fits.
+
+    A training sequence is what TRL tokenizes: prompt + completion + EOS (``sft``), prompt +
+    chosen + EOS and prompt + rejected + EOS (the others). The documents are inside the
+    pointwise prompt for ``sft`` and ``dpo`` (the prompt is parsed and rendered again with
+    ``prompts.pointwise_prompt``), and they are chosen and rejected for ``dpo_pairs`` and
+    ``reward``. Out: (a copy of ``data`` with the cut texts, number of document texts cut). Raises
+    ValueError naming the row when a sequence is too long even with an empty document.
+    """
+    eos = tokenizer.eos_token
+    query_ids = data["query_id"] if "query_id" in data.columns else ["?"] * len(data)
+    names = [f"training example {i} (query {query_id})" for i, query_id in enumerate(query_ids)]
+    fitted, truncated = data.copy(), 0
+    if method in ("sft", "dpo"):
+        endings = [[text + eos for text in data[column]] for column in DATA_COLUMNS[method][1:]]
+        too_long = _too_long(tokenizer, [[p + e for p, e in zip(data.prompt, ending)] for ending in endings], max_length)
+        parse = _pointwise_parser(tokenizer)
+        new_prompts = list(data.prompt)
+        for i in np.flatnonzero(too_long):
+            query, document = parse(new_prompts[i], names[i])
+            for ending in (column[i] for column in endings):  # fit the longest ending: fit each in turn
+                document = _cut_to_fit(tokenizer, lambda d: prompts.pointwise_prompt(tokenizer, query, d) + ending, document, max_length, names[i])
+            new_prompts[i] = prompts.pointwise_prompt(tokenizer, query, document)
+        fitted["prompt"] = new_prompts
+        return fitted, int(too_long.sum())
+    for column in ("chosen", "rejected"):
+        documents = list(data[column])
+        too_long = _too_long(tokenizer, [[p + d + eos for p, d in zip(data.prompt, documents)]], max_length)
+        for i in np.flatnonzero(too_long):
+            prompt = data.prompt.iloc[i]
+            documents[i] = _cut_to_fit(tokenizer, lambda d: prompt + d + eos, documents[i], max_length, names[i])
+        fitted[column] = documents
+        truncated += int(too_long.sum())
+    return fitted, truncated
+
+
+def _too_long(tokenizer, sequences: list[list[str]], max_length: int) -> np.ndarray:
+    """Per row: whether any of its sequences (``sequences[k][row]``) has more than ``max_length`` tokens."""
+    lengths = [[len(ids) for ids in tokenizer(texts)["input_ids"]] for texts in sequences]
+    return (np.array(lengths) > max_length).any(axis=0)
+
+
+def _length(tokenizer, text: str) -> int:
+    """Tokens of ``text`` as TRL counts them (the tokenizer's default special tokens)."""
+    return len(tokenizer(text)["input_ids"])
+
+
+def _cut_to_fit(tokenizer, render, document: str, max_length: int, name: str) -> str:
+    """The longest prefix of ``document``, ending on one of its token boundaries, with ``render(prefix)`` <= max_length tokens.
+
+    A binary search over the document's token count (a shorter prefix never renders longer).
+    """
+    ends = [end for _, end in tokenizer(document, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+    prefix = lambda kept: document[: ends[kept - 1]] if kept else ""  # noqa: E731
+    if _length(tokenizer, render("")) > max_length:
+        raise ValueError(
+            f"{name}: the training sequence has more than max_length={max_length} tokens even without its document; "
+            "raise max_length for this method (train.defaults / train.methods)"
+        )
+    low, high = 0, len(ends)  # render(prefix(low)) fits; the answer is in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _length(tokenizer, render(prefix(middle))) <= max_length:
+            low = middle
+        else:
+            high = middle - 1
+    return prefix(low)
+
+
+def _pointwise_parser(tokenizer):
+    """A function prompt, name -> (query, document) inverting ``prompts.pointwise_prompt`` for ``tokenizer``.
+
+    The template is located by rendering it with two marker strings; a prompt it does not
+    reproduce exactly is an error (tables built for another base model or prompt version).
+    """
+    query_mark, document_mark = "\x1equery\x1e", "\x1edocument\x1e"
+    head, rest = prompts.pointwise_prompt(tokenizer, query_mark, document_mark).split(query_mark)
+    middle, tail = rest.split(document_mark)
+
+    def parse(prompt: str, name: str) -> tuple[str, str]:
+        found = prompt.startswith(head) and prompt.endswith(tail) and len(prompt) >= len(head) + len(tail)
+        query, _, document = prompt[len(head) : len(prompt) - len(tail)].partition(middle) if found else ("", "", "")
+        if not found or prompts.pointwise_prompt(tokenizer, query, document) != prompt:
+            raise ValueError(
+                f"{name}: the prompt is not a pointwise prompt of this tokenizer's template, so its document cannot "
+                "be cut to fit max_length; rebuild the training tables (rule training_data) with this base model"
+            )
+        return query, document
+
+    return parse
 
 
 def _lora_config(lora: Mapping[str, Any], task_type: str):
