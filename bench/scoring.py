@@ -1,12 +1,15 @@
-"""Re-ranking throughput: a naive scoring loop vs. the batched YesNoScorer (fp32 and bf16).
+"""Re-ranking throughput: a naive scoring loop vs. the batched YesNoScorer (fp32, bf16 and auto).
 
 Scores the same CLIMATE-FEVER pairs (each claim with its evidence sentences) with the
-bundled SmolLM2-135M-Instruct, zero-shot, four ways, measured side by side in one run:
+bundled SmolLM2-135M-Instruct, zero-shot, five ways, measured side by side in one run:
 
   naive         one pair at a time, fp32, full prompt, full logits (what one writes first)
   batched-plain YesNoScorer fp32 without prefix reuse (batching + length bucketing only)
-  batched       YesNoScorer fp32 (+ instruction/query prefix computed once per claim)
+  batched-fp32  YesNoScorer fp32 (+ instruction/query prefix computed once per claim)
   batched-bf16  YesNoScorer with bf16 weights
+  auto (…)      YesNoScorer with the model loaded as ``dtype: auto`` (the pipeline default):
+                the dtype the start-up matmul probe chose, named in the row; it should be
+                the faster of batched-fp32 and batched-bf16
 
 Prints pairs/s, speed-up over naive, useful GFLOP/s (2 × parameters × real tokens pushed
 through the model / s; padding not counted, the skipped vocabulary projections not
@@ -31,6 +34,7 @@ from scipy.stats import kendalltau
 
 from rerank_audit.models import prompts
 from rerank_audit.models.loading import load_causal_lm, load_tokenizer
+from rerank_audit.models.precision import cpu_probe
 from rerank_audit.models.scorers import YesNoScorer, answer_token_ids
 
 
@@ -121,6 +125,8 @@ def main() -> None:
     tokenizer = load_tokenizer(args.model)
     fp32 = load_causal_lm(args.model, "cpu", "float32")
     bf16 = load_causal_lm(args.model, "cpu", "bfloat16")
+    auto = load_causal_lm(args.model, "cpu", "auto")  # runs the precision probe at this thread count
+    auto_dtype = {torch.float32: "fp32", torch.bfloat16: "bf16"}[auto.dtype]
     n_params = fp32.num_parameters()
     lengths = [len(ids) for ids in tokenizer([prompts.pointwise_prompt(tokenizer, q, d) for q, d in zip(queries, documents)])["input_ids"]]
     print(
@@ -131,6 +137,8 @@ def main() -> None:
 
     peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
     print(f"matmul 2048³ peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
+    probe = cpu_probe()
+    print(f"precision probe (auto's evidence): fp32 {probe.fp32_gflops:.0f} GFLOP/s, bf16 {probe.bf16_gflops:.0f} GFLOP/s -> auto = {auto_dtype}")
 
     def batched(model, prefix_reuse):
         scorer = YesNoScorer(model, tokenizer, batch_size=args.batch_size, prefix_reuse=prefix_reuse, progress=False)
@@ -140,8 +148,9 @@ def main() -> None:
     runs = {
         "naive": ("fp32", lambda q, d: count_tokens(fp32.base_model, lambda: naive_scores(fp32, tokenizer, q, d))),
         "batched-plain": ("fp32", batched(fp32, prefix_reuse=False)),
-        "batched": ("fp32", batched(fp32, prefix_reuse=True)),
+        "batched-fp32": ("fp32", batched(fp32, prefix_reuse=True)),
         "batched-bf16": ("bf16", batched(bf16, prefix_reuse=True)),
+        f"auto ({auto_dtype})": (auto_dtype, batched(auto, prefix_reuse=True)),
     }
     naive_scores(fp32, tokenizer, queries[:2], documents[:2])  # warm-up
     # Other processes share these cores and their load drifts: the methods take turns on
@@ -164,17 +173,23 @@ def main() -> None:
             scores[name].append(slice_scores)
     scores = {name: np.concatenate(parts) for name, parts in scores.items()}
 
-    print(f"{'method':<14} {'dtype':<5} {'s':>7} {'pairs/s':>8} {'× naive':>8} {'tokens':>7} {'GFLOP/s':>8} {'% peak':>7} {'max|Δ| vs naive':>16}")
+    print(f"{'method':<15} {'dtype':<5} {'s':>7} {'pairs/s':>8} {'× naive':>8} {'tokens':>7} {'GFLOP/s':>8} {'% peak':>7} {'max|Δ| vs naive':>16}")
     for name, (dtype, _) in runs.items():
         gflops = 2 * n_params * tokens[name] / seconds[name] / 1e9
         delta = np.abs(scores[name] - scores["naive"]).max()
         print(
-            f"{name:<14} {dtype:<5} {seconds[name]:>7.1f} {len(queries) / seconds[name]:>8.2f} "
+            f"{name:<15} {dtype:<5} {seconds[name]:>7.1f} {len(queries) / seconds[name]:>8.2f} "
             f"{seconds['naive'] / seconds[name]:>8.2f} {tokens[name]:>7} {gflops:>8.1f} {100 * gflops / peak[dtype]:>6.0f}% {delta:>16.2e}"
         )
-    tau_bf16, _ = kendalltau(scores["batched-bf16"], scores["batched"])
-    tau_fp32, _ = kendalltau(scores["batched"], scores["naive"])
+    tau_bf16, _ = kendalltau(scores["batched-bf16"], scores["batched-fp32"])
+    tau_fp32, _ = kendalltau(scores["batched-fp32"], scores["naive"])
     print(f"Kendall tau: bf16 vs fp32 batched {tau_bf16:.4f}; fp32 batched vs naive {tau_fp32:.4f}")
+    faster = min(("fp32", "bf16"), key=lambda dtype: seconds[f"batched-{dtype}"])
+    print(
+        f"auto chose {auto_dtype}; the faster forced dtype here is {faster} "
+        f"({len(queries) / seconds['batched-fp32']:.2f} fp32 vs {len(queries) / seconds['batched-bf16']:.2f} bf16 pairs/s): "
+        f"{'auto is the faster' if auto_dtype == faster else 'AUTO CHOSE THE SLOWER'}"
+    )
     print(
         "GFLOP/s counts 2 × all parameters per token, as the naive loop computes; the batched scorer "
         "skips the vocabulary projection (the tied embedding) except for the two answer logits, so it "

@@ -10,6 +10,7 @@ import psutil
 import pytest
 import yaml
 
+from rerank_audit.models import prompts
 from workflow_runner import planned_rules, snakemake, snakemake_command, tiny_config, write_config, write_tiny_collection
 
 pytestmark = pytest.mark.slow
@@ -28,10 +29,10 @@ def test_every_method_trains_reranks_and_is_evaluated(workdir, tiny_lm_dir):
     snakemake(workdir, config)
     results = workdir / "results" / "tiny"
     metrics = pd.read_parquet(results / "evaluate" / "metrics.parquet")
-    expected = {("bm25", "0"), ("zeroshot", "0")} | {(m, "1") for m in METHODS[1:]}
+    expected = {("bm25", "0"), ("random", "0"), ("zeroshot", "0")} | {(m, "1") for m in METHODS[1:]}
     assert set(zip(metrics.method, metrics.budget)) == expected
     examples = pd.read_parquet(results / "train" / "1" / "sft_examples.parquet")
-    assert examples.query_id.nunique() == 1 and set(examples.completion) == {"yes", "no"}
+    assert examples.query_id.nunique() == 1 and set(examples.completion) == set(prompts.ANSWERS)
     for method in METHODS[1:]:
         record = json.loads((results / "models" / method / "1" / "training_config.json").read_text())
         assert record["method"] == method and record["steps"] >= 1

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .precision import auto_dtype
+
 logger = logging.getLogger(__name__)
 
 BUNDLED_PREFIX = "bundled:"
@@ -42,16 +44,16 @@ def pick_device() -> torch.device:
 
 
 def resolve_dtype(requested: str | torch.dtype | None, device: torch.device | str) -> torch.dtype:
-    """The weight dtype: ``requested`` when given, else bfloat16 on CUDA and float32 on CPU.
+    """The weight dtype on ``device``: ``requested`` when named, else :func:`precision.auto_dtype`.
 
     ``requested`` is ``None``/``"auto"`` or one of ``float32``, ``bfloat16``, ``float16``
-    (the config's ``dtype``). CPU defaults to float32 because bfloat16 there is only faster
-    on CPUs with native bf16 units and it coarsens scores; ask for it explicitly.
+    (the config's ``dtype``). Auto is bfloat16 only where it is measured to be faster: on a
+    CUDA GPU with bf16 units, or on a CPU whose matmul probe shows bf16 ahead; else float32.
     """
     if isinstance(requested, torch.dtype):
         return requested
     if requested in (None, "auto"):
-        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+        return auto_dtype(device)
     if requested not in _DTYPES:
         raise ValueError(f"unknown dtype {requested!r}; use one of auto, {', '.join(_DTYPES)}")
     return _DTYPES[requested]
