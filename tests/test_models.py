@@ -20,7 +20,7 @@ from rerank_audit.models.scorers import (
     ImplicitRewardScorer,
     RewardHeadScorer,
     YesNoScorer,
-    answer_token_ids,
+    answer_token_sets,
     load_scorer,
 )
 
@@ -67,7 +67,7 @@ def _randomize(model: torch.nn.Module, seed: int, std: float = 0.3) -> None:
 def lm_dir(tiny_lm_dir, tmp_path_factory) -> Path:
     """The tiny causal LM with spread-out random weights, saved as a model folder."""
     folder = tmp_path_factory.mktemp("spread-lm")
-    model = load_causal_lm(tiny_lm_dir, "cpu")
+    model = load_causal_lm(tiny_lm_dir, "cpu", "float32")
     _randomize(model, seed=1)
     model.save_pretrained(folder)
     load_tokenizer(tiny_lm_dir).save_pretrained(folder)
@@ -78,7 +78,7 @@ def lm_dir(tiny_lm_dir, tmp_path_factory) -> Path:
 def reward_dir(lm_dir, tmp_path_factory) -> Path:
     """A one-output sequence classifier on the tiny LM, with a random (spread-out) head."""
     folder = tmp_path_factory.mktemp("spread-reward")
-    model = load_sequence_classifier(lm_dir, "cpu")
+    model = load_sequence_classifier(lm_dir, "cpu", "float32")
     with torch.no_grad():
         model.score.weight.copy_(torch.randn(model.score.weight.shape, generator=torch.Generator().manual_seed(2)))
     model.config.pad_token_id = load_tokenizer(lm_dir).pad_token_id
@@ -111,7 +111,7 @@ def lora_dirs(lm_dir, tmp_path_factory) -> dict[str, Path]:
     for task, loader in [("CAUSAL_LM", load_causal_lm), ("SEQ_CLS", load_sequence_classifier)]:
         torch.manual_seed(3)
         config = LoraConfig(task_type=task, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-        model = get_peft_model(loader(lm_dir, "cpu"), config)
+        model = get_peft_model(loader(lm_dir, "cpu", "float32"), config)
         folder = tmp_path_factory.mktemp(f"lora-{task.lower()}")
         model.save_pretrained(folder)
         load_tokenizer(lm_dir).save_pretrained(folder)
@@ -135,22 +135,33 @@ def _naive_document_ids(tokenizer, query, document):
     return ids, start
 
 
+def _vocabulary_variants(tokenizer, word):
+    """Ids of the byte-level BPE vocabulary entries spelling ``word``, ``Word``, ``WORD``, each bare and with "Ġ" (a space)."""
+    vocab = tokenizer.get_vocab()
+    spellings = [space + case for case in (word, word.capitalize(), word.upper()) for space in ("", "Ġ")]
+    return [vocab[s] for s in spellings if s in vocab]
+
+
 def _naive_yes_no(model, tokenizer, ids):
-    yes, no = answer_token_ids(tokenizer)
+    """log P(yes variants) − log P(no variants) at the last position, from the full softmax."""
+    yes, no = _vocabulary_variants(tokenizer, "yes"), _vocabulary_variants(tokenizer, "no")
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
-    return (logits[yes] - logits[no]).item()
+        probs = torch.softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].double(), dim=-1)
+    return (probs[yes].sum().log() - probs[no].sum().log()).item()
 
 
-def _naive_log_prob(model, ids, start):
+def _naive_mean_log_prob(model, ids, start):
+    """Mean over the completion tokens ids[start:] of log P(token | everything before it)."""
     with torch.no_grad():
         log_probs = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), dim=-1)
-    return sum(log_probs[p - 1, ids[p]].item() for p in range(start, len(ids)))
+    return sum(log_probs[p - 1, ids[p]].item() for p in range(start, len(ids))) / (len(ids) - start)
 
 
 def _naive_reward(model, ids):
+    """The head applied to the final hidden state of the last token (the closing EOS)."""
     with torch.no_grad():
-        return model(input_ids=torch.tensor([ids])).logits[0, 0].item()
+        hidden = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0, -1]
+        return model.score(hidden)[0].item()
 
 
 # ---------------------------------------------------------------------------------- model specs and dtypes
@@ -185,12 +196,16 @@ def test_tokenizer_has_a_pad_token_and_pads_left(tokenizer):
 # ---------------------------------------------------------------------------------- scorers
 
 
-def test_answer_tokens_are_the_first_tokens_of_yes_and_no_after_the_assistant_header(tokenizer):
-    prompt = prompts.pointwise_prompt(tokenizer, "q", "d")
-    assert answer_token_ids(tokenizer) == (
-        tokenizer(prompt + "yes")["input_ids"][len(tokenizer(prompt)["input_ids"])],
-        tokenizer(prompt + "no")["input_ids"][len(tokenizer(prompt)["input_ids"])],
-    )
+def test_answer_sets_hold_the_one_token_variants_of_yes_and_no(tokenizer):
+    """The variants the vocabulary spells as one token; the tiny BPE has at least "yes", " yes", "no", " no"."""
+    yes, no = answer_token_sets(tokenizer)
+    assert (yes, no) == (_vocabulary_variants(tokenizer, "yes"), _vocabulary_variants(tokenizer, "no"))
+    assert set(tokenizer.convert_tokens_to_ids(["yes", "Ġyes"])) <= set(yes) and set(tokenizer.convert_tokens_to_ids(["no", "Ġno"])) <= set(no)
+
+
+def test_pointwise_prompt_ends_with_the_answer_prefix_and_training_answers_are_its_continuation(tokenizer):
+    assert prompts.pointwise_prompt(tokenizer, "q", "d").endswith("<|im_start|>assistant\nAnswer:")
+    assert (prompts.pointwise_completion(True), prompts.pointwise_completion(False)) == (" Yes", " No")
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +213,7 @@ def scorers(lm, reward_model, tokenizer):
     """The three scorers, batch size 3 so that batches mix queries with different prefixes."""
     return {
         "yes_no": YesNoScorer(lm, tokenizer, batch_size=3),
-        "implicit": ImplicitRewardScorer(lm, tokenizer, reference=load_causal_lm(_reference_dir(lm), "cpu"), beta=0.5, batch_size=3),
+        "implicit": ImplicitRewardScorer(lm, tokenizer, reference=load_causal_lm(_reference_dir(lm), "cpu", "float32"), beta=0.5, batch_size=3),
         "reward": RewardHeadScorer(reward_model, tokenizer, batch_size=3),
     }
 
@@ -232,13 +247,13 @@ def test_reward_batched_equals_one_pair_at_a_time(scorers, reward_model, tokeniz
 
 def test_implicit_reward_batched_equals_one_pair_at_a_time(lm, tokenizer):
     """Policy ≠ reference here: the reference is the same tiny LM with other random weights."""
-    reference = load_causal_lm(lm.config.name_or_path, "cpu")
+    reference = load_causal_lm(lm.config.name_or_path, "cpu", "float32")
     _randomize(reference, seed=7)
     scorer = ImplicitRewardScorer(lm, tokenizer, reference=reference, beta=0.5, batch_size=3)
     expected = []
     for q, d in zip(QUERIES, DOCUMENTS):
         ids, start = _naive_document_ids(tokenizer, q, d)
-        expected.append(0.5 * (_naive_log_prob(lm, ids, start) - _naive_log_prob(reference, ids, start)))
+        expected.append(0.5 * (_naive_mean_log_prob(lm, ids, start) - _naive_mean_log_prob(reference, ids, start)))
     assert np.std(expected) > 0.1
     np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
 
@@ -279,7 +294,7 @@ def test_truncation_cuts_the_document_and_keeps_query_and_answer_position(lm, to
     assert len(full) > 80 >= len(ids) > 70
     text = tokenizer.decode(ids)
     assert text.startswith("<|im_start|>user\n" + prompts.POINTWISE_INSTRUCTION + "\n\nSearch query: sea level rise")
-    assert text.endswith("<|im_end|>\n<|im_start|>assistant\n")  # the answer position survives truncation
+    assert text.endswith("<|im_end|>\n<|im_start|>assistant\nAnswer:")  # the answer position survives truncation
     [score] = scorer.score_pairs(["sea level rise"], [LONG_DOCUMENT])
     assert score == pytest.approx(_naive_yes_no(lm, tokenizer, ids), abs=TOLERANCE)
 
@@ -306,10 +321,11 @@ def test_load_scorer_reads_a_full_model_folder(lm_dir, lm, tokenizer):
 def test_load_scorer_merges_a_lora_adapter_for_yes_no(lora_dirs, lm_dir, tokenizer):
     from peft import PeftModel
 
-    peft_model = PeftModel.from_pretrained(load_causal_lm(lm_dir, "cpu"), str(lora_dirs["CAUSAL_LM"])).eval()
+    peft_model = PeftModel.from_pretrained(load_causal_lm(lm_dir, "cpu", "float32"), str(lora_dirs["CAUSAL_LM"])).eval()
     scorer = load_scorer("sft", lora_dirs["CAUSAL_LM"], lm_dir, dtype="float32", device="cpu")
+    assert not isinstance(scorer.model, PeftModel)  # merged
     expected = [_naive_yes_no(peft_model, tokenizer, _naive_pointwise_ids(tokenizer, q, d)) for q, d in zip(QUERIES, DOCUMENTS)]
-    base = [_naive_yes_no(load_causal_lm(lm_dir, "cpu"), tokenizer, _naive_pointwise_ids(tokenizer, QUERIES[0], DOCUMENTS[0]))]
+    base = [_naive_yes_no(load_causal_lm(lm_dir, "cpu", "float32"), tokenizer, _naive_pointwise_ids(tokenizer, QUERIES[0], DOCUMENTS[0]))]
     assert abs(expected[0] - base[0]) > 1e-3  # the adapter changes the model
     np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
 
@@ -319,20 +335,60 @@ def test_load_scorer_uses_the_disabled_adapter_as_dpo_reference(lora_dirs, lm_di
 
     scorer = load_scorer("dpo_pairs", lora_dirs["CAUSAL_LM"], lm_dir, beta=0.1, dtype="float32", device="cpu")
     assert isinstance(scorer.policy, PeftModel) and scorer.reference is None
-    policy = PeftModel.from_pretrained(load_causal_lm(lm_dir, "cpu"), str(lora_dirs["CAUSAL_LM"])).eval()
+    policy = PeftModel.from_pretrained(load_causal_lm(lm_dir, "cpu", "float32"), str(lora_dirs["CAUSAL_LM"])).eval()
     expected = []
     for q, d in zip(QUERIES, DOCUMENTS):
         ids, start = _naive_document_ids(tokenizer, q, d)
-        expected.append(0.1 * (_naive_log_prob(policy, ids, start) - _naive_log_prob(lm, ids, start)))
+        expected.append(0.1 * (_naive_mean_log_prob(policy, ids, start) - _naive_mean_log_prob(lm, ids, start)))
     assert np.abs(expected).max() > 0.01
     np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
+
+
+def test_dpo_scores_the_yes_no_log_odds_relative_to_the_disabled_adapter(lora_dirs, lm_dir, lm, tokenizer):
+    """dpo: β·(log-odds with the adapter − log-odds of the base), the adapter kept un-merged."""
+    from peft import PeftModel
+
+    scorer = load_scorer("dpo", lora_dirs["CAUSAL_LM"], lm_dir, beta=0.3, dtype="float32", device="cpu", batch_size=3)
+    assert isinstance(scorer.model, PeftModel) and scorer.reference is None
+    policy = PeftModel.from_pretrained(load_causal_lm(lm_dir, "cpu", "float32"), str(lora_dirs["CAUSAL_LM"])).eval()
+    policy_odds = np.array([_naive_yes_no(policy, tokenizer, _naive_pointwise_ids(tokenizer, q, d)) for q, d in zip(QUERIES, DOCUMENTS)])
+    base_odds = np.array([_naive_yes_no(lm, tokenizer, _naive_pointwise_ids(tokenizer, q, d)) for q, d in zip(QUERIES, DOCUMENTS)])
+    expected = 0.3 * (policy_odds - base_odds)
+    assert np.std(expected) > 0.1 and np.corrcoef(expected, 0.3 * policy_odds)[0, 1] < 0.99  # the reference matters
+    np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
+
+
+def test_dpo_of_a_full_fine_tune_is_relative_to_the_base_model(lm, tokenizer):
+    reference = load_causal_lm(lm.config.name_or_path, "cpu", "float32")
+    _randomize(reference, seed=7)
+    scorer = YesNoScorer(lm, tokenizer, reference=reference, beta=0.5, batch_size=3)
+    expected = [
+        0.5 * (_naive_yes_no(lm, tokenizer, ids) - _naive_yes_no(reference, tokenizer, ids))
+        for ids in (_naive_pointwise_ids(tokenizer, q, d) for q, d in zip(QUERIES, DOCUMENTS))
+    ]
+    np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
+
+
+def test_reward_is_read_at_the_closing_eos_even_when_pad_is_eos(reward_dir, tokenizer):
+    """The converted SmolLM2 tokenizer pads with its EOS; the read must not step back past it."""
+    eos_padded = load_tokenizer(reward_dir)
+    eos_padded.pad_token = eos_padded.eos_token
+    model = load_sequence_classifier(reward_dir, "cpu", "float32")
+    model.config.pad_token_id = eos_padded.eos_token_id
+    scorer = RewardHeadScorer(model, eos_padded, batch_size=3)
+    shortened = [d.rsplit(" ", 1)[0] if " " in d else "" for d in DOCUMENTS]  # the last word deleted
+    for documents in (DOCUMENTS, shortened):
+        ids = scorer.prompt_ids(QUERIES, documents)
+        positions = scorer.read_positions(QUERIES, documents)
+        assert positions == [len(i) - 1 for i in ids] and all(i[-1] == eos_padded.eos_token_id for i in ids)
+        expected = [_naive_reward(model, _naive_document_ids(eos_padded, q, d)[0]) for q, d in zip(QUERIES, documents)]
+        np.testing.assert_allclose(scorer.score_pairs(QUERIES, documents), expected, atol=TOLERANCE, rtol=0)
 
 
 def test_load_scorer_reads_a_reward_adapter_with_its_trained_head(lora_dirs, lm_dir, tokenizer):
     from peft import PeftModel
 
-    peft_model = PeftModel.from_pretrained(load_sequence_classifier(lm_dir, "cpu"), str(lora_dirs["SEQ_CLS"])).eval()
-    peft_model.config.pad_token_id = tokenizer.pad_token_id
+    peft_model = PeftModel.from_pretrained(load_sequence_classifier(lm_dir, "cpu", "float32"), str(lora_dirs["SEQ_CLS"])).eval()
     scorer = load_scorer("reward", lora_dirs["SEQ_CLS"], lm_dir, dtype="float32", device="cpu")
     expected = [_naive_reward(peft_model, _naive_document_ids(tokenizer, q, d)[0]) for q, d in zip(QUERIES, DOCUMENTS)]
     np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
@@ -375,6 +431,64 @@ TOY_RANKING = [
         "The stock market closed higher on Friday as technology shares rallied.",
     ),
 ]
+
+
+BUNDLED = Path(__file__).resolve().parents[1] / "resources" / "models" / "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def bundled_dir(tmp_path_factory) -> Path:
+    """The converted SmolLM2-135M-Instruct: the pipeline's folder, else converted into tmp (≈25 s)."""
+    if (BUNDLED / "model.safetensors").is_file():
+        return BUNDLED
+    pytest.importorskip("gguf")
+    from rerank_audit.models.bundled import convert_bundled
+
+    return convert_bundled(tmp_path_factory.mktemp("bundled") / "smollm2-135m-instruct")
+
+
+def _climate_fever_pairs(path: Path, claims: int, per_claim: int) -> list[tuple[str, str]]:
+    """(claim, evidence as document_text) of the first ``claims`` claims, ``per_claim`` evidences each."""
+    import itertools
+    import json
+
+    pairs = []
+    with open(path) as lines:
+        for line in itertools.islice(lines, claims):
+            record = json.loads(line)
+            pairs += [(record["claim"], prompts.document_text(e["article"], e["evidence"])) for e in record["evidences"][:per_claim]]
+    return pairs
+
+
+@pytest.mark.slow
+def test_yes_and_no_variants_carry_most_of_the_answer_mass_of_the_bundled_model(bundled_dir, climate_fever):
+    """On real CLIMATE-FEVER pairs the answer sets hold most of the next-token probability.
+
+    Measured (30 pairs): the sets ≈ 0.78, the old lowercase pair "yes"/"no" ≈ 0.005. The
+    training answers are the variants the model itself prefers within each set.
+    """
+    tokenizer = load_tokenizer(bundled_dir)
+    model = load_causal_lm(bundled_dir, "cpu", "float32")
+    yes, no = answer_token_sets(tokenizer)
+    assert (yes, no) == (
+        tokenizer.convert_tokens_to_ids(["yes", "Ġyes", "Yes", "ĠYes"]),  # "YES" is "Y" + "ES": left out
+        tokenizer.convert_tokens_to_ids(["no", "Ġno", "No", "ĠNo", "NO", "ĠNO"]),
+    )
+    pairs = _climate_fever_pairs(climate_fever, claims=10, per_claim=3)
+    assert len(pairs) >= 20
+    probs = []
+    with torch.no_grad():
+        for query, document in pairs:
+            ids = tokenizer(prompts.pointwise_prompt(tokenizer, query, document))["input_ids"]
+            probs.append(torch.softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].double(), dim=-1))
+    mean = torch.stack(probs).mean(0)
+    sets_mass = mean[yes + no].sum().item()
+    lowercase_mass = mean[tokenizer.convert_tokens_to_ids(["yes", "no"])].sum().item()
+    print(f"answer-set mass {sets_mass:.3f}, lowercase yes/no {lowercase_mass:.4f} over {len(pairs)} pairs")
+    assert sets_mass > 0.5 and lowercase_mass < 0.05
+    for answer, ids in zip(prompts.ANSWERS, (yes, no)):
+        [token] = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        assert token == max(ids, key=lambda i: mean[i].item()), f"{answer!r} is not the model's preferred variant"
 
 
 @pytest.mark.slow

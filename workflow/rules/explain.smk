@@ -13,6 +13,7 @@ rule explain:
         **named_params(
             base_model=BASE_MODEL,
             model_dir=scoring_model_dir,
+            beta=scoring_beta,
             dtype=config["model"]["dtype"],
             max_length=config["rerank"]["max_length"],
             depth=config["rerank"]["depth"],  # the head each method re-scored: where its top and bottom are

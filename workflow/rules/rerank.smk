@@ -12,6 +12,7 @@ rule rerank:
         **named_params(
             base_model=BASE_MODEL,
             model_dir=scoring_model_dir,
+            beta=scoring_beta,
             depth=config["rerank"]["depth"],
             batch_size=config["rerank"]["batch_size"],
             max_length=config["rerank"]["max_length"],

@@ -22,7 +22,9 @@ pairs = pairs_to_explain(
     bottom_documents=p.bottom_documents,
     depth=p.depth,
 )
-scorer = load_scorer(w.method, p.model_dir, p.base_model, batch_size=p.batch_size, max_length=p.max_length, dtype=p.dtype)
+scorer = load_scorer(
+    w.method, p.model_dir, p.base_model, beta=p.beta, batch_size=p.batch_size, max_length=p.max_length, dtype=p.dtype
+)
 cache = {}  # attribution and faithfulness score many of the same masked pairs
 ids = dict(query_ids=pairs.query_id.tolist(), doc_ids=pairs.doc_id.tolist())
 texts = (pairs["query"].tolist(), pairs.document.tolist())

@@ -12,7 +12,9 @@ p, w = snakemake.params, snakemake.wildcards
 splits = read_table(snakemake.input.splits, schemas.SPLITS)
 first_stage = read_table(snakemake.input.run, schemas.RUN)
 first_stage = first_stage[first_stage.query_id.isin(splits.query_id[splits.split == "test"])]
-scorer = load_scorer(w.method, p.model_dir, p.base_model, batch_size=p.batch_size, max_length=p.max_length, dtype=p.dtype)
+scorer = load_scorer(
+    w.method, p.model_dir, p.base_model, beta=p.beta, batch_size=p.batch_size, max_length=p.max_length, dtype=p.dtype
+)
 run = rerank_candidates(
     scorer,
     first_stage,

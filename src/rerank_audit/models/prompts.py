@@ -2,7 +2,8 @@
 
 Two prompt families:
 - *pointwise* (zeroshot, sft, dpo): the query and one document, then the question whether
-  the document is relevant; the answer is the single word ``yes`` or ``no``.
+  the document is relevant; the assistant turn opens with ``ANSWER_PREFIX`` and the model
+  answers with one word, a case/space variant of yes or no (``ANSWER_WORDS``).
 - *document* (dpo_pairs, reward): the query as the user turn, the document as the
   assistant turn; a model learns which document it prefers to "answer" with.
 
@@ -14,7 +15,14 @@ closing tokens).
 
 from __future__ import annotations
 
-ANSWERS = ("yes", "no")
+ANSWER_WORDS = ("yes", "no")  # the scorer sums every case and leading-space variant of each
+# The assistant turn starts with this, so that the next token is the answer: without it the
+# bundled SmolLM2-135M-Instruct puts 0.37 of its mass on the yes/no variants (0.25 on "The"),
+# with it 0.78 (200 CLIMATE-FEVER pairs; tests/test_models.py measures it).
+ANSWER_PREFIX = "Answer:"
+# Training completions: the variant pair the bundled model itself prefers after ANSWER_PREFIX
+# (mean p: " No" 0.46, " Yes" 0.20; "no" 0.00, "yes" 0.00), so training sharpens its own answer.
+ANSWERS = (" Yes", " No")
 POINTWISE_INSTRUCTION = "Is the document relevant to the search query? Answer yes or no."
 DOCUMENT_INSTRUCTION = "Find a document relevant to this search query:"
 
@@ -33,11 +41,12 @@ def _chat(tokenizer, user: str) -> str:
 
 
 def pointwise_prompt(tokenizer, query: str, document: str) -> str:
-    """The full pointwise prompt, ending where the model answers yes / no."""
-    return _chat(tokenizer, f"{POINTWISE_INSTRUCTION}\n\nSearch query: {query}\n\nDocument: {document}")
+    """The full pointwise prompt, ending with ``ANSWER_PREFIX`` where the model answers yes / no."""
+    return _chat(tokenizer, f"{POINTWISE_INSTRUCTION}\n\nSearch query: {query}\n\nDocument: {document}") + ANSWER_PREFIX
 
 
 def pointwise_completion(relevant: bool) -> str:
+    """The answer a pointwise example is trained on: ``ANSWERS[0]`` if relevant, else ``ANSWERS[1]``."""
     return ANSWERS[0] if relevant else ANSWERS[1]
 
 

@@ -1,11 +1,17 @@
 """The three ways a trained model turns (query, document) pairs into relevance scores.
 
-- :class:`YesNoScorer` (zeroshot, sft, dpo): logit("yes") − logit("no") at the answer
-  position of ``prompts.pointwise_prompt``.
-- :class:`ImplicitRewardScorer` (dpo_pairs): the DPO implicit reward
-  β·(log π(d|q) − log π_ref(d|q)) of the document as the completion of
-  ``prompts.document_prompt``.
-- :class:`RewardHeadScorer` (reward): the scalar head of a Bradley–Terry reward model.
+- :class:`YesNoScorer` (zeroshot, sft): the log-odds of the answer after
+  ``prompts.pointwise_prompt``: logsumexp of the logits of every one-token case/space variant
+  of yes minus the same for no (:func:`answer_token_sets`). For ``dpo`` the same log-odds
+  relative to the reference model: β·(log-odds_π − log-odds_ref).
+- :class:`ImplicitRewardScorer` (dpo_pairs): the DPO implicit reward per document token,
+  β·mean over the document's tokens of (log π − log π_ref), the document being the
+  completion of ``prompts.document_prompt``.
+- :class:`RewardHeadScorer` (reward): the scalar head of a Bradley–Terry reward model, read at
+  the EOS that closes the document.
+- Reference-relative scores (``dpo``, ``dpo_pairs``) run the pairs twice through one engine,
+  with the policy and with the reference (:func:`_policy_minus_reference`): the reference is
+  a separate base model, or the policy itself with its LoRA adapter disabled.
 
 All three implement :class:`~rerank_audit.models.scorer.Scorer` and share one batched
 engine (:func:`_sum_head_over_positions`): pairs are tokenized exactly as TRL tokenized
@@ -16,12 +22,11 @@ positions that matter into the score. Too-long pairs lose the end of their docum
 never the query or the answer position.
 
 :func:`load_scorer` builds the right scorer from a model folder (full fine-tune or PEFT
-adapter).
+adapter; adapters are merged, except where the disabled adapter is the reference).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections import defaultdict
@@ -43,6 +48,8 @@ YES_NO_METHODS = ("zeroshot", "sft", "dpo")
 IMPLICIT_REWARD_METHODS = ("dpo_pairs",)
 REWARD_HEAD_METHODS = ("reward",)
 METHODS = YES_NO_METHODS + IMPLICIT_REWARD_METHODS + REWARD_HEAD_METHODS
+# Scored as β·(policy − reference), DPO's implicit reward.
+REFERENCE_RELATIVE_METHODS = ("dpo", "dpo_pairs")
 
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_MAX_LENGTH = 512
@@ -113,23 +120,41 @@ def _encode(tokenizer, texts: list[str], renders: list[Callable[[str], str]], do
     return [_fit_document(tokenizer, render, doc, max_length, ids) for ids, render, doc in zip(encoded, renders, documents)]
 
 
-def answer_token_ids(tokenizer) -> tuple[int, int]:
-    """Token ids of "yes" and "no" as the first token the model writes after the assistant header."""
+def answer_variants(word: str) -> list[str]:
+    """``word`` in lower, Title and UPPER case, each bare and with a leading space (distinct strings)."""
+    return list(dict.fromkeys(space + case for case in (word.lower(), word.capitalize(), word.upper()) for space in ("", " ")))
+
+
+def answer_token_sets(tokenizer) -> tuple[list[int], list[int]]:
+    """Token ids of the variants of yes and of no (``prompts.ANSWER_WORDS``) the model can answer with.
+
+    A variant counts when ``pointwise_prompt + variant`` tokenizes as the prompt's own tokens
+    plus exactly one token: its probability at the answer position is then the probability
+    of that answer. Multi-token variants are left out, because their first token is a word
+    fragment ("Y" of "YES" also starts "You") whose probability is not an answer; so are
+    variants that merge with the prompt's last token. Ids in both sets would count for both
+    answers and are dropped from both. Out: (yes ids, no ids), each non-empty, disjoint.
+    """
     prompt = prompts.pointwise_prompt(tokenizer, "query", "document")
     prompt_ids = tokenizer(prompt)["input_ids"]
-    answer_ids = []
-    for answer in prompts.ANSWERS:
-        full = tokenizer(prompt + answer)["input_ids"]
-        k = _common_prefix_length([prompt_ids, full])
-        if k != len(prompt_ids):
+    sets = []
+    for word in prompts.ANSWER_WORDS:
+        ids = []
+        for variant in answer_variants(word):
+            full = tokenizer(prompt + variant)["input_ids"]
+            if len(full) == len(prompt_ids) + 1 and full[:-1] == prompt_ids:
+                ids.append(full[-1])
+        sets.append(list(dict.fromkeys(ids)))
+    shared = set(sets[0]) & set(sets[1])
+    yes, no = ([i for i in ids if i not in shared] for ids in sets)
+    for word, ids in zip(prompts.ANSWER_WORDS, (yes, no)):
+        if not ids:
             raise ValueError(
-                f"the answer {answer!r} merges with the end of the prompt into other tokens; "
-                "the pointwise prompt must end on a token boundary"
+                f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r}: no variant of {word!r} "
+                f"({answer_variants(word)}) is one token after the pointwise prompt, so the yes/no scorers cannot read it. "
+                "Fix: use a base model whose tokenizer has a single token for one of them"
             )
-        answer_ids.append(full[k])
-    if answer_ids[0] == answer_ids[1]:
-        raise ValueError(f"'yes' and 'no' start with the same token {answer_ids[0]}")
-    return answer_ids[0], answer_ids[1]
+    return yes, no
 
 
 # --------------------------------------------------------------------------------------
@@ -372,32 +397,75 @@ def _check_pairs(queries: Sequence[str], documents: Sequence[str]) -> None:
         raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
 
 
+def _check_reference(policy, reference) -> None:
+    if reference is None and not hasattr(policy, "disable_adapter"):
+        raise ValueError("without a reference model the policy must be a PEFT model (its adapter disabled is the reference)")
+
+
+def _policy_minus_reference(policy, reference, score: Callable[[object], np.ndarray]) -> np.ndarray:
+    """``score(policy) − score(reference)``, float64.
+
+    ``reference`` is a separate model, or ``None``: then the reference is ``policy`` (a PEFT
+    model) with its adapter disabled, so no second copy of the base weights is held.
+    """
+    with_policy = score(policy)
+    if reference is not None:
+        return with_policy - score(reference)
+    with policy.disable_adapter():
+        return with_policy - score(policy)
+
+
+def _answer_log_odds_head(model, yes_ids: list[int], no_ids: list[int]) -> Head:
+    """Head: logsumexp(logits of ``yes_ids``) − logsumexp(logits of ``no_ids``) per position.
+
+    The logits of the answer ids are computed in float32 from the final hidden state (bf16
+    models do not round scores into ties), with the model's final-logit softcapping.
+    """
+    inner = _unwrap(model)
+    lm_head = inner.get_output_embeddings()
+    if hasattr(lm_head, "base_layer"):  # its answer rows below would miss the adapter
+        raise NotImplementedError("the yes/no scorers cannot read an adapter on the output layer; train without lm_head in target_modules")
+    rows = torch.tensor(yes_ids + no_ids, device=lm_head.weight.device)
+    weight = lm_head.weight.detach()[rows].float()
+    bias = lm_head.bias.detach()[rows].float() if getattr(lm_head, "bias", None) is not None else None
+    softcap = getattr(inner.config.get_text_config(), "final_logit_softcapping", None)
+    n_yes = len(yes_ids)
+
+    def log_odds(hidden: torch.Tensor, _following: torch.Tensor) -> torch.Tensor:
+        logits = F.linear(hidden.float(), weight, bias)
+        if softcap:
+            logits = softcap * torch.tanh(logits / softcap)
+        return torch.logsumexp(logits[:, :n_yes], dim=-1) - torch.logsumexp(logits[:, n_yes:], dim=-1)
+
+    return log_odds
+
+
 # --------------------------------------------------------------------------------------
 # scorers
 
 
 class YesNoScorer:
-    """Score = logit("yes") − logit("no") after ``prompts.pointwise_prompt(query, document)``.
+    """Score = the log-odds of yes after ``prompts.pointwise_prompt(query, document)``.
 
-    ``model`` is a causal LM (a PEFT model is scored with its adapter active). Logits of the
-    two answers are computed in float32 from the final hidden state, so bf16 models do not
-    round scores into ties.
+    Log-odds = logsumexp(logits of the yes ids) − logsumexp(logits of the no ids) at the
+    answer position (:func:`answer_token_sets`: every one-token case/space variant), in
+    float32. ``model`` is a causal LM (a PEFT model is scored with its adapter active).
+
+    With ``beta`` (the ``dpo`` method) the score is relative to the reference model, as DPO
+    shapes it: β·(log-odds under ``model`` − log-odds under ``reference``); ``reference``
+    ``None`` means ``model`` (a PEFT model) with its adapter disabled.
     """
 
-    def __init__(self, model, tokenizer, *, batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = DEFAULT_MAX_LENGTH,
-                 prefix_reuse: bool = True, progress: bool | None = None):
-        self.model, self.tokenizer = model, tokenizer
+    def __init__(self, model, tokenizer, *, reference=None, beta: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 max_length: int | None = DEFAULT_MAX_LENGTH, prefix_reuse: bool = True, progress: bool | None = None):
+        if beta is not None:
+            _check_reference(model, reference)
+        self.model, self.reference, self.beta, self.tokenizer = model, reference, beta, tokenizer
         self.batch_size, self.max_length, self.progress = batch_size, max_length, progress
-        self.yes_id, self.no_id = answer_token_ids(tokenizer)
-        self._backbone = _backbone(model)
-        self.prefix_reuse = prefix_reuse and _supports_prefix_reuse(self._backbone)
-        inner = _unwrap(model)
-        lm_head = inner.get_output_embeddings()
-        answers = torch.tensor([self.yes_id, self.no_id], device=lm_head.weight.device)
-        self._answer_weight = lm_head.weight.detach()[answers].float()
-        self._answer_bias = lm_head.bias.detach()[answers].float() if getattr(lm_head, "bias", None) is not None else None
-        self._softcap = getattr(inner.config.get_text_config(), "final_logit_softcapping", None)
-        _check_logits_path(model, self._backbone, self.prompt_ids(["query"], ["document"])[0])
+        self.yes_ids, self.no_ids = answer_token_sets(tokenizer)
+        self.prefix_reuse = prefix_reuse and _supports_prefix_reuse(_backbone(model))
+        self._heads = {id(m): _answer_log_odds_head(m, self.yes_ids, self.no_ids) for m in (model, reference) if m is not None}
+        _check_logits_path(model, _backbone(model), self.prompt_ids(["query"], ["document"])[0])
 
     def prompt_ids(self, queries: Sequence[str], documents: Sequence[str]) -> list[list[int]]:
         """The token ids each pair is scored on (document truncated to fit ``max_length``)."""
@@ -406,36 +474,41 @@ class YesNoScorer:
         texts = [render(d) for render, d in zip(renders, documents)]
         return _encode(self.tokenizer, texts, renders, documents, self.max_length)
 
-    def _answer_logit_gap(self, hidden: torch.Tensor, _following: torch.Tensor) -> torch.Tensor:
-        logits = F.linear(hidden.float(), self._answer_weight, self._answer_bias)
-        if self._softcap:
-            logits = self._softcap * torch.tanh(logits / self._softcap)
-        return logits[:, 0] - logits[:, 1]
-
     def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
-        """logit("yes") − logit("no") per pair, float64 [len(queries)]."""
+        """Log-odds of yes per pair (β·policy−reference difference with ``beta``), float64 [len(queries)]."""
         if len(queries) == 0:
             return np.zeros(0, dtype=np.float64)
         sequences = [_Sequence(ids, len(ids) - 1, len(ids)) for ids in self.prompt_ids(queries, documents)]
-        return _sum_head_over_positions(
-            self._backbone, sequences, _groups(queries), self._answer_logit_gap, batch_size=self.batch_size,
-            prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id, progress=self.progress, desc="yes/no scores",
-        )
+        groups = _groups(queries)
+
+        def log_odds(model) -> np.ndarray:
+            # the adapter-disabled reference reads the policy's (un-adapted) output rows
+            return _sum_head_over_positions(
+                _backbone(model), sequences, groups, self._heads[id(model)], batch_size=self.batch_size,
+                prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id, progress=self.progress,
+                desc="yes/no reference scores" if model is self.reference else "yes/no scores",
+            )
+
+        if self.beta is None:
+            return log_odds(self.model)
+        return self.beta * _policy_minus_reference(self.model, self.reference, log_odds)
 
 
 class ImplicitRewardScorer:
-    """Score = β·(log π(d|q) − log π_ref(d|q)), summed over the document's tokens.
+    """Score = β·mean over the document's tokens of (log π(t|…) − log π_ref(t|…)).
 
-    The sequence is tokenized as TRL's DPOTrainer does: ``document_prompt(query) + document
-    + eos``, the completion starting where its tokens leave the prompt's. ``policy`` is the
-    trained causal LM; ``reference`` the base model, or ``None`` when ``policy`` is a PEFT
-    model whose reference is itself with the adapter disabled (no second copy in memory).
+    The DPO implicit reward per completion token. TRL's DPO loss sums over the tokens; the
+    mean keeps a document's length (and a deletion metric's removed words) from moving the
+    score by itself. The sequence is tokenized as TRL's DPOTrainer does:
+    ``document_prompt(query) + document + eos``, the completion (document + eos) starting
+    where its tokens leave the prompt's. ``policy`` is the trained causal LM; ``reference``
+    the base model, or ``None`` when ``policy`` is a PEFT model whose reference is itself
+    with the adapter disabled (no second copy in memory).
     """
 
     def __init__(self, policy, tokenizer, *, reference=None, beta: float = DEFAULT_BETA, batch_size: int = DEFAULT_BATCH_SIZE,
                  max_length: int | None = DEFAULT_MAX_LENGTH, prefix_reuse: bool = True, progress: bool | None = None):
-        if reference is None and not hasattr(policy, "disable_adapter"):
-            raise ValueError("without a reference model the policy must be a PEFT model (its adapter disabled is the reference)")
+        _check_reference(policy, reference)
         self.policy, self.reference, self.tokenizer = policy, reference, tokenizer
         self.beta, self.batch_size, self.max_length, self.progress = beta, batch_size, max_length, progress
         self.prefix_reuse = prefix_reuse and _supports_prefix_reuse(_backbone(policy))
@@ -460,16 +533,8 @@ class ImplicitRewardScorer:
         """The token ids each pair is scored on (document truncated to fit ``max_length``)."""
         return [s.ids for s in self._sequences(queries, documents)]
 
-    def document_log_probs(self, queries: Sequence[str], documents: Sequence[str], *, reference: bool = False) -> np.ndarray:
-        """log π(d|q) summed over completion tokens (policy, or reference), float64 [len(queries)]."""
-        sequences = self._sequences(queries, documents)
-        model = self.policy
-        context = contextlib.nullcontext()
-        if reference:
-            if self.reference is not None:
-                model = self.reference
-            else:
-                context = self.policy.disable_adapter()
+    def _mean_log_probs(self, model, sequences: list[_Sequence], groups: list[int]) -> np.ndarray:
+        """log π(t|…) of ``model`` averaged over each sequence's completion tokens, float64."""
 
         def token_log_probs(hidden: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
             out = torch.empty(len(following), dtype=torch.float32, device=hidden.device)
@@ -479,28 +544,30 @@ class ImplicitRewardScorer:
                 out[start : start + _LOGIT_ROWS] = logits.gather(1, target)[:, 0] - torch.logsumexp(logits, dim=-1)
             return out
 
-        with context:
-            return _sum_head_over_positions(
-                _backbone(model), sequences, _groups(queries), token_log_probs, batch_size=self.batch_size,
-                prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id, progress=self.progress,
-                desc="reference log-probs" if reference else "policy log-probs",
-            )
+        sums = _sum_head_over_positions(
+            _backbone(model), sequences, groups, token_log_probs, batch_size=self.batch_size,
+            prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id, progress=self.progress,
+            desc="reference log-probs" if model is self.reference else "log-probs",
+        )
+        return sums / np.array([s.stop - s.first for s in sequences], dtype=np.float64)
 
     def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
-        """β·(log π − log π_ref) per pair, float64 [len(queries)]."""
+        """β·mean per-token (log π − log π_ref) per pair, float64 [len(queries)]."""
         if len(queries) == 0:
             return np.zeros(0, dtype=np.float64)
-        policy = self.document_log_probs(queries, documents)
-        reference = self.document_log_probs(queries, documents, reference=True)
-        return self.beta * (policy - reference)
+        sequences, groups = self._sequences(queries, documents), _groups(queries)
+        return self.beta * _policy_minus_reference(
+            self.policy, self.reference, lambda model: self._mean_log_probs(model, sequences, groups)
+        )
 
 
 class RewardHeadScorer:
     """Score = the reward model's scalar for ``document_prompt(query) + document + eos``.
 
-    Read, like ``AutoModelForSequenceClassification`` does in training, at the rightmost
-    token that is not the pad token (``config.pad_token_id``, which TRL sets); computed in
-    float32 from the final hidden state.
+    Read at the appended EOS, the last token of the sequence, whatever the pad token is: the
+    reward model is trained with a pad token distinct from EOS, so the classifier read the
+    EOS in training too (a pad equal to EOS would make a pad-stripping read land on the
+    document's last token instead). Computed in float32 from the final hidden state.
     """
 
     def __init__(self, model, tokenizer, *, batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = DEFAULT_MAX_LENGTH,
@@ -511,7 +578,6 @@ class RewardHeadScorer:
         self._backbone = _backbone(model)
         self.prefix_reuse = prefix_reuse and _supports_prefix_reuse(self._backbone)
         self._head = inner.score if hasattr(inner, "score") else inner.classifier
-        self._pad_id = inner.config.get_text_config().pad_token_id
 
     def _sequences(self, queries: Sequence[str], documents: Sequence[str]) -> list[_Sequence]:
         _check_pairs(queries, documents)
@@ -519,13 +585,11 @@ class RewardHeadScorer:
         prompt_of = {q: prompts.document_prompt(self.tokenizer, q) for q in dict.fromkeys(queries)}
         renders = [lambda d, p=prompt_of[q]: p + d + eos for q in queries]
         texts = [render(d) for render, d in zip(renders, documents)]
-        sequences = []
-        for ids in _encode(self.tokenizer, texts, renders, documents, self.max_length):
-            read_at = len(ids) - 1
-            while self._pad_id is not None and read_at > 0 and ids[read_at] == self._pad_id:
-                read_at -= 1
-            sequences.append(_Sequence(ids, read_at, read_at + 1))
-        return sequences
+        return [_Sequence(ids, len(ids) - 1, len(ids)) for ids in _encode(self.tokenizer, texts, renders, documents, self.max_length)]
+
+    def read_positions(self, queries: Sequence[str], documents: Sequence[str]) -> list[int]:
+        """Index of the token whose hidden state the head reads (the closing EOS), per pair."""
+        return [s.first for s in self._sequences(queries, documents)]
 
     def prompt_ids(self, queries: Sequence[str], documents: Sequence[str]) -> list[list[int]]:
         """The token ids each pair is scored on (document truncated to fit ``max_length``)."""
@@ -563,7 +627,7 @@ def load_scorer(
     model_dir: str | Path,
     base_model: str | Path | None = None,
     *,
-    beta: float = DEFAULT_BETA,
+    beta: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_length: int | None = DEFAULT_MAX_LENGTH,
     dtype: str | torch.dtype | None = None,
@@ -574,10 +638,14 @@ def load_scorer(
     """The scorer of ``method`` for the model in ``model_dir``.
 
     ``model_dir`` is a full model folder or a PEFT adapter folder (``adapter_config.json``);
-    ``base_model`` is the folder or hub id the adapter was trained on, and for
+    ``base_model`` is the folder or hub id the adapter was trained on, and for ``dpo`` and
     ``dpo_pairs`` with a full fine-tune also the reference model (default: the adapter's
     recorded base). For ``zeroshot`` pass the base model folder as ``model_dir``.
-    ``dtype``: ``None``/``"auto"`` (bf16 on CUDA, fp32 on CPU) or a dtype name.
+    ``beta``: the DPO β of ``dpo`` and ``dpo_pairs`` (their train ``beta``; ``None``:
+    ``DEFAULT_BETA``, TRL's default); other methods ignore it. ``dtype``: ``None``/``"auto"``
+    (:func:`~rerank_audit.models.loading.resolve_dtype` picks it) or a dtype name.
+    Adapters are merged into their base, except for ``dpo`` and ``dpo_pairs``, whose
+    reference is the base with the adapter disabled.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
@@ -596,19 +664,17 @@ def load_scorer(
             model = _with_adapter(load_sequence_classifier(base_model, device, dtype), model_dir, device).merge_and_unload()
         else:
             model = load_sequence_classifier(model_dir, device, dtype)
-        if model.config.pad_token_id is None:
-            model.config.pad_token_id = tokenizer.pad_token_id
         return RewardHeadScorer(model, tokenizer, **options)
 
-    if method in IMPLICIT_REWARD_METHODS:
-        if adapter:
-            policy = _with_adapter(load_causal_lm(base_model, device, dtype), model_dir, device)
-            return ImplicitRewardScorer(policy, tokenizer, beta=beta, **options)
-        if base_model is None:
-            raise ValueError(f"{model_dir}: a fully fine-tuned dpo_pairs model needs base_model as its reference")
-        policy = load_causal_lm(model_dir, device, dtype)
-        reference = load_causal_lm(base_model, device, dtype)
-        return ImplicitRewardScorer(policy, tokenizer, reference=reference, beta=beta, **options)
+    if method in REFERENCE_RELATIVE_METHODS:
+        if adapter:  # not merged: the reference is the base with the adapter disabled
+            policy, reference = _with_adapter(load_causal_lm(base_model, device, dtype), model_dir, device), None
+        elif base_model is None:
+            raise ValueError(f"{model_dir}: a fully fine-tuned {method} model needs base_model as its reference")
+        else:
+            policy, reference = load_causal_lm(model_dir, device, dtype), load_causal_lm(base_model, device, dtype)
+        scorer = ImplicitRewardScorer if method in IMPLICIT_REWARD_METHODS else YesNoScorer
+        return scorer(policy, tokenizer, reference=reference, beta=DEFAULT_BETA if beta is None else beta, **options)
 
     if adapter:  # merged: inference without the LoRA detour
         model = _with_adapter(load_causal_lm(base_model, device, dtype), model_dir, device).merge_and_unload()
