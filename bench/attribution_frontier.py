@@ -119,7 +119,10 @@ def scorer_tokens(tokenizer, texts: set[tuple[str, str]]) -> int:
     """Tokens the project's scorer runs for these pairs: each distinct masked query once (its
     prefix is shared; the template before it is shared by all), each masked document and the prompt's tail."""
     count = lambda text: len(tokenizer(" " + text, add_special_tokens=False)["input_ids"]) if text else 0
-    tail = 11  # the yes/no prompt's "\n\nDocument: ", end of turn and assistant header around the document
+    # the yes/no prompt's "\n\nDocument: ", end of turn, assistant header and answer cue around the document
+    prompt = prompts.pointwise_prompt(tokenizer, "q", "")
+    before = prompt[: prompt.index("Search query: q") + len("Search query: q")]
+    tail = len(tokenizer(prompt)["input_ids"]) - len(tokenizer(before)["input_ids"])
     return sum(count(q) for q in {q for q, _ in texts}) + sum(count(d) + tail for _, d in texts)
 
 

@@ -35,7 +35,7 @@ from scipy.stats import kendalltau
 from rerank_audit.models import prompts
 from rerank_audit.models.loading import load_causal_lm, load_tokenizer
 from rerank_audit.models.precision import cpu_probe
-from rerank_audit.models.scorers import YesNoScorer, answer_token_ids
+from rerank_audit.models.scorers import YesNoScorer, answer_token_sets
 
 
 def read_pairs(path: Path, n_claims: int, per_claim: int) -> tuple[list[str], list[str]]:
@@ -86,13 +86,13 @@ def count_tokens(module: torch.nn.Module, run):
 
 def naive_scores(model, tokenizer, queries, documents) -> np.ndarray:
     """One full prompt at a time through the model's forward."""
-    yes, no = answer_token_ids(tokenizer)
+    yes, no = answer_token_sets(tokenizer)
     scores = []
     with torch.inference_mode():
         for query, document in zip(queries, documents):
             ids = tokenizer(prompts.pointwise_prompt(tokenizer, query, document), return_tensors="pt")["input_ids"]
-            logits = model(input_ids=ids).logits[0, -1]
-            scores.append((logits[yes] - logits[no]).item())
+            logits = model(input_ids=ids).logits[0, -1].float()
+            scores.append((torch.logsumexp(logits[yes], 0) - torch.logsumexp(logits[no], 0)).item())
     return np.asarray(scores)
 
 

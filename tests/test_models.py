@@ -181,9 +181,9 @@ def test_unknown_bundled_model_is_an_error():
         resolve_base_model("bundled:nope", "resources/models")
 
 
-def test_dtype_policy_is_bf16_on_cuda_fp32_on_cpu_unless_asked():
-    assert resolve_dtype(None, "cuda") == torch.bfloat16
-    assert resolve_dtype("auto", "cpu") == torch.float32
+def test_an_explicit_dtype_is_used_as_named():
+    # auto is measured (tests/test_precision.py); a named dtype is never second-guessed.
+    assert resolve_dtype("float32", "cpu") == torch.float32
     assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError):
         resolve_dtype("int8", "cpu")

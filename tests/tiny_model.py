@@ -16,6 +16,7 @@ TRAINING_TEXT = [
     "Search query: sea level rise in the Adriatic from tide gauges",
     "Document: Monthly mean sea level at Venice and Trieste tide gauges, 1990 to 2024.",
     "Is the document relevant to the search query? Answer yes or no. yes no",
+    "Answer: Yes Answer: No",
     "Find a document relevant to this search query: co2 flux boreal forest",
     "Eddy covariance carbon dioxide flux over a boreal pine forest in Finland.",
     "Snow water equivalent in the Alps from satellite passive microwave.",

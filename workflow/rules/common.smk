@@ -146,6 +146,12 @@ def train_hyper(wildcards):
     return merged
 
 
+def scoring_beta(wildcards):
+    """DPO's β for scoring dpo and dpo_pairs: the method's train beta (train.defaults merged
+    under train.methods.{method}), the one it was trained with; None where no beta is set."""
+    return train_hyper(wildcards).get("beta")
+
+
 def training_table(wildcards):
     return f"results/{wildcards.dataset}/train/{wildcards.budget}/{TRAINING_TABLE[wildcards.method]}.parquet"
 
