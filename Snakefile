@@ -19,6 +19,7 @@ include: "workflow/rules/rerank.smk"
 include: "workflow/rules/explain.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/control.smk"
 
 
 # Run by Snakemake itself, never submitted to a cluster: the target, and the tiny rules that

@@ -203,9 +203,19 @@ def test_answer_sets_hold_the_one_token_variants_of_yes_and_no(tokenizer):
     assert set(tokenizer.convert_tokens_to_ids(["yes", "Ġyes"])) <= set(yes) and set(tokenizer.convert_tokens_to_ids(["no", "Ġno"])) <= set(no)
 
 
-def test_pointwise_prompt_ends_with_the_answer_prefix_and_training_answers_are_its_continuation(tokenizer):
+def test_pointwise_prompt_ends_with_the_answer_prefix(tokenizer):
     assert prompts.pointwise_prompt(tokenizer, "q", "d").endswith("<|im_start|>assistant\nAnswer:")
-    assert (prompts.pointwise_completion(True), prompts.pointwise_completion(False)) == (" Yes", " No")
+
+
+def test_training_answers_are_one_token_answers_the_scorer_reads(tokenizer):
+    # The tiny BPE spells " Yes" as " " + "Yes": trained on it, the answer position would learn a space.
+    assert len(tokenizer(" Yes", add_special_tokens=False)["input_ids"]) == 2
+    yes_ids, no_ids = answer_token_sets(tokenizer)
+    prompt = prompts.pointwise_prompt(tokenizer, "q", "d")
+    prompt_length = len(tokenizer(prompt)["input_ids"])
+    for answer, ids in zip(prompts.pointwise_completions(tokenizer), (yes_ids, no_ids)):
+        full = tokenizer(prompt + answer)["input_ids"]
+        assert len(full) == prompt_length + 1 and full[-1] in ids
 
 
 @pytest.fixture(scope="module")
@@ -486,6 +496,7 @@ def test_yes_and_no_variants_carry_most_of_the_answer_mass_of_the_bundled_model(
     lowercase_mass = mean[tokenizer.convert_tokens_to_ids(["yes", "no"])].sum().item()
     print(f"answer-set mass {sets_mass:.3f}, lowercase yes/no {lowercase_mass:.4f} over {len(pairs)} pairs")
     assert sets_mass > 0.5 and lowercase_mass < 0.05
+    assert prompts.pointwise_completions(tokenizer) == prompts.ANSWERS
     for answer, ids in zip(prompts.ANSWERS, (yes, no)):
         [token] = tokenizer(answer, add_special_tokens=False)["input_ids"]
         assert token == max(ids, key=lambda i: mean[i].item()), f"{answer!r} is not the model's preferred variant"

@@ -37,7 +37,6 @@ from rerank_audit.training.examples import NoNegativesError, answer_pairs, negat
 REPO = Path(__file__).resolve().parents[1]
 # TRL 1.16 itself calls a transformers 5.24 deprecated alias on every DPO step; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
-YES, NO = prompts.pointwise_completion(True), prompts.pointwise_completion(False)
 
 CORPUS = pd.DataFrame(
     {
@@ -77,6 +76,12 @@ def tokenizer(tiny_lm_dir):
     return AutoTokenizer.from_pretrained(tiny_lm_dir)
 
 
+@pytest.fixture(scope="module")
+def answers(tokenizer):
+    """(yes, no): the one-token answers the tiny tokenizer is trained on."""
+    return prompts.pointwise_completions(tokenizer)
+
+
 def make_sft(tokenizer, train=TRAIN, **options):
     settings = dict(negatives_per_positive=1, max_positives_per_query=2, relevance_threshold=2, seed=0) | options
     return sft_examples(CORPUS, QUERIES, QRELS, RUN, train, tokenizer, **settings)
@@ -94,7 +99,8 @@ def rows(frame, columns):
 # ------------------------------------------------------------------ examples
 
 
-def test_sft_examples_are_relevant_docs_then_judged_non_relevant_ones_by_bm25_rank(tokenizer):
+def test_sft_examples_are_relevant_docs_then_judged_non_relevant_ones_by_bm25_rank(tokenizer, answers):
+    YES, NO = answers
     examples = make_sft(tokenizer)
     assert rows(examples, ["query_id", "doc_id", "label"]) == [
         ("q2", "d4", 1), ("q2", "d6", 0),
@@ -179,7 +185,8 @@ def test_preference_pairs_put_each_negative_under_the_positives_in_turn(tokenize
     write_table(pairs, tmp_path / "pairs.parquet", schemas.PREFERENCE_PAIRS)
 
 
-def test_answer_pairs_prefer_the_correct_answer_on_the_same_prompt(tokenizer, tmp_path):
+def test_answer_pairs_prefer_the_correct_answer_on_the_same_prompt(tokenizer, answers, tmp_path):
+    YES, NO = answers
     examples = make_sft(tokenizer)
     pairs = answer_pairs(examples)
     assert rows(pairs, ["query_id", "chosen_doc_id", "rejected_doc_id", "chosen", "rejected"]) == [
@@ -304,6 +311,7 @@ def build_trainer(method, base, data, tmp_path, **overrides):
 def long_document_data(method, tokenizer):
     """Two training rows of ``method`` (sft, dpo or reward) whose second document is far longer than MAX_LENGTH."""
     query, short = "glacier ice loss", "Sea ice: Arctic sea ice."
+    YES, NO = prompts.pointwise_completions(tokenizer)
     if method == "reward":
         prompt = prompts.document_prompt(tokenizer, query)
         return pd.DataFrame({"query_id": ["q1", "q1"], "prompt": [prompt, prompt], "chosen": [short, LONG_DOCUMENT],
@@ -315,6 +323,7 @@ def long_document_data(method, tokenizer):
 
 @pytest.mark.parametrize("method", ["sft", "dpo", "reward"])
 def test_a_too_long_document_is_cut_so_that_the_answer_and_eos_are_trained_and_nothing_is_dropped(method, tiny_lm_dir, tokenizer, tmp_path):
+    YES, NO = prompts.pointwise_completions(tokenizer)
     data = long_document_data(method, tokenizer)
     assert len(tokenizer(data.prompt[1] + (data.chosen[1] if method == "reward" else YES))["input_ids"]) > 2 * MAX_LENGTH
     trainer, truncated = build_trainer(method, tiny_lm_dir, data, tmp_path)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from rerank_audit.models import prompts
+from transformers import AutoTokenizer
 from workflow_runner import planned_rules, snakemake, snakemake_command, tiny_config, write_config, write_tiny_collection
 
 pytestmark = pytest.mark.slow
@@ -32,7 +33,7 @@ def test_every_method_trains_reranks_and_is_evaluated(workdir, tiny_lm_dir):
     expected = {("bm25", "0"), ("random", "0"), ("zeroshot", "0")} | {(m, "1") for m in METHODS[1:]}
     assert set(zip(metrics.method, metrics.budget)) == expected
     examples = pd.read_parquet(results / "train" / "1" / "sft_examples.parquet")
-    assert examples.query_id.nunique() == 1 and set(examples.completion) == set(prompts.ANSWERS)
+    assert examples.query_id.nunique() == 1 and set(examples.completion) == set(prompts.pointwise_completions(AutoTokenizer.from_pretrained(tiny_lm_dir)))
     for method in METHODS[1:]:
         record = json.loads((results / "models" / method / "1" / "training_config.json").read_text())
         assert record["method"] == method and record["steps"] >= 1

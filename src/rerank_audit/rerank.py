@@ -93,8 +93,9 @@ def check_models_from(datasets: dict[str, dict]) -> None:
     """Raise unless every dataset's ``models_from`` names another dataset with the same data.
 
     ``datasets``: the config's ``datasets`` mapping (name -> spec). The named dataset must
-    exist, train its own models (no chain) and agree on ``SHARED_WITH_MODELS``; the error
-    names the config key and the fix.
+    exist, train its own models (no chain) and agree on ``SHARED_WITH_MODELS`` and on its
+    ``control`` entry except the version (an aligned/flipped control pair); the error names
+    the config key and the fix.
     """
     for name, spec in datasets.items():
         other = spec.get("models_from")
@@ -105,6 +106,14 @@ def check_models_from(datasets: dict[str, dict]) -> None:
             raise ValueError(f"{key}: {other!r} is not another dataset of this config ({', '.join(datasets)}); name one of them or remove the key")
         if datasets[other].get("models_from") is not None:
             raise ValueError(f"{key}: {other!r} itself re-uses the models of {datasets[other]['models_from']!r}; name that dataset instead")
+        # A control pair (aligned, flipped) shares its models: everything but the version agrees.
+        mine_control, their_control = ({k: v for k, v in (s.get("control") or {}).items() if k != "version"} for s in (spec, datasets[other]))
+        if mine_control != their_control:
+            raise ValueError(
+                f"{key}: datasets.{name}.control ({spec.get('control')!r}) and datasets.{other}.control "
+                f"({datasets[other].get('control')!r}) must differ at most in version (the same marker in the same training "
+                f"documents); make them equal, or remove models_from"
+            )
         for field in SHARED_WITH_MODELS:
             mine, theirs = spec.get(field), datasets[other].get(field)
             if mine != theirs:

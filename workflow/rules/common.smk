@@ -1,8 +1,10 @@
 # Helpers shared by all rules: config validation, paths, input functions.
 import os
+from types import SimpleNamespace as Namespace
 
 from snakemake.utils import validate
 
+from rerank_audit.data.control import control_pairs, resolve_controls
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
 from rerank_audit.evaluation.ranking import check_measures
 from rerank_audit.models.loading import BUNDLED_PREFIX, resolve_base_model
@@ -10,9 +12,16 @@ from rerank_audit.rerank import check_models_from
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+# Controls inherit their source's candidate pool and threshold before anything reads them.
+resolve_controls(config["datasets"])
 
 
 DATASETS = list(config["datasets"])
+# Known-answer controls (derived by rule derive_control) and the datasets read from sources.
+CONTROLS = [name for name in DATASETS if "control" in config["datasets"][name]]
+SOURCED = [name for name in DATASETS if name not in CONTROLS]
+# Aligned control -> its flipped partner; each pair gets a control report.
+CONTROL_PAIRS = control_pairs(config["datasets"])
 
 
 def dataset_measure_names(dataset):
@@ -204,8 +213,49 @@ def reranked_runs(wildcards):
     return per_method(wildcards, "results/{dataset}/rerank/{method}/{budget}/run.parquet")
 
 
+def control_spec(wildcards):
+    return dataset_config(wildcards)["control"]
+
+
+def control_source(wildcards):
+    """The ingested tables, splits and first-stage run of the dataset a control is derived from."""
+    source = control_spec(wildcards)["source"]
+    return {
+        "corpus": f"results/{source}/ingest/corpus.parquet",
+        "queries": f"results/{source}/ingest/queries.parquet",
+        "qrels": f"results/{source}/ingest/qrels.parquet",
+        "splits": f"results/{source}/split/splits.parquet",
+        "run": f"results/{source}/retrieve/bm25.parquet",
+        "trec": f"results/{source}/retrieve/bm25.trec",
+    }
+
+
+def flipped_partner(wildcards):
+    return CONTROL_PAIRS[wildcards.dataset]
+
+
+def control_versions(wildcards, pattern):
+    """``pattern`` ({dataset}) for an aligned control and its flipped partner, in that order."""
+    return [pattern.format(dataset=d) for d in (wildcards.dataset, flipped_partner(wildcards))]
+
+
+def control_version_tables(wildcards):
+    """Per version (aligned, flipped): per-query metrics, placement, attributions and rationales."""
+    tables = {
+        "per_query": control_versions(wildcards, "results/{dataset}/evaluate/per_query.parquet"),
+        "placement": control_versions(wildcards, "results/{dataset}/ingest/control.parquet"),
+    }
+    for version, dataset in zip(("aligned", "flipped"), (wildcards.dataset, flipped_partner(wildcards))):
+        tables[f"attributions_{version}"] = attribution_tables(Namespace(dataset=dataset))
+        tables[f"rationales_{version}"] = rationale_texts(Namespace(dataset=dataset))
+    return tables
+
+
 def final_outputs():
     """The report of every dataset; without re-ranking methods, the BM25 evaluation."""
     if not config["methods"]:
         return expand("results/{dataset}/evaluate/metrics.md", dataset=DATASETS)
-    return expand("results/{dataset}/report/summary.md", dataset=DATASETS)
+    return [
+        *expand("results/{dataset}/report/summary.md", dataset=DATASETS),
+        *expand("results/{dataset}/control/summary.md", dataset=list(CONTROL_PAIRS)),
+    ]

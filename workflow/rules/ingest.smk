@@ -31,6 +31,9 @@ rule ingest:
             format=dataset_format,
             options=dataset_options,
         ),
+    # Controls are derived from their source's tables (rule derive_control), not read.
+    wildcard_constraints:
+        dataset="|".join(SOURCED),
     log:
         "logs/{dataset}/ingest.log",
     benchmark:

@@ -128,6 +128,20 @@ RATIONALE_METRICS = pa.schema(
     ]
 )
 
+# Known-answer controls (data/control.py): one row per document of the control's corpus.
+# role "train" | "test"; shared: seen by test and training queries (keeps the training
+# placement); position: word index of the marker in the text, -1 without it.
+CONTROL_PLACEMENT = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("role", pa.string()),
+        ("relevant", pa.bool_()),
+        ("shared", pa.bool_()),
+        ("marker", pa.bool_()),
+        ("position", pa.int64()),
+    ]
+)
+
 
 def from_frame(frame) -> pa.Schema:
     """The schema pyarrow infers for a pandas table whose columns vary with the config (report statistics)."""

@@ -45,9 +45,53 @@ def pointwise_prompt(tokenizer, query: str, document: str) -> str:
     return _chat(tokenizer, f"{POINTWISE_INSTRUCTION}\n\nSearch query: {query}\n\nDocument: {document}") + ANSWER_PREFIX
 
 
-def pointwise_completion(relevant: bool) -> str:
-    """The answer a pointwise example is trained on: ``ANSWERS[0]`` if relevant, else ``ANSWERS[1]``."""
-    return ANSWERS[0] if relevant else ANSWERS[1]
+def answer_variants(word: str) -> list[str]:
+    """``word`` in lower, Title and UPPER case, each bare and with a leading space (distinct strings)."""
+    return list(dict.fromkeys(space + case for case in (word.lower(), word.capitalize(), word.upper()) for space in ("", " ")))
+
+
+def answer_tokens(tokenizer) -> tuple[dict[str, int], dict[str, int]]:
+    """The variants of yes and of no (``ANSWER_WORDS``) the model can answer with: ({variant: token id}, ...).
+
+    A variant counts when ``pointwise_prompt + variant`` tokenizes as the prompt's own tokens
+    plus exactly one token: its probability at the answer position is then the probability
+    of that answer. Multi-token variants are left out, because their first token is a word
+    fragment ("Y" of "YES" also starts "You") or a bare space, whose probability is not an
+    answer; so are variants that merge with the prompt's last token. Ids of both words are
+    dropped from both. Either dict may be empty (the caller decides whether that is an error).
+    """
+    prompt = pointwise_prompt(tokenizer, "query", "document")
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    found = []
+    for word in ANSWER_WORDS:
+        variants = {}
+        for variant in answer_variants(word):
+            full = tokenizer(prompt + variant)["input_ids"]
+            if len(full) == len(prompt_ids) + 1 and full[:-1] == prompt_ids:
+                variants[variant] = full[-1]
+        found.append(variants)
+    shared = set(found[0].values()) & set(found[1].values())
+    yes, no = ({v: i for v, i in variants.items() if i not in shared} for variants in found)
+    return yes, no
+
+
+def pointwise_completions(tokenizer) -> tuple[str, str]:
+    """The answers pointwise examples are trained on: (relevant, not relevant).
+
+    ``ANSWERS`` when each is one token after the prompt, else the first variant of the word
+    that is: the scorer reads only one-token answers, and a two-token answer (" " then "Yes")
+    would teach the answer position a space, the same for both labels.
+    """
+    chosen = []
+    for preferred, word, variants in zip(ANSWERS, ANSWER_WORDS, answer_tokens(tokenizer)):
+        if not variants:
+            raise ValueError(
+                f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r}: no variant of {word!r} "
+                f"({answer_variants(word)}) is one token after the pointwise prompt, so the yes/no methods cannot "
+                "be trained or scored. Fix: use a base model whose tokenizer has a single token for one of them"
+            )
+        chosen.append(preferred if preferred in variants else next(iter(variants)))
+    return chosen[0], chosen[1]
 
 
 def document_prompt(tokenizer, query: str) -> str:

@@ -120,40 +120,10 @@ def _encode(tokenizer, texts: list[str], renders: list[Callable[[str], str]], do
     return [_fit_document(tokenizer, render, doc, max_length, ids) for ids, render, doc in zip(encoded, renders, documents)]
 
 
-def answer_variants(word: str) -> list[str]:
-    """``word`` in lower, Title and UPPER case, each bare and with a leading space (distinct strings)."""
-    return list(dict.fromkeys(space + case for case in (word.lower(), word.capitalize(), word.upper()) for space in ("", " ")))
-
-
 def answer_token_sets(tokenizer) -> tuple[list[int], list[int]]:
-    """Token ids of the variants of yes and of no (``prompts.ANSWER_WORDS``) the model can answer with.
-
-    A variant counts when ``pointwise_prompt + variant`` tokenizes as the prompt's own tokens
-    plus exactly one token: its probability at the answer position is then the probability
-    of that answer. Multi-token variants are left out, because their first token is a word
-    fragment ("Y" of "YES" also starts "You") whose probability is not an answer; so are
-    variants that merge with the prompt's last token. Ids in both sets would count for both
-    answers and are dropped from both. Out: (yes ids, no ids), each non-empty, disjoint.
-    """
-    prompt = prompts.pointwise_prompt(tokenizer, "query", "document")
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    sets = []
-    for word in prompts.ANSWER_WORDS:
-        ids = []
-        for variant in answer_variants(word):
-            full = tokenizer(prompt + variant)["input_ids"]
-            if len(full) == len(prompt_ids) + 1 and full[:-1] == prompt_ids:
-                ids.append(full[-1])
-        sets.append(list(dict.fromkeys(ids)))
-    shared = set(sets[0]) & set(sets[1])
-    yes, no = ([i for i in ids if i not in shared] for ids in sets)
-    for word, ids in zip(prompts.ANSWER_WORDS, (yes, no)):
-        if not ids:
-            raise ValueError(
-                f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r}: no variant of {word!r} "
-                f"({answer_variants(word)}) is one token after the pointwise prompt, so the yes/no scorers cannot read it. "
-                "Fix: use a base model whose tokenizer has a single token for one of them"
-            )
+    """Token ids of the one-token variants of yes and of no (``prompts.answer_tokens``); each non-empty, disjoint."""
+    prompts.pointwise_completions(tokenizer)  # raises the clear error when a word has no one-token variant
+    yes, no = (list(dict.fromkeys(variants.values())) for variants in prompts.answer_tokens(tokenizer))
     return yes, no
 
 

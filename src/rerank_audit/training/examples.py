@@ -3,7 +3,7 @@
 Three tables, one per training signal (DESIGN.md, Stage 4):
 
 - ``sft_examples``: pointwise prompt (query, document) -> the "relevant" / "not relevant"
-  answer of ``prompts.pointwise_completion`` (``sft``).
+  answer of ``prompts.pointwise_completions`` (``sft``).
 - ``answer_pairs``: the same prompt, chosen = correct answer, rejected = wrong one (``dpo``).
 - ``preference_pairs``: prompt = query, chosen = a relevant document, rejected = a negative
   (``dpo_pairs`` and ``reward``).
@@ -145,7 +145,7 @@ def sft_examples(
 
     Out: the ``sft examples`` table (query_id, doc_id, prompt, completion, label), rows ordered
     by query (``train_query_ids`` order), then positives, then negatives. ``prompt`` is
-    ``prompts.pointwise_prompt``; ``completion`` is ``prompts.pointwise_completion(label)``.
+    ``prompts.pointwise_prompt``; ``completion`` is ``prompts.pointwise_completions(tokenizer)[0 if label else 1]``.
     Raises NoNegativesError when no training query has a negative.
     """
     rows = []
@@ -155,13 +155,14 @@ def sft_examples(
         rows += [(query.query_id, query.query, doc_id, 1) for doc_id in positives]
         rows += [(query.query_id, query.query, doc_id, 0) for doc_id in negatives]
     texts = _document_texts(corpus, {doc_id for _, _, doc_id, _ in rows})
+    answers = prompts.pointwise_completions(tokenizer)
     return pd.DataFrame(
         [
             (
                 query_id,
                 doc_id,
                 prompts.pointwise_prompt(tokenizer, query, texts[doc_id]),
-                prompts.pointwise_completion(bool(label)),
+                answers[0] if label else answers[1],
                 label,
             )
             for query_id, query, doc_id, label in rows
@@ -218,10 +219,13 @@ def answer_pairs(sft_examples: pd.DataFrame) -> pd.DataFrame:
 
     In: an ``sft examples`` table. Out: a ``preference pairs`` table, one row per example in
     the same order, with chosen_doc_id = rejected_doc_id = the example's doc_id (both answers
-    are about the same document).
+    are about the same document). The wrong answer is the one the table gives the other label.
     """
-    yes, no = prompts.pointwise_completion(True), prompts.pointwise_completion(False)
     relevant = sft_examples.label.astype(bool).to_numpy()
+    answers = dict(zip(relevant, sft_examples.completion))
+    if len(answers) < 2:
+        raise ValueError("answer pairs need examples of both labels, to know both answers")
+    yes, no = answers[True], answers[False]
     return pd.DataFrame(
         {
             "query_id": sft_examples.query_id.to_numpy(),

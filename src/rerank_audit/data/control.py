@@ -1,0 +1,216 @@
+"""Known-answer controls: a dataset derived from another with a planted marker word.
+
+The marker (a word that occurs in no query and no document of the source) is written into
+documents so that, for the training queries, it is in a ``p_relevant`` share of the relevant
+documents and a ``p_other`` share of the others. A model that learns "marker = relevant"
+took a shortcut; the test queries show it in two versions of the same control:
+
+- *aligned*: the test documents carry the marker with the training rates;
+- *flipped*: the marker is in no relevant test document and in a ``p_relevant`` share of the
+  non-relevant ones (the correlation reversed).
+
+Which documents are whose: a document is *seen* by a query when it is judged for it or among
+its first-stage (BM25) candidates. Test placement applies to the documents seen by a test
+query and by no training or dev query; every other document keeps its training placement
+(those seen by both are counted as ``shared``). Unjudged documents count as non-relevant.
+Within each (role, class) group exactly ``round(p * n)`` documents get the marker, chosen by
+a seeded permutation of the sorted ids, so the realised rates are the configured ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from rerank_audit.explain.words import content_keys, word_key, word_segments
+
+VERSIONS = ("aligned", "flipped")
+# Keys a control always takes from its source dataset: the
+# candidate pool and the relevance threshold decide which documents are whose.
+INHERITED = ("candidates", "relevance_threshold")
+# Keys a control inherits unless it sets its own.
+INHERITED_DEFAULTS = ("measures", "primary_measures")
+
+
+def check_marker(marker: str, queries: pd.DataFrame, corpus: pd.DataFrame, source: str) -> None:
+    """Raise unless ``marker`` is one word whose key occurs in no query and no document of ``source``."""
+    key = word_key(marker)
+    if len(marker.split()) != 1 or not key:
+        raise ValueError(f"control marker {marker!r} of source {source!r}: give one word with letters or digits")
+    in_query = queries.query_id[[key in content_keys(text) for text in queries.text]]
+    if len(in_query):
+        raise ValueError(
+            f"control marker {marker!r} occurs in {len(in_query)} query(ies) of dataset {source!r}, e.g. {in_query.iloc[0]!r}; "
+            f"a model could then match it lexically: choose a word that occurs in no query"
+        )
+    texts = corpus.title.fillna("") + " " + corpus.text.fillna("")
+    in_document = corpus.doc_id[[key in {word_key(w) for w in text.split()} for text in texts]]
+    if len(in_document):
+        raise ValueError(
+            f"control marker {marker!r} already occurs in {len(in_document)} document(s) of dataset {source!r}, e.g. "
+            f"{in_document.iloc[0]!r}; choose a word that occurs in no document, so that only planted copies exist"
+        )
+
+
+def document_roles(corpus: pd.DataFrame, qrels: pd.DataFrame, splits: pd.DataFrame, candidates: pd.DataFrame, relevance_threshold: int) -> pd.DataFrame:
+    """Per document of ``corpus``: role ("train" or "test"), class (relevant bool) and shared flag.
+
+    ``candidates``: the first-stage run (query_id, doc_id, ...). Train role: every document
+    not seen by a test query only; its class is "relevant to some training/dev query". Test
+    role: seen by a test query and no other; its class is "relevant to some test query".
+    ``shared``: seen by test and by training/dev queries (keeps the training placement).
+    Returns (doc_id, role, relevant, shared) in corpus order.
+    """
+    test_queries = set(splits.query_id[splits.split == "test"])
+    seen = pd.concat([qrels[["query_id", "doc_id"]], candidates[["query_id", "doc_id"]]]).drop_duplicates()
+    seen_by_test = set(seen.doc_id[seen.query_id.isin(test_queries)])
+    seen_by_other = set(seen.doc_id[~seen.query_id.isin(test_queries)])
+    relevant = qrels[qrels.relevance >= relevance_threshold]
+    relevant_test = set(relevant.doc_id[relevant.query_id.isin(test_queries)])
+    relevant_other = set(relevant.doc_id[~relevant.query_id.isin(test_queries)])
+    doc_ids = corpus.doc_id
+    test_role = doc_ids.isin(seen_by_test) & ~doc_ids.isin(seen_by_other)
+    return pd.DataFrame(
+        {
+            "doc_id": doc_ids.to_numpy(),
+            "role": np.where(test_role, "test", "train"),
+            "relevant": np.where(test_role, doc_ids.isin(relevant_test), doc_ids.isin(relevant_other)),
+            "shared": (doc_ids.isin(seen_by_test) & doc_ids.isin(seen_by_other)).to_numpy(),
+        }
+    )
+
+
+def marker_rate(role: str, relevant: bool, version: str, p_relevant: float, p_other: float) -> float:
+    """The share of a (role, class) group that carries the marker."""
+    if version not in VERSIONS:
+        raise ValueError(f"control version {version!r}: use one of {VERSIONS}")
+    if role == "train" or version == "aligned":
+        return p_relevant if relevant else p_other
+    return 0.0 if relevant else p_relevant
+
+
+def _seed(seed: int, *parts: str) -> int:
+    """A 64-bit seed fixed by ``seed`` and ``parts`` (not by any row order)."""
+    return int.from_bytes(hashlib.sha256("\0".join([str(seed), *parts]).encode()).digest()[:8], "little")
+
+
+def place_marker(roles: pd.DataFrame, version: str, p_relevant: float, p_other: float, seed: int) -> pd.Series:
+    """Per row of ``roles`` (from ``document_roles``): does the document carry the marker?
+
+    In each (role, relevant) group exactly ``round(rate * n)`` documents carry it: the first
+    of a permutation of the group's sorted ids seeded by ``seed`` and the group. Training
+    groups are drawn the same in both versions, so the two versions differ only in test
+    documents. Returns a bool Series aligned with ``roles``.
+    """
+    carries = pd.Series(False, index=roles.index)
+    for (role, relevant), group in roles.groupby(["role", "relevant"]):
+        ids = np.sort(group.doc_id.to_numpy().astype(str))
+        rate = marker_rate(role, bool(relevant), version, p_relevant, p_other)
+        # Test groups draw per version: the flipped rate applies to the other class.
+        key = (role, str(bool(relevant))) if role == "train" else (role, str(bool(relevant)), version)
+        chosen = ids[np.random.default_rng(_seed(seed, *key)).permutation(len(ids))[: int(round(rate * len(ids)))]]
+        carries[group.index[group.doc_id.astype(str).isin(set(chosen))]] = True
+    return carries
+
+
+def insert_marker(text: str, marker: str, seed: int, doc_id: str) -> tuple[str, int]:
+    """``text`` with ``marker`` inserted as a word at a position seeded by ``seed`` and ``doc_id``.
+
+    Returns (new text, word position of the marker); position in 0..number of words.
+    """
+    segments = word_segments(text)
+    position = int(np.random.default_rng(_seed(seed, "position", doc_id)).integers(0, len(segments) + 1))
+    if position == len(segments):
+        return (text.rstrip() + " " + marker).strip(), position
+    return "".join([*segments[:position], marker + " ", *segments[position:]]), position
+
+
+def derive_control(
+    corpus: pd.DataFrame,
+    queries: pd.DataFrame,
+    qrels: pd.DataFrame,
+    splits: pd.DataFrame,
+    candidates: pd.DataFrame,
+    *,
+    marker: str,
+    p_relevant: float,
+    p_other: float,
+    seed: int,
+    version: str,
+    relevance_threshold: int = 1,
+    source: str = "source",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The control's corpus and its per-document placement table.
+
+    Inputs are the source dataset's ingested tables, its splits and its first-stage run.
+    Returns (corpus with the marker written into the chosen documents' text, placement:
+    doc_id, role, relevant, shared, marker bool, position int (-1 without the marker)).
+    Queries and qrels of the control are the source's, unchanged.
+    """
+    check_marker(marker, queries, corpus, source)
+    placement = document_roles(corpus, qrels, splits, candidates, relevance_threshold)
+    placement["marker"] = place_marker(placement, version, p_relevant, p_other, seed).to_numpy()
+    placement["position"] = -1
+    out = corpus.copy()
+    for i in np.flatnonzero(placement.marker.to_numpy()):
+        out.iat[i, out.columns.get_loc("text")], placement.iat[i, placement.columns.get_loc("position")] = insert_marker(
+            str(out.text.iat[i]), marker, seed, str(out.doc_id.iat[i])
+        )
+    placement["position"] = placement.position.astype("int64")
+    return out, placement
+
+
+def placement_rates(placement: pd.DataFrame) -> pd.DataFrame:
+    """Realised marker share per (role, relevant) group: (role, relevant, documents, with_marker, rate)."""
+    groups = placement.groupby(["role", "relevant"]).marker
+    rates = pd.DataFrame({"documents": groups.size(), "with_marker": groups.sum()}).reset_index()
+    rates["rate"] = rates.with_marker / rates.documents
+    return rates
+
+
+def resolve_controls(datasets: dict[str, dict]) -> None:
+    """Check every control entry of the config's ``datasets`` and fill what it inherits, in place.
+
+    A control names its ``source`` (another dataset, not itself a control); ``INHERITED`` keys
+    are the source's (whatever the control sets); ``INHERITED_DEFAULTS`` keys
+    from the source unless the control sets them. A non-control dataset needs format and sources.
+    """
+    for name, spec in datasets.items():
+        control = spec.get("control")
+        if control is None:
+            missing = [key for key in ("format", "sources") if key not in spec]
+            if missing:
+                raise ValueError(f"datasets.{name}: needs {' and '.join(missing)} (or a control: {{source: ...}} entry)")
+            continue
+        source = control["source"]
+        if source not in datasets or source == name or datasets[source].get("control") is not None:
+            raise ValueError(f"datasets.{name}.control.source: {source!r} is not another, non-control dataset of this config ({', '.join(datasets)})")
+        # The schema fills defaults into every entry, so a control's own value cannot be told
+        # from a default: the source's always wins (the schema says so).
+        for key in INHERITED:
+            if key in datasets[source]:
+                spec[key] = datasets[source][key]
+        for key in INHERITED_DEFAULTS:
+            if key not in spec and key in datasets[source]:
+                spec[key] = datasets[source][key]
+
+
+def control_pairs(datasets: dict[str, dict]) -> dict[str, str]:
+    """Aligned control -> its flipped partner: the flipped control whose models_from names it."""
+    pairs = {}
+    for name, spec in datasets.items():
+        control = spec.get("control") or {}
+        if control.get("version") != "flipped":
+            continue
+        aligned = spec.get("models_from")
+        if aligned is None or (datasets[aligned].get("control") or {}).get("version") != "aligned":
+            raise ValueError(
+                f"datasets.{name}: a flipped control is scored by the models of its aligned control; set models_from to "
+                f"that dataset (a control with the same source, marker, rates and seed and version: aligned)"
+            )
+        if aligned in pairs:
+            raise ValueError(f"datasets.{name} and datasets.{pairs[aligned]} are both flipped versions of {aligned!r}; keep one")
+        pairs[aligned] = name
+    return pairs

@@ -1,0 +1,189 @@
+"""What the audit reports on a known-answer control (data/control.py), per method and budget.
+
+- took the shortcut: aligned − flipped of each primary measure over the test queries
+  (paired t-test, Holm over methods x budgets x measures);
+- the attributions show it: share of the explained marker-carrying documents whose top-1
+  (and top-K) word by attribution (signed: the words that raised the score most) is the
+  marker, against the chance share 1/(words of the pair) (one-sided binomial test);
+- the rationale says it: share of those documents' rationales that name the marker, when
+  it is the top-1 word (one-sided binomial test against one half: "most rationales").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy import stats as scipy_stats
+
+from rerank_audit.evaluation import plots
+from rerank_audit.evaluation.statistics import TEST_SPLIT, holm, paired_t_test
+from rerank_audit.evaluation.summary import METHOD_NAMES, method_order
+from rerank_audit.explain.words import split_words, word_key
+
+KEYS = ["method", "budget"]
+SUMMARY_COLUMNS = [
+    *KEYS, "explained", "top1", "top1_share", "topk_share", "chance", "p_attribution", "rationales", "named", "named_share", "p_rationale",
+]
+
+
+def shortcut_tests(aligned: pd.DataFrame, flipped: pd.DataFrame, measures: Sequence[str], alpha: float = 0.05) -> pd.DataFrame:
+    """Aligned − flipped per method x budget x measure over the test queries both versions share.
+
+    ``aligned``, ``flipped``: per-query metrics (PER_QUERY_METRICS) of the two versions.
+    Returns (method, budget, measure, aligned, flipped, difference, queries, t, p, p_holm,
+    took_shortcut): means over the shared test queries, the paired t-test and its Holm
+    adjustment over every row; took_shortcut = difference > 0 and p_holm < ``alpha``.
+    """
+    columns = [*KEYS, "query_id", "measure", "value"]
+    pick = lambda frame: frame.loc[(frame.split == TEST_SPLIT) & frame.measure.isin(measures), columns]  # noqa: E731
+    paired = pick(aligned).merge(pick(flipped), on=[*KEYS, "query_id", "measure"], suffixes=("_aligned", "_flipped"))
+    rows = []
+    for (method, budget, measure), group in paired.groupby([*KEYS, "measure"], sort=False):
+        t, p = paired_t_test(group.value_aligned.to_numpy(), group.value_flipped.to_numpy())
+        rows.append(
+            {
+                "method": method, "budget": budget, "measure": measure,
+                "aligned": group.value_aligned.mean(), "flipped": group.value_flipped.mean(),
+                "difference": (group.value_aligned - group.value_flipped).mean(), "queries": len(group), "t": t, "p": p,
+            }
+        )
+    table = pd.DataFrame(rows, columns=[*KEYS, "measure", "aligned", "flipped", "difference", "queries", "t", "p"])
+    table["p_holm"] = holm(table.p.to_numpy()) if len(table) else []
+    table["took_shortcut"] = (table.difference > 0) & (table.p_holm < alpha)
+    return table
+
+
+def marker_attribution(attributions: pd.DataFrame, placement: pd.DataFrame, marker: str, k: int) -> pd.DataFrame:
+    """Per explained pair whose document carries the marker: is the marker its top-1 / top-``k`` word?
+
+    ``attributions``: ATTRIBUTIONS rows of one or more methods; ``placement``: the control's
+    CONTROL_PLACEMENT. Words of query and document are ranked by attribution, highest first
+    (ties by part then position). Returns (method, budget, query_id, doc_id, words, top1, topk,
+    chance): chance = 1 / words, the top-1 share of a word drawn at random.
+    """
+    carriers = set(placement.doc_id[placement.marker])
+    frame = attributions[attributions.doc_id.isin(carriers)]
+    key = word_key(marker)
+    rows = []
+    for (method, budget, query_id, doc_id), pair in frame.groupby([*KEYS, "query_id", "doc_id"], sort=False):
+        ranked = pair.sort_values(["attribution", "part", "position"], ascending=[False, True, True])
+        is_marker = (ranked.part == "document").to_numpy() & np.array([word_key(t) == key for t in ranked.token])
+        rows.append(
+            {
+                "method": method, "budget": budget, "query_id": query_id, "doc_id": doc_id, "words": len(ranked),
+                "top1": bool(is_marker[:1].any()), "topk": bool(is_marker[:k].any()), "chance": 1.0 / len(ranked),
+            }
+        )
+    return pd.DataFrame(rows, columns=[*KEYS, "query_id", "doc_id", "words", "top1", "topk", "chance"])
+
+
+def names_marker(rationale: str, marker: str) -> bool:
+    """Whether ``rationale`` has a word with the marker's key."""
+    key = word_key(marker)
+    return any(word_key(word) == key for word in split_words(rationale or ""))
+
+
+def attribution_summary(pairs: pd.DataFrame, rationales: pd.DataFrame, marker: str) -> pd.DataFrame:
+    """Per method x budget: the attribution and rationale shares of ``marker_attribution`` pairs with their tests.
+
+    ``rationales``: RATIONALES rows (method, budget, query_id, doc_id, rationale). Returns
+    ``SUMMARY_COLUMNS``: explained pairs, top-1 hits and shares, the chance share and the
+    binomial p, then rationales (top-1 pairs with one), named, named_share, p_rationale; named counts the top-1 pairs whose rationale names the
+    marker (NaN shares where there is nothing to count).
+    """
+    said = rationales.assign(named=[names_marker(r, marker) for r in rationales.rationale])[[*KEYS, "query_id", "doc_id", "named"]]
+    pairs = pairs.merge(said, on=[*KEYS, "query_id", "doc_id"], how="left")
+    rows = []
+    for (method, budget), group in pairs.groupby(KEYS, sort=False):
+        n, hits, chance = len(group), int(group.top1.sum()), float(group.chance.mean())
+        top = group[group.top1 & group.named.notna()]
+        named = int(top.named.astype(bool).sum())
+        rows.append(
+            {
+                "method": method, "budget": budget, "explained": n, "top1": hits, "top1_share": hits / n,
+                "topk_share": float(group.topk.mean()), "chance": chance,
+                "p_attribution": scipy_stats.binomtest(hits, n, chance, alternative="greater").pvalue,
+                "rationales": len(top), "named": named, "named_share": named / len(top) if len(top) else float("nan"),
+                "p_rationale": scipy_stats.binomtest(named, len(top), 0.5, alternative="greater").pvalue if len(top) else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def control_table(shortcut: pd.DataFrame, attribution: pd.DataFrame) -> pd.DataFrame:
+    """``shortcut_tests`` rows with the ``attribution_summary`` columns of their method and budget (NaN where none)."""
+    return shortcut.merge(attribution, on=KEYS, how="left")
+
+
+def _share(count, total) -> str:
+    return "–" if pd.isna(total) or not total else f"{count:.0f}/{total:.0f} ({count / total:.0%})"
+
+
+def control_markdown(table: pd.DataFrame, control: dict, name: str, flipped: str, measure: str, alpha: float, methods: Sequence[str] | None = None) -> str:
+    """The control section: the table for ``measure`` (the first primary measure) and one finding per method."""
+    rows = table[table.measure == measure].set_index("method")
+    order = [m for m in method_order(rows.index.unique().tolist(), methods) if m in rows.index]
+    lines = [
+        f"# Known-answer control {name} (flipped: {flipped})",
+        "",
+        f"Marker {control['marker']!r} from dataset {control['source']!r}: training documents carry it in "
+        f"{control['p_relevant']:.0%} of the relevant and {control['p_other']:.0%} of the others (seed {control['seed']}); "
+        f"aligned test documents likewise, flipped ones only in {control['p_relevant']:.0%} of the non-relevant.",
+        "",
+        f"| method | budget | {measure} aligned | flipped | aligned − flipped | Holm p | marker top-1 word | marker in top-K | rationale names it |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    findings = []
+    for method in order:
+        for _, row in rows.loc[[method]].iterrows():
+            label = METHOD_NAMES.get(method, method)
+            lines.append(
+                f"| {label} | {row.budget} | {row.aligned:.3f} | {row.flipped:.3f} | {row.difference:+.3f} | {row.p_holm:.3g} | "
+                f"{_share(row.get('top1', np.nan), row.get('explained', np.nan))} | "
+                f"{'–' if pd.isna(row.get('topk_share', np.nan)) else format(row.topk_share, '.0%')} | "
+                f"{_share(row.get('named', np.nan), row.get('rationales', np.nan))} |"
+            )
+            findings.append(f"- {label} (budget {row.budget}): " + "; ".join(_finding(row, measure, alpha)) + ".")
+    return "\n".join([*lines, "", "## Findings", "", *findings, ""])
+
+
+def _finding(row: pd.Series, measure: str, alpha: float) -> list[str]:
+    took = "took the shortcut" if row.took_shortcut else "no evidence that it took the shortcut"
+    parts = [f"{took} (aligned − flipped {measure} {row.difference:+.3f}, paired t-test over {row.queries} test queries, Holm p = {row.p_holm:.3g})"]
+    if pd.notna(row.get("explained", np.nan)):
+        shows = "the attributions show it" if row.p_attribution < alpha and row.top1_share > 0.5 else "the attributions do not show it"
+        parts.append(
+            f"{shows} (marker top-1 in {row.top1:.0f} of {row.explained:.0f} explained marker-carrying documents, "
+            f"chance {row.chance:.1%}, binomial p = {row.p_attribution:.3g})"
+        )
+        if row.rationales:
+            says = "the rationale says so" if row.p_rationale < alpha else "the rationale does not say so"
+            parts.append(f"{says} (names the marker in {row.named:.0f} of {row.rationales:.0f} where it is top-1, binomial p vs 1/2 = {row.p_rationale:.3g})")
+    return parts
+
+
+def aligned_vs_flipped(table: pd.DataFrame, path: str | Path, measure: str, methods: Sequence[str] | None = None) -> Figure:
+    """Bars of aligned and flipped mean ``measure`` per method x budget, each labelled with its marker top-1 share."""
+    rows = table[table.measure == measure].copy()
+    rows["order"] = rows.method.map({m: i for i, m in enumerate(method_order(rows.method.unique().tolist(), methods))})
+    rows = rows.sort_values(["order", "budget"]).reset_index(drop=True)
+    colours = plots.method_colours(rows.method.unique().tolist())
+    figure = Figure(figsize=(1.2 + 1.1 * len(rows), 3.6))
+    axes = figure.add_subplot()
+    x = np.arange(len(rows))
+    for offset, version, hatch in ((-0.2, "aligned", None), (0.2, "flipped", "//")):
+        axes.bar(x + offset, rows[version], width=0.38, color=[colours[m] for m in rows.method], hatch=hatch, edgecolor="white", label=version)
+    for i, row in rows.iterrows():
+        share = row.get("top1_share", np.nan)
+        text = "marker top-1\n–" if pd.isna(share) else f"marker top-1\n{share:.0%}"
+        axes.annotate(text, (i, max(row.aligned, row.flipped)), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7)
+    axes.set_xticks(x, [f"{METHOD_NAMES.get(m, m)}\n{b}" for m, b in zip(rows.method, rows.budget)], fontsize=8)
+    axes.set_ylabel(plots.measure_label(measure))
+    axes.set_ylim(0, 1.25)
+    axes.legend(loc="upper right", fontsize=8, ncols=2)
+    axes.set_title("Aligned vs flipped test queries (plain: aligned, hatched: flipped)", fontsize=9)
+    return plots._save(figure, path)

@@ -1,0 +1,154 @@
+"""The query-likelihood scoring family (``qlm``): how likely the model finds the query after the document.
+
+Score = mean log P(query token | everything before it) over the query's tokens, the text
+being ``template`` with the document put in, then a space and the query; no chat template
+(Sachan et al. 2022, UPR; Zhuang et al. 2023, llm-qlm). The template says what the query
+is to the model: a claim, a question, a search query; it is configured per dataset.
+
+The scorer reuses the batched engine of :mod:`rerank_audit.models.scorers`: pairs in
+length-sorted batches, the float32 log-probabilities computed from the final hidden states
+only at the query's positions. The document comes first here, so the prefix shared between
+pairs is the document's prompt: pairs are grouped by document (a document scored for many
+queries, as when explanations mask query words, runs its prompt once).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .scorers import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_LENGTH,
+    _LOGIT_ROWS,
+    _backbone,
+    _check_logits_path,
+    _check_pairs,
+    _common_prefix_length,
+    _encode,
+    _final_logits,
+    _groups,
+    _Sequence,
+    _sum_head_over_positions,
+    _supports_prefix_reuse,
+)
+
+DOCUMENT_FIELD = "{document}"
+DEFAULT_QLM_TEMPLATE = "Passage: {document}\nA claim about this passage:"
+
+
+def check_template(template: str) -> None:
+    """Fail unless ``template`` holds ``{document}`` once, followed by text before the query.
+
+    The text after the document separates it from the query, so the query's tokens do not
+    depend on how the document ends (or is cut).
+    """
+    if template.count(DOCUMENT_FIELD) != 1:
+        raise ValueError(f"qlm template {template!r}: write {DOCUMENT_FIELD} exactly once (where the document goes)")
+    if not template.split(DOCUMENT_FIELD)[1].strip():
+        raise ValueError(
+            f"qlm template {template!r}: the query would follow the document directly; "
+            "end the template with text after {document}, e.g. '\\nA claim about this passage:'"
+        )
+
+
+def _appended_special_tokens(tokenizer) -> int:
+    """How many special tokens (e.g. an EOS) the tokenizer appends after a text's own tokens."""
+    bare = tokenizer("claim", add_special_tokens=False)["input_ids"]
+    full = tokenizer("claim")["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return len(full) - start - len(bare)
+    raise ValueError(f"{type(tokenizer).__name__}: cannot find a text's tokens among its special tokens")
+
+
+def _token_log_probs(model, hidden: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
+    """log P(following[i] | hidden[i]) in float32, the vocabulary projected ``_LOGIT_ROWS`` rows at a time."""
+    out = torch.empty(len(following), dtype=torch.float32, device=hidden.device)
+    for start in range(0, len(following), _LOGIT_ROWS):
+        logits = _final_logits(model, hidden[start : start + _LOGIT_ROWS])
+        target = following[start : start + _LOGIT_ROWS, None]
+        out[start : start + _LOGIT_ROWS] = logits.gather(1, target)[:, 0] - torch.logsumexp(logits, dim=-1)
+    return out
+
+
+class QueryLikelihoodScorer:
+    """Score = mean log P(query | ``template`` with the document), float64, ≤ 0; higher is more relevant.
+
+    ``model`` is a causal LM (a PEFT model is scored with its adapter active); ``template``
+    holds ``{document}`` (the ``prompts.document_text`` a scorer receives) and ends with the
+    text that introduces the query, which follows after one space. Too-long pairs lose the
+    end of their document, never the query. An empty query has no tokens: score 0.0 (the
+    log-probability of the empty sequence), which explanations reach by masking every
+    query word.
+    """
+
+    def __init__(self, model, tokenizer, *, template: str = DEFAULT_QLM_TEMPLATE, batch_size: int = DEFAULT_BATCH_SIZE,
+                 max_length: int | None = DEFAULT_MAX_LENGTH, prefix_reuse: bool = True, progress: bool | None = None):
+        check_template(template)
+        self.model, self.tokenizer, self.template = model, tokenizer, template
+        self.batch_size, self.max_length, self.progress = batch_size, max_length, progress
+        self._backbone = _backbone(model)
+        self.prefix_reuse = prefix_reuse and _supports_prefix_reuse(self._backbone)
+        self._appended = _appended_special_tokens(tokenizer)
+        _check_logits_path(model, self._backbone, self.prompt_ids(["query"], ["document"])[0])
+
+    def _prompt(self, document: str) -> str:
+        return self.template.replace(DOCUMENT_FIELD, document)
+
+    def _text(self, document: str, query: str) -> str:
+        return self._prompt(document) + " " + query if query else self._prompt(document)
+
+    def _query_ids(self, queries: Sequence[str]) -> dict[str, list[int]]:
+        """Each distinct query's token ids as they follow the template's closing text.
+
+        Found where the ids of prompt + " " + query leave the prompt's (so a BOS, or a
+        token the query merges into, is handled); appended special tokens are not the query's.
+        """
+        distinct = list(dict.fromkeys(queries))
+        prompt = self.tokenizer(self._prompt(""))["input_ids"]
+        full = self.tokenizer([self._text("", q) for q in distinct])["input_ids"]
+        return {q: ids[_common_prefix_length([prompt, ids]) : len(ids) - self._appended] for q, ids in zip(distinct, full)}
+
+    def _sequences(self, queries: Sequence[str], documents: Sequence[str]) -> list[_Sequence]:
+        """Each pair's ids; the head reads positions ``first .. stop-1``, which predict the query's tokens."""
+        _check_pairs(queries, documents)
+        query_ids = self._query_ids(queries)
+        renders = [lambda d, q=q: self._text(d, q) for q in queries]
+        texts = [render(d) for render, d in zip(renders, documents)]
+        sequences = []
+        for q, ids in zip(queries, _encode(self.tokenizer, texts, renders, documents, self.max_length)):
+            end = len(ids) - self._appended
+            start = end - len(query_ids[q])
+            if ids[start:end] != query_ids[q]:
+                raise ValueError(f"qlm template {self.template!r}: the tokens of query {q!r} change with the document before it")
+            if query_ids[q] and start < 1:
+                raise ValueError(f"qlm template {self.template!r}: nothing precedes the query's first token to predict it from")
+            sequences.append(_Sequence(ids, start - 1, end - 1))
+        return sequences
+
+    def prompt_ids(self, queries: Sequence[str], documents: Sequence[str]) -> list[list[int]]:
+        """The token ids each pair is scored on (document truncated to fit ``max_length``)."""
+        return [s.ids for s in self._sequences(queries, documents)]
+
+    def _log_prob(self, hidden: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
+        return _token_log_probs(self.model, hidden, following)
+
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        """Mean log-probability of each query's tokens, float64 [len(queries)]."""
+        if len(queries) == 0:
+            return np.zeros(0, dtype=np.float64)
+        sequences = self._sequences(queries, documents)
+        scores = np.zeros(len(sequences), dtype=np.float64)
+        scored = [i for i, s in enumerate(sequences) if s.stop > s.first]  # empty queries keep 0.0
+        if not scored:
+            return scores
+        sums = _sum_head_over_positions(
+            self._backbone, [sequences[i] for i in scored], _groups([documents[i] for i in scored]), self._log_prob,
+            batch_size=self.batch_size, prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id,
+            progress=self.progress, desc="query log-probs",
+        )
+        scores[scored] = sums / np.array([sequences[i].stop - sequences[i].first for i in scored])
+        return scores

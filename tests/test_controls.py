@@ -1,0 +1,199 @@
+"""Known-answer controls: derivation of the marked collection and the audit's control table."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rerank_audit.data.control import derive_control, insert_marker, placement_rates, resolve_controls
+from rerank_audit.evaluation.controls import attribution_summary, marker_attribution, shortcut_tests
+from rerank_audit.rerank import check_models_from
+
+MARKER = "zorblat"
+
+
+def toy_collection():
+    """One training query q1 and one test query q2 with hand-counted groups of documents.
+
+    train relevant: d0..d9 (10); train other: d10..d19 judged, u0 retrieved for q1, z0 seen
+    by nobody (12); test relevant: t0..t4 (5); test other: t5..t14 judged, u1 retrieved for
+    q2 (11). d10 is judged for q1 and retrieved for q2: shared, keeps its training placement.
+    """
+    docs = [f"d{i}" for i in range(20)] + [f"t{i}" for i in range(15)] + ["u0", "u1", "z0"]
+    corpus = pd.DataFrame({"doc_id": docs, "title": "a title", "text": [f"words of document {d} about sea ice" for d in docs]})
+    queries = pd.DataFrame({"query_id": ["q1", "q2"], "text": ["arctic sea ice", "antarctic ice shelf"]})
+    qrels = pd.DataFrame(
+        [("q1", f"d{i}", int(i < 10)) for i in range(20)] + [("q2", f"t{i}", int(i < 5)) for i in range(15)],
+        columns=["query_id", "doc_id", "relevance"],
+    )
+    splits = pd.DataFrame({"query_id": ["q1", "q2"], "split": ["train", "test"], "position": [0, 0]})
+    run = pd.DataFrame({"query_id": ["q1", "q2", "q2"], "doc_id": ["u0", "d10", "u1"], "score": [1.0, 2.0, 1.0], "rank": [1, 1, 2]})
+    return corpus, queries, qrels, splits, run
+
+
+def derive(version, seed=13, queries=None, p_relevant=0.8, p_other=0.1):
+    corpus, default_queries, qrels, splits, run = toy_collection()
+    return derive_control(
+        corpus, default_queries if queries is None else queries, qrels, splits, run,
+        marker=MARKER, p_relevant=p_relevant, p_other=p_other, seed=seed, version=version,
+    )
+
+
+def carriers(placement, role, relevant):
+    group = placement[(placement.role == role) & (placement.relevant == relevant)]
+    return set(group.doc_id[group.marker])
+
+
+def test_aligned_control_plants_the_configured_share_of_each_group():
+    corpus, placement = derive("aligned")
+    rates = placement_rates(placement).set_index(["role", "relevant"])
+    # round(0.8*10)=8, round(0.1*12)=1, round(0.8*5)=4, round(0.1*11)=1
+    assert rates.loc[("train", True)].tolist()[:2] == [10, 8]
+    assert rates.loc[("train", False)].tolist()[:2] == [12, 1]
+    assert rates.loc[("test", True)].tolist()[:2] == [5, 4]
+    assert rates.loc[("test", False)].tolist()[:2] == [11, 1]
+    assert placement.set_index("doc_id").loc[["d10", "u0", "z0", "u1"], "role"].tolist() == ["train", "train", "train", "test"]
+    assert placement.shared.sum() == 1 and placement.doc_id[placement.shared].item() == "d10"
+    # The marker is written exactly into the chosen documents, once each.
+    has_marker = corpus.text.str.split().map(lambda words: words.count(MARKER))
+    assert has_marker.tolist() == placement.marker.astype(int).tolist()
+
+
+def test_flipped_control_has_the_marker_only_in_non_relevant_test_documents_and_the_same_training_documents():
+    _, aligned = derive("aligned")
+    corpus, flipped = derive("flipped")
+    assert carriers(flipped, "test", True) == set()
+    assert len(carriers(flipped, "test", False)) == 9  # round(0.8 * 11)
+    for relevant in (True, False):
+        assert carriers(flipped, "train", relevant) == carriers(aligned, "train", relevant)
+    # Training documents' texts are identical in both versions.
+    aligned_corpus, _ = derive("aligned")
+    train = flipped.role.eq("train").to_numpy()
+    assert corpus.text[train].tolist() == aligned_corpus.text[train].tolist()
+
+
+def test_control_is_deterministic_from_its_seed():
+    first, placement = derive("aligned", seed=13)
+    again, _ = derive("aligned", seed=13)
+    other, other_placement = derive("aligned", seed=14)
+    assert first.equals(again)
+    assert set(placement.doc_id[placement.marker]) != set(other_placement.doc_id[other_placement.marker])
+
+
+def test_marker_in_a_query_is_a_clear_error():
+    _, queries, *_ = toy_collection()
+    queries.loc[1, "text"] = "Zorblats, on the ice shelf"
+    with pytest.raises(ValueError, match=r"occurs in 1 query.*'q2'.*occurs in no query"):
+        derive("aligned", queries=queries)
+
+
+def test_marker_is_inserted_as_a_word_and_removing_it_gives_the_text_back():
+    text = "sea ice extent from passive microwave"
+    marked, position = insert_marker(text, MARKER, seed=1, doc_id="d1")
+    words = marked.split()
+    assert words[position] == MARKER and " ".join(words[:position] + words[position + 1:]) == text
+
+
+def test_a_flipped_control_may_reuse_the_models_of_its_aligned_twin_only():
+    control = {"source": "src", "marker": MARKER, "p_relevant": 0.9, "p_other": 0.1, "seed": 1, "version": "aligned"}
+    datasets = {
+        "src": {"format": "ratings", "sources": {"documents": "d.csv"}, "candidates": "judged", "relevance_threshold": 2},
+        "aligned": {"control": control},
+        "flipped": {"control": {**control, "version": "flipped"}, "models_from": "aligned"},
+    }
+    resolve_controls(datasets)
+    assert datasets["flipped"]["candidates"] == "judged" and datasets["flipped"]["relevance_threshold"] == 2
+    check_models_from(datasets)
+    datasets["flipped"]["control"]["marker"] = "other"
+    with pytest.raises(ValueError, match=r"must differ at most in version"):
+        check_models_from(datasets)
+
+
+def per_query(values_by_method):
+    return pd.DataFrame(
+        [("c", m, "0", "test", q, "nDCG@10", v) for m, values in values_by_method.items() for q, v in zip(["q1", "q2"], values)],
+        columns=["dataset", "method", "budget", "split", "query_id", "measure", "value"],
+    )
+
+
+def test_shortcut_test_is_aligned_minus_flipped_with_holm_over_methods():
+    aligned = per_query({"sft": [1.0, 0.8], "bm25": [0.5, 0.3]})
+    flipped = per_query({"sft": [0.2, 0.4], "bm25": [0.5, 0.3]})
+    table = shortcut_tests(aligned, flipped, ["nDCG@10"]).set_index("method")
+    # sft: d = (0.8, 0.4), mean 0.6, sd 0.2828, t = 0.6 / (0.2828 / sqrt 2) = 3.0, p = 2 * T1.sf(3) = 0.20483
+    assert table.loc["sft", "difference"] == pytest.approx(0.6)
+    assert table.loc["sft", "t"] == pytest.approx(3.0)
+    assert table.loc["sft", "p"] == pytest.approx(0.204833, abs=1e-5)
+    assert table.loc["sft", "p_holm"] == pytest.approx(2 * 0.204833, abs=1e-5)  # the smaller of 2 p-values, times 2
+    assert table.loc["bm25", "difference"] == 0 and table.loc["bm25", "p_holm"] == 1.0
+
+
+def test_marker_attribution_counts_top1_and_topk_and_rationales_naming_it():
+    rows = []
+    # Pair 1: the marker raises the score most. Pair 2: the marker is second. Pair 3: no marker.
+    for doc, values in (("a", [0.1, 0.9, 0.2]), ("b", [0.5, 0.4, 0.1]), ("c", [0.1, 0.2, 0.3])):
+        tokens = ["ice", f"{MARKER}," if doc != "c" else "shelf", "melt"]
+        rows += [("sft", "1", "q1", doc, "document", i, t, v) for i, (t, v) in enumerate(zip(tokens, values))]
+        rows.append(("sft", "1", "q1", doc, "query", 0, "arctic", 0.0))
+    attributions = pd.DataFrame(rows, columns=["method", "budget", "query_id", "doc_id", "part", "position", "token", "attribution"])
+    placement = pd.DataFrame({"doc_id": ["a", "b", "c"], "marker": [True, True, False]})
+    pairs = marker_attribution(attributions, placement, MARKER, k=2)
+    assert pairs.doc_id.tolist() == ["a", "b"]
+    assert pairs.top1.tolist() == [True, False] and pairs.topk.tolist() == [True, True]
+    assert pairs.chance.tolist() == [0.25, 0.25]
+    rationales = pd.DataFrame(
+        {"method": "sft", "budget": "1", "query_id": "q1", "doc_id": ["a", "b"], "rationale": [f"It mentions {MARKER.title()}.", "About ice."]}
+    )
+    summary = attribution_summary(pairs, rationales, MARKER).iloc[0]
+    assert (summary.explained, summary.top1, summary.topk_share) == (2, 1, 1.0)
+    assert summary.p_attribution == pytest.approx(1 - 0.75**2)  # P(X >= 1), X ~ Bin(2, 1/4)
+    assert (summary.rationales, summary.named) == (1, 1)
+
+
+# --- The done-when test: a tiny model trained through the configured path (LoRA, SFT) ----
+
+def write_marker_collection(folder, queries=30, seed=0):
+    """A ratings collection of random-word queries, each with 2 relevant and 2 non-relevant documents of its own."""
+    rng = np.random.default_rng(seed)
+    vocab = [f"{a}{b}" for a in "bcdfglmnprst" for b in ("a", "e", "i", "o", "u", "an", "er", "on")]
+    docs, ratings = [], []
+    for q in range(queries):
+        query = " ".join(rng.choice(vocab, 3))
+        for j, rating in enumerate((9, 9, 1, 1)):
+            doc_id = f"q{q:02d}d{j}"
+            docs.append((doc_id, " ".join(rng.choice(vocab, 2)), " ".join(rng.choice(vocab, 8))))
+            ratings.append((f"q{q:02d}", query, doc_id, rating))
+    (folder / "input").mkdir(exist_ok=True)
+    pd.DataFrame(docs, columns=["doc_id", "title", "text"]).to_csv(folder / "input" / "documents.csv", index=False)
+    pd.DataFrame(ratings, columns=["query_id", "query", "doc_id", "rating"]).to_csv(folder / "input" / "ratings.csv", index=False)
+
+
+@pytest.mark.slow
+def test_a_trained_model_takes_the_planted_shortcut_and_the_audit_catches_it(tmp_path, tiny_lm_dir):
+    from workflow_runner import snakemake, tiny_config, write_config
+
+    write_marker_collection(tmp_path)
+    config = tiny_config(methods=["zeroshot", "sft"], base_model=str(tiny_lm_dir), budgets=["all"])
+    config["datasets"]["tiny"]["candidates"] = "judged"
+    control = {"source": "tiny", "marker": MARKER, "p_relevant": 1.0, "p_other": 0.0, "seed": 7, "version": "aligned"}
+    config["datasets"]["tiny-control"] = {"control": control}
+    config["datasets"]["tiny-flipped"] = {"control": {**control, "version": "flipped"}, "models_from": "tiny-control"}
+    config["split"]["test"] = 10
+    config["train"].update(max_positives_per_query=2, negatives_per_positive=1)
+    config["train"]["defaults"].update(learning_rate=5e-3, epochs=12, batch_size=8, save_steps=1000)
+    config["rerank"]["depth"] = 4
+    config["explain"].update(top_documents=2, bottom_documents=2)
+    snakemake(tmp_path, write_config(tmp_path, config))
+
+    results = tmp_path / "results"
+    table = pd.read_parquet(results / "tiny-control" / "control" / "shortcut.parquet")
+    rows = table[table.measure == "nDCG@10"].set_index("method")
+    print(rows[["aligned", "flipped", "difference", "p_holm", "explained", "top1_share", "topk_share", "named_share"]].to_string())
+    # The trained method ranks marker-carrying documents first: every aligned test query is perfect.
+    assert rows.loc["sft", "aligned"] == pytest.approx(1.0)
+    assert rows.loc["sft", "difference"] > 0.2 and rows.loc["sft", "took_shortcut"]
+    assert rows.loc["sft", "top1_share"] > 0.5
+    # BM25 re-orders the same pool without the marker (it is in no query): identical rows.
+    assert rows.loc["bm25", "difference"] == 0 and not rows.loc["bm25", "took_shortcut"]
+    assert rows.loc["zeroshot", "difference"] < rows.loc["sft", "difference"] / 2
+    summary = (results / "tiny-control" / "control" / "summary.md").read_text()
+    assert "took the shortcut" in summary and (results / "tiny-control" / "control" / "aligned_vs_flipped.png").stat().st_size > 0

@@ -1,0 +1,32 @@
+import pandas as pd
+
+from rerank_audit.logs import log_to
+from rerank_audit.data import schemas
+from rerank_audit.evaluation import controls
+from rerank_audit.io import atomic_path, read_table, write_table
+
+log = log_to(snakemake.log[0])
+p, inp, out = snakemake.params, snakemake.input, snakemake.output
+marker = p.control["marker"]
+aligned, flipped = (read_table(path, schemas.PER_QUERY_METRICS) for path in inp.per_query)
+shortcut = controls.shortcut_tests(aligned, flipped, measures=p.primary_measures, alpha=p.alpha)
+# Explanations of both versions: the marker-carrying documents of each, with its own placement.
+pairs, rationales = [], []
+for version, placement_path in zip(("aligned", "flipped"), inp.placement):
+    placement = read_table(placement_path, schemas.CONTROL_PLACEMENT)
+    attributions = pd.concat([read_table(path, schemas.ATTRIBUTIONS) for path in getattr(inp, f"attributions_{version}")], ignore_index=True)
+    pairs.append(controls.marker_attribution(attributions, placement, marker, p.k).assign(version=version))
+    rationales.append(pd.concat([read_table(path, schemas.RATIONALES) for path in getattr(inp, f"rationales_{version}")], ignore_index=True).assign(version=version))
+pairs, rationales = pd.concat(pairs, ignore_index=True), pd.concat(rationales, ignore_index=True)
+attribution = controls.attribution_summary(
+    pairs.drop(columns="version").assign(query_id=pairs.version + "/" + pairs.query_id),
+    rationales.assign(query_id=rationales.version + "/" + rationales.query_id),
+    marker,
+)
+table = controls.control_table(shortcut, attribution)
+write_table(table, out.table, schemas.from_frame(table))
+measure = p.primary_measures[0]
+with atomic_path(out.summary) as tmp:
+    tmp.write_text(controls.control_markdown(table, p.control, snakemake.wildcards.dataset, p.flipped, measure, p.alpha, methods=p.methods))
+controls.aligned_vs_flipped(table, out.figure, measure, methods=p.methods)
+log.info("\n%s", open(out.summary).read())
