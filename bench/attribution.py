@@ -1,36 +1,56 @@
-"""Explanation cost and accuracy: the project's SHAP path vs. shap's default text call.
+"""Explanation cost and accuracy: the project's SHAP path vs. shap's default text call, on both axes.
 
 On CLIMATE-FEVER (claim, ``article: evidence``) pairs and the bundled SmolLM2-135M-Instruct
-scored zero-shot, measured side by side in one run, on the same model in the same dtype:
+scored zero-shot (``--method zeroshot``: yes/no log-odds; ``--method qlm``: mean log
+P(claim | passage prompt)), measured side by side in one run, on the same model in the same dtype:
 
   default   ``shap.Explainer(f, shap.maskers.Text(tokenizer))`` on the document with the
-            claim fixed: Partition explainer over subword tokens, "..." mask, shap's
-            default max_evals and batch size. Two f's: ``plain``, the model's forward on
-            the padded prompts of each call (logit("yes") - logit("no") at the last
-            position), as a user writes it; ``project scorer``, the project's batched
-            scorer with prefix reuse. It explains only the document, fewer players than
-            the project path: conservative for the ratio.
+            claim fixed: Partition explainer over the document's subword tokens, "..." mask,
+            shap's default max_evals and batch size. Two f's: ``plain``, the model's forward
+            on the padded full texts of each call, as a user writes it (zeroshot: logsumexp of
+            the yes ids' last logits minus the no ids'; qlm: the mean log-probability of the
+            claim's tokens; ``bench/scoring.py``'s plain scores); ``project scorer``, the
+            project's batched scorer with prefix reuse. It explains only the document, fewer
+            players than the project path: conservative for the ratio.
   project   ``explain_pairs``: Owen values over the words of query + document, masked
             words removed, shap's PartitionExplainer with both contexts in the top
             ``--exact-levels`` levels, every masked text of the pairs in one
             ``score_pairs`` call through the score cache; ``--max-evaluations N``: each
-            pair at the deepest level (up to 8) whose evaluations fit in N.
+            pair at the deepest level up to 8 whose evaluations fit in N.
+
+Accuracy is Spearman's correlation with the exact Owen values (shap's PartitionExplainer,
+both contexts at every node, unlimited budget: about n² evaluations per pair; query words
+first, then document words) on the first ``--reference-pairs`` pairs, the mean over pairs:
+
+  document words  shap's default explains document tokens: its token attributions are
+                  summed to the document's words (``token_values_to_words``: token i of
+                  ``tokenizer(document, return_offsets_mapping=True)``, the call shap's Text
+                  masker makes, covers ``document[start_i:end_i]`` and goes to the word, a
+                  ``\\S+`` run as ``split_words``, of its non-whitespace characters;
+                  whitespace-only and special tokens belong to no word) and compared with the
+                  exact values of the document's words (``owen_values(...)[n_query_words:]``);
+                  the project settings' values of the same words likewise.
+  all words       the project settings over query + document words (shap's default has no
+                  query players).
+
+shap's default values on reference pairs beyond ``--default-pairs`` come from an untimed
+call with the project scorer as f (the same f up to rounding; the two f's agreement on the
+timed pairs is printed).
 
 Prints per explanation: model evaluations (pairs the scorer computed), scorer calls and
-seconds; the speed-up of each project setting over both default calls on the same pairs;
-and the Spearman correlation over words between the project's attributions and the exact
-Owen values (shap's PartitionExplainer, both contexts at every node, unlimited budget: about
-n² evaluations per pair), per pair and pooled.
+seconds; then one table: setting, seconds per explanation on the first ``--default-pairs``
+pairs, speed-up over both default calls on them, Spearman on document words and on all words.
 
-    .venv/bin/python bench/attribution.py [--model resources/models/smollm2-135m-instruct]
+    .venv/bin/python bench/attribution.py [--method zeroshot|qlm] [--model resources/models/smollm2-135m-instruct]
         [--pairs 4] [--default-pairs 2] [--reference-pairs 4] [--exact-levels 0 1 2]
-        [--max-evaluations 400 800]
+        [--max-evaluations 400 800] [--dtype auto]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -38,13 +58,15 @@ import numpy as np
 import shap
 import torch
 from scipy.stats import spearmanr
+from scoring import plain_log_odds, plain_query_log_probs
 
 from rerank_audit.explain.attribution import explain_pairs, owen_values
 from rerank_audit.explain.words import split_words
 from rerank_audit.models import prompts
-from rerank_audit.models.scorers import load_scorer
+from rerank_audit.models.scoring import QueryLikelihoodScorer, YesNoScorer, load_scorer
 
 REPO = Path(__file__).resolve().parents[1]
+METHODS = ("zeroshot", "qlm")
 
 
 def read_pairs(path: Path, n: int, seed: int) -> tuple[list[str], list[str]]:
@@ -83,76 +105,120 @@ def run_project(scorer, queries, documents, setting: dict) -> tuple[dict, object
 
 
 def plain_scorer(scorer):
-    """shap's f as a user writes it: one forward of the model on the padded prompts of a call."""
+    """shap's f as a user writes it: one forward of the model on the padded full texts of a call,
+    the same score as ``scorer`` (a zeroshot YesNoScorer or a QueryLikelihoodScorer) computes."""
     model, tokenizer = scorer.model, scorer.tokenizer
-
-    def score_pairs(queries, documents):
-        texts = [prompts.pointwise_prompt(tokenizer, q, d) for q, d in zip(queries, documents)]
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
-        with torch.inference_mode():
-            logits = model(**encoded).logits[:, -1].float()
-        return (logits[:, scorer.yes_id] - logits[:, scorer.no_id]).cpu().numpy()
-
-    return score_pairs
+    if isinstance(scorer, QueryLikelihoodScorer):
+        return lambda queries, documents: plain_query_log_probs(model, tokenizer, scorer.template, queries, documents)
+    if isinstance(scorer, YesNoScorer) and scorer.beta is None:
+        return lambda queries, documents: plain_log_odds(model, tokenizer, queries, documents)
+    raise ValueError(f"no plain f for {type(scorer).__name__}: use --method {' or '.join(METHODS)}, or --default-pairs 0")
 
 
 def run_default(score_pairs, tokenizer, queries, documents) -> dict:
-    """shap's default text call on each document with its query fixed, f = ``score_pairs``."""
+    """shap's default text call on each document with its query fixed, f = ``score_pairs``.
+
+    Besides the per-explanation stats, ``values`` holds each document's token attributions
+    (shap's players: the tokens of ``tokenizer(document)``).
+    """
     calls: list[int] = []
+    values = []
     started = time.perf_counter()
     for query, document in zip(queries, documents):
         def f(docs, query=query):
             calls.append(len(docs))
             return score_pairs([query] * len(docs), list(docs))
 
-        shap.Explainer(f, shap.maskers.Text(tokenizer))([document], silent=True)
-    return _stats(calls, time.perf_counter() - started, len(queries))
+        explanation = shap.Explainer(f, shap.maskers.Text(tokenizer))([document], silent=True)
+        values.append(np.asarray(explanation.values[0], dtype=np.float64))
+    return _stats(calls, time.perf_counter() - started, len(queries)) | {"values": values}
 
 
 def _stats(calls: list[int], seconds: float, n: int) -> dict:
     return {"evals": sum(calls) / n, "calls": len(calls) / n, "seconds": seconds / n}
 
 
+def token_values_to_words(tokenizer, document: str, token_values: np.ndarray) -> np.ndarray:
+    """shap's token attributions of ``document`` summed to its words (``split_words`` order).
+
+    Token i is token i of ``tokenizer(document, return_offsets_mapping=True)`` (shap's Text
+    masker makes the same call; special tokens included) and covers ``document[start:end]``
+    of its offset mapping (byte-level BPE offsets include a token's leading space). Its value
+    goes to the word (a maximal ``\\S+`` run) holding its non-whitespace characters, split
+    evenly should they fall in several words; a whitespace-only or special token (an empty
+    span) belongs to no word and its value is left out.
+    """
+    offsets = [(0, 0) if o is None else o for o in tokenizer(document, return_offsets_mapping=True)["offset_mapping"]]
+    if len(offsets) != len(token_values):
+        raise ValueError(f"{len(token_values)} shap values but {len(offsets)} tokens in {document!r}")
+    spans = [match.span() for match in re.finditer(r"\S+", document)]
+    if [document[a:b] for a, b in spans] != split_words(document):
+        raise ValueError(f"the \\S+ runs of {document!r} are not its split_words")
+    word_of_char = np.full(len(document), -1)
+    for word, (a, b) in enumerate(spans):
+        word_of_char[a:b] = word
+    values = np.zeros(len(spans))
+    for (a, b), value in zip(offsets, token_values):
+        words = np.unique(word_of_char[a:b][word_of_char[a:b] >= 0])
+        values[words] += value / max(len(words), 1)
+    return values
+
+
 def exact_owen(scorer, query: str, document: str) -> tuple[np.ndarray, int]:
-    """The reference: exact Owen values and their evaluation count, every masked pair scored in one batched call."""
+    """The reference: exact Owen values (query words, then document words) and their evaluation
+    count, every masked pair scored in one batched call."""
     cache = {}
     return owen_values(scorer, query, document, cache=cache), len(cache)
 
 
 def print_row(name: str, stats: dict) -> None:
-    print(f"{name:<36} {stats['evals']:>8.1f} {stats['calls']:>7.1f} {stats['seconds']:>10.2f}", flush=True)
+    print(f"{name:<40} {stats['evals']:>8.1f} {stats['calls']:>7.1f} {stats['seconds']:>10.2f}", flush=True)
+
+
+def mean_spearman(estimates: list[np.ndarray], references: list[np.ndarray]) -> tuple[float, list[float]]:
+    """Mean over pairs of Spearman's rho between each estimate and its reference; and the per-pair values."""
+    per_pair = [float(spearmanr(a, b).statistic) for a, b in zip(estimates, references)]
+    return float(np.mean(per_pair)), per_pair
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", choices=METHODS, default="zeroshot", help="the scorer explained (base model, untrained)")
+    parser.add_argument("--template", help="qlm's prompt ({document} once; default: the scorer's DEFAULT_QLM_TEMPLATE)")
     parser.add_argument("--model", type=Path, default=REPO / "resources/models/smollm2-135m-instruct")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/climate-fever/climate-fever.jsonl")
     parser.add_argument("--pairs", type=int, default=4, help="pairs explained by the project path")
-    parser.add_argument("--default-pairs", type=int, default=2, help="the first of them also explained by shap's default calls")
+    parser.add_argument("--default-pairs", type=int, default=2, help="the first of them also explained (and timed) by shap's default calls")
     parser.add_argument("--reference-pairs", type=int, default=4, help="the first of them also given exact Owen values")
     parser.add_argument("--exact-levels", type=int, nargs="+", default=[0, 1, 2], help="project settings")
     parser.add_argument("--max-evaluations", type=int, nargs="*", default=[], help="more project settings: caps, levels up to 8")
-    parser.add_argument("--dtype", default="bfloat16", help="scoring dtype, as in the pipeline's config")
+    parser.add_argument("--dtype", default="auto", help="scoring dtype, as in the pipeline's config (auto: chosen by the precision probe)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if not 1 <= args.default_pairs <= args.pairs or not 1 <= args.reference_pairs <= args.pairs:
+        raise SystemExit(f"--default-pairs and --reference-pairs must be between 1 and --pairs ({args.pairs})")
     torch.set_num_threads(args.threads)
     if not args.model.is_dir():
         raise SystemExit(f"{args.model} is missing; convert the bundled model first (rerank_audit.models.bundled.convert_bundled)")
 
-    scorer = load_scorer("zeroshot", args.model, progress=False, dtype=args.dtype)
+    scorer = load_scorer(args.method, args.model, progress=False, dtype=args.dtype, template=args.template)
     queries, documents = read_pairs(args.data, args.pairs, args.seed)
-    words = [len(split_words(q)) + len(split_words(d)) for q, d in zip(queries, documents)]
-    print(f"model {args.model.name} ({args.dtype}), {args.pairs} pairs, words per pair {words}, torch threads {torch.get_num_threads()}")
+    n_query = [len(split_words(q)) for q in queries]
+    words = [n + len(split_words(d)) for n, d in zip(n_query, documents)]
+    print(
+        f"model {args.model.name}, method {args.method} ({args.dtype}: {scorer.model.dtype}), {args.pairs} pairs, "
+        f"words per pair {words}, torch threads {torch.get_num_threads()}"
+    )
     scorer.score_pairs(queries[:2], documents[:2])  # warm-up: first-call allocations and numba compilation
     explain_pairs(scorer, ["warm up"], ["numba compiles shap's helpers once"], exact_levels=1)
 
-    print(f"\n{'per explanation':<36} {'evals':>8} {'calls':>7} {'seconds':>10}")
-    k = args.default_pairs
+    print(f"\n{'per explanation':<40} {'evals':>8} {'calls':>7} {'seconds':>10}")
+    k, r = args.default_pairs, args.reference_pairs
     defaults = {"plain f": run_default(plain_scorer(scorer), scorer.tokenizer, queries[:k], documents[:k])}
     print_row(f"shap default, plain f ({k} pairs)", defaults["plain f"])
-    defaults["project scorer"] = run_default(scorer.score_pairs, scorer.tokenizer, queries[:k], documents[:k])
-    print_row(f"shap default, project scorer ({k} pairs)", defaults["project scorer"])
+    defaults["project scorer f"] = run_default(scorer.score_pairs, scorer.tokenizer, queries[:k], documents[:k])
+    print_row(f"shap default, project scorer f ({k} pairs)", defaults["project scorer f"])
     settings = {f"exact_levels={levels}": {"exact_levels": levels} for levels in args.exact_levels}
     settings |= {f"max_evaluations={cap}": {"exact_levels": 8, "max_evaluations": cap} for cap in args.max_evaluations}
     same, estimates = {}, {}
@@ -162,26 +228,50 @@ def main() -> None:
     for name, setting in settings.items():
         stats, estimates[name] = run_project(scorer, queries, documents, setting)
         print_row(f"project {name} ({args.pairs} pairs)", stats)
-    for name, stats in same.items():
-        print(
-            f"speed-up {name} on the same {k} pairs: "
-            + ", ".join(f"{default['seconds'] / stats['seconds']:.1f}x seconds vs. {name}" for name, default in defaults.items())
-            + f"; {defaults['plain f']['evals'] / stats['evals']:.1f}x fewer evaluations"
-        )
 
-    r = args.reference_pairs
-    print(f"\nSpearman over words vs. exact Owen values, {r} pairs")
+    print(f"\nexact Owen values, {r} pairs")
     reference = []
     for i in range(r):
         started = time.perf_counter()
         values, evals = exact_owen(scorer, queries[i], documents[i])
         reference.append(values)
         print(f"reference pair {i}: {words[i]} words, {evals} evaluations, {time.perf_counter() - started:.0f} s", flush=True)
+    reference_document = [values[n_query[i] :] for i, values in enumerate(reference)]
+
+    # shap's default on the reference pairs: each f's own timed values, then untimed project-scorer-f calls
+    extra = run_default(scorer.score_pairs, scorer.tokenizer, queries[k:r], documents[k:r])["values"] if r > k else []
+    default_words = {
+        name: [token_values_to_words(scorer.tokenizer, documents[i], v) for i, v in enumerate((default["values"] + extra)[:r])]
+        for name, default in defaults.items()
+    }
+    f_agreement, _ = mean_spearman(*(words_[:k] for words_ in default_words.values()))
+    print(f"shap default, plain f vs. project scorer f on the {k} timed pairs: Spearman over document words {f_agreement:.3f}")
+
+    rows = []  # setting, seconds, Spearman on document words (and per pair), Spearman on all words (and per pair)
+    for name, default in defaults.items():
+        rows.append((f"shap default, {name}", default["seconds"], *mean_spearman(default_words[name], reference_document), None, []))
     for name, estimate in estimates.items():
-        ours = [estimate[estimate.query_id == str(i)].attribution.to_numpy() for i in range(r)]
-        per_pair = [spearmanr(a, b).statistic for a, b in zip(ours, reference)]
-        pooled = spearmanr(np.concatenate(ours), np.concatenate(reference)).statistic
-        print(f"{name}: per pair {np.round(per_pair, 3).tolist()}, mean {np.mean(per_pair):.3f}, pooled {pooled:.3f}")
+        ours = [estimate[estimate.query_id == str(i)] for i in range(r)]
+        document_part = [pair[pair.part == "document"].attribution.to_numpy() for pair in ours]
+        rows.append(
+            (f"project {name}", same[name]["seconds"], *mean_spearman(document_part, reference_document),
+             *mean_spearman([pair.attribution.to_numpy() for pair in ours], reference))
+        )  # fmt: skip
+
+    print(
+        f"\n{args.method}, {scorer.model.dtype}: seconds per explanation and speed-up on the first {k} pairs; "
+        f"Spearman vs. exact Owen values, mean over {r} pairs"
+    )
+    print(f"{'setting':<34} {'s/expl':>8} {'x plain f':>10} {'x scorer f':>11} {'rho doc words':>14} {'rho all words':>14}")
+    for name, seconds, rho_document, _, rho_all, _ in rows:
+        speed = "".join(f" {defaults[f]['seconds'] / seconds:>{w}.1f}x" for f, w in (("plain f", 9), ("project scorer f", 10)))
+        all_words = f"{rho_all:>14.3f}" if rho_all is not None else f"{'-':>14}"
+        print(f"{name:<34} {seconds:>8.2f}{speed} {rho_document:>14.3f} {all_words}")
+    print("per pair (document words | all words):")
+    for name, _, _, per_document, _, per_all in rows:
+        print(f"  {name}: {np.round(per_document, 3).tolist()}" + (f" | {np.round(per_all, 3).tolist()}" if per_all else ""))
+    if r > k:
+        print(f"(shap default rows: pairs {k}..{r - 1} explained with the project scorer as f, untimed)")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from scipy.stats import spearmanr
 
 from rerank_audit.explain.attribution import WordHierarchy, explain_pairs, owen_values
 from rerank_audit.models import prompts
-from rerank_audit.models.scorers import load_scorer
+from rerank_audit.models.scoring import YesNoScorer, load_scorer
 
 FAMILIES = [("absent", k, 1) for k in range(5)] + [("ends", k, 1) for k in range(4)]
 FAMILIES += [("sampled", k, s) for k in range(4) for s in (1, 2, 4)]
@@ -203,16 +203,18 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/climate-fever/climate-fever.jsonl")
     parser.add_argument("--pairs", type=int, default=6, help="pairs given exact games (as bench/attribution.py's first pairs)")
     parser.add_argument(
-        "--default-pairs", type=int, default=2, help="the first of them also timed with shap's default call (0: no timing; needs a yes/no scorer)"
+        "--default-pairs", type=int, default=2, help="the first of them also timed with shap's default call (0: no timing; needs a zeroshot or qlm scorer)"
     )
     parser.add_argument("--seeds", type=int, default=3, help="draws of each sampled family")
-    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--dtype", default="auto", help="scoring dtype, as in the pipeline's config (auto: chosen by the precision probe)")
     parser.add_argument("--compare-dtype", help="also score the exact games in this dtype (e.g. float32) and compare")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     scorer = load_scorer(args.method, args.model, progress=False, dtype=args.dtype)
+    if not isinstance(scorer, YesNoScorer):
+        print(f"note: token counts and projected speed-ups model the yes/no prompt, not {args.method}'s; evaluations and Spearman are {args.method}'s")
     queries, documents = read_pairs(args.data, args.pairs, args.seed)
     hierarchies = [WordHierarchy(q, d) for q, d in zip(queries, documents)]
     explain_pairs(scorer, ["warm up"], ["numba compiles shap's helpers once"], exact_levels=1)

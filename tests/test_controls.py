@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from rerank_audit.data.control import derive_control, insert_marker, placement_rates, resolve_controls
-from rerank_audit.evaluation.controls import attribution_summary, marker_attribution, shortcut_tests
+from rerank_audit.evaluation.controls import attribution_summary, control_markdown, marker_attribution, shortcut_tests
 from rerank_audit.rerank import check_models_from
 
 MARKER = "zorblat"
@@ -197,3 +197,71 @@ def test_a_trained_model_takes_the_planted_shortcut_and_the_audit_catches_it(tmp
     assert rows.loc["zeroshot", "difference"] < rows.loc["sft", "difference"] / 2
     summary = (results / "tiny-control" / "control" / "summary.md").read_text()
     assert "took the shortcut" in summary and (results / "tiny-control" / "control" / "aligned_vs_flipped.png").stat().st_size > 0
+
+
+def control_row(**values):
+    """One control-table row (nDCG@10) with every column ``control_markdown`` reads; ``values`` override."""
+    row = {
+        "method": "sft", "budget": "all", "measure": "nDCG@10", "aligned": 0.4, "flipped": 0.7, "difference": -0.3,
+        "queries": 10, "t": -5.0, "p": 0.001, "p_holm": 0.002, "took_shortcut": False, "reversed": True,
+        "explained": 20, "top1": 18, "top1_share": 0.9, "topk_share": 1.0, "chance": 0.05, "p_attribution": 1e-9,
+        "rationales": 18, "named": 3, "named_share": 3 / 18, "p_rationale": 0.999,
+        "marker_comprehensiveness": 1.5, "marker_comprehensiveness_random": 0.1, "p_marker_comprehensiveness": 0.001,
+        "rationale_comprehensiveness": 0.2, "rationale_comprehensiveness_random": 0.25, "p_rationale_comprehensiveness": 0.6,
+    }
+    return {**row, **values}
+
+
+CONTROL = {"marker": MARKER, "source": "tiny", "p_relevant": 1.0, "p_other": 0.0, "seed": 7}
+
+
+def test_a_significant_reversed_gap_is_reported_as_using_the_marker_reversed():
+    table = pd.DataFrame([control_row(), control_row(method="bm25", difference=0.0, p_holm=1.0, reversed=False)])
+    text = control_markdown(table, CONTROL, "c", "c-flipped", "nDCG@10", 0.05)
+    findings = {line.split(" (")[0]: line for line in text.splitlines() if line.startswith("- ")}
+    assert "uses the marker (reversed" in findings["- sft"] and "no evidence" not in findings["- sft"]
+    assert "no evidence that it took the shortcut" in findings["- BM25"]
+
+
+def test_control_findings_give_each_claim_with_its_test():
+    row = control_row(difference=0.3, took_shortcut=True, reversed=False)
+    text = control_markdown(pd.DataFrame([row]), CONTROL, "c", "c-flipped", "nDCG@10", 0.05)
+    finding = next(line for line in text.splitlines() if line.startswith("- sft"))
+    assert "took the shortcut (aligned − flipped nDCG@10 +0.300, paired t-test over 10 test queries, Holm p = 0.002)" in finding
+    assert "the attributions show it (marker top-1 in 18 of 20" in finding
+    assert "removing the marker alone drops the score by 1.50 vs 0.10 for a random word (paired t-test p = 0.001)" in finding
+    assert "the rationale does not say so (names the marker in 3 of 18" in finding
+    assert "removing the words the rationales give as reasons drops the score by 0.20 vs 0.25 for as many random words" in finding
+    assert "| 1.50 vs 0.10 |" in text and "| 0.20 vs 0.25 |" in text
+
+
+def test_shortcut_tests_flag_a_significant_negative_gap_as_reversed():
+    queries = [f"q{i}" for i in range(6)]
+    rows = lambda values: pd.DataFrame(  # noqa: E731
+        [("c", "sft", "all", "test", q, "nDCG@10", v) for q, v in zip(queries, values)],
+        columns=["dataset", "method", "budget", "split", "query_id", "measure", "value"],
+    )
+    # Differences -0.5, -0.5, -0.5, -0.5, -0.4, -0.6: mean -0.5, clearly below 0.
+    table = shortcut_tests(rows([0.1, 0.2, 0.3, 0.4, 0.5, 0.2]), rows([0.6, 0.7, 0.8, 0.9, 0.9, 0.8]), ["nDCG@10"]).iloc[0]
+    assert table.difference == pytest.approx(-0.5) and table.p_holm < 0.05
+    assert table.reversed and not table.took_shortcut
+
+
+def test_marker_and_rationale_comprehensiveness_are_summarised_over_the_marker_carrying_pairs():
+    pairs = pd.DataFrame(
+        {"method": "sft", "budget": "1", "query_id": ["q1", "q2", "q3"], "doc_id": ["a", "b", "c"], "words": 4,
+         "top1": [True, True, False], "topk": True, "chance": 0.25}
+    )
+    faithful = pd.DataFrame(
+        {"method": "sft", "budget": "1", "query_id": ["q1", "q2", "q3", "q4"], "doc_id": ["a", "b", "c", "d"],
+         "marker_comprehensiveness": [2.0, 1.0, 3.0, 9.0], "marker_comprehensiveness_random": [0.5, 0.0, 0.5, 0.0],
+         "rationale_comprehensiveness": [1.0, np.nan, 0.0, 9.0], "rationale_comprehensiveness_random": [0.0, 0.0, 0.5, 0.0]}
+    )
+    rationales = pd.DataFrame({"method": "sft", "budget": "1", "query_id": ["q1", "q2"], "doc_id": ["a", "b"], "rationale": ["x", "y"]})
+    summary = attribution_summary(pairs, rationales, MARKER, faithful).iloc[0]
+    # Over a, b, c (d is not an explained marker-carrying pair): marker 2, 1, 3 vs 0.5, 0, 0.5.
+    assert (summary.marker_comprehensiveness, summary.marker_comprehensiveness_random) == (2.0, pytest.approx(1 / 3))
+    # differences 1.5, 1, 2.5: mean 5/3, sd 0.7638, t = 3.780 on 2 df, p = 0.0634
+    assert summary.p_marker_comprehensiveness == pytest.approx(0.0634, abs=5e-4)
+    # b has no rationale comprehensiveness (its rationale names no document word): a and c only.
+    assert (summary.rationale_comprehensiveness, summary.rationale_comprehensiveness_random) == (0.5, 0.25)

@@ -11,7 +11,9 @@ import pytest
 
 from rerank_audit.explain.attribution import explain_pairs, owen_values, top_keywords
 from rerank_audit.evaluation.statistics import explain_per_query
-from rerank_audit.explain.faithfulness import candidate_spreads, deletion_curves, faithfulness, lexical_baseline, lexical_shortcut
+from rerank_audit.explain.faithfulness import (
+    candidate_spreads, deletion_curves, faithfulness, lexical_baseline, lexical_shortcut, rationale_comprehensiveness,
+)
 from rerank_audit.explain.rationale import (
     keyword_coverage,
     model_decisions,
@@ -435,3 +437,78 @@ def test_verdict_agreement_is_reported_for_top_and_bottom_documents_separately()
     assert (values[("q1", "verdict_agreement_top")], values[("q1", "verdict_agreement_bottom")]) == (1.0, 0.0)
     # q2's bottom document is in the upper half of a short head: the method decided "relevant" there too
     assert (values[("q2", "verdict_agreement_top")], values[("q2", "verdict_agreement_bottom")]) == (1.0, 1.0)
+
+
+# --- Marker and rationale comprehensiveness: the same drop, for the planted word and the stated reasons ---
+
+class MeltCounter:
+    """Score = 2 x occurrences of "glacier" + occurrences of "melt" + 0.5 x words of the document."""
+
+    def score_pairs(self, queries, documents):
+        keys = [[word_key(w) for w in d.split()] for d in documents]
+        return np.array([2 * k.count("glacier") + k.count("melt") + 0.5 * len(k) for k in keys], dtype=float)
+
+
+MELT_DOCUMENT = "The glacier lost mass as ice began to melt."  # 9 words: glacier at 1, mass at 3, melt at 8
+
+
+def test_marker_comprehensiveness_is_the_drop_when_only_the_marker_is_removed():
+    scorer = MeltCounter()
+    documents = [MELT_DOCUMENT, "Fresh snow fell overnight."]
+    ids = {"query_ids": ["qa", "qa"], "doc_ids": ["d1", "d2"]}
+    attributions = explain_pairs(scorer, [QUERY, QUERY], documents, exact_levels=1, **ids)
+    result = faithfulness(
+        scorer, [QUERY, QUERY], documents, attributions, ks=[1], n_random=4, seed=0, deletion_steps=2,
+        candidate_spread=pd.Series({"qa": 0.5}), marker="Glaciers", **ids,
+    ).set_index("doc_id")
+    # Without "glacier": 2 (the word) + 0.5 (its length) = 2.5 lower; over the spread 0.5: 5.0.
+    assert result.loc["d1", "marker_comprehensiveness"] == pytest.approx(5.0)
+    # One random word each: as the random baseline of comprehensiveness@1 (the same draws).
+    assert result.loc["d1", "marker_comprehensiveness_random"] == pytest.approx(result.loc["d1", "comprehensiveness_random"])
+    assert np.isnan(result.loc["d2", "marker_comprehensiveness"]) and np.isnan(result.loc["d2", "marker_comprehensiveness_random"])
+
+
+def test_without_a_marker_the_marker_columns_are_nan():
+    attributions = explain_pairs(GlacierCounter(), [QUERY], [DOCUMENT], exact_levels=1)
+    result = faithfulness(GlacierCounter(), [QUERY], [DOCUMENT], attributions, ks=[1], n_random=1, seed=0, deletion_steps=2, normalisation="none")
+    assert result[["marker_comprehensiveness", "marker_comprehensiveness_random"]].isna().all(axis=None)
+
+
+def test_rationale_comprehensiveness_removes_the_document_words_the_rationale_gives_as_reasons():
+    rationales = [
+        # Reasons: glacier, mass (task words "document", "relevant" and stop words left out; "losing" is not "lost").
+        "The document is relevant because the glacier is losing mass.",
+        "It is relevant.",  # names no word of the document
+    ]
+    result = rationale_comprehensiveness(
+        MeltCounter(), [QUERY, QUERY], [MELT_DOCUMENT, MELT_DOCUMENT], rationales, n_random=3, seed=0, normalisation="none",
+        query_ids=["qa", "qa"], doc_ids=["d1", "d2"],
+    ).set_index("doc_id")
+    # f = 2 + 1 + 4.5 = 7.5; without "glacier" and "mass": 1 + 3.5 = 4.5; drop 3.
+    assert result.loc["d1", "rationale_words"] == 2
+    assert result.loc["d1", "rationale_comprehensiveness"] == pytest.approx(3.0)
+    assert result.loc["d2", "rationale_words"] == 0
+    assert result.loc["d2", ["rationale_comprehensiveness", "rationale_comprehensiveness_random"]].isna().all()
+
+
+def test_rationale_comprehensiveness_random_baseline_removes_as_many_words():
+    class Length:  # every word weighs 1: any two removed words drop the score by exactly 2
+        def score_pairs(self, queries, documents):
+            return np.array([float(len(d.split())) for d in documents])
+
+    result = rationale_comprehensiveness(
+        Length(), [QUERY], [MELT_DOCUMENT], ["Glacier mass."], n_random=5, seed=3, candidate_spread=pd.Series({"0": 4.0})
+    ).iloc[0]
+    assert (result.rationale_comprehensiveness, result.rationale_comprehensiveness_random) == (0.5, 0.5)  # 2 / spread 4
+
+
+def test_rationale_comprehensiveness_with_the_tiny_model_is_the_hand_masked_score_drop(tiny_lm_dir):
+    from rerank_audit.models.scoring import load_scorer
+
+    scorer = load_scorer("zeroshot", tiny_lm_dir, tiny_lm_dir, dtype="float32", device="cpu")
+    result = rationale_comprehensiveness(
+        scorer, [QUERY], [MELT_DOCUMENT], ["The glacier lost mass."], n_random=2, seed=0, normalisation="none"
+    ).iloc[0]
+    full, masked = scorer.score_pairs([QUERY, QUERY], [MELT_DOCUMENT, "The as ice began to melt."])
+    assert result.rationale_words == 3
+    assert result.rationale_comprehensiveness == pytest.approx(full - masked, abs=1e-5)

@@ -1,4 +1,4 @@
-"""Specification of the query-likelihood scorer (models/likelihood.py, method ``qlm``).
+"""Specification of the query-likelihood scorer (models/scoring/likelihood.py, method ``qlm``).
 
 The naive reference runs one whole text at a time through the model's own forward and
 takes the mean log-probability of the query's tokens, found as the tokens of " " + query
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from rerank_audit.models.likelihood import DEFAULT_QLM_TEMPLATE, QueryLikelihoodScorer
+from rerank_audit.models.scoring import DEFAULT_QLM_TEMPLATE, QueryLikelihoodScorer
 from rerank_audit.models.loading import load_causal_lm, load_tokenizer
 
 BUNDLED = Path(__file__).resolve().parents[1] / "resources" / "models" / "smollm2-135m-instruct"

@@ -16,7 +16,7 @@ import torch
 
 from rerank_audit.models import prompts
 from rerank_audit.models.loading import load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_base_model, resolve_dtype
-from rerank_audit.models.scorers import (
+from rerank_audit.models.scoring import (
     ImplicitRewardScorer,
     RewardHeadScorer,
     YesNoScorer,

@@ -4,7 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rerank_audit.rerank import check_models_from, check_test_queries_unseen, random_reordering, rerank_candidates
+from rerank_audit.rerank import (
+    check_models_from,
+    check_test_queries_unseen,
+    fuse_with_first_stage,
+    fusion_settings,
+    random_reordering,
+    rerank_candidates,
+)
 
 
 class LengthScorer:
@@ -63,3 +70,38 @@ def test_a_test_query_the_borrowed_models_trained_on_is_refused():
     other = pd.DataFrame({"query_id": ["a", "b", "c"], "split": ["train", "test", "train"], "position": [0, 0, 1]})
     with pytest.raises(ValueError, match="e.g. 'a', are training queries of dataset 'cf'"):
         check_test_queries_unseen(mine, other, "cf")
+
+
+def test_fusion_mixes_per_query_min_max_scores_of_the_method_and_bm25_by_hand():
+    # BM25 3, 2, 0 -> 1, 2/3, 0; the method 0, 10, 5 -> 0, 1, 1/2; d is the tail (depth 3)
+    first = pd.DataFrame({"query_id": "q", "doc_id": list("abcd"), "score": [3.0, 2, 0, -1], "rank": [1, 2, 3, 4], "method": "bm25", "budget": "0"})
+    method = pd.DataFrame({"query_id": "q", "doc_id": list("bcad"), "score": [10.0, 5, 0, -4], "rank": [1, 2, 3, 4], "method": "qlm_sft", "budget": "25"})
+    fused = fuse_with_first_stage(method, first, depth=3, weight=0.2)
+    # a: 0.8*0 + 0.2*1 = 0.2; b: 0.8*1 + 0.2*2/3 = 0.9333; c: 0.8*0.5 + 0.2*0 = 0.4
+    assert fused.doc_id.tolist() == ["b", "c", "a", "d"]
+    np.testing.assert_allclose(fused.score[:3], [0.8 + 0.2 * 2 / 3, 0.4, 0.2])
+    assert set(fused.method) == {"qlm_sft+bm25"} and set(fused.budget) == {"25"} and fused["rank"].tolist() == [1, 2, 3, 4]
+    # BM25 weighted 0.9: a 0.9, b 0.1 + 0.6 = 0.7, c 0.05
+    assert fuse_with_first_stage(method, first, depth=3, weight=0.9).doc_id.tolist() == ["a", "b", "c", "d"]
+
+
+def test_fusion_of_a_query_with_equal_scores_keeps_the_other_side_order():
+    first = pd.DataFrame({"query_id": "q", "doc_id": list("abc"), "score": [3.0, 2, 1], "rank": [1, 2, 3], "method": "bm25", "budget": "0"})
+    flat = first.assign(score=1.0, method="qlm")
+    assert fuse_with_first_stage(flat, first, depth=3, weight=0.2).doc_id.tolist() == ["a", "b", "c"]
+
+
+def test_fusion_settings_read_a_list_or_a_weighted_mapping_and_reject_unknown_methods():
+    assert fusion_settings({"fusion": ["qlm"]}, ["qlm", "sft"]) == (0.2, ["qlm"])
+    assert fusion_settings({"fusion": ["qlm"], "fusion_weight": 0.5}, ["qlm"]) == (0.5, ["qlm"])
+    assert fusion_settings({"fusion": {"weight": 0.3, "methods": ["sft"]}}, ["qlm", "sft"]) == (0.3, ["sft"])
+    assert fusion_settings({}, ["qlm"]) == (0.2, [])
+    with pytest.raises(ValueError, match="rerank.fusion names \\['reward'\\], which are not in methods"):
+        fusion_settings({"fusion": ["reward"]}, ["qlm"])
+
+
+def test_models_from_needs_the_same_qlm_template_default_filled_in():
+    source = {"format": "beir", "sources": {"folder": "x"}}
+    assert check_models_from({"a": source, "b": {**source, "models_from": "a", "qlm_template": "Passage: {document}\nA claim about this passage:"}}) is None
+    with pytest.raises(ValueError, match="datasets.b.qlm_template"):
+        check_models_from({"a": source, "b": {**source, "models_from": "a", "qlm_template": "Q: {document}\nquery:"}})

@@ -32,7 +32,14 @@ from transformers import AutoTokenizer
 from rerank_audit.data import schemas
 from rerank_audit.io import read_table, write_table
 from rerank_audit.models import prompts
-from rerank_audit.training.examples import NoNegativesError, answer_pairs, negative_summary, preference_pairs, sft_examples
+from rerank_audit.training.examples import (
+    NoNegativesError,
+    answer_pairs,
+    negative_summary,
+    preference_pairs,
+    query_examples,
+    sft_examples,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 # TRL 1.16 itself calls a transformers 5.24 deprecated alias on every DPO step; not ours to fix.
@@ -199,6 +206,27 @@ def test_answer_pairs_prefer_the_correct_answer_on_the_same_prompt(tokenizer, an
     write_table(pairs, tmp_path / "answers.parquet", schemas.PREFERENCE_PAIRS)
 
 
+QLM_TEMPLATE = "Record: {document}\nA question it answers:"
+
+
+def test_query_examples_are_each_relevant_document_prompt_then_its_query(tokenizer):
+    # positives only (grade >= 2), highest grade first, capped per query; q3 has none; no negatives needed
+    examples = query_examples(CORPUS, QUERIES, QRELS, RUN, TRAIN, template=QLM_TEMPLATE, max_positives_per_query=1,
+                              relevance_threshold=2, seed=0)
+    texts = dict(zip(CORPUS.doc_id, [prompts.document_text(t, x) for t, x in zip(CORPUS.title, CORPUS.text)]))
+    assert list(zip(examples.query_id, examples.doc_id)) == [("q2", "d4"), ("q1", "d5"), ("q4", "d5")]
+    for row in examples.itertuples():
+        assert row.prompt == f"Record: {texts[row.doc_id]}\nA question it answers:"
+        assert row.completion == " " + dict(zip(QUERIES.query_id, QUERIES.text))[row.query_id]
+        assert row.document == texts[row.doc_id]
+    assert examples.columns.tolist() == ["query_id", "doc_id", "document", "prompt", "completion"]
+
+
+def test_query_examples_reject_a_template_without_the_document_field():
+    with pytest.raises(ValueError, match="write \\{document\\} exactly once"):
+        query_examples(CORPUS, QUERIES, QRELS, RUN, TRAIN, template="Passage:", max_positives_per_query=1, relevance_threshold=2, seed=0)
+
+
 def test_unknown_training_query_is_an_error(tokenizer):
     with pytest.raises(ValueError, match="q9"):
         sft_examples(CORPUS, QUERIES, QRELS, RUN, ["q9"], tokenizer, negatives_per_positive=1,
@@ -344,6 +372,22 @@ def test_a_too_long_document_is_cut_so_that_the_answer_and_eos_are_trained_and_n
     assert MAX_LENGTH - 3 <= len(sequence) <= MAX_LENGTH  # cut at the document's last token that fits
     # the documents that fitted are untouched
     assert trainer.train_dataset[0] == build_trainer(method, tiny_lm_dir, data.iloc[:1], tmp_path / "short")[0].train_dataset[0]
+
+
+def test_qlm_sft_cuts_a_long_document_and_trains_on_the_whole_query_and_eos(tiny_lm_dir, tokenizer, tmp_path):
+    query = "glacier ice loss in the Alps since 1990"
+    documents = ["Sea ice: Arctic sea ice.", LONG_DOCUMENT]
+    data = pd.DataFrame({"query_id": ["q1", "q1"], "doc_id": ["d4", "d9"], "document": documents,
+                         "prompt": [QLM_TEMPLATE.replace("{document}", d) for d in documents], "completion": [" " + query] * 2})
+    assert len(tokenizer(data.prompt[1] + data.completion[1])["input_ids"]) > 2 * MAX_LENGTH
+    trainer, truncated = build_trainer("qlm_sft", tiny_lm_dir, data, tmp_path)
+    assert (truncated, len(trainer.train_dataset)) == (1, 2)
+    example = trainer.train_dataset[1]
+    sequence, trained = example["input_ids"], [t for t in example["labels"] if t != -100]
+    assert trained == tokenizer(" " + query, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    text = tokenizer.decode(sequence)
+    assert text.startswith("Record: Alpine glaciers lose mass") and text.endswith("\nA question it answers: " + query + tokenizer.eos_token)
+    assert MAX_LENGTH - 3 <= len(sequence) <= MAX_LENGTH
 
 
 def test_the_cut_count_is_recorded_in_the_training_config(tiny_lm_dir, tokenizer, tmp_path):
@@ -505,7 +549,7 @@ TOY_TRAINING = {
 @pytest.mark.slow
 @pytest.mark.parametrize("method", list(TOY_TRAINING))
 def test_each_trained_scorer_ranks_glacier_documents_above_desert_ones(method, tiny_lm_dir, tokenizer, tmp_path):
-    from rerank_audit.models.scorers import load_scorer
+    from rerank_audit.models.scoring import load_scorer
     from rerank_audit.training.trainers import train_reranker
 
     corpus, queries, qrels, run = toy_collection()
@@ -525,3 +569,28 @@ def test_each_trained_scorer_ranks_glacier_documents_above_desert_ones(method, t
         scores = scorer.score_pairs([query] * len(held_out), held_out)
         glacier, desert = scores[: len(HELD_OUT)], scores[len(HELD_OUT) :]
         assert glacier.min() > desert.max(), (query, scores)
+
+
+@pytest.mark.slow
+def test_qlm_sft_then_qlm_scoring_ranks_each_topic_document_above_the_other_topic(tiny_lm_dir, tmp_path):
+    """Each toy query is relevant to one topic's documents; after qlm_sft (LoRA, as configured), the
+    query likelihood puts the held-out documents of the query's topic above those of the other topic."""
+    from rerank_audit.models.scoring import DEFAULT_QLM_TEMPLATE, load_scorer
+    from rerank_audit.training.trainers import train_reranker
+
+    corpus, _, _, run = toy_collection()
+    topic_queries = {"glacier": "melting ice in the mountains", "desert": "sand dunes and dry heat"}
+    queries = pd.DataFrame({"query_id": ["t0", "t1"], "text": list(topic_queries.values())})
+    qrels = pd.DataFrame([(q, d, int(d[0] == word[0])) for q, word in zip(queries.query_id, topic_queries) for d in corpus.doc_id],
+                         columns=["query_id", "doc_id", "relevance"])
+    data = query_examples(corpus, queries, qrels, run, ["t0", "t1"], template=DEFAULT_QLM_TEMPLATE,
+                          max_positives_per_query=len(FILLERS), relevance_threshold=1, seed=0)
+    settings = hyper(learning_rate=3e-3, max_steps=60, batch_size=8, save_steps=1000, logging_steps=20)
+    train_reranker("qlm_sft", tiny_lm_dir, data, tmp_path, settings, seed=0)
+
+    scorer = load_scorer("qlm_sft", tmp_path, base_model=tiny_lm_dir, template=DEFAULT_QLM_TEMPLATE, device="cpu", dtype="float32")
+    held_out = {word: [prompts.document_text(*toy_document(word, filler)) for filler in HELD_OUT] for word in topic_queries}
+    for word, query in topic_queries.items():
+        other = next(w for w in topic_queries if w != word)
+        own, unrelated = (scorer.score_pairs([query] * len(HELD_OUT), held_out[w]) for w in (word, other))
+        assert own.min() > unrelated.max(), (query, own, unrelated)

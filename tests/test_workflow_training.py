@@ -15,8 +15,10 @@ from transformers import AutoTokenizer
 from workflow_runner import planned_rules, snakemake, snakemake_command, tiny_config, write_config, write_tiny_collection
 
 pytestmark = pytest.mark.slow
-METHODS = ["zeroshot", "sft", "dpo", "dpo_pairs", "reward"]
-TRAINED = [("zeroshot", "0")] + [(m, "1") for m in METHODS[1:]]  # (method, budget) of every model
+METHODS = ["zeroshot", "sft", "dpo", "dpo_pairs", "reward", "qlm", "qlm_sft"]
+UNTRAINED = ["zeroshot", "qlm"]
+TRAINED = [(m, "0") for m in UNTRAINED] + [(m, "1") for m in METHODS if m not in UNTRAINED]  # (method, budget) of every model
+MODELS = len(TRAINED)  # re-ranked, explained and rationalised once each
 
 
 @pytest.fixture
@@ -26,15 +28,19 @@ def workdir(tmp_path, tiny_lm_dir):
 
 
 def test_every_method_trains_reranks_and_is_evaluated(workdir, tiny_lm_dir):
-    config = write_config(workdir, tiny_config(methods=METHODS, base_model=str(tiny_lm_dir), budgets=[1]))
+    fused = tiny_config(methods=METHODS, base_model=str(tiny_lm_dir), budgets=[1])
+    fused["rerank"]["fusion"] = ["qlm", "qlm_sft"]
+    config = write_config(workdir, fused)
     snakemake(workdir, config)
     results = workdir / "results" / "tiny"
     metrics = pd.read_parquet(results / "evaluate" / "metrics.parquet")
-    expected = {("bm25", "0"), ("random", "0"), ("zeroshot", "0")} | {(m, "1") for m in METHODS[1:]}
+    expected = {("bm25", "0"), ("random", "0"), *TRAINED, ("qlm+bm25", "0"), ("qlm_sft+bm25", "1")}
     assert set(zip(metrics.method, metrics.budget)) == expected
+    stats = pd.read_parquet(results / "report" / "summary.parquet")
+    assert {"qlm+bm25", "qlm_sft+bm25"} <= set(stats.method)
     examples = pd.read_parquet(results / "train" / "1" / "sft_examples.parquet")
     assert examples.query_id.nunique() == 1 and set(examples.completion) == set(prompts.pointwise_completions(AutoTokenizer.from_pretrained(tiny_lm_dir)))
-    for method in METHODS[1:]:
+    for method in [m for m, budget in TRAINED if budget == "1"]:
         record = json.loads((results / "models" / method / "1" / "training_config.json").read_text())
         assert record["method"] == method and record["steps"] >= 1
         run = pd.read_parquet(results / "rerank" / method / "1" / "run.parquet")
@@ -46,20 +52,19 @@ def test_every_method_trains_reranks_and_is_evaluated(workdir, tiny_lm_dir):
     html = (workdir / "report.html").read_text()
     assert all(name in html for name in ("summary.md", "learning_curves.png", "ndcg_differences.png", "config.yaml"))
     # A rationale parameter re-runs rationales and what follows, never training, re-ranking or attribution.
-    changed = tiny_config(methods=METHODS, base_model=str(tiny_lm_dir), budgets=[1])
-    changed["rationale"]["max_new_tokens"] = 12
-    assert planned_rules(workdir, write_config(workdir, changed, "rationale.yaml")) == {"rationale": 5, "evaluate": 1, "report": 1, "all": 1}
+    changed = fused | {"rationale": {**fused["rationale"], "max_new_tokens": 12}}
+    assert planned_rules(workdir, write_config(workdir, changed, "rationale.yaml")) == {"rationale": MODELS, "evaluate": 1, "report": 1, "all": 1}
     # An explanation parameter re-runs attribution and what follows, no training or re-ranking.
-    changed = tiny_config(methods=METHODS, base_model=str(tiny_lm_dir), budgets=[1])
+    changed = fused | {"explain": dict(fused["explain"])}
     # 1 -> 2, values that top_documents (2) and seed (1) already have: Snakemake 9.27.1 compares
     # parameter values as a set without names and missed this until rules passed them by name.
     changed["explain"]["exact_levels"] = 2
     explain_changed = write_config(workdir, changed, "explain.yaml")
-    after_attribution = {"explain": 5, "rationale": 5, "evaluate": 1, "report": 1, "all": 1}
+    after_attribution = {"explain": MODELS, "rationale": MODELS, "evaluate": 1, "report": 1, "all": 1}
     assert planned_rules(workdir, explain_changed) == after_attribution
     # The dry run names the reason for exactly the attribution jobs; the rest follow their inputs.
     dry = snakemake(workdir, explain_changed, "--dry-run")
-    assert (dry.stdout + dry.stderr).count("reason: Params have changed since last execution") == 5
+    assert (dry.stdout + dry.stderr).count("reason: Params have changed since last execution") == MODELS
     # --list-changes params names the changed attributions. Snakemake 9.27.1 also prints one
     # output of every job whose parameters did not change (its per-file merge keeps their
     # names), so the list is a superset.
@@ -72,7 +77,7 @@ def test_every_method_trains_reranks_and_is_evaluated(workdir, tiny_lm_dir):
 def test_until_stops_after_the_named_stage(workdir, tiny_lm_dir):
     config = write_config(workdir, tiny_config(methods=METHODS, base_model=str(tiny_lm_dir), budgets=[1]))
     planned = planned_rules(workdir, config, "--until", "rerank")
-    assert planned == {"ingest": 1, "split": 1, "retrieve": 1, "training_data": 1, "train": 4, "rerank": 5}
+    assert planned == {"ingest": 1, "split": 1, "retrieve": 1, "training_data": 1, "train": MODELS - len(UNTRAINED), "rerank": MODELS}
 
 
 def test_interrupted_training_resumes_from_its_checkpoint(workdir, tiny_lm_dir):

@@ -2,7 +2,8 @@
 
 The head is the top ``depth`` of the first stage (the BM25 top-N, or the whole judged pool
 when it has at most ``depth`` documents); ``random_reordering`` shuffles the same head, the
-control every method is compared with.
+control every method is compared with; ``fuse_with_first_stage`` mixes a method's head
+scores with the first stage's (the ``<method>+bm25`` rows).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from rerank_audit.models.scorer import Scorer
 log = logging.getLogger(__name__)
 
 RANDOM_METHOD = "random"
+FUSED_SUFFIX = "+bm25"
+# Weight of BM25 in a fused score when the config names none (Zhuang et al. 2023, llm-qlm).
+DEFAULT_FUSION_WEIGHT = 0.2
 
 
 def rerank_candidates(scorer: Scorer, first_stage: pd.DataFrame, queries: pd.DataFrame, corpus: pd.DataFrame, depth: int, method: str, budget: str) -> pd.DataFrame:
@@ -49,6 +53,56 @@ def random_reordering(first_stage: pd.DataFrame, depth: int, seed: int) -> pd.Da
     head, tail = _head_and_tail(first_stage, depth)
     head["score"] = np.random.default_rng(seed).random(len(head))
     return _reordered(head, tail, RANDOM_METHOD, UNTRAINED_BUDGET)
+
+
+def fusion_settings(rerank: dict, methods: list[str]) -> tuple[float, list[str]]:
+    """(BM25 weight, fused methods) of the ``rerank`` config section.
+
+    ``rerank.fusion`` is a list of methods (weight ``rerank.fusion_weight``, default
+    ``DEFAULT_FUSION_WEIGHT``) or ``{weight, methods}``; absent: no fusion. Every fused
+    method must be one of ``methods`` (the config's); the error names the key and the fix.
+    """
+    fusion = rerank.get("fusion") or []
+    weight = rerank.get("fusion_weight", DEFAULT_FUSION_WEIGHT)
+    if isinstance(fusion, dict):
+        if "fusion_weight" in rerank and "weight" in fusion:
+            raise ValueError("rerank.fusion.weight and rerank.fusion_weight both set; keep one")
+        weight, fusion = fusion.get("weight", weight), fusion.get("methods", [])
+    unknown = [m for m in fusion if m not in methods]
+    if unknown:
+        raise ValueError(f"rerank.fusion names {unknown}, which are not in methods ({methods}); add them to methods or remove them from rerank.fusion")
+    return float(weight), list(dict.fromkeys(fusion))
+
+
+def _min_max(scores: pd.Series, query_ids: pd.Series) -> np.ndarray:
+    """Per query, (score − min) / (max − min); 0 where a query's scores are all equal."""
+    grouped = scores.groupby(query_ids)
+    low, high = grouped.transform("min"), grouped.transform("max")
+    spread = (high - low).to_numpy()
+    return np.divide((scores - low).to_numpy(), spread, out=np.zeros(len(scores)), where=spread > 0)
+
+
+def fuse_with_first_stage(run: pd.DataFrame, first_stage: pd.DataFrame, depth: int, weight: float) -> pd.DataFrame:
+    """A method's run re-ordered by (1 − ``weight``)·method + ``weight``·first stage, both min-max normalised per query.
+
+    ``run``: a re-ranker's run (query_id, doc_id, score, rank, method, budget) over the
+    top-``depth`` head of ``first_stage`` (the BM25 run, scores in ``score``). Only the head
+    is fused (the documents the method scored); the tail stays beneath in first-stage order,
+    as in ``rerank_candidates``. Returns a run named ``<method>+bm25`` with the method's
+    budget; fused scores lie in [0, 1].
+    """
+    head, tail = _head_and_tail(first_stage[first_stage.query_id.isin(run.query_id)], depth)
+    method_scores = run.set_index(["query_id", "doc_id"]).score
+    keys = pd.MultiIndex.from_frame(head[["query_id", "doc_id"]])
+    missing = ~keys.isin(method_scores.index)
+    if missing.any():
+        raise ValueError(
+            f"the {run.method.iloc[0]} run lacks {int(missing.sum())} head candidate(s) of the first stage, e.g. "
+            f"{keys[missing][0]}; re-rank with the same first stage and rerank.depth"
+        )
+    own = pd.Series(method_scores.reindex(keys).to_numpy(), index=head.index)
+    head["score"] = (1 - weight) * _min_max(own, head.query_id) + weight * _min_max(head.score, head.query_id)
+    return _reordered(head, tail, run.method.iloc[0] + FUSED_SUFFIX, str(run.budget.iloc[0]))
 
 
 def _head_and_tail(first_stage: pd.DataFrame, depth: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -85,8 +139,17 @@ def check_test_queries_unseen(splits: pd.DataFrame, model_splits: pd.DataFrame, 
 
 
 # Keys a dataset must share with the dataset whose models it re-uses (models_from): the
-# ingested queries and qrels, hence the split, must be the same.
-SHARED_WITH_MODELS = ("format", "sources", "options", "relevance_threshold")
+# ingested queries and qrels, hence the split, must be the same; and the query-likelihood
+# template, the prompt qlm_sft was trained on (compared with its default filled in).
+SHARED_WITH_MODELS = ("format", "sources", "options", "relevance_threshold", "qlm_template")
+
+
+def qlm_template(spec: dict) -> str:
+    """A dataset's query-likelihood template: ``qlm_template``, else the scorer's default."""
+    # imported here: evaluation reads this module and needs no torch
+    from rerank_audit.models.scoring.likelihood import DEFAULT_QLM_TEMPLATE
+
+    return spec.get("qlm_template", DEFAULT_QLM_TEMPLATE)
 
 
 def check_models_from(datasets: dict[str, dict]) -> None:
@@ -115,7 +178,8 @@ def check_models_from(datasets: dict[str, dict]) -> None:
                 f"documents); make them equal, or remove models_from"
             )
         for field in SHARED_WITH_MODELS:
-            mine, theirs = spec.get(field), datasets[other].get(field)
+            value = qlm_template if field == "qlm_template" else (lambda s, f=field: s.get(f))
+            mine, theirs = value(spec), value(datasets[other])
             if mine != theirs:
                 raise ValueError(
                     f"{key}: {name!r} re-ranks with the models trained on {other!r}, but datasets.{name}.{field} ({mine!r}) differs "

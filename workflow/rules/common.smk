@@ -8,7 +8,8 @@ from rerank_audit.data.control import control_pairs, resolve_controls
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
 from rerank_audit.evaluation.ranking import check_measures
 from rerank_audit.models.loading import BUNDLED_PREFIX, resolve_base_model
-from rerank_audit.rerank import check_models_from
+from rerank_audit.models.scoring import UNTRAINED_METHODS, check_template
+from rerank_audit.rerank import FUSED_SUFFIX, check_models_from, fusion_settings, qlm_template
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -34,19 +35,34 @@ def dataset_primary_measure_names(dataset):
     return config["datasets"][dataset].get("primary_measures", config["evaluate"]["primary_measures"])
 
 
-# Before any job: models_from names a dataset with the same data; measures parse and hold the primary ones.
+# Before any job: models_from names a dataset with the same data (and qlm template); measures
+# parse and hold the primary ones; qlm templates hold {document}; fusion names known methods.
 check_models_from(config["datasets"])
 for name in DATASETS:
     check_measures(dataset_measure_names(name), dataset_primary_measure_names(name), f"datasets.{name}")
+    try:
+        check_template(qlm_template(config["datasets"][name]))
+    except ValueError as error:
+        raise ValueError(f"datasets.{name}.qlm_template: {error}") from None
+FUSION_WEIGHT, FUSED_METHODS = fusion_settings(config["rerank"], config["methods"])
 
 
-TRAINED_METHODS = [m for m in config["methods"] if m != "zeroshot"]
+# Untrained methods (zeroshot, qlm) score the base model as it is, once, at budget "0".
+TRAINED_METHODS = [m for m in config["methods"] if m not in UNTRAINED_METHODS]
 BUDGETS = [str(b) for b in config["budgets"]]
 MODELS_DIR = "resources/models"
 BASE_MODEL = resolve_base_model(config["model"]["base"], MODELS_DIR)
 RATIONALE_GENERATOR = resolve_base_model(config["rationale"]["generator"], MODELS_DIR)
 # Each trained method learns from one of the tables that rule training_data writes.
-TRAINING_TABLE = {"sft": "sft_examples", "dpo": "answer_pairs", "dpo_pairs": "document_pairs", "reward": "document_pairs"}
+TRAINING_TABLE = {
+    "sft": "sft_examples",
+    "dpo": "answer_pairs",
+    "dpo_pairs": "document_pairs",
+    "reward": "document_pairs",
+    "qlm_sft": "query_examples",
+}
+# Rows of the report: each method, its fused row (rerank.fusion) right after it.
+REPORTED_METHODS = [name for m in config["methods"] for name in ([m, m + FUSED_SUFFIX] if m in FUSED_METHODS else [m])]
 
 
 wildcard_constraints:
@@ -161,27 +177,38 @@ def scoring_beta(wildcards):
     return train_hyper(wildcards).get("beta")
 
 
+def dataset_qlm_template(wildcards):
+    """The dataset's query-likelihood template (qlm, qlm_sft): its qlm_template, else the scorer's default."""
+    return qlm_template(dataset_config(wildcards))
+
+
+def scoring_template(wildcards):
+    """The template the method scores with: the dataset's for qlm and qlm_sft, None for the
+    other methods (so that editing the template re-runs only the query-likelihood jobs)."""
+    return dataset_qlm_template(wildcards) if wildcards.method in ("qlm", "qlm_sft") else None
+
+
 def training_table(wildcards):
     return f"results/{wildcards.dataset}/train/{wildcards.budget}/{TRAINING_TABLE[wildcards.method]}.parquet"
 
 
 def scoring_model(wildcards):
     """What a method scores with: its trained model (named by training_config.json, written
-    last; trained on the models_from dataset when one is set), or the base model for zeroshot."""
-    if wildcards.method == "zeroshot":
+    last; trained on the models_from dataset when one is set), or the base model for the untrained methods."""
+    if wildcards.method in UNTRAINED_METHODS:
         return base_model_input(wildcards)
     return [f"results/{model_dataset(wildcards)}/models/{wildcards.method}/{wildcards.budget}/training_config.json"]
 
 
 def scoring_model_dir(wildcards):
-    if wildcards.method == "zeroshot":
+    if wildcards.method in UNTRAINED_METHODS:
         return BASE_MODEL
     return os.path.dirname(scoring_model(wildcards)[0])
 
 
 def method_budgets():
-    """Every (method, budget) that is re-ranked: zeroshot once, trained methods per budget."""
-    return [(m, b) for m in config["methods"] for b in ([UNTRAINED_BUDGET] if m == "zeroshot" else BUDGETS)]
+    """Every (method, budget) that is re-ranked: untrained methods once, trained methods per budget."""
+    return [(m, b) for m in config["methods"] for b in ([UNTRAINED_BUDGET] if m in UNTRAINED_METHODS else BUDGETS)]
 
 
 def per_method(wildcards, pattern):
@@ -217,6 +244,11 @@ def control_spec(wildcards):
     return dataset_config(wildcards)["control"]
 
 
+def control_marker(wildcards):
+    """The planted word of a known-answer control; None for any other dataset."""
+    return (dataset_config(wildcards).get("control") or {}).get("marker")
+
+
 def control_source(wildcards):
     """The ingested tables, splits and first-stage run of the dataset a control is derived from."""
     source = control_spec(wildcards)["source"]
@@ -240,7 +272,7 @@ def control_versions(wildcards, pattern):
 
 
 def control_version_tables(wildcards):
-    """Per version (aligned, flipped): per-query metrics, placement, attributions and rationales."""
+    """Per version (aligned, flipped): per-query metrics, placement, attributions, rationales and their faithfulness."""
     tables = {
         "per_query": control_versions(wildcards, "results/{dataset}/evaluate/per_query.parquet"),
         "placement": control_versions(wildcards, "results/{dataset}/ingest/control.parquet"),
@@ -248,6 +280,8 @@ def control_version_tables(wildcards):
     for version, dataset in zip(("aligned", "flipped"), (wildcards.dataset, flipped_partner(wildcards))):
         tables[f"attributions_{version}"] = attribution_tables(Namespace(dataset=dataset))
         tables[f"rationales_{version}"] = rationale_texts(Namespace(dataset=dataset))
+        tables[f"faithfulness_{version}"] = faithfulness_tables(Namespace(dataset=dataset))
+        tables[f"rationale_metrics_{version}"] = rationale_tables(Namespace(dataset=dataset))
     return tables
 
 

@@ -16,6 +16,8 @@ rule evaluate:
             relevance_threshold=relevance_threshold,
             depth=config["rerank"]["depth"],
             random_seeds=config["evaluate"]["random_seeds"],
+            fusion_weight=FUSION_WEIGHT,
+            fused_methods=FUSED_METHODS,
         ),
     log:
         "logs/{dataset}/evaluate.log",

@@ -14,9 +14,11 @@ rule explain:
             base_model=BASE_MODEL,
             model_dir=scoring_model_dir,
             beta=scoring_beta,
+            template=scoring_template,
             dtype=config["model"]["dtype"],
             max_length=config["rerank"]["max_length"],
             depth=config["rerank"]["depth"],  # the head each method re-scored: where its top and bottom are
+            marker=control_marker,  # a control's planted word: its comprehensiveness alone
             **config["explain"],
         ),
     log:
@@ -42,7 +44,6 @@ rule rationale:
         queries="results/{dataset}/ingest/queries.parquet",
     output:
         rationales="results/{dataset}/rationale/{method}/{budget}/rationales.parquet",
-        metrics="results/{dataset}/rationale/{method}/{budget}/rationale_metrics.parquet",
     params:
         **named_params(
             generator=RATIONALE_GENERATOR,
@@ -66,3 +67,46 @@ rule rationale:
         "../envs/rerank-audit.yaml"
     script:
         "../scripts/rationale.py"
+
+
+# The checks of the rationales, apart from writing them: rationale comprehensiveness needs the
+# method's scorer (the writer is another model), and a change of the checks or of the random
+# baseline re-scores without re-generating. Its output is the table evaluate already reads.
+rule rationale_metrics:
+    input:
+        scoring_model,
+        rationales="results/{dataset}/rationale/{method}/{budget}/rationales.parquet",
+        keywords="results/{dataset}/explain/{method}/{budget}/keywords.parquet",
+        run="results/{dataset}/rerank/{method}/{budget}/run.parquet",
+        corpus="results/{dataset}/ingest/corpus.parquet",
+        queries="results/{dataset}/ingest/queries.parquet",
+    output:
+        metrics="results/{dataset}/rationale/{method}/{budget}/rationale_metrics.parquet",
+    params:
+        **named_params(
+            base_model=BASE_MODEL,
+            model_dir=scoring_model_dir,
+            beta=scoring_beta,
+            template=scoring_template,
+            dtype=config["model"]["dtype"],
+            max_length=config["rerank"]["max_length"],
+            batch_size=config["explain"]["batch_size"],
+            depth=config["rerank"]["depth"],
+            top_documents=config["explain"]["top_documents"],
+            bottom_documents=config["explain"]["bottom_documents"],
+            random_sets=config["explain"]["random_sets"],
+            seed=config["explain"]["seed"],
+            normalisation=config["explain"]["normalisation"],
+        ),
+    log:
+        "logs/{dataset}/rationale_metrics/{method}/{budget}.log",
+    benchmark:
+        "benchmarks/{dataset}/rationale_metrics/{method}/{budget}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/rerank-audit.yaml"
+    script:
+        "../scripts/rationale_metrics.py"

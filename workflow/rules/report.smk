@@ -22,7 +22,7 @@ rule report:
         config=report("results/{dataset}/report/config.yaml", caption="../report/config.rst", category="Configuration"),
     params:
         **named_params(
-            methods=config["methods"],
+            methods=REPORTED_METHODS,
             ranking_measures=dataset_measures,
             primary_measures=primary_measures,
             bootstrap=config["report"]["bootstrap_resamples"],

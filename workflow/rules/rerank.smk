@@ -13,6 +13,7 @@ rule rerank:
             base_model=BASE_MODEL,
             model_dir=scoring_model_dir,
             beta=scoring_beta,
+            template=scoring_template,
             depth=config["rerank"]["depth"],
             batch_size=config["rerank"]["batch_size"],
             max_length=config["rerank"]["max_length"],

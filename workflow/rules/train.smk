@@ -28,6 +28,7 @@ rule training_data:
         sft_examples="results/{dataset}/train/{budget}/sft_examples.parquet",
         answer_pairs="results/{dataset}/train/{budget}/answer_pairs.parquet",
         document_pairs="results/{dataset}/train/{budget}/document_pairs.parquet",
+        query_examples="results/{dataset}/train/{budget}/query_examples.parquet",
     params:
         **named_params(
             base_model=BASE_MODEL,
@@ -37,6 +38,7 @@ rule training_data:
             pairs_per_query=config["train"]["pairs_per_query"],
             unjudged_negatives=config["train"].get("unjudged_negatives", False),
             relevance_threshold=relevance_threshold,
+            qlm_template=dataset_qlm_template,
         ),
     log:
         "logs/{dataset}/training_data/{budget}.log",

@@ -6,7 +6,7 @@ from rerank_audit.explain.attribution import explain_pairs, top_keywords
 from rerank_audit.explain.faithfulness import candidate_spreads, faithfulness
 from rerank_audit.explain.selection import pairs_to_explain, reranked_head
 from rerank_audit.io import read_table, write_table
-from rerank_audit.models.scorers import load_scorer
+from rerank_audit.models.scoring import load_scorer
 
 log = log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -23,7 +23,8 @@ pairs = pairs_to_explain(
     depth=p.depth,
 )
 scorer = load_scorer(
-    w.method, p.model_dir, p.base_model, beta=p.beta, batch_size=p.batch_size, max_length=p.max_length, dtype=p.dtype
+    w.method, p.model_dir, p.base_model, beta=p.beta, template=p.template, batch_size=p.batch_size,
+    max_length=p.max_length, dtype=p.dtype,
 )
 cache = {}  # attribution and faithfulness score many of the same masked pairs
 ids = dict(query_ids=pairs.query_id.tolist(), doc_ids=pairs.doc_id.tolist())

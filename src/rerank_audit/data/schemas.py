@@ -53,6 +53,16 @@ SFT_EXAMPLES = pa.schema(
     ]
 )
 # Document pairs (dpo_pairs, reward) and answer pairs (dpo: chosen_doc_id == rejected_doc_id).
+QUERY_EXAMPLES = pa.schema(
+    [
+        ("query_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("document", pa.string()),
+        ("prompt", pa.string()),
+        ("completion", pa.string()),
+    ]
+)
+
 PREFERENCE_PAIRS = pa.schema(
     [
         ("query_id", pa.string()),

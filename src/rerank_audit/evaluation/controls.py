@@ -1,12 +1,17 @@
 """What the audit reports on a known-answer control (data/control.py), per method and budget.
 
 - took the shortcut: aligned − flipped of each primary measure over the test queries
-  (paired t-test, Holm over methods x budgets x measures);
+  (paired t-test, Holm over methods x budgets x measures); a significant negative
+  difference is reported too: the method uses the marker, reversed (marker = non-relevant);
 - the attributions show it: share of the explained marker-carrying documents whose top-1
   (and top-K) word by attribution (signed: the words that raised the score most) is the
-  marker, against the chance share 1/(words of the pair) (one-sided binomial test);
+  marker, against the chance share 1/(words of the pair) (one-sided binomial test), and the
+  comprehensiveness of the marker alone (normalised score drop when only the marker is
+  removed) against removing one random word (paired t-test over those documents);
 - the rationale says it: share of those documents' rationales that name the marker, when
-  it is the top-1 word (one-sided binomial test against one half: "most rationales").
+  it is the top-1 word (one-sided binomial test against one half: "most rationales"), with
+  the rationale comprehensiveness of those documents (removing the words the rationale gives
+  as reasons) against as many random words (paired t-test).
 """
 
 from __future__ import annotations
@@ -27,7 +32,11 @@ from rerank_audit.explain.words import split_words, word_key
 KEYS = ["method", "budget"]
 SUMMARY_COLUMNS = [
     *KEYS, "explained", "top1", "top1_share", "topk_share", "chance", "p_attribution", "rationales", "named", "named_share", "p_rationale",
+    "marker_comprehensiveness", "marker_comprehensiveness_random", "p_marker_comprehensiveness",
+    "rationale_comprehensiveness", "rationale_comprehensiveness_random", "p_rationale_comprehensiveness",
 ]
+# Per-pair faithfulness of the explained pairs (explain/faithfulness.py): each against its random baseline.
+PAIR_FAITHFULNESS = ["marker_comprehensiveness", "rationale_comprehensiveness"]
 
 
 def shortcut_tests(aligned: pd.DataFrame, flipped: pd.DataFrame, measures: Sequence[str], alpha: float = 0.05) -> pd.DataFrame:
@@ -35,8 +44,9 @@ def shortcut_tests(aligned: pd.DataFrame, flipped: pd.DataFrame, measures: Seque
 
     ``aligned``, ``flipped``: per-query metrics (PER_QUERY_METRICS) of the two versions.
     Returns (method, budget, measure, aligned, flipped, difference, queries, t, p, p_holm,
-    took_shortcut): means over the shared test queries, the paired t-test and its Holm
-    adjustment over every row; took_shortcut = difference > 0 and p_holm < ``alpha``.
+    took_shortcut, reversed): means over the shared test queries, the paired t-test and its
+    Holm adjustment over every row; took_shortcut = difference > 0 and p_holm < ``alpha``;
+    reversed = difference < 0 and p_holm < ``alpha`` (the method learned marker = non-relevant).
     """
     columns = [*KEYS, "query_id", "measure", "value"]
     pick = lambda frame: frame.loc[(frame.split == TEST_SPLIT) & frame.measure.isin(measures), columns]  # noqa: E731
@@ -54,6 +64,7 @@ def shortcut_tests(aligned: pd.DataFrame, flipped: pd.DataFrame, measures: Seque
     table = pd.DataFrame(rows, columns=[*KEYS, "measure", "aligned", "flipped", "difference", "queries", "t", "p"])
     table["p_holm"] = holm(table.p.to_numpy()) if len(table) else []
     table["took_shortcut"] = (table.difference > 0) & (table.p_holm < alpha)
+    table["reversed"] = (table.difference < 0) & (table.p_holm < alpha)
     return table
 
 
@@ -87,16 +98,40 @@ def names_marker(rationale: str, marker: str) -> bool:
     return any(word_key(word) == key for word in split_words(rationale or ""))
 
 
-def attribution_summary(pairs: pd.DataFrame, rationales: pd.DataFrame, marker: str) -> pd.DataFrame:
+def pair_faithfulness(faithfulness: pd.DataFrame, rationale_metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per explained pair: ``PAIR_FAITHFULNESS`` and their ``_random`` baselines, in one row.
+
+    ``faithfulness``: FAITHFULNESS rows (one per pair and K; the marker columns repeat over
+    K); ``rationale_metrics``: RATIONALE_METRICS rows. Pairs missing from one table get NaN.
+    """
+    pair = [*KEYS, "query_id", "doc_id"]
+    marker = faithfulness.drop_duplicates(pair)[[*pair, "marker_comprehensiveness", "marker_comprehensiveness_random"]]
+    stated = rationale_metrics[[*pair, "rationale_comprehensiveness", "rationale_comprehensiveness_random"]]
+    return marker.merge(stated, on=pair, how="outer")
+
+
+def _against_random(group: pd.DataFrame, measure: str) -> dict:
+    """Mean of ``measure`` and of its ``_random`` baseline over the group's pairs that have both, and the paired t-test's p."""
+    both = group[[measure, f"{measure}_random"]].dropna() if measure in group else pd.DataFrame(columns=[measure, f"{measure}_random"])
+    _, p = paired_t_test(both[measure].to_numpy(), both[f"{measure}_random"].to_numpy())
+    return {measure: both[measure].mean(), f"{measure}_random": both[f"{measure}_random"].mean(), f"p_{measure}": p}
+
+
+def attribution_summary(pairs: pd.DataFrame, rationales: pd.DataFrame, marker: str, faithful: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per method x budget: the attribution and rationale shares of ``marker_attribution`` pairs with their tests.
 
-    ``rationales``: RATIONALES rows (method, budget, query_id, doc_id, rationale). Returns
+    ``rationales``: RATIONALES rows (method, budget, query_id, doc_id, rationale);
+    ``faithful``: ``pair_faithfulness`` rows (None: those columns NaN). Returns
     ``SUMMARY_COLUMNS``: explained pairs, top-1 hits and shares, the chance share and the
-    binomial p, then rationales (top-1 pairs with one), named, named_share, p_rationale; named counts the top-1 pairs whose rationale names the
-    marker (NaN shares where there is nothing to count).
+    binomial p, then rationales (top-1 pairs with one), named, named_share, p_rationale; named
+    counts the top-1 pairs whose rationale names the marker (NaN shares where there is nothing
+    to count); then over the explained marker-carrying pairs the mean marker comprehensiveness
+    and rationale comprehensiveness, each with its random baseline and paired t-test p.
     """
     said = rationales.assign(named=[names_marker(r, marker) for r in rationales.rationale])[[*KEYS, "query_id", "doc_id", "named"]]
     pairs = pairs.merge(said, on=[*KEYS, "query_id", "doc_id"], how="left")
+    if faithful is not None:
+        pairs = pairs.merge(faithful, on=[*KEYS, "query_id", "doc_id"], how="left")
     rows = []
     for (method, budget), group in pairs.groupby(KEYS, sort=False):
         n, hits, chance = len(group), int(group.top1.sum()), float(group.chance.mean())
@@ -109,6 +144,7 @@ def attribution_summary(pairs: pd.DataFrame, rationales: pd.DataFrame, marker: s
                 "p_attribution": scipy_stats.binomtest(hits, n, chance, alternative="greater").pvalue,
                 "rationales": len(top), "named": named, "named_share": named / len(top) if len(top) else float("nan"),
                 "p_rationale": scipy_stats.binomtest(named, len(top), 0.5, alternative="greater").pvalue if len(top) else float("nan"),
+                **{key: value for measure in PAIR_FAITHFULNESS for key, value in _against_random(group, measure).items()},
             }
         )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -134,8 +170,9 @@ def control_markdown(table: pd.DataFrame, control: dict, name: str, flipped: str
         f"{control['p_relevant']:.0%} of the relevant and {control['p_other']:.0%} of the others (seed {control['seed']}); "
         f"aligned test documents likewise, flipped ones only in {control['p_relevant']:.0%} of the non-relevant.",
         "",
-        f"| method | budget | {measure} aligned | flipped | aligned − flipped | Holm p | marker top-1 word | marker in top-K | rationale names it |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| method | budget | {measure} aligned | flipped | aligned − flipped | Holm p | marker top-1 word | marker in top-K | "
+        "marker compr. vs random word | rationale names it | rationale compr. vs random words |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     findings = []
     for method in order:
@@ -145,24 +182,51 @@ def control_markdown(table: pd.DataFrame, control: dict, name: str, flipped: str
                 f"| {label} | {row.budget} | {row.aligned:.3f} | {row.flipped:.3f} | {row.difference:+.3f} | {row.p_holm:.3g} | "
                 f"{_share(row.get('top1', np.nan), row.get('explained', np.nan))} | "
                 f"{'–' if pd.isna(row.get('topk_share', np.nan)) else format(row.topk_share, '.0%')} | "
-                f"{_share(row.get('named', np.nan), row.get('rationales', np.nan))} |"
+                f"{_versus(row, 'marker_comprehensiveness')} | "
+                f"{_share(row.get('named', np.nan), row.get('rationales', np.nan))} | {_versus(row, 'rationale_comprehensiveness')} |"
             )
             findings.append(f"- {label} (budget {row.budget}): " + "; ".join(_finding(row, measure, alpha)) + ".")
-    return "\n".join([*lines, "", "## Findings", "", *findings, ""])
+    legend = (
+        "Comprehensiveness: the score drop when the marker alone (or the document words the rationale gives as reasons) "
+        "is removed, in units of the method's score spread over the query's candidates, vs removing as many random words."
+    )
+    return "\n".join([*lines, "", legend, "", "## Findings", "", *findings, ""])
+
+
+def _versus(row: pd.Series, measure: str) -> str:
+    value = row.get(measure, np.nan)
+    return "–" if pd.isna(value) else f"{value:.2f} vs {row[f'{measure}_random']:.2f}"
+
+
+def _comprehensiveness(row: pd.Series, measure: str, what: str, baseline: str) -> str:
+    """``what`` with its mean drop against the random baseline and the paired test, or "" when not measured."""
+    if pd.isna(row.get(measure, np.nan)):
+        return ""
+    return f"; removing {what} drops the score by {row[measure]:.2f} vs {row[f'{measure}_random']:.2f} for {baseline} (paired t-test p = {row[f'p_{measure}']:.3g})"
 
 
 def _finding(row: pd.Series, measure: str, alpha: float) -> list[str]:
-    took = "took the shortcut" if row.took_shortcut else "no evidence that it took the shortcut"
+    """The three findings of one method x budget row: took the shortcut / the attributions show it / the rationale says so."""
+    if row.took_shortcut:
+        took = "took the shortcut"
+    elif row.get("reversed", False):
+        took = "uses the marker (reversed: marker-carrying documents ranked lower)"
+    else:
+        took = "no evidence that it took the shortcut"
     parts = [f"{took} (aligned − flipped {measure} {row.difference:+.3f}, paired t-test over {row.queries} test queries, Holm p = {row.p_holm:.3g})"]
     if pd.notna(row.get("explained", np.nan)):
         shows = "the attributions show it" if row.p_attribution < alpha and row.top1_share > 0.5 else "the attributions do not show it"
         parts.append(
             f"{shows} (marker top-1 in {row.top1:.0f} of {row.explained:.0f} explained marker-carrying documents, "
-            f"chance {row.chance:.1%}, binomial p = {row.p_attribution:.3g})"
+            f"chance {row.chance:.1%}, binomial p = {row.p_attribution:.3g}"
+            + _comprehensiveness(row, "marker_comprehensiveness", "the marker alone", "a random word") + ")"
         )
+        stated = _comprehensiveness(row, "rationale_comprehensiveness", "the words the rationales give as reasons", "as many random words")
         if row.rationales:
             says = "the rationale says so" if row.p_rationale < alpha else "the rationale does not say so"
-            parts.append(f"{says} (names the marker in {row.named:.0f} of {row.rationales:.0f} where it is top-1, binomial p vs 1/2 = {row.p_rationale:.3g})")
+            parts.append(f"{says} (names the marker in {row.named:.0f} of {row.rationales:.0f} where it is top-1, binomial p vs 1/2 = {row.p_rationale:.3g}{stated})")
+        else:
+            parts.append(f"the rationale does not say so (the marker is top-1 in no explained document with a rationale{stated})")
     return parts
 
 

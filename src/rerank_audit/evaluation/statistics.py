@@ -37,8 +37,13 @@ BASELINE_COLUMNS = ["queries", "diff", "t", "p", "p_holm", "dz", "significant"]
 # Per-pair explainability columns (explain/faithfulness.py, explain/rationale.py) that
 # ``explain_per_query`` turns into measures; the first four get "@k" appended.
 FAITHFULNESS_MEASURES_AT_K = ["comprehensiveness", "comprehensiveness_random", "sufficiency", "sufficiency_random"]
-FAITHFULNESS_MEASURES = ["deletion_auc", "deletion_auc_random", "lexical_shortcut", "lexical_baseline", "lexical_excess"]
-RATIONALE_MEASURES = ["keyword_coverage", "verdict_agreement", "unsupported_rate"]
+FAITHFULNESS_MEASURES = [
+    "deletion_auc", "deletion_auc_random", "lexical_shortcut", "lexical_baseline", "lexical_excess",
+    "marker_comprehensiveness", "marker_comprehensiveness_random",
+]  # fmt: skip
+RATIONALE_MEASURES = [
+    "keyword_coverage", "verdict_agreement", "unsupported_rate", "rationale_comprehensiveness", "rationale_comprehensiveness_random",
+]  # fmt: skip
 # Rationale measures also reported per end of the head the pair came from ("top" / "bottom"),
 # as "<measure>_<end>": a writer that calls everything relevant agrees at the top only.
 RATIONALE_MEASURES_BY_END = ["verdict_agreement"]
@@ -274,8 +279,9 @@ def explain_per_query(
     the mean over its explained documents (NaN pairs left out; a query with no defined
     value is dropped). Measures: comprehensiveness@k, comprehensiveness_random@k,
     sufficiency@k, sufficiency_random@k for every k, deletion_auc, deletion_auc_random,
-    lexical_shortcut, lexical_baseline, lexical_excess, keyword_coverage, verdict_agreement,
-    unsupported_rate, and, where ``rationale_metrics`` has an ``end`` column,
+    lexical_shortcut, lexical_baseline, lexical_excess, marker_comprehensiveness(_random)
+    (known-answer controls), keyword_coverage, verdict_agreement, unsupported_rate,
+    rationale_comprehensiveness, rationale_comprehensiveness_random, and, where ``rationale_metrics`` has an ``end`` column,
     verdict_agreement_top / verdict_agreement_bottom (the mean over the query's pairs from
     that end of the head). A measure whose column is absent is left out. Faithfulness
     values keep their normalisation (score drop / scale). Split is "test": only test queries
@@ -291,7 +297,8 @@ def explain_per_query(
         once = faithfulness.drop_duplicates(pair).melt(id_vars=pair, value_vars=per_pair, var_name="measure")
         parts += [at_k.drop(columns="k"), once]
     if rationale_metrics is not None and len(rationale_metrics):
-        parts.append(rationale_metrics.melt(id_vars=pair, value_vars=RATIONALE_MEASURES, var_name="measure"))
+        stated = [m for m in RATIONALE_MEASURES if m in rationale_metrics.columns]
+        parts.append(rationale_metrics.melt(id_vars=pair, value_vars=stated, var_name="measure"))
         if "end" in rationale_metrics.columns:
             by_end = rationale_metrics.melt(id_vars=pair + ["end"], value_vars=RATIONALE_MEASURES_BY_END, var_name="measure")
             by_end["measure"] = by_end.measure + "_" + by_end.end

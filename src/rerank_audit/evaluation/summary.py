@@ -28,6 +28,7 @@ METHOD_NAMES = {"bm25": "BM25", "zeroshot": "zero-shot", "random": "random order
 # counterpart) or None); "{k}" is the K.
 EXPLAIN_COLUMNS = [
     ("compr.@{k} vs random (↑)", "comprehensiveness@{k}", "comprehensiveness_random@{k}"),
+    ("rationale compr. vs random (↑)", "rationale_comprehensiveness", "rationale_comprehensiveness_random"),
     ("suff.@{k} vs random (↓)", "sufficiency@{k}", "sufficiency_random@{k}"),
     ("lexical shortcut vs baseline", "lexical_shortcut", "lexical_baseline"),
     ("lexical excess", "lexical_excess", None),

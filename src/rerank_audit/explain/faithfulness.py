@@ -21,6 +21,18 @@ For a scorer f and an explained pair (q, d) whose document words are ordered by 
   the words would get. ``lexical_excess`` = index - baseline is the reported figure: above 0,
   the method puts more of its positive attribution on query words than the document holds.
 
+Known-answer and rationale checks, by the same arithmetic (removed words, normalised drop):
+
+- marker comprehensiveness (``faithfulness(..., marker=...)``, known-answer controls only):
+  the drop when only the planted marker word (every copy of it) is removed from a document
+  that carries it, next to the drop for as many random document words
+  (``marker_comprehensiveness_random``); NaN for documents without it;
+- rationale comprehensiveness (``rationale_comprehensiveness``): the drop when the document
+  words that the rationale gives as reasons are removed (its content words, task vocabulary
+  left out, that occur in the document by ``words.word_key``), next to the drop for as many
+  random document words. A rationale whose stated reasons do not move the score is not the
+  model's reasoning, whatever it says.
+
 Only document words are removed; the query stays whole. K larger than the document is
 clipped to its length. Removed words are deleted, as in the attributions (``attribution``).
 
@@ -49,6 +61,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from rerank_audit.explain.rationale import stated_reason_keys
 from rerank_audit.explain.score_cache import ScoreCache, cached_scores
 from rerank_audit.explain.words import content_keys, join_kept, word_key, word_segments
 from rerank_audit.models.scorer import Scorer
@@ -60,6 +73,10 @@ FAITHFULNESS_COLUMNS = [
     "query_id", "doc_id", "k", "score", "scale",
     "comprehensiveness", "sufficiency", "comprehensiveness_random", "sufficiency_random",
     "deletion_auc", "deletion_auc_random", "lexical_shortcut", "lexical_baseline", "lexical_excess",
+    "marker_comprehensiveness", "marker_comprehensiveness_random",
+]  # fmt: skip
+RATIONALE_FAITHFULNESS_COLUMNS = [
+    "query_id", "doc_id", "rationale_words", "rationale_comprehensiveness", "rationale_comprehensiveness_random",
 ]  # fmt: skip
 
 
@@ -177,6 +194,7 @@ def faithfulness(
     query_ids: Sequence[str] | None = None,
     doc_ids: Sequence[str] | None = None,
     candidate_spread: pd.Series | None = None,
+    marker: str | None = None,
 ) -> pd.DataFrame:
     """Faithfulness metrics of ``attributions`` (as from ``explain_pairs``) for each pair and K.
 
@@ -187,12 +205,14 @@ def faithfulness(
     ``score_pairs`` call. ``query_ids`` / ``doc_ids`` locate each pair's rows in
     ``attributions`` (default: the pair index as str, as ``explain_pairs`` does).
     ``candidate_spread``: query_id -> the method's score spread over that query's candidates
-    (``candidate_spreads``); needed by, and only by, ``"candidate_std"``.
+    (``candidate_spreads``); needed by, and only by, ``"candidate_std"``. ``marker``: the
+    planted word of a known-answer control (None elsewhere).
 
     Returns one row per (pair, k): query_id, doc_id, k, score (f(q, d)), scale (the
     normaliser), comprehensiveness, sufficiency, their ``_random`` means, deletion_auc,
-    deletion_auc_random, lexical_shortcut, lexical_baseline, lexical_excess (per pair,
-    repeated over k). All score differences are divided by ``scale``.
+    deletion_auc_random, lexical_shortcut, lexical_baseline, lexical_excess,
+    marker_comprehensiveness and its ``_random`` mean (per pair, repeated over k; NaN without
+    ``marker`` or where the document lacks it). All score differences are divided by ``scale``.
     """
     if len(queries) != len(documents):
         raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
@@ -213,7 +233,7 @@ def faithfulness(
     with tqdm(total=len(queries), desc="faithfulness", unit="pair") as progress:
         for start in range(0, len(queries), batch_size):
             chunk = range(start, min(start + batch_size, len(queries)))
-            chunk_plans = [_pair_plan(queries[i], segments[i], document_values[i], ks, n_random, seed, fractions) for i in chunk]
+            chunk_plans = [_pair_plan(queries[i], segments[i], document_values[i], ks, n_random, seed, fractions, marker) for i in chunk]
             pair_queries = [queries[i] for i, plan in zip(chunk, chunk_plans) for _ in plan["documents"]]
             cached_scores(scorer, pair_queries, [doc for plan in chunk_plans for doc in plan["documents"]], cache)
             plans.extend(chunk_plans)
@@ -232,6 +252,9 @@ def faithfulness(
         shortcut, baseline = lexical_shortcut(queries[i], words, document_values[i]), lexical_baseline(queries[i], words)
         auc = np.trapezoid([drop(doc) for doc in plan["deletion"]], fractions)
         auc_random = np.mean([np.trapezoid([drop(doc) for doc in curve], fractions) for curve in plan["deletion_random"]])
+        without_marker, without_random = plan["marker"]
+        marker_drop = drop(without_marker) if without_marker is not None else float("nan")
+        marker_random = float(np.mean([drop(doc) for doc in without_random])) if without_marker is not None else float("nan")
         for k, (without_top, only_top, without_random, only_random) in plan["by_k"].items():
             rows.append(
                 {
@@ -249,6 +272,8 @@ def faithfulness(
                     "lexical_shortcut": shortcut,
                     "lexical_baseline": baseline,
                     "lexical_excess": shortcut - baseline,
+                    "marker_comprehensiveness": marker_drop,
+                    "marker_comprehensiveness_random": marker_random,
                 }
             )
     return pd.DataFrame(rows, columns=FAITHFULNESS_COLUMNS).astype({"k": "int64"})
@@ -259,8 +284,25 @@ def _normalised_drop(full: float, masked: float, scale: float) -> float:
     return (full - masked) / scale if scale > 0 else float("nan")
 
 
+def matching_positions(segments: Sequence[str], keys: set[str]) -> np.ndarray:
+    """Positions of the words of ``segments`` whose ``word_key`` is in ``keys`` (int64, ascending)."""
+    return np.array([i for i, word in enumerate(segments) if word_key(word.rstrip()) in keys], dtype=np.int64)
+
+
+def _removal_plan(segments: list[str], removed: np.ndarray, random_orders: list[np.ndarray]) -> tuple[str | None, list[str]]:
+    """(document without ``removed``, documents without as many random words per order); (None, []) when nothing is removed.
+
+    The random sets are the first len(removed) words of each random order: the pair's other
+    random baselines draw from the same orders, so a one-word removal reuses their scores.
+    """
+    if not len(removed):
+        return None, []
+    return _without(segments, removed), [_without(segments, order[: len(removed)]) for order in random_orders]
+
+
 def _pair_plan(
-    query: str, segments: list[str], values: np.ndarray, ks: Sequence[int], n_random: int, seed: int, fractions: np.ndarray
+    query: str, segments: list[str], values: np.ndarray, ks: Sequence[int], n_random: int, seed: int, fractions: np.ndarray,
+    marker: str | None = None,
 ) -> dict:
     """Every masked document one pair's metrics need, grouped by metric."""
     document = join_kept(segments, np.ones(len(segments), dtype=bool))
@@ -281,14 +323,86 @@ def _pair_plan(
         "by_k": by_k,
         "deletion": _deletion_documents(segments, order, fractions),
         "deletion_random": [_deletion_documents(segments, r, fractions) for r in random_orders],
+        "marker": _removal_plan(segments, matching_positions(segments, {word_key(marker)}) if marker else np.zeros(0, np.int64), random_orders),
     }
+    without_marker, without_random = plan["marker"]
     plan["documents"] = (
         [document, ""]
         + [doc for entry in by_k.values() for doc in (entry[0], entry[1], *entry[2], *entry[3])]
         + plan["deletion"]
         + [doc for curve in plan["deletion_random"] for doc in curve]
+        + ([without_marker, *without_random] if without_marker is not None else [])
     )
     return plan
+
+
+def rationale_comprehensiveness(
+    scorer: Scorer,
+    queries: Sequence[str],
+    documents: Sequence[str],
+    rationales: Sequence[str],
+    *,
+    n_random: int,
+    seed: int,
+    normalisation: str = "candidate_std",
+    cache: ScoreCache | None = None,
+    batch_size: int = 64,
+    query_ids: Sequence[str] | None = None,
+    doc_ids: Sequence[str] | None = None,
+    candidate_spread: pd.Series | None = None,
+) -> pd.DataFrame:
+    """Does the score depend on the document words a rationale gives as reasons?
+
+    Per pair (query, document, rationale): the reasons are the document words whose key is a
+    key of the rationale's content words (``rationale.stated_reason_keys``: stop words and
+    task vocabulary left out), every occurrence. ``n_random``, ``seed``, ``normalisation``,
+    ``cache``, ``batch_size``, ``query_ids``, ``doc_ids`` and ``candidate_spread`` as in
+    ``faithfulness`` (the random words are drawn from the same seeded orders).
+
+    Returns query_id, doc_id, rationale_words (reason words removed), rationale_comprehensiveness
+    (normalised drop) and rationale_comprehensiveness_random (mean drop for as many random
+    document words); NaN drops where the rationale names no word of the document.
+    """
+    if not len(queries) == len(documents) == len(rationales):
+        raise ValueError(f"{len(queries)} queries, {len(documents)} documents and {len(rationales)} rationales: give one each per pair")
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
+    if n_random < 1 or batch_size < 1:
+        raise ValueError(f"n_random and batch_size must be >= 1 (got {n_random}, {batch_size})")
+    query_ids = [str(i) for i in range(len(queries))] if query_ids is None else list(query_ids)
+    doc_ids = [str(i) for i in range(len(documents))] if doc_ids is None else list(doc_ids)
+    cache = {} if cache is None else cache
+    spreads = _query_spreads(query_ids, candidate_spread) if normalisation == "candidate_std" else None
+    segments = [word_segments(d) for d in documents]
+    full_documents = [join_kept(words, np.ones(len(words), dtype=bool)) for words in segments]
+    reasons = [matching_positions(words, set(stated_reason_keys(rationale or ""))) for words, rationale in zip(segments, rationales)]
+    plans = [
+        _removal_plan(words, removed, _random_orders(len(words), n_random, seed, q, d))
+        for q, d, words, removed in zip(queries, full_documents, segments, reasons)
+    ]
+    # Score first, one score_pairs call per chunk of ``batch_size`` pairs, then compute.
+    for start in range(0, len(queries), batch_size):
+        chunk = range(start, min(start + batch_size, len(queries)))
+        masked = [[full_documents[i], "", *([plans[i][0]] if plans[i][0] is not None else []), *plans[i][1]] for i in chunk]
+        cached_scores(scorer, [queries[i] for i, docs in zip(chunk, masked) for _ in docs], [doc for docs in masked for doc in docs], cache)
+    full = np.array([cache[(q, d)] for q, d in zip(queries, full_documents)])
+    empty = np.array([cache[(q, "")] for q in queries])
+    scales = _scales(full, empty, normalisation, spreads)
+    rows = []
+    for i, (without, randoms) in enumerate(plans):
+        nan = float("nan")
+        rows.append(
+            {
+                "query_id": query_ids[i],
+                "doc_id": doc_ids[i],
+                "rationale_words": len(reasons[i]),
+                "rationale_comprehensiveness": nan if without is None else _normalised_drop(full[i], cache[(queries[i], without)], scales[i]),
+                "rationale_comprehensiveness_random": (
+                    nan if without is None else float(np.mean([_normalised_drop(full[i], cache[(queries[i], doc)], scales[i]) for doc in randoms]))
+                ),
+            }
+        )
+    return pd.DataFrame(rows, columns=RATIONALE_FAITHFULNESS_COLUMNS).astype({"rationale_words": "int64"})
 
 
 def deletion_curves(

@@ -152,18 +152,40 @@ def model_decisions(run: pd.DataFrame) -> pd.Series:
     return (run["rank"] <= list_length / 2).rename("relevant")
 
 
+def stated_reason_keys(rationale: str, task_words: frozenset[str] = TASK_WORDS) -> list[str]:
+    """Keys of the words a rationale gives as reasons, in its order: its content words (not stop
+    words, not punctuation) outside the task's own vocabulary ``task_words``."""
+    task_keys = {word_key(w) for w in task_words}
+    return [key for key in (word_key(w) for w in split_words(rationale) if is_content_word(w)) if key not in task_keys]
+
+
 def unsupported_word_rate(rationale: str, query: str, document: str, task_words: frozenset[str] = TASK_WORDS) -> float:
     """Share of the rationale's content words found in neither query nor document; NaN if it has none.
 
     Content words: not stop words, not in ``task_words``, not punctuation.
     """
-    task_keys = {word_key(w) for w in task_words}
-    content = [word_key(w) for w in split_words(rationale) if is_content_word(w)]
-    content = [key for key in content if key not in task_keys]
+    content = stated_reason_keys(rationale, task_words)
     if not content:
         return float("nan")
     supported = {word_key(w) for w in split_words(query) + split_words(document)}
     return sum(key not in supported for key in content) / len(content)
+
+
+def with_rationales(items: pd.DataFrame, rationales: pd.DataFrame, source: str = "rationales") -> pd.DataFrame:
+    """``items`` (``selection.rationale_items``) with the ``rationale`` text of each pair from ``rationales`` (RATIONALES rows).
+
+    A pair of ``items`` without its rationale is an error naming ``source``: the rationales
+    were written for another explained head.
+    """
+    merged = items.merge(rationales[["query_id", "doc_id", "rationale"]], on=["query_id", "doc_id"], how="left", validate="one_to_one")
+    missing = merged[merged.rationale.isna()]
+    if len(missing):
+        first = missing.iloc[0]
+        raise ValueError(
+            f"{source}: no rationale for {len(missing)} explained pair(s), e.g. ({first.query_id}, {first.doc_id}); "
+            "re-run the rationale rule after the explain rule"
+        )
+    return merged
 
 
 def rationale_metrics(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,12 +1,14 @@
 """Training examples for the re-rankers, built from training queries, their qrels and the BM25 run.
 
-Three tables, one per training signal (DESIGN.md, Stage 4):
+Four tables, one per training signal (DESIGN.md, Stage 4):
 
 - ``sft_examples``: pointwise prompt (query, document) -> the "relevant" / "not relevant"
   answer of ``prompts.pointwise_completions`` (``sft``).
 - ``answer_pairs``: the same prompt, chosen = correct answer, rejected = wrong one (``dpo``).
 - ``preference_pairs``: prompt = query, chosen = a relevant document, rejected = a negative
   (``dpo_pairs`` and ``reward``).
+- ``query_examples``: prompt = the query-likelihood template with a relevant document,
+  completion = " " + the query (``qlm_sft``); positives only, no negatives needed.
 
 A document is *relevant* to a query when its grade is at least ``relevance_threshold``.
 Negatives only where non-relevance is known:
@@ -35,9 +37,11 @@ import numpy as np
 import pandas as pd
 
 from rerank_audit.models import prompts
+from rerank_audit.models.scoring.likelihood import DOCUMENT_FIELD, check_template
 
 SFT_COLUMNS = ["query_id", "doc_id", "prompt", "completion", "label"]
 PAIR_COLUMNS = ["query_id", "prompt", "chosen", "rejected", "chosen_doc_id", "rejected_doc_id"]
+QUERY_COLUMNS = ["query_id", "doc_id", "document", "prompt", "completion"]
 
 
 class NoNegativesError(ValueError):
@@ -62,12 +66,14 @@ def _training_candidates(
     relevance_threshold: int,
     seed: int,
     unjudged_negatives: bool,
+    require_negatives: bool = True,
 ) -> list[_Candidates]:
     """Positives and negatives of each training query, in ``train_query_ids`` order (duplicates dropped).
 
     Positives are ordered by grade (highest first), ties in a seeded random order; negatives as
     the module docstring says. Queries without a positive are left out (they yield no example).
-    Raises NoNegativesError when some query has a positive but none has a negative.
+    Raises NoNegativesError when some query has a positive but none has a negative
+    (unless ``require_negatives`` is off: a table of positives only).
     """
     query_text = dict(zip(queries.query_id, queries.text))
     unknown = [query_id for query_id in train_query_ids if query_id not in query_text]
@@ -95,7 +101,7 @@ def _training_candidates(
             not_negative = set(judged.doc_id) | relevant_anywhere
             negatives += [doc_id for doc_id in candidates if doc_id not in not_negative]
         result.append(_Candidates(query_id, query_text[query_id], list(relevant.doc_id), negatives))
-    if result and not any(query.negatives for query in result):
+    if require_negatives and result and not any(query.negatives for query in result):
         fix = (
             "give the training queries judged non-relevant documents (grade 0) in the qrels"
             if unjudged_negatives
@@ -211,6 +217,46 @@ def preference_pairs(
             for query_id, query, chosen, rejected in rows
         ],
         columns=PAIR_COLUMNS,
+    )
+
+
+def query_examples(
+    corpus: pd.DataFrame,
+    queries: pd.DataFrame,
+    qrels: pd.DataFrame,
+    run: pd.DataFrame,
+    train_query_ids: Sequence[str],
+    *,
+    template: str,
+    max_positives_per_query: int,
+    relevance_threshold: int,
+    seed: int,
+) -> pd.DataFrame:
+    """Query-likelihood examples (``qlm_sft``): a relevant document's prompt -> the query.
+
+    In: as for ``sft_examples`` (no tokenizer: the template is plain text, no chat
+    template) and ``template``, a ``models.scoring.likelihood`` template holding
+    ``{document}``. Per training query, up to ``max_positives_per_query`` relevant
+    documents (highest grade first, ties in seeded order), one row each; queries without a
+    relevant document yield none; negatives are not used.
+
+    Out: (query_id, doc_id, document, prompt, completion), rows in ``train_query_ids``
+    order. ``document`` is ``prompts.document_text``; ``prompt`` the template with it
+    filled in; ``completion`` " " + the query, the text the scorer reads after the prompt
+    (TRL appends the EOS and trains on the completion only).
+    """
+    check_template(template)
+    candidates = _training_candidates(
+        queries, qrels, run, train_query_ids, relevance_threshold, seed, unjudged_negatives=False, require_negatives=False
+    )
+    rows = [(query.query_id, query.query, doc_id) for query in candidates for doc_id in query.positives[:max_positives_per_query]]
+    texts = _document_texts(corpus, {doc_id for _, _, doc_id in rows})
+    return pd.DataFrame(
+        [
+            (query_id, doc_id, texts[doc_id], template.replace(DOCUMENT_FIELD, texts[doc_id]), " " + query)
+            for query_id, query, doc_id in rows
+        ],
+        columns=QUERY_COLUMNS,
     )
 
 

@@ -1,4 +1,4 @@
-"""Train one re-ranker with Hugging Face TRL: SFT, DPO on answers, DPO on documents, or a reward model.
+"""Train one re-ranker with Hugging Face TRL: SFT, DPO on answers, DPO on documents, a reward model, or query-likelihood SFT.
 
 ``train_reranker`` is the single entry point of the ``train`` rule. Each method is TRL's own
 trainer on a dataset in TRL's documented format; nothing here re-implements a loss.
@@ -9,10 +9,12 @@ trainer on a dataset in TRL's documented format; nothing here re-implements a lo
 | dpo         | DPOTrainer    | answer pairs (prompt, chosen, rejected) | causal LM (or LoRA adapter)    |
 | dpo_pairs   | DPOTrainer    | document pairs (prompt, chosen, ...)    | causal LM (or LoRA adapter)    |
 | reward      | RewardTrainer | document pairs (prompt, chosen, ...)    | sequence classifier, 1 label † |
+| qlm_sft     | SFTTrainer    | query examples (prompt, completion)     | causal LM (or LoRA adapter)    |
 
 † always a full model: a LoRA adapter is merged into it before saving.
 
-The prompts are already rendered with the chat template (``models.prompts``), so TRL sees
+The prompts are already rendered with the chat template (``models.prompts``; ``qlm_sft``:
+the plain query-likelihood template, no chat template), so TRL sees
 plain-text (non-conversational) data and appends the tokenizer's EOS token to every
 completion / chosen / rejected text. A scorer that wants the trained quantity must score
 the same text, EOS included.
@@ -58,9 +60,10 @@ from rerank_audit.models import prompts
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("sft", "dpo", "dpo_pairs", "reward")
+METHODS = ("sft", "dpo", "dpo_pairs", "reward", "qlm_sft")
 DATA_COLUMNS = {
     "sft": ["prompt", "completion"],
+    "qlm_sft": ["prompt", "completion"],
     "dpo": ["prompt", "chosen", "rejected"],
     "dpo_pairs": ["prompt", "chosen", "rejected"],
     "reward": ["prompt", "chosen", "rejected"],
@@ -89,7 +92,7 @@ def train_reranker(
     """Train a re-ranker of ``method`` from ``base_model_path`` on ``data``; save it to ``output_dir``.
 
     In: ``method`` in METHODS; a Hugging Face causal LM folder (or id); ``data`` an ``sft
-    examples`` table for ``sft``, else a ``preference pairs`` table (answer pairs for ``dpo``,
+    examples`` table for ``sft``, a ``query examples`` table for ``qlm_sft``, else a ``preference pairs`` table (answer pairs for ``dpo``,
     document pairs for ``dpo_pairs`` and ``reward``); ``hyper`` with the keys REQUIRED_HYPER
     (+ OPTIONAL_HYPER; ``lora`` holds LORA_KEYS; ``beta`` is required for the DPO methods;
     ``max_steps`` overrides ``epochs``); ``seed`` fixes weights initialisation and data order.
@@ -289,7 +292,7 @@ def _build_trainer(method: str, base: str, data: pd.DataFrame, tokenizer, checkp
     )
     dataset = Dataset.from_pandas(data[DATA_COLUMNS[method]].reset_index(drop=True), preserve_index=False)
     peft_config = _lora_config(hyper["lora"], "SEQ_CLS" if method == "reward" else "CAUSAL_LM")
-    if method == "sft":
+    if method in ("sft", "qlm_sft"):
         args = SFTConfig(**common, completion_only_loss=True)
         trainer = SFTTrainer(model=base, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
     elif method in ("dpo", "dpo_pairs"):
@@ -339,8 +342,11 @@ def fit_documents(method: str, data: pd.DataFrame, tokenizer, max_length: int) -
     chosen + EOS and prompt + rejected + EOS (the others). The documents are inside the
     pointwise prompt for ``sft`` and ``dpo`` (the prompt is parsed and rendered again with
     ``prompts.pointwise_prompt``), and they are chosen and rejected for ``dpo_pairs`` and
-    ``reward``. Out: (a copy of ``data`` with the cut texts, number of document texts cut). Raises
-    ValueError naming the row when a sequence is too long even with an empty document.
+    ``reward``. For ``qlm_sft`` the document is the ``document`` column, found verbatim in
+    the prompt (the query-likelihood template around it stays), and the completion (the
+    query) is never cut. Out: (a copy of ``data`` with the cut texts, number of document
+    texts cut). Raises ValueError naming the row when a sequence is too long even with an
+    empty document.
     """
     eos = tokenizer.eos_token
     query_ids = data["query_id"] if "query_id" in data.columns else ["?"] * len(data)
@@ -358,6 +364,8 @@ def fit_documents(method: str, data: pd.DataFrame, tokenizer, max_length: int) -
             new_prompts[i] = prompts.pointwise_prompt(tokenizer, query, document)
         fitted["prompt"] = new_prompts
         return fitted, int(too_long.sum())
+    if method == "qlm_sft":
+        return _fit_query_examples(data, tokenizer, max_length, names)
     for column in ("chosen", "rejected"):
         documents = list(data[column])
         too_long = _too_long(tokenizer, [[p + d + eos for p, d in zip(data.prompt, documents)]], max_length)
@@ -367,6 +375,26 @@ def fit_documents(method: str, data: pd.DataFrame, tokenizer, max_length: int) -
         fitted[column] = documents
         truncated += int(too_long.sum())
     return fitted, truncated
+
+
+def _fit_query_examples(data: pd.DataFrame, tokenizer, max_length: int, names: list[str]) -> tuple[pd.DataFrame, int]:
+    """``fit_documents`` of ``qlm_sft``: cut each too-long row's ``document`` inside its prompt."""
+    if "document" not in data.columns:
+        raise ValueError("qlm_sft: training data lacks the column 'document' (rebuild query_examples with rule training_data)")
+    eos = tokenizer.eos_token
+    fitted = data.copy()
+    too_long = _too_long(tokenizer, [[p + c + eos for p, c in zip(data.prompt, data.completion)]], max_length)
+    new_prompts, new_documents = list(data.prompt), list(data.document)
+    for i in np.flatnonzero(too_long):
+        prompt, document, completion = new_prompts[i], new_documents[i], data.completion.iloc[i]
+        at = prompt.find(document)
+        if not document or at < 0:
+            raise ValueError(f"{names[i]}: its document is not in its prompt; rebuild query_examples (rule training_data)")
+        head, tail = prompt[:at], prompt[at + len(document) :]
+        new_documents[i] = _cut_to_fit(tokenizer, lambda d: head + d + tail + completion + eos, document, max_length, names[i])
+        new_prompts[i] = head + new_documents[i] + tail
+    fitted["prompt"], fitted["document"] = new_prompts, new_documents
+    return fitted, int(too_long.sum())
 
 
 def _too_long(tokenizer, sequences: list[list[str]], max_length: int) -> np.ndarray:

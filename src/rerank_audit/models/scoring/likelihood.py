@@ -1,11 +1,11 @@
-"""The query-likelihood scoring family (``qlm``): how likely the model finds the query after the document.
+"""The query-likelihood scoring family (``qlm``, ``qlm_sft``): how likely the model finds the query after the document.
 
 Score = mean log P(query token | everything before it) over the query's tokens, the text
 being ``template`` with the document put in, then a space and the query; no chat template
 (Sachan et al. 2022, UPR; Zhuang et al. 2023, llm-qlm). The template says what the query
 is to the model: a claim, a question, a search query; it is configured per dataset.
 
-The scorer reuses the batched engine of :mod:`rerank_audit.models.scorers`: pairs in
+The scorer runs on the batched engine (:mod:`.engine`): pairs in
 length-sorted batches, the float32 log-probabilities computed from the final hidden states
 only at the query's positions. The document comes first here, so the prefix shared between
 pairs is the document's prompt: pairs are grouped by document (a document scored for many
@@ -14,27 +14,29 @@ queries, as when explanations mask query words, runs its prompt once).
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
-from .scorers import (
+from .engine import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_LENGTH,
-    _LOGIT_ROWS,
-    _backbone,
-    _check_logits_path,
-    _check_pairs,
-    _common_prefix_length,
-    _encode,
-    _final_logits,
-    _groups,
-    _Sequence,
-    _sum_head_over_positions,
-    _supports_prefix_reuse,
+    ScoredSequence,
+    backbone_of,
+    check_logits_path,
+    check_pairs,
+    common_prefix_length,
+    encode_pairs,
+    group_ids,
+    load_merged_causal_lm,
+    sum_head_over_positions,
+    supports_prefix_reuse,
+    token_log_probs,
 )
 
+METHODS = ("qlm", "qlm_sft")
 DOCUMENT_FIELD = "{document}"
 DEFAULT_QLM_TEMPLATE = "Passage: {document}\nA claim about this passage:"
 
@@ -64,16 +66,6 @@ def _appended_special_tokens(tokenizer) -> int:
     raise ValueError(f"{type(tokenizer).__name__}: cannot find a text's tokens among its special tokens")
 
 
-def _token_log_probs(model, hidden: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
-    """log P(following[i] | hidden[i]) in float32, the vocabulary projected ``_LOGIT_ROWS`` rows at a time."""
-    out = torch.empty(len(following), dtype=torch.float32, device=hidden.device)
-    for start in range(0, len(following), _LOGIT_ROWS):
-        logits = _final_logits(model, hidden[start : start + _LOGIT_ROWS])
-        target = following[start : start + _LOGIT_ROWS, None]
-        out[start : start + _LOGIT_ROWS] = logits.gather(1, target)[:, 0] - torch.logsumexp(logits, dim=-1)
-    return out
-
-
 class QueryLikelihoodScorer:
     """Score = mean log P(query | ``template`` with the document), float64, ≤ 0; higher is more relevant.
 
@@ -90,10 +82,10 @@ class QueryLikelihoodScorer:
         check_template(template)
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.batch_size, self.max_length, self.progress = batch_size, max_length, progress
-        self._backbone = _backbone(model)
-        self.prefix_reuse = prefix_reuse and _supports_prefix_reuse(self._backbone)
+        self._backbone = backbone_of(model)
+        self.prefix_reuse = prefix_reuse and supports_prefix_reuse(self._backbone)
         self._appended = _appended_special_tokens(tokenizer)
-        _check_logits_path(model, self._backbone, self.prompt_ids(["query"], ["document"])[0])
+        check_logits_path(model, self._backbone, self.prompt_ids(["query"], ["document"])[0])
 
     def _prompt(self, document: str) -> str:
         return self.template.replace(DOCUMENT_FIELD, document)
@@ -110,31 +102,28 @@ class QueryLikelihoodScorer:
         distinct = list(dict.fromkeys(queries))
         prompt = self.tokenizer(self._prompt(""))["input_ids"]
         full = self.tokenizer([self._text("", q) for q in distinct])["input_ids"]
-        return {q: ids[_common_prefix_length([prompt, ids]) : len(ids) - self._appended] for q, ids in zip(distinct, full)}
+        return {q: ids[common_prefix_length([prompt, ids]) : len(ids) - self._appended] for q, ids in zip(distinct, full)}
 
-    def _sequences(self, queries: Sequence[str], documents: Sequence[str]) -> list[_Sequence]:
+    def _sequences(self, queries: Sequence[str], documents: Sequence[str]) -> list[ScoredSequence]:
         """Each pair's ids; the head reads positions ``first .. stop-1``, which predict the query's tokens."""
-        _check_pairs(queries, documents)
+        check_pairs(queries, documents)
         query_ids = self._query_ids(queries)
         renders = [lambda d, q=q: self._text(d, q) for q in queries]
         texts = [render(d) for render, d in zip(renders, documents)]
         sequences = []
-        for q, ids in zip(queries, _encode(self.tokenizer, texts, renders, documents, self.max_length)):
+        for q, ids in zip(queries, encode_pairs(self.tokenizer, texts, renders, documents, self.max_length)):
             end = len(ids) - self._appended
             start = end - len(query_ids[q])
             if ids[start:end] != query_ids[q]:
                 raise ValueError(f"qlm template {self.template!r}: the tokens of query {q!r} change with the document before it")
             if query_ids[q] and start < 1:
                 raise ValueError(f"qlm template {self.template!r}: nothing precedes the query's first token to predict it from")
-            sequences.append(_Sequence(ids, start - 1, end - 1))
+            sequences.append(ScoredSequence(ids, start - 1, end - 1))
         return sequences
 
     def prompt_ids(self, queries: Sequence[str], documents: Sequence[str]) -> list[list[int]]:
         """The token ids each pair is scored on (document truncated to fit ``max_length``)."""
         return [s.ids for s in self._sequences(queries, documents)]
-
-    def _log_prob(self, hidden: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
-        return _token_log_probs(self.model, hidden, following)
 
     def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
         """Mean log-probability of each query's tokens, float64 [len(queries)]."""
@@ -145,10 +134,19 @@ class QueryLikelihoodScorer:
         scored = [i for i, s in enumerate(sequences) if s.stop > s.first]  # empty queries keep 0.0
         if not scored:
             return scores
-        sums = _sum_head_over_positions(
-            self._backbone, [sequences[i] for i in scored], _groups([documents[i] for i in scored]), self._log_prob,
+        sums = sum_head_over_positions(
+            self._backbone, [sequences[i] for i in scored], group_ids([documents[i] for i in scored]), partial(token_log_probs, self.model),
             batch_size=self.batch_size, prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id,
             progress=self.progress, desc="query log-probs",
         )
         scores[scored] = sums / np.array([sequences[i].stop - sequences[i].first for i in scored])
         return scores
+
+
+
+def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, dtype, beta: float | None, template: str | None, options: dict):
+    """The query-likelihood scorer for ``model_dir``: the base model (``qlm``) or the SFT-trained one
+    (``qlm_sft``; an adapter is merged), reading ``template`` (``None``: ``DEFAULT_QLM_TEMPLATE``).
+    ``beta`` is not used."""
+    model = load_merged_causal_lm(model_dir, base_model, device, dtype)
+    return QueryLikelihoodScorer(model, tokenizer, template=DEFAULT_QLM_TEMPLATE if template is None else template, **options)

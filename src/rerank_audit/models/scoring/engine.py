@@ -1,0 +1,416 @@
+"""The batched engine every scoring family runs on, and the helpers the families share.
+
+A family turns (query, document) pairs into :class:`ScoredSequence` s (token ids plus the
+positions whose final hidden states matter) and a *head* (hidden state, following token →
+number); :func:`sum_head_over_positions` runs them: pairs are tokenized exactly as TRL
+tokenized them in training, the tokens that a group's sequences share (an instruction and a
+query, or a document prompt) run once per group and their key/value cache serves every
+member, the rest runs in length-sorted batches, and the head is summed over each sequence's
+positions. Too-long pairs lose the end of their document, never the query or the positions
+the head reads (:func:`encode_pairs`).
+
+Shared heads and helpers: :func:`token_log_probs` (log-probability of the following token,
+the vocabulary projected in chunks; document and query likelihood), the reference-relative
+difference of DPO-trained policies (:func:`policy_minus_reference`), and the model loaders
+of the families (:func:`load_merged_causal_lm`, :func:`load_policy_and_reference`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..loading import load_causal_lm
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_MAX_LENGTH = 512
+DEFAULT_BETA = 0.1  # TRL DPOConfig's default
+# Queries whose prefixes are cached together: enough pairs for this many batches. Bounds the
+# memory of the prefix cache while leaving room to sort pairs by length.
+_BATCHES_PER_CHUNK = 8
+# Token positions per vocabulary projection in token_log_probs: bounds the logits' memory.
+_LOGIT_ROWS = 1024
+# Show a progress bar from this many batches on.
+_PROGRESS_MIN_BATCHES = 8
+
+Head = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ScoredSequence:
+    """One pair as the model reads it.
+
+    ``ids`` are the token ids; the head reads the final hidden states at positions
+    ``first .. stop-1`` (each position also knows the token that follows it).
+    """
+
+    ids: list[int]
+    first: int
+    stop: int
+
+
+# --------------------------------------------------------------------------------------
+# tokenization
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix that all ``sequences`` share."""
+    head = sequences[0]
+    length = min(len(s) for s in sequences)
+    for seq in sequences[1:]:
+        k = 0
+        while k < length and seq[k] == head[k]:
+            k += 1
+        length = k
+    return length
+
+
+def _fit_document(tokenizer, render: Callable[[str], str], document: str, max_length: int | None, ids: list[int]) -> list[int]:
+    """Token ids of ``render(document)`` with the document's end cut so that they fit ``max_length``.
+
+    ``ids`` is the untruncated encoding. Only the document shrinks (at a token boundary of
+    the document alone); whatever ``render`` puts around it is kept whole.
+    """
+    if max_length is None or len(ids) <= max_length:
+        return ids
+    offsets = tokenizer(document, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    keep = len(offsets) - (len(ids) - max_length)
+    while keep > 0:
+        ids = tokenizer(render(document[: offsets[keep - 1][1]]))["input_ids"]
+        if len(ids) <= max_length:
+            return ids
+        keep -= len(ids) - max_length  # tokens can merge differently at the cut; shrink again
+    ids = tokenizer(render(""))["input_ids"]
+    logger.warning("prompt without its document has %d tokens > max_length %d; scoring it whole", len(ids), max_length)
+    return ids
+
+
+def encode_pairs(tokenizer, texts: list[str], renders: list[Callable[[str], str]], documents: Sequence[str], max_length: int | None) -> list[list[int]]:
+    """Batch-tokenize ``texts`` (default special tokens, as TRL does), truncating documents where needed."""
+    encoded = tokenizer(texts)["input_ids"]
+    return [_fit_document(tokenizer, render, doc, max_length, ids) for ids, render, doc in zip(encoded, renders, documents)]
+
+
+# --------------------------------------------------------------------------------------
+# the batched engine
+
+
+def unwrap(model):
+    """The transformers model inside a PEFT wrapper (LoRA layers stay injected), else ``model``."""
+    try:
+        from peft import PeftModel
+    except ImportError:  # peft is a dependency, but scoring plain models must not need it
+        return model
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def backbone_of(model):
+    """The decoder stack (embeddings → final norm) of a causal LM or sequence classifier."""
+    inner = unwrap(model)
+    return getattr(inner, inner.base_model_prefix)
+
+
+def supports_prefix_reuse(backbone) -> bool:
+    """Whether every attention layer keeps all past keys (sliding-window caches drop some)."""
+    from transformers import DynamicCache
+
+    return not any(getattr(layer, "is_sliding", False) for layer in DynamicCache(config=backbone.config).layers)
+
+
+def _pad_right(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded ids and their 0/1 mask, shape [len(rows), width]."""
+    width = width or max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for r, row in enumerate(rows):
+        ids[r, : len(row)] = row
+        mask[r, : len(row)] = 1
+    return ids, mask
+
+
+def _encode_prefixes(
+    backbone, prefixes: list[list[int]], batch_size: int, pad_id: int, device, shared: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer (keys, values) of ``prefixes``, shape [len(prefixes), heads, max prefix length, head dim].
+
+    The first ``shared`` tokens, common to all prefixes, run once. Prefixes are
+    right-padded; the key/value slots past a prefix's end hold padding that the suffix pass
+    masks out.
+    """
+    base: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if shared:
+        out = backbone(input_ids=torch.tensor([prefixes[0][:shared]], device=device), use_cache=True)
+        base = [(layer.keys, layer.values) for layer in out.cache.layers]
+    rests = [p[shared:] for p in prefixes]
+    if not any(rests):
+        return [(k.expand(len(prefixes), -1, -1, -1), v.expand(len(prefixes), -1, -1, -1)) for k, v in base]
+    width = max(len(r) for r in rests)
+    parts = []
+    for start in range(0, len(rests), batch_size):
+        batch = rests[start : start + batch_size]
+        # padded to one width so that the batches concatenate; slots past a prefix are masked later
+        rows = [r + [pad_id] * (width - len(r)) for r in batch]
+        out = _forward(backbone, rows, [shared] * len(batch), [0] * len(batch), base, pad_id, device, keep_cache=True)
+        parts.append([(layer.keys, layer.values) for layer in out.cache.layers])
+    return [
+        (torch.cat([p[layer][0] for p in parts]), torch.cat([p[layer][1] for p in parts])) for layer in range(len(parts[0]))
+    ]
+
+
+def sum_head_over_positions(
+    backbone,
+    sequences: list[ScoredSequence],
+    groups: list[int],
+    head: Head,
+    *,
+    batch_size: int,
+    prefix_reuse: bool,
+    pad_id: int,
+    progress: bool | None = None,
+    desc: str = "scoring",
+) -> np.ndarray:
+    """Σ head(hidden state at p, token after p) over p in [first, stop) of each sequence; float64 [len(sequences)].
+
+    ``groups[i]`` names the query of sequence i. With ``prefix_reuse``, the longest token
+    prefix shared by a group's sequences (capped so that every position the head reads is
+    recomputed) runs once, and its key/value cache serves every sequence of the group; the
+    prefix shared by all sequences of a chunk runs once per chunk.
+    Sequences of several groups share a batch: each row sees its own group's prefix and
+    continues its own positions. The result equals running each full sequence alone, up to
+    floating-point error.
+    """
+    device = next(backbone.parameters()).device
+    scores = np.zeros(len(sequences), dtype=np.float64)
+    members: dict[int, list[int]] = defaultdict(list)
+    for i, group in enumerate(groups):
+        members[group].append(i)
+    prefix_len = {}
+    for group, idx in members.items():
+        if prefix_reuse and len(idx) > 1:
+            shared = common_prefix_length([sequences[i].ids for i in idx])
+            prefix_len[group] = min(shared, min(sequences[i].first for i in idx))
+        else:
+            prefix_len[group] = 0
+
+    # Chunks of whole groups, ordered by prefix length so that a chunk's prefixes pad little.
+    chunks, chunk, count = [], [], 0
+    for group in sorted(members, key=prefix_len.get):
+        chunk.append(group)
+        count += len(members[group])
+        if count >= _BATCHES_PER_CHUNK * batch_size:
+            chunks.append(chunk)
+            chunk, count = [], 0
+    if chunk:
+        chunks.append(chunk)
+
+    # Within a chunk, the prefix all its sequences share (the prompt template) runs once too,
+    # and a group of one sequence reuses it.
+    shared = []
+    for chunk in chunks:
+        idx = [i for g in chunk for i in members[g]]
+        common = 0
+        if prefix_reuse and len(idx) > 1:
+            common = min(common_prefix_length([sequences[i].ids for i in idx]), min(sequences[i].first for i in idx))
+        shared.append(common)
+        for g in chunk:
+            prefix_len[g] = max(prefix_len[g], common)
+
+    full_tokens = sum(len(s.ids) for s in sequences)
+    run_tokens = sum(common + sum(prefix_len[g] - common for g in chunk) for chunk, common in zip(chunks, shared))
+    run_tokens += sum(len(s.ids) - prefix_len[g] for s, g in zip(sequences, groups))
+    logger.info(
+        "%s: %d pairs of %d queries, %d tokens (%.0f%% of the full prompts' %d)",
+        desc, len(sequences), len(members), run_tokens, 100 * run_tokens / max(full_tokens, 1), full_tokens,
+    )
+    show = progress if progress is not None else len(sequences) >= _PROGRESS_MIN_BATCHES * batch_size
+    with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="pair", disable=not show) as bar:
+        for chunk, common in zip(chunks, shared):
+            cached = [g for g in chunk if prefix_len[g] > 0]
+            cache_row = {g: r for r, g in enumerate(cached)}
+            prefix_kv = []
+            if cached:
+                prefixes = [sequences[members[g][0]].ids[: prefix_len[g]] for g in cached]
+                prefix_kv = _encode_prefixes(backbone, prefixes, batch_size, pad_id, device, shared=common)
+            # Length bucketing: similar suffix lengths share a batch.
+            order = sorted(
+                (i for g in chunk for i in members[g]),
+                key=lambda i: len(sequences[i].ids) - prefix_len[groups[i]],
+                reverse=True,
+            )
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                offsets = [prefix_len[groups[i]] for i in batch]
+                hidden = _forward(
+                    backbone,
+                    [sequences[i].ids[p:] for i, p in zip(batch, offsets)],
+                    offsets,
+                    [cache_row.get(groups[i], 0) for i in batch],
+                    prefix_kv,
+                    pad_id,
+                    device,
+                ).last_hidden_state
+                rows, cols, owners, following = [], [], [], []
+                for r, (i, p) in enumerate(zip(batch, offsets)):
+                    seq = sequences[i]
+                    for pos in range(seq.first, seq.stop):
+                        rows.append(r)
+                        cols.append(pos - p)
+                        owners.append(i)
+                        following.append(seq.ids[pos + 1] if pos + 1 < len(seq.ids) else pad_id)
+                values = head(
+                    hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)],
+                    torch.tensor(following, device=device),
+                )
+                np.add.at(scores, owners, values.double().cpu().numpy())
+                bar.update(len(batch))
+    return scores
+
+
+def _forward(backbone, suffixes, offsets, cache_rows, prefix_kv, pad_id, device, keep_cache: bool = False):
+    """The backbone's output on ``suffixes``, row r continuing a cached prefix of ``offsets[r]`` tokens.
+
+    The prefix is row ``cache_rows[r]`` of ``prefix_kv`` (offset 0: no prefix). Suffixes
+    are right-padded, so padding only ever follows the tokens that matter. With
+    ``keep_cache`` the output's cache holds prefix and suffix keys/values.
+    """
+    from transformers import DynamicCache
+
+    ids, suffix_mask = _pad_right(suffixes, pad_id)
+    width = max(offsets)
+    mask = np.zeros((len(suffixes), width + ids.shape[1]), dtype=np.int64)
+    for r, p in enumerate(offsets):
+        mask[r, :p] = 1
+    mask[:, width:] = suffix_mask
+    positions = np.asarray(offsets)[:, None] + np.arange(ids.shape[1])[None, :]
+    cache = None
+    if width > 0:
+        index = torch.tensor(cache_rows, device=device)
+        cache = DynamicCache(
+            ddp_cache_data=[(k[index, :, :width], v[index, :, :width]) for k, v in prefix_kv], config=backbone.config
+        )
+    return backbone(
+        input_ids=torch.from_numpy(ids).to(device),
+        attention_mask=torch.from_numpy(mask).to(device),
+        position_ids=torch.from_numpy(positions).to(device),
+        cache=cache,
+        use_cache=keep_cache or cache is not None,
+    )
+
+
+def final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """Vocabulary logits (float32) of final hidden states, as the causal LM's forward computes them."""
+    inner = unwrap(model)
+    logits = inner.get_output_embeddings()(hidden).float()
+    softcap = getattr(inner.config.get_text_config(), "final_logit_softcapping", None)
+    if softcap:
+        logits = softcap * torch.tanh(logits / softcap)
+    return logits
+
+
+def check_logits_path(model, backbone, probe_ids: list[int]) -> None:
+    """Fail early for architectures whose forward does more than lm_head(backbone(x)) (+ softcapping)."""
+    with torch.inference_mode():
+        ids = torch.tensor([probe_ids[:16]], device=next(backbone.parameters()).device)
+        expected = model(input_ids=ids).logits[0, -1].float()
+        ours = final_logits(model, backbone(input_ids=ids).last_hidden_state)[0, -1]
+    tolerance = 1e-3 if expected.dtype == torch.float32 and ours.dtype == torch.float32 else 0.1
+    if not torch.allclose(expected, ours, atol=tolerance * max(1.0, expected.abs().max().item()), rtol=0):
+        raise NotImplementedError(
+            f"{type(unwrap(model)).__name__}: its logits are not lm_head(hidden states); the scorers cannot score it"
+        )
+
+
+def group_ids(queries: Sequence[str]) -> list[int]:
+    """Index of each query's first occurrence: pairs with the same query share a group."""
+    first: dict[str, int] = {}
+    return [first.setdefault(q, len(first)) for q in queries]
+
+
+def check_pairs(queries: Sequence[str], documents: Sequence[str]) -> None:
+    if len(queries) != len(documents):
+        raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
+
+
+def check_reference(policy, reference) -> None:
+    if reference is None and not hasattr(policy, "disable_adapter"):
+        raise ValueError("without a reference model the policy must be a PEFT model (its adapter disabled is the reference)")
+
+
+def policy_minus_reference(policy, reference, score: Callable[[object], np.ndarray]) -> np.ndarray:
+    """``score(policy) − score(reference)``, float64.
+
+    ``reference`` is a separate model, or ``None``: then the reference is ``policy`` (a PEFT
+    model) with its adapter disabled, so no second copy of the base weights is held.
+    """
+    with_policy = score(policy)
+    if reference is not None:
+        return with_policy - score(reference)
+    with policy.disable_adapter():
+        return with_policy - score(policy)
+
+
+def token_log_probs(model, hidden: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
+    """log P(following[i] | hidden[i]) under ``model``, float32 [len(following)].
+
+    ``hidden``: final hidden states [n, hidden size]; ``following``: the token ids they
+    predict [n]. The vocabulary is projected ``_LOGIT_ROWS`` rows at a time, so n can be
+    every completion token of a batch without holding n × vocabulary logits at once.
+    """
+    out = torch.empty(len(following), dtype=torch.float32, device=hidden.device)
+    for start in range(0, len(following), _LOGIT_ROWS):
+        logits = final_logits(model, hidden[start : start + _LOGIT_ROWS])
+        target = following[start : start + _LOGIT_ROWS, None]
+        out[start : start + _LOGIT_ROWS] = logits.gather(1, target)[:, 0] - torch.logsumexp(logits, dim=-1)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# loading the models a family scores with
+
+
+def is_adapter_folder(model_dir: str | Path) -> bool:
+    """Whether ``model_dir`` holds a PEFT adapter rather than full weights."""
+    return (Path(model_dir) / "adapter_config.json").is_file()
+
+
+def adapter_base(model_dir: Path) -> str:
+    """The base model an adapter folder records (``base_model_name_or_path``)."""
+    return json.loads((model_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def with_adapter(model, adapter_dir: Path, device):
+    """``model`` with the PEFT adapter of ``adapter_dir`` on top, on ``device``, in eval mode."""
+    from peft import PeftModel
+
+    logger.info("loading adapter %s", adapter_dir)
+    return PeftModel.from_pretrained(model, str(adapter_dir)).to(device).eval()
+
+
+def load_merged_causal_lm(model_dir: Path, base_model, device, dtype):
+    """The causal LM of ``model_dir``: full weights, or its adapter merged into ``base_model`` (no LoRA detour)."""
+    if is_adapter_folder(model_dir):
+        return with_adapter(load_causal_lm(base_model, device, dtype), model_dir, device).merge_and_unload()
+    return load_causal_lm(model_dir, device, dtype)
+
+
+def load_policy_and_reference(method: str, model_dir: Path, base_model, device, dtype):
+    """(policy, reference) of a DPO-trained ``method``; reference ``None``: the policy with its adapter disabled.
+
+    An adapter is not merged, so that disabling it gives the reference without a second copy
+    of the base weights; a full fine-tune needs ``base_model`` as its reference.
+    """
+    if is_adapter_folder(model_dir):
+        return with_adapter(load_causal_lm(base_model, device, dtype), model_dir, device), None
+    if base_model is None:
+        raise ValueError(f"{model_dir}: a fully fine-tuned {method} model needs base_model as its reference")
+    return load_causal_lm(model_dir, device, dtype), load_causal_lm(base_model, device, dtype)

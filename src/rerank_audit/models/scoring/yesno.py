@@ -1,0 +1,136 @@
+"""The yes/no scoring family (``zeroshot``, ``sft``, ``dpo``): the log-odds of the answer yes.
+
+Score = logsumexp of the logits of every one-token case/space variant of yes minus the same
+for no (:func:`answer_token_sets`), read at the position after ``prompts.pointwise_prompt``
+(which ends with its ``Answer:`` cue). For ``dpo`` the same log-odds relative to the
+reference model: β·(log-odds_π − log-odds_ref), DPO's implicit reward.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import prompts
+from .engine import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BETA,
+    DEFAULT_MAX_LENGTH,
+    Head,
+    ScoredSequence,
+    backbone_of,
+    check_logits_path,
+    check_pairs,
+    check_reference,
+    encode_pairs,
+    group_ids,
+    load_merged_causal_lm,
+    load_policy_and_reference,
+    policy_minus_reference,
+    sum_head_over_positions,
+    supports_prefix_reuse,
+    unwrap,
+)
+
+METHODS = ("zeroshot", "sft", "dpo")
+# Scored as β·(policy − reference), DPO's implicit reward.
+REFERENCE_RELATIVE_METHODS = ("dpo",)
+
+
+def answer_token_sets(tokenizer) -> tuple[list[int], list[int]]:
+    """Token ids of the one-token variants of yes and of no (``prompts.answer_tokens``); each non-empty, disjoint."""
+    prompts.pointwise_completions(tokenizer)  # raises the clear error when a word has no one-token variant
+    yes, no = (list(dict.fromkeys(variants.values())) for variants in prompts.answer_tokens(tokenizer))
+    return yes, no
+
+
+def _answer_log_odds_head(model, yes_ids: list[int], no_ids: list[int]) -> Head:
+    """Head: logsumexp(logits of ``yes_ids``) − logsumexp(logits of ``no_ids``) per position.
+
+    The logits of the answer ids are computed in float32 from the final hidden state (bf16
+    models do not round scores into ties), with the model's final-logit softcapping.
+    """
+    inner = unwrap(model)
+    lm_head = inner.get_output_embeddings()
+    if hasattr(lm_head, "base_layer"):  # its answer rows below would miss the adapter
+        raise NotImplementedError("the yes/no scorers cannot read an adapter on the output layer; train without lm_head in target_modules")
+    rows = torch.tensor(yes_ids + no_ids, device=lm_head.weight.device)
+    weight = lm_head.weight.detach()[rows].float()
+    bias = lm_head.bias.detach()[rows].float() if getattr(lm_head, "bias", None) is not None else None
+    softcap = getattr(inner.config.get_text_config(), "final_logit_softcapping", None)
+    n_yes = len(yes_ids)
+
+    def log_odds(hidden: torch.Tensor, _following: torch.Tensor) -> torch.Tensor:
+        logits = F.linear(hidden.float(), weight, bias)
+        if softcap:
+            logits = softcap * torch.tanh(logits / softcap)
+        return torch.logsumexp(logits[:, :n_yes], dim=-1) - torch.logsumexp(logits[:, n_yes:], dim=-1)
+
+    return log_odds
+
+
+class YesNoScorer:
+    """Score = the log-odds of yes after ``prompts.pointwise_prompt(query, document)``.
+
+    Log-odds = logsumexp(logits of the yes ids) − logsumexp(logits of the no ids) at the
+    answer position (:func:`answer_token_sets`: every one-token case/space variant), in
+    float32. ``model`` is a causal LM (a PEFT model is scored with its adapter active).
+
+    With ``beta`` (the ``dpo`` method) the score is relative to the reference model, as DPO
+    shapes it: β·(log-odds under ``model`` − log-odds under ``reference``); ``reference``
+    ``None`` means ``model`` (a PEFT model) with its adapter disabled.
+    """
+
+    def __init__(self, model, tokenizer, *, reference=None, beta: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 max_length: int | None = DEFAULT_MAX_LENGTH, prefix_reuse: bool = True, progress: bool | None = None):
+        if beta is not None:
+            check_reference(model, reference)
+        self.model, self.reference, self.beta, self.tokenizer = model, reference, beta, tokenizer
+        self.batch_size, self.max_length, self.progress = batch_size, max_length, progress
+        self.yes_ids, self.no_ids = answer_token_sets(tokenizer)
+        self.prefix_reuse = prefix_reuse and supports_prefix_reuse(backbone_of(model))
+        self._heads = {id(m): _answer_log_odds_head(m, self.yes_ids, self.no_ids) for m in (model, reference) if m is not None}
+        check_logits_path(model, backbone_of(model), self.prompt_ids(["query"], ["document"])[0])
+
+    def prompt_ids(self, queries: Sequence[str], documents: Sequence[str]) -> list[list[int]]:
+        """The token ids each pair is scored on (document truncated to fit ``max_length``)."""
+        check_pairs(queries, documents)
+        renders = [lambda d, q=q: prompts.pointwise_prompt(self.tokenizer, q, d) for q in queries]
+        texts = [render(d) for render, d in zip(renders, documents)]
+        return encode_pairs(self.tokenizer, texts, renders, documents, self.max_length)
+
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        """Log-odds of yes per pair (β·policy−reference difference with ``beta``), float64 [len(queries)]."""
+        if len(queries) == 0:
+            return np.zeros(0, dtype=np.float64)
+        sequences = [ScoredSequence(ids, len(ids) - 1, len(ids)) for ids in self.prompt_ids(queries, documents)]
+        groups = group_ids(queries)
+
+        def log_odds(model) -> np.ndarray:
+            # the adapter-disabled reference reads the policy's (un-adapted) output rows
+            return sum_head_over_positions(
+                backbone_of(model), sequences, groups, self._heads[id(model)], batch_size=self.batch_size,
+                prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id, progress=self.progress,
+                desc="yes/no reference scores" if model is self.reference else "yes/no scores",
+            )
+
+        if self.beta is None:
+            return log_odds(self.model)
+        return self.beta * policy_minus_reference(self.model, self.reference, log_odds)
+
+
+def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, dtype, beta: float | None, template: str | None, options: dict):
+    """The yes/no scorer of ``method`` for ``model_dir`` (see :func:`rerank_audit.models.scoring.load_scorer`).
+
+    ``dpo``: the adapter (not merged) over its disabled self, or the full fine-tune over
+    ``base_model``, at ``beta`` (``None``: ``DEFAULT_BETA``); the others: the merged model.
+    ``template`` is not used.
+    """
+    if method in REFERENCE_RELATIVE_METHODS:
+        policy, reference = load_policy_and_reference(method, model_dir, base_model, device, dtype)
+        return YesNoScorer(policy, tokenizer, reference=reference, beta=DEFAULT_BETA if beta is None else beta, **options)
+    return YesNoScorer(load_merged_causal_lm(model_dir, base_model, device, dtype), tokenizer, **options)
