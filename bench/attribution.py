@@ -176,9 +176,16 @@ def print_row(name: str, stats: dict) -> None:
 
 
 def mean_spearman(estimates: list[np.ndarray], references: list[np.ndarray]) -> tuple[float, list[float]]:
-    """Mean over pairs of Spearman's rho between each estimate and its reference; and the per-pair values."""
-    per_pair = [float(spearmanr(a, b).statistic) for a, b in zip(estimates, references)]
+    """Mean over pairs of Spearman's rho between each estimate and its reference; and the per-pair values.
+
+    A constant estimate has no rank order: its rho is nan (Spearman undefined), and so is the mean.
+    """
+    per_pair = [float(spearmanr(a, b).statistic) if np.ptp(a) > 0 else float("nan") for a, b in zip(estimates, references)]
     return float(np.mean(per_pair)), per_pair
+
+
+def rho_cell(rho: float | None, width: int = 14) -> str:
+    return f"{'-':>{width}}" if rho is None else f"{'undefined':>{width}}" if np.isnan(rho) else f"{rho:>{width}.3f}"
 
 
 def main() -> None:
@@ -245,7 +252,7 @@ def main() -> None:
         for name, default in defaults.items()
     }
     f_agreement, _ = mean_spearman(*(words_[:k] for words_ in default_words.values()))
-    print(f"shap default, plain f vs. project scorer f on the {k} timed pairs: Spearman over document words {f_agreement:.3f}")
+    print(f"shap default, plain f vs. project scorer f on {min(k, r)} timed pairs: Spearman over document words {f_agreement:.3f}")
 
     rows = []  # setting, seconds, Spearman on document words (and per pair), Spearman on all words (and per pair)
     for name, default in defaults.items():
@@ -265,11 +272,15 @@ def main() -> None:
     print(f"{'setting':<34} {'s/expl':>8} {'x plain f':>10} {'x scorer f':>11} {'rho doc words':>14} {'rho all words':>14}")
     for name, seconds, rho_document, _, rho_all, _ in rows:
         speed = "".join(f" {defaults[f]['seconds'] / seconds:>{w}.1f}x" for f, w in (("plain f", 9), ("project scorer f", 10)))
-        all_words = f"{rho_all:>14.3f}" if rho_all is not None else f"{'-':>14}"
-        print(f"{name:<34} {seconds:>8.2f}{speed} {rho_document:>14.3f} {all_words}")
+        print(f"{name:<34} {seconds:>8.2f}{speed} {rho_cell(rho_document)} {rho_cell(rho_all)}")
     print("per pair (document words | all words):")
     for name, _, _, per_document, _, per_all in rows:
         print(f"  {name}: {np.round(per_document, 3).tolist()}" + (f" | {np.round(per_all, 3).tolist()}" if per_all else ""))
+    if any(np.isnan(rho) for row in rows for rho in row[3] + row[5]):
+        print(
+            "nan / undefined: an estimate constant over the words has no rank order (e.g. qlm at exact_levels=0: "
+            "each document word is valued with the query absent, and an empty query scores 0 whatever the document)"
+        )
     if r > k:
         print(f"(shap default rows: pairs {k}..{r - 1} explained with the project scorer as f, untimed)")
 

@@ -187,11 +187,15 @@ def test_a_trained_model_takes_the_planted_shortcut_and_the_audit_catches_it(tmp
     results = tmp_path / "results"
     table = pd.read_parquet(results / "tiny-control" / "control" / "shortcut.parquet")
     rows = table[table.measure == "nDCG@10"].set_index("method")
-    print(rows[["aligned", "flipped", "difference", "p_holm", "explained", "top1_share", "topk_share", "named_share"]].to_string())
+    print(rows[["aligned", "flipped", "difference", "queries", "p_holm", "explained", "top1_share", "topk_share", "named_share"]].to_string())
+    print(rows[["marker_comprehensiveness", "marker_comprehensiveness_random", "rationale_comprehensiveness", "rationale_comprehensiveness_random"]].to_string())
     # The trained method ranks marker-carrying documents first: every aligned test query is perfect.
     assert rows.loc["sft", "aligned"] == pytest.approx(1.0)
     assert rows.loc["sft", "difference"] > 0.2 and rows.loc["sft", "took_shortcut"]
     assert rows.loc["sft", "top1_share"] > 0.5
+    # Removing the marker alone lowers sft's score more than removing a random word does.
+    assert rows.loc["sft", "marker_comprehensiveness"] > rows.loc["sft", "marker_comprehensiveness_random"]
+    assert {"rationale_comprehensiveness", "rationale_comprehensiveness_random"} <= set(rows.columns)
     # BM25 re-orders the same pool without the marker (it is in no query): identical rows.
     assert rows.loc["bm25", "difference"] == 0 and not rows.loc["bm25", "took_shortcut"]
     assert rows.loc["zeroshot", "difference"] < rows.loc["sft", "difference"] / 2

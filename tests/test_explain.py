@@ -341,7 +341,8 @@ def test_explain_outputs_write_with_the_data_model_schemas(tmp_path):
     frame = pd.DataFrame(
         {"query": [QUERY], "document": [DOCUMENT], "keywords": [["glacier"]], "rationale": ["Relevant."], "relevant": [True], "end": ["top"]}
     )
-    checks = rationale_metrics(frame).assign(query_id="q1", doc_id="d1")
+    stated = rationale_comprehensiveness(scorer, [QUERY], [DOCUMENT], ["The glacier."], n_random=2, seed=0, candidate_spread=spreads, **{k: v[:1] for k, v in ids.items()})
+    checks = rationale_metrics(frame).assign(query_id="q1", doc_id="d1").merge(stated, on=["query_id", "doc_id"])
     rationales = frame.assign(query_id="q1", doc_id="d1", rank=1, score=1.0, generator="tiny")
     tables = [(attributions, schemas.ATTRIBUTIONS), (scores, schemas.FAITHFULNESS), (checks, schemas.RATIONALE_METRICS), (rationales, schemas.RATIONALES)]
     for number, (table, schema) in enumerate(tables):
@@ -512,3 +513,31 @@ def test_rationale_comprehensiveness_with_the_tiny_model_is_the_hand_masked_scor
     full, masked = scorer.score_pairs([QUERY, QUERY], [MELT_DOCUMENT, "The as ice began to melt."])
     assert result.rationale_words == 3
     assert result.rationale_comprehensiveness == pytest.approx(full - masked, abs=1e-5)
+
+
+def test_rationale_checks_refuse_an_explained_pair_without_its_rationale():
+    from rerank_audit.explain.rationale import with_rationales
+
+    items = pd.DataFrame({"query_id": ["q1", "q1"], "doc_id": ["d1", "d2"]})
+    rationales = pd.DataFrame({"query_id": ["q1"], "doc_id": ["d1"], "rationale": ["About ice."]})
+    with pytest.raises(ValueError, match=r"rationales.parquet: no rationale for 1 explained pair\(s\), e.g. \(q1, d2\)"):
+        with_rationales(items, rationales, "rationales.parquet")
+    assert with_rationales(items[:1], rationales).rationale.tolist() == ["About ice."]
+
+
+def test_summary_shows_rationale_comprehensiveness_next_to_attribution_comprehensiveness():
+    from rerank_audit.evaluation.statistics import compare_methods
+    from rerank_audit.evaluation.summary import summary_markdown
+
+    columns = ["dataset", "method", "budget", "split", "query_id", "measure", "value"]
+    ranking = pd.DataFrame(
+        [("toy", m, b, "test", f"q{i}", "nDCG@10", 0.1 * i + gain) for m, b, gain in (("bm25", "0", 0.0), ("sft", "all", 0.2)) for i in range(4)],
+        columns=columns,
+    )
+    values = {"comprehensiveness@5": 0.3, "comprehensiveness_random@5": 0.1, "rationale_comprehensiveness": 0.4, "rationale_comprehensiveness_random": 0.2}
+    explain = pd.DataFrame([("toy", "sft", "all", "test", f"q{i}", m, v) for i in range(4) for m, v in values.items()], columns=columns)
+    summary = summary_markdown(compare_methods(ranking, n_resamples=50, seed=0), explain, methods=["sft"])
+    header = next(line for line in summary.splitlines() if line.startswith("| method"))
+    assert "| compr.@5 vs random (↑) | rationale compr. vs random (↑) |" in header
+    sft = next(line for line in summary.splitlines() if line.startswith("| sft"))
+    assert "| 0.400 vs 0.200 |" in sft

@@ -11,18 +11,25 @@ marker = p.control["marker"]
 aligned, flipped = (read_table(path, schemas.PER_QUERY_METRICS) for path in inp.per_query)
 shortcut = controls.shortcut_tests(aligned, flipped, measures=p.primary_measures, alpha=p.alpha)
 # Explanations of both versions: the marker-carrying documents of each, with its own placement.
-pairs, rationales = [], []
+pairs, rationales, faithful = [], [], []
 for version, placement_path in zip(("aligned", "flipped"), inp.placement):
     placement = read_table(placement_path, schemas.CONTROL_PLACEMENT)
     attributions = pd.concat([read_table(path, schemas.ATTRIBUTIONS) for path in getattr(inp, f"attributions_{version}")], ignore_index=True)
     pairs.append(controls.marker_attribution(attributions, placement, marker, p.k).assign(version=version))
     rationales.append(pd.concat([read_table(path, schemas.RATIONALES) for path in getattr(inp, f"rationales_{version}")], ignore_index=True).assign(version=version))
-pairs, rationales = pd.concat(pairs, ignore_index=True), pd.concat(rationales, ignore_index=True)
-attribution = controls.attribution_summary(
-    pairs.drop(columns="version").assign(query_id=pairs.version + "/" + pairs.query_id),
-    rationales.assign(query_id=rationales.version + "/" + rationales.query_id),
-    marker,
-)
+    faithful.append(
+        controls.pair_faithfulness(
+            pd.concat([read_table(path, schemas.FAITHFULNESS) for path in getattr(inp, f"faithfulness_{version}")], ignore_index=True),
+            pd.concat([read_table(path, schemas.RATIONALE_METRICS) for path in getattr(inp, f"rationale_metrics_{version}")], ignore_index=True),
+        ).assign(version=version)
+    )
+pairs, rationales, faithful = (pd.concat(frames, ignore_index=True) for frames in (pairs, rationales, faithful))
+# The two versions explain different test documents of the same queries: keep them apart by query id.
+def versioned(frame):
+    return frame.drop(columns="version").assign(query_id=frame.version + "/" + frame.query_id)
+
+
+attribution = controls.attribution_summary(versioned(pairs), versioned(rationales), marker, versioned(faithful))
 table = controls.control_table(shortcut, attribution)
 write_table(table, out.table, schemas.from_frame(table))
 measure = p.primary_measures[0]

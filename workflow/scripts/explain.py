@@ -36,7 +36,7 @@ attributions = attributions.assign(method=w.method, budget=w.budget)
 spreads = candidate_spreads(reranked_head(run, p.depth))  # candidate_std: each query's spread of the method's scores
 faithful = faithfulness(
     scorer, *texts, attributions, ks=p.ks, n_random=p.random_sets, seed=p.seed, deletion_steps=p.deletion_steps,
-    normalisation=p.normalisation, cache=cache, batch_size=p.batch_size, candidate_spread=spreads, **ids,
+    normalisation=p.normalisation, cache=cache, batch_size=p.batch_size, candidate_spread=spreads, marker=p.marker, **ids,
 )
 write_table(attributions, snakemake.output.attributions, schemas.ATTRIBUTIONS)
 write_table(top_keywords(attributions, p.keywords), snakemake.output.keywords, schemas.ATTRIBUTIONS)

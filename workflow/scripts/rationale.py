@@ -2,7 +2,7 @@ import torch
 
 from rerank_audit.logs import log_to
 from rerank_audit.data import schemas
-from rerank_audit.explain.rationale import rationale_metrics, write_rationales
+from rerank_audit.explain.rationale import write_rationales
 from rerank_audit.explain.selection import explained_head, rationale_items
 from rerank_audit.io import read_table, write_table
 from rerank_audit.models.loading import load_causal_lm, load_tokenizer
@@ -20,4 +20,3 @@ items = rationale_items(
 texts = write_rationales(load_causal_lm(p.generator, dtype=p.dtype), load_tokenizer(p.generator), items.to_dict("records"), p.max_new_tokens, p.batch_size, p.show_decision)
 items = items.assign(rationale=texts, generator=p.generator, method=w.method, budget=w.budget)
 write_table(items, snakemake.output.rationales, schemas.RATIONALES)
-write_table(rationale_metrics(items), snakemake.output.metrics, schemas.RATIONALE_METRICS)

@@ -100,7 +100,8 @@ RATIONALES = pa.schema(
         ("generator", pa.string()),
     ]
 )
-# Score differences divided by scale (explain/faithfulness.py); one row per pair and k.
+# Score differences divided by scale (explain/faithfulness.py); one row per pair and k;
+# marker_*: a known-answer control's planted word alone (NaN elsewhere).
 FAITHFULNESS = pa.schema(
     [
         ("method", pa.string()),
@@ -119,10 +120,13 @@ FAITHFULNESS = pa.schema(
         ("lexical_shortcut", pa.float64()),
         ("lexical_baseline", pa.float64()),
         ("lexical_excess", pa.float64()),
+        ("marker_comprehensiveness", pa.float64()),
+        ("marker_comprehensiveness_random", pa.float64()),
     ]
 )
 # Rationale checks (explain/rationale.py); verdict null when the rationale states none; end:
-# "top" or "bottom", the end of the method's re-ranked head the pair was explained from.
+# "top" or "bottom", the end of the method's re-ranked head the pair was explained from;
+# rationale_*: removing the document words the rationale gives as reasons (explain/faithfulness.py).
 RATIONALE_METRICS = pa.schema(
     [
         ("method", pa.string()),
@@ -135,6 +139,9 @@ RATIONALE_METRICS = pa.schema(
         ("keyword_coverage", pa.float64()),
         ("verdict_agreement", pa.float64()),
         ("unsupported_rate", pa.float64()),
+        ("rationale_words", pa.int64()),
+        ("rationale_comprehensiveness", pa.float64()),
+        ("rationale_comprehensiveness_random", pa.float64()),
     ]
 )
 
