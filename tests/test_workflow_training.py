@@ -43,9 +43,13 @@ def test_every_method_trains_reranks_and_is_evaluated(workdir, tiny_lm_dir):
     for method in [m for m, budget in TRAINED if budget == "1"]:
         record = json.loads((results / "models" / method / "1" / "training_config.json").read_text())
         assert record["method"] == method and record["steps"] >= 1
+        fit = json.loads((results / "models" / method / "1" / "training_fit.json").read_text())
+        assert (fit["method"], fit["steps"], fit["loss_last"]) == (method, record["steps"], record["loss_last"])
+        assert (fit["accuracy"] is None) == (method == "qlm_sft")
         run = pd.read_parquet(results / "rerank" / method / "1" / "run.parquet")
         assert set(run.query_id) <= set(pd.read_parquet(results / "split" / "splits.parquet").query("split == 'test'").query_id)
     assert planned_rules(workdir, config) == {}
+    assert "## Training" in (results / "report" / "summary.md").read_text()
     # The HTML report holds the table, the figures and the configuration that made them.
     assert yaml.safe_load((results / "report" / "config.yaml").read_text())["methods"] == METHODS
     snakemake(workdir, config, "--report", str(workdir / "report.html"))

@@ -240,6 +240,15 @@ def reranked_runs(wildcards):
     return per_method(wildcards, "results/{dataset}/rerank/{method}/{budget}/run.parquet")
 
 
+def training_fits(wildcards):
+    """training_fit.json of every trained method and budget, of the models the dataset re-ranks with (models_from)."""
+    return [
+        f"results/{model_dataset(wildcards)}/models/{m}/{b}/training_fit.json"
+        for m, b in method_budgets()
+        if m in TRAINED_METHODS
+    ]
+
+
 def control_spec(wildcards):
     return dataset_config(wildcards)["control"]
 

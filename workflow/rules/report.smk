@@ -7,6 +7,7 @@ rule report:
         attributions=attribution_tables,
         rationales=rationale_texts,
         runs=reranked_runs,
+        training_fits=training_fits,
     output:
         stats="results/{dataset}/report/summary.parquet",
         summary=report("results/{dataset}/report/summary.md", caption="../report/summary.rst", category="Summary"),

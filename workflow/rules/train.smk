@@ -79,3 +79,37 @@ rule train:
         "../envs/rerank-audit.yaml"
     script:
         "../scripts/train.py"
+
+
+rule training_fit:
+    input:
+        base_model_input,
+        # training_config.json, written last by rule train (a one-item list: scoring_model).
+        model=scoring_model,
+        data=training_table,
+        corpus="results/{dataset}/ingest/corpus.parquet",
+        queries="results/{dataset}/ingest/queries.parquet",
+    output:
+        fit="results/{dataset}/models/{method}/{budget}/training_fit.json",
+    params:
+        **named_params(
+            base_model=BASE_MODEL,
+            model_dir=scoring_model_dir,
+            beta=scoring_beta,
+            template=scoring_template,
+            batch_size=config["rerank"]["batch_size"],
+            max_length=config["rerank"]["max_length"],
+            dtype=config["model"]["dtype"],
+        ),
+    log:
+        "logs/{dataset}/training_fit/{method}/{budget}.log",
+    benchmark:
+        "benchmarks/{dataset}/training_fit/{method}/{budget}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../envs/rerank-audit.yaml"
+    script:
+        "../scripts/training_fit.py"

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -26,8 +27,9 @@ stats = pd.concat(
 write_table(stats, out.stats, schemas.from_frame(stats))
 # Summary columns: the primary measures, then AP when measured (a full-depth view); metrics.md has them all.
 columns = list(dict.fromkeys([*p.primary_measures, *[m for m in ("AP",) if m in p.ranking_measures]]))
+training = [json.loads(Path(path).read_text()) for path in snakemake.input.training_fits]
 with atomic_path(out.summary) as tmp:
-    tmp.write_text(summary_markdown(stats, explained, methods=p.methods, ranking_measures=columns, primary_measures=p.primary_measures, budget_sizes=budget_sizes))
+    tmp.write_text(summary_markdown(stats, explained, methods=p.methods, ranking_measures=columns, primary_measures=p.primary_measures, budget_sizes=budget_sizes, training=training))
 faithfulness, accuracy = f"comprehensiveness@{p.k}", p.primary_measures[0]
 plots.learning_curves(stats, out.learning_curves, measures=(accuracy, faithfulness), budget_sizes=budget_sizes, methods=p.methods)
 plots.accuracy_vs_faithfulness(stats, out.scatter, accuracy=accuracy, faithfulness=faithfulness, budget_sizes=budget_sizes, methods=p.methods)

@@ -114,6 +114,7 @@ def summary_markdown(
     primary_measures: Sequence[str] | None = None,
     k: int | None = None,
     budget_sizes: Mapping[str, int] | None = None,
+    training: Sequence[Mapping] | None = None,
     digits: int = 3,
 ) -> str:
     """The report's summary.md: per dataset and budget a table, its legend and generated findings.
@@ -126,7 +127,9 @@ def summary_markdown(
     ``ranking_measures``: ranking columns (those in ``stats``). ``primary_measures``: the
     tested ones (default: those with a test in ``stats``); findings speak of the first. ``k``: the K of
     comprehensiveness / sufficiency (default: the smallest K present). ``budget_sizes``:
-    budget -> number of training queries, for headings ("all" -> 240).
+    budget -> number of training queries, for headings ("all" -> 240). ``training``: the
+    training_fit.json records of the trained models (``training.fit.training_fit``), or None;
+    given, a Training table closes the summary (``training_markdown``).
     """
     explain_means = _explain_means(explain, stats)
     if primary_measures is None:
@@ -149,7 +152,51 @@ def summary_markdown(
             random_tested = tests is not None and not tests.empty
             sections.append(_legend(stats, dataset, budget, k, random_tested, bool(_explain_columns(means, k)), primary_measures))
             sections.append("**Findings.** " + _findings(rows, means, tests, order, k, primary) + "\n")
+    if training:
+        sections.append(training_markdown(training, methods=methods, budget_sizes=budget_sizes, digits=digits))
     return "\n".join(sections)
+
+
+def training_markdown(
+    fits: Sequence[Mapping], *, methods: Sequence[str] | None = None, budget_sizes: Mapping[str, int] | None = None, digits: int = 3
+) -> str:
+    """Did each trained model learn its training pairs? One row per record of ``training.fit.training_fit``.
+
+    Columns: method, budget, steps, training loss first → last, pairs, accuracy on the
+    training pairs vs the untrained model's on the same pairs (None: –, its note in the legend).
+    Rows in ``methods`` order, then by budget as given.
+    """
+    order = method_order([fit["method"] for fit in fits], methods)
+    rows = sorted(fits, key=lambda fit: order.index(fit["method"]))
+    datasets = ", ".join(dict.fromkeys(fit["dataset"] for fit in rows if fit.get("dataset")))
+    lines = [
+        f"## Training{f' — models trained on {datasets}' if datasets else ''}\n",
+        "| method | budget | steps | training loss first → last | training pairs | pair accuracy vs untrained (↑) |",
+        "|---|---|---:|:---:|---:|:---:|",
+    ]
+    notes = {}
+    for fit in rows:
+        loss = f"{_number(fit.get('loss_first'), digits)} → {_number(fit.get('loss_last'), digits)}"
+        accuracy = f"{_number(fit.get('accuracy'), digits)} vs {_number(fit.get('base_accuracy'), digits)}"
+        cells = [_name(fit["method"]), budget_label(str(fit["budget"]), budget_sizes), _number(fit.get("steps"), 0), loss, str(fit.get("pairs", 0)), accuracy]
+        lines.append("| " + " | ".join(cells) + " |")
+        for key in ("note", "base_note"):
+            if fit.get(key):
+                notes.setdefault(fit[key], []).append(_name(fit["method"]))
+    legend = (
+        "> *Pair accuracy*: share of the method's own training pairs (a relevant document over a non-relevant one for the"
+        " same query: its document pairs, or for sft and dpo every such pair of its labelled examples) that its scorer"
+        " orders correctly, ties ½; *vs*: the untrained model of the same scoring family on the same pairs. 0.5 is chance."
+    )
+    legend += "".join(f"\n>\n> {_names(list(dict.fromkeys(names)))}: {note}." for note, names in notes.items())
+    return "\n".join(lines) + "\n\n" + legend + "\n"
+
+
+def _number(value, digits: int) -> str:
+    """``value`` with ``digits`` decimals; MISSING for None or NaN."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return MISSING
+    return f"{value:.{digits}f}"
 
 
 def _table(rows, means, tests, order, ranking_measures, k, digits) -> str:
