@@ -49,7 +49,7 @@ install_packages() {
 
 write_configs() {
     local cpus memory
-    cpus=$(nproc)
+    cpus=$(getconf _NPROCESSORS_ONLN) # not nproc: it honours OMP_NUM_THREADS, which the jobs do not
     # What slurmd detects, less 1 GiB so that the node never reports less than configured.
     memory=$(($(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p') - 1024))
     cat >"$DIR/slurm.conf" <<EOF
