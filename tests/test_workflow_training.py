@@ -57,14 +57,14 @@ def test_every_method_trains_reranks_and_is_evaluated(workdir, tiny_lm_dir):
     assert all(name in html for name in ("summary.md", "learning_curves.png", "ndcg_differences.png", "config.yaml"))
     # A rationale parameter re-runs rationales and what follows, never training, re-ranking or attribution.
     changed = fused | {"rationale": {**fused["rationale"], "max_new_tokens": 12}}
-    assert planned_rules(workdir, write_config(workdir, changed, "rationale.yaml")) == {"rationale": MODELS, "evaluate": 1, "report": 1, "all": 1}
+    assert planned_rules(workdir, write_config(workdir, changed, "rationale.yaml")) == {"rationale": MODELS, "rationale_metrics": MODELS, "evaluate": 1, "report": 1, "all": 1}
     # An explanation parameter re-runs attribution and what follows, no training or re-ranking.
     changed = fused | {"explain": dict(fused["explain"])}
     # 1 -> 2, values that top_documents (2) and seed (1) already have: Snakemake 9.27.1 compares
     # parameter values as a set without names and missed this until rules passed them by name.
     changed["explain"]["exact_levels"] = 2
     explain_changed = write_config(workdir, changed, "explain.yaml")
-    after_attribution = {"explain": MODELS, "rationale": MODELS, "evaluate": 1, "report": 1, "all": 1}
+    after_attribution = {"explain": MODELS, "rationale": MODELS, "rationale_metrics": MODELS, "evaluate": 1, "report": 1, "all": 1}
     assert planned_rules(workdir, explain_changed) == after_attribution
     # The dry run names the reason for exactly the attribution jobs; the rest follow their inputs.
     dry = snakemake(workdir, explain_changed, "--dry-run")
