@@ -1,5 +1,6 @@
 # Helpers shared by all rules: config validation, paths, input functions.
 import os
+import re
 from types import SimpleNamespace as Namespace
 
 from snakemake.utils import validate
@@ -23,6 +24,12 @@ CONTROLS = [name for name in DATASETS if "control" in config["datasets"][name]]
 SOURCED = [name for name in DATASETS if name not in CONTROLS]
 # Aligned control -> its flipped partner; each pair gets a control report.
 CONTROL_PAIRS = control_pairs(config["datasets"])
+
+
+def one_of(names):
+    """A wildcard pattern matching exactly ``names``; with none, nothing (Snakemake reads an
+    empty pattern as no constraint at all)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
 
 
 def dataset_measure_names(dataset):

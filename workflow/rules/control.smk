@@ -17,7 +17,7 @@ rule derive_control:
         placement="results/{dataset}/ingest/control.parquet",
         record="results/{dataset}/ingest/control.json",
     wildcard_constraints:
-        dataset="|".join(CONTROLS),
+        dataset=one_of(CONTROLS),
     params:
         **named_params(
             control=control_spec,
@@ -43,7 +43,7 @@ rule control_candidates:
         run="results/{dataset}/retrieve/bm25.parquet",
         trec="results/{dataset}/retrieve/bm25.trec",
     wildcard_constraints:
-        dataset="|".join(CONTROLS),
+        dataset=one_of(CONTROLS),
     log:
         "logs/{dataset}/control_candidates.log",
     resources:
@@ -63,7 +63,7 @@ rule control_report:
         summary=report("results/{dataset}/control/summary.md", caption="../report/control.rst", category="Controls"),
         figure=report("results/{dataset}/control/aligned_vs_flipped.png", caption="../report/control.rst", category="Controls"),
     wildcard_constraints:
-        dataset="|".join(CONTROL_PAIRS),
+        dataset=one_of(CONTROL_PAIRS),
     params:
         **named_params(
             control=control_spec,

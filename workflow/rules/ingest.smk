@@ -33,7 +33,7 @@ rule ingest:
         ),
     # Controls are derived from their source's tables (rule derive_control), not read.
     wildcard_constraints:
-        dataset="|".join(SOURCED),
+        dataset=one_of(SOURCED),
     log:
         "logs/{dataset}/ingest.log",
     benchmark:
