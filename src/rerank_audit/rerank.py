@@ -46,9 +46,10 @@ def random_reordering(first_stage: pd.DataFrame, depth: int, seed: int) -> pd.Da
     """``first_stage`` with each query's top-``depth`` head in a uniformly random order.
 
     The tail stays beneath in first-stage order, exactly as ``rerank_candidates`` leaves it,
-    so the run differs from a re-ranker's only in how the head is ordered. Each query's
-    permutation comes from ``numpy.random.default_rng(seed)`` (independent uniform keys, so
-    ties have probability 0). Returns a run with method "random", budget "0".
+    so the run differs from a re-ranker's only in how the head is ordered. One stream of
+    ``numpy.random.default_rng(seed)`` gives every head row an independent uniform key (ties
+    have probability 0), so each query's order is uniform; it depends on the seed and on the
+    frame's rows. Returns a run with method "random", budget "0".
     """
     head, tail = _head_and_tail(first_stage, depth)
     head["score"] = np.random.default_rng(seed).random(len(head))
