@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 import yaml
@@ -20,15 +21,17 @@ def write_config(workdir: Path, config: dict, name: str = "config.yaml") -> Path
     return path
 
 
-def snakemake_command(workdir: Path, configfile: Path, *args: str, profile: Path = DEFAULT_PROFILE, cores: int = 2) -> list[str]:
-    """``snakemake --cores N`` on the repository's Snakefile inside ``workdir``, as an argument list."""
+def snakemake_command(workdir: Path, configfile: Path | Sequence[Path], *args: str, profile: Path = DEFAULT_PROFILE, cores: int = 2) -> list[str]:
+    """``snakemake --cores N`` on the repository's Snakefile inside ``workdir``, as an argument list;
+    several config files are merged in order (a base config and its overlays)."""
+    configfiles = [configfile] if isinstance(configfile, (str, Path)) else list(configfile)
     return [
         str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-        "--workflow-profile", str(profile), "--configfile", str(configfile), "--cores", str(cores), *args,
+        "--workflow-profile", str(profile), "--configfile", *map(str, configfiles), "--cores", str(cores), *args,
     ]
 
 
-def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True, profile: Path = DEFAULT_PROFILE,
+def snakemake(workdir: Path, configfile: Path | Sequence[Path], *args: str, check: bool = True, profile: Path = DEFAULT_PROFILE,
               env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``snakemake_command``; with ``check``, a failure raises with the end of its output."""
     result = subprocess.run(snakemake_command(workdir, configfile, *args, profile=profile), capture_output=True, text=True, env=env)
@@ -37,7 +40,7 @@ def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True, p
     return result
 
 
-def planned_rules(workdir: Path, configfile: Path, *args: str) -> dict[str, int]:
+def planned_rules(workdir: Path, configfile: Path | Sequence[Path], *args: str) -> dict[str, int]:
     """Rules (and job counts) a dry run would execute; empty when there is nothing to do."""
     out = snakemake(workdir, configfile, "--dry-run", *args)
     text = out.stdout + out.stderr
