@@ -15,6 +15,7 @@ from rerank_audit.evaluation.statistics import (
     holm,
     paired_t_test,
 )
+from rerank_audit.evaluation.summary import summary_markdown
 
 # Per-query differences [0.1, 0.2, 0.0, 0.3]: mean 0.15, squared deviations
 # 0.0025 + 0.0025 + 0.0225 + 0.0225 = 0.05, sample variance 0.05 / 3.
@@ -107,7 +108,7 @@ def tiny_per_query():
 
 
 def test_compare_methods_rows_equal_hand_computation():
-    stats = compare_methods(tiny_per_query(), measures=["nDCG@10", "AP"], n_resamples=500, seed=3)
+    stats = compare_methods(tiny_per_query(), measures=["nDCG@10", "AP"], untrained={"sft": "zeroshot"}, n_resamples=500, seed=3)
     assert list(zip(stats.budget, stats.method, stats.measure)) == [
         ("0", "bm25", "nDCG@10"), ("0", "bm25", "AP"),
         ("0", "zeroshot", "nDCG@10"), ("0", "zeroshot", "AP"),
@@ -125,24 +126,25 @@ def test_compare_methods_rows_equal_hand_computation():
     assert sft.bm25_dz == pytest.approx(0.15 / SD)
     # sft vs zeroshot: zeroshot equals bm25 on nDCG@10; on AP it lacks q4, so 3 pairs with
     # differences [-0.1, -0.1, 0.1]: t = -0.5 on 2 degrees of freedom, p = 1 - 0.5 / sqrt(2.25).
-    assert sft.zeroshot_p == pytest.approx(p_ndcg)
+    assert sft.untrained_p == pytest.approx(p_ndcg)
     ap = row.loc[("sft", "AP")]
-    assert ap.zeroshot_queries == 3
-    assert ap.zeroshot_diff == pytest.approx((0.4 + 0.4 + 0.6) / 3 - 0.5)
-    assert (ap.zeroshot_t, ap.zeroshot_p) == (pytest.approx(-0.5), pytest.approx(2 / 3))
-    # One Holm family at budget 10: sft x {nDCG@10, AP} x {bm25, zeroshot}, m = 4; sorted p:
+    assert ap.untrained_queries == 3
+    assert ap.untrained_diff == pytest.approx((0.4 + 0.4 + 0.6) / 3 - 0.5)
+    assert (ap.untrained_t, ap.untrained_p) == (pytest.approx(-0.5), pytest.approx(2 / 3))
+    # One Holm family at budget 10: sft x {nDCG@10, AP} x {bm25, untrained (zeroshot)}, m = 4; sorted p:
     # p_ap (0.040), p_ndcg (0.103) twice, 2/3 -> 4 p_ap, 3 p_ndcg, 3 p_ndcg (monotone), 2/3.
     assert ap.bm25_p_holm == pytest.approx(4 * p_ap)
-    assert sft.bm25_p_holm == pytest.approx(3 * p_ndcg) and sft.zeroshot_p_holm == pytest.approx(3 * p_ndcg)
-    assert ap.zeroshot_p_holm == pytest.approx(2 / 3)
+    assert sft.bm25_p_holm == pytest.approx(3 * p_ndcg) and sft.untrained_p_holm == pytest.approx(3 * p_ndcg)
+    assert ap.untrained_p_holm == pytest.approx(2 / 3)
     assert not ap.bm25_significant and not sft.bm25_significant  # 4 p_ap = 0.16
 
     zeroshot = row.loc[("zeroshot", "nDCG@10")]
     assert (zeroshot.bm25_t, zeroshot.bm25_p, zeroshot.bm25_p_holm) == (0.0, 1.0, 1.0)
-    assert pd.isna(zeroshot.zeroshot_p) and pd.isna(zeroshot.zeroshot_significant)
+    assert pd.isna(zeroshot.untrained_p) and pd.isna(zeroshot.untrained_significant) and pd.isna(zeroshot.untrained_method)
+    assert sft.untrained_method == "zeroshot"
     bm25 = row.loc[("bm25", "nDCG@10")]
     assert bm25["mean"] == pytest.approx(0.35)  # the "all" split's zeros are not used
-    assert pd.isna(bm25.bm25_p) and pd.isna(bm25.zeroshot_p) and pd.isna(bm25.bm25_significant)
+    assert pd.isna(bm25.bm25_p) and pd.isna(bm25.untrained_p) and pd.isna(bm25.bm25_significant)
 
 
 def test_holm_family_is_primary_measures_x_methods_x_comparisons_and_other_measures_are_untested():
@@ -175,6 +177,27 @@ def test_holm_family_is_primary_measures_x_methods_x_comparisons_and_other_measu
     assert row.loc[("sft", "R@20"), "mean"] == 1.0
     with pytest.raises(ValueError, match="primary measures .'AP'. are not among"):
         compare_methods(per_query_table(rows), measures=["nDCG@10"], primary=["AP"], n_resamples=100)
+
+
+def test_trained_methods_are_compared_with_their_own_untrained_counterpart():
+    # qlm_sft - qlm = [0.1, 0.1, 0.3, 0.3] (mean 0.2, variance 0.04 / 3); sft - zeroshot = [0.1, 0.2, 0.0, 0.3].
+    # zeroshot and qlm are untrained: compared with bm25 only. A wrong pairing (qlm_sft vs
+    # zeroshot) would give the differences [0.5, 0.5, 0.5, 0.5]: t infinite.
+    rows = []
+    for q, z, s_, ql, qs in zip(["q1", "q2", "q3", "q4"], BM25, SFT, [0.1, 0.1, 0.1, 0.1], [0.2, 0.2, 0.4, 0.4]):
+        for method, budget, value in [("bm25", "0", z), ("zeroshot", "0", z), ("qlm", "0", ql), ("sft", "10", s_), ("qlm_sft", "10", qs)]:
+            rows.append(("toy", method, budget, "test", q, "nDCG@10", value))
+    stats = compare_methods(per_query_table(rows), untrained={"sft": "zeroshot", "qlm_sft": "qlm"}, n_resamples=50)
+    row = stats.set_index("method")
+    assert row.loc["qlm_sft", "untrained_method"] == "qlm" and row.loc["qlm_sft", "untrained_diff"] == pytest.approx(0.2)
+    assert row.loc["qlm_sft", "untrained_t"] == pytest.approx(0.2 / (math.sqrt(0.04 / 3) / 2))
+    assert row.loc["sft", "untrained_diff"] == pytest.approx(0.15) and row.loc["sft", "untrained_t"] == pytest.approx(T)
+    assert row.loc[["zeroshot", "qlm", "bm25"], "untrained_p"].isna().all()
+    # Budget 0's family: zeroshot and qlm against bm25 (random is absent), m = 2.
+    assert row.loc["qlm", "bm25_p_holm"] == pytest.approx(min(1.0, 2 * row.loc["qlm", "bm25_p"]))
+    findings = summary_markdown(stats, methods=["zeroshot", "qlm", "sft", "qlm_sft"]).split("**Findings.**")[1]
+    assert "sft (vs zero-shot, +0.150)" in findings and "qlm_sft (vs qlm, +0.200)" in findings
+    assert "qlm (vs" not in findings and "zero-shot (vs" not in findings
 
 
 def test_compare_methods_rejects_repeated_queries_and_unknown_measures():

@@ -9,7 +9,7 @@ from rerank_audit.data.control import control_pairs, resolve_controls
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
 from rerank_audit.evaluation.ranking import check_measures
 from rerank_audit.models.loading import BUNDLED_PREFIX, resolve_base_model
-from rerank_audit.models.scoring import UNTRAINED_METHODS, check_template
+from rerank_audit.models.scoring import UNTRAINED_METHODS, UNTRAINED_REFERENCE, check_template
 from rerank_audit.rerank import FUSED_SUFFIX, check_models_from, fusion_settings, qlm_template
 
 
@@ -70,6 +70,10 @@ TRAINING_TABLE = {
 }
 # Rows of the report: each method, its fused row (rerank.fusion) right after it.
 REPORTED_METHODS = [name for m in config["methods"] for name in ([m, m + FUSED_SUFFIX] if m in FUSED_METHODS else [m])]
+# "Did training help?": each trained method against its untrained counterpart when that is
+# configured too (sft vs zeroshot, qlm_sft vs qlm), and a fused row against the fused counterpart.
+UNTRAINED_OF = {m: UNTRAINED_REFERENCE[m] for m in TRAINED_METHODS if UNTRAINED_REFERENCE[m] in config["methods"]}
+UNTRAINED_OF |= {m + FUSED_SUFFIX: r + FUSED_SUFFIX for m, r in UNTRAINED_OF.items() if {m, r} <= set(FUSED_METHODS)}
 
 
 wildcard_constraints:

@@ -24,6 +24,7 @@ rule report:
     params:
         **named_params(
             methods=REPORTED_METHODS,
+            untrained=UNTRAINED_OF,
             ranking_measures=dataset_measures,
             primary_measures=primary_measures,
             bootstrap=config["report"]["bootstrap_resamples"],

@@ -17,7 +17,7 @@ per_query = read_table(snakemake.input.per_query, schemas.PER_QUERY_METRICS)
 explained = read_table(snakemake.input.explain_per_query, schemas.PER_QUERY_METRICS)
 splits = read_table(snakemake.input.splits, schemas.SPLITS)
 budget_sizes = {"all": int((splits.split == "train").sum())}
-options = dict(n_resamples=p.bootstrap, seed=p.seed, alpha=p.alpha)
+options = dict(n_resamples=p.bootstrap, seed=p.seed, alpha=p.alpha, untrained=p.untrained)
 # Ranking and explainability measures are separate Holm families; of the ranking measures
 # only the primary ones are tested, the rest get means and confidence intervals.
 stats = pd.concat(

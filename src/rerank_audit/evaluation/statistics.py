@@ -1,15 +1,15 @@
 """Significance and uncertainty of per-query metrics: bootstrap CIs, paired t-tests, Holm.
 
 Every method is judged on the same test queries, so comparisons are *paired*: a method and
-a baseline are aligned by ``query_id`` (inner join; a query missing from either side, or
+its reference are aligned by ``query_id`` (inner join; a query missing from either side, or
 with a NaN value on either side, is left out of that comparison only) and the test runs on
 the per-query differences. Holm-Bonferroni controls the family-wise error over the tested
-family of one training budget: primary measures x methods x baselines (comparisons).
+family of one training budget: primary measures x methods x comparisons.
 
-Baselines, in the order they are tested: ``random`` (the re-ranked head in random order:
+Comparisons, in the order they are tested: ``random`` (the re-ranked head in random order:
 does a method order anything at all?), ``bm25`` (does it beat the first stage it re-orders?)
-and ``zeroshot`` (did training help over the untrained model?). Each is also compared with
-the baselines before it (bm25 vs random; zeroshot vs random and bm25).
+and ``untrained`` (did training help over the same family's untrained model: zero-shot for
+sft, qlm for qlm_sft?). bm25 is also compared with random.
 
 The same functions serve ranking measures (nDCG@10, AP, ...) and explainability measures in
 the same long format (``explain_per_query`` turns the explain stage's tables into it:
@@ -18,7 +18,7 @@ measure names such as "comprehensiveness@5").
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,12 +26,17 @@ from scipy import stats as scipy_stats
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
 
-BASELINES = ("random", "bm25", "zeroshot")
+BASELINES = ("random", "bm25", "zeroshot")  # the untrained rows that open every table and figure
+REFERENCES = ("random", "bm25")  # every method is compared with these
+COMPARISONS = (*REFERENCES, "untrained")  # column prefixes; "untrained": the method's own untrained counterpart
 TEST_SPLIT = "test"
 
-# Columns of ``compare_methods`` before the per-baseline ones.
-STAT_COLUMNS = ["dataset", "budget", "method", "measure", "queries", "mean", "ci_low", "ci_high", "ci_level", "resamples", "alpha"]
-# Per-baseline columns, prefixed "<baseline>_" (e.g. "bm25_p_holm"); NaN / NA where untested.
+# Columns of ``compare_methods`` before the per-comparison ones.
+STAT_COLUMNS = [
+    "dataset", "budget", "method", "measure", "queries", "mean", "ci_low", "ci_high", "ci_level", "resamples", "alpha",
+    "untrained_method",  # the reference of the "untrained" comparison (None: not a trained method)
+]  # fmt: skip
+# Per-comparison columns, prefixed "<comparison>_" (e.g. "bm25_p_holm"); NaN / NA where untested.
 BASELINE_COLUMNS = ["queries", "diff", "t", "p", "p_holm", "dz", "significant"]
 
 # Per-pair explainability columns (explain/faithfulness.py, explain/rationale.py) that
@@ -147,38 +152,41 @@ def _ordered(values: Sequence[str], first: Sequence[str]) -> list[str]:
 
 def compare_methods(
     per_query: pd.DataFrame,
-    baselines: Sequence[str] = BASELINES,
     measures: Sequence[str] | None = None,
     primary: Sequence[str] | None = None,
+    untrained: Mapping[str, str] | None = None,
     n_resamples: int = 10_000,
     seed: int = 0,
     confidence: float = 0.95,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
-    """Mean, bootstrap CI and paired tests against each baseline, per dataset x budget x method x measure.
+    """Mean, bootstrap CI and paired tests against each comparison, per dataset x budget x method x measure.
 
     ``per_query``: the per-query metrics table (dataset, method, budget, split, query_id,
-    measure, value); only split "test" is used, NaN values are dropped. ``baselines``: the
-    methods every other method is compared with (random, bm25 and zeroshot, budget "0": the
-    references for every budget). ``measures``: the measures to summarise (default: all in
-    the table). ``primary``: those of them that are tested (default: all of ``measures``);
-    the others get a mean and CI but NaN test columns. Pass ranking and explainability
-    measures in separate calls to keep their families apart.
+    measure, value); only split "test" is used, NaN values are dropped. Every method is
+    compared with random and bm25 (budget "0": the references for every budget), and a
+    trained method with its untrained counterpart ``untrained[method]`` (budget "0", e.g.
+    {"sft": "zeroshot", "qlm_sft": "qlm"}; a method not in it gets no such test).
+    ``measures``: the measures to summarise (default: all in the table). ``primary``: those
+    of them that are tested (default: all of ``measures``); the others get a mean and CI but
+    NaN test columns. Pass ranking and explainability measures in separate calls to keep
+    their families apart.
 
-    Pairing: a method and a baseline are aligned by query_id with an inner join (queries
-    missing or NaN on either side are left out); ``<baseline>_queries`` says how many pairs
-    each test used. A baseline is tested only against baselines listed before it (bm25 vs
-    random, never random vs bm25); nobody is tested against itself.
+    Pairing: a method and its reference are aligned by query_id with an inner join (queries
+    missing or NaN on either side are left out); ``<comparison>_queries`` says how many pairs
+    each test used. bm25 is tested against random, never random against bm25; nobody is
+    tested against itself.
 
     Holm correction: one family per dataset and budget, made of every test in it: primary
-    measures x methods x baselines (at budget "0": the baselines among themselves).
+    measures x methods x comparisons (at budget "0": the untrained methods' tests).
 
     Returns one row per (dataset, budget, method, measure), ordered by dataset, budget
-    ("0" first), method (baselines first) and measure, with columns ``STAT_COLUMNS``
+    ("0" first), method (``BASELINES`` first) and measure, with columns ``STAT_COLUMNS``
     (queries: non-NaN values; mean; ci_low/ci_high: percentile bootstrap of the mean at
-    ``confidence`` = ci_level with ``n_resamples`` = resamples) and for every baseline b the
-    columns b_queries, b_diff (mean of method - baseline over the pairs), b_t, b_p,
-    b_p_holm, b_dz (Cohen's d_z) and b_significant (b_p_holm < alpha; NA when untested).
+    ``confidence`` = ci_level with ``n_resamples`` = resamples) and, for every comparison c
+    in ``COMPARISONS``, the columns c_queries, c_diff (mean of method -
+    reference over the pairs), c_t, c_p, c_p_holm, c_dz (Cohen's d_z) and c_significant
+    (c_p_holm < alpha; NA when untested).
     """
     missing = {"dataset", "method", "budget", "split", "query_id", "measure", "value"} - set(per_query.columns)
     if missing:
@@ -199,10 +207,12 @@ def compare_methods(
     unknown = sorted(tested_measures - set(measure_order))
     if unknown:
         raise ValueError(f"primary measures {unknown} are not among the summarised measures {measure_order}")
-    baseline_budgets = table[table.method.isin(baselines)].groupby("method").budget.unique()
-    several = {m: list(b) for m, b in baseline_budgets.items() if len(b) > 1}
+    untrained = dict(untrained or {})
+    fixed = [*REFERENCES, *untrained.values()]
+    reference_budgets = table[table.method.isin(fixed)].groupby("method").budget.unique()
+    several = {m: list(b) for m, b in reference_budgets.items() if len(b) > 1}
     if several:
-        raise ValueError(f"a baseline must have one budget, got {several}")
+        raise ValueError(f"a reference (random, bm25, an untrained method) must have one budget, got {several}")
 
     rows = []
     for dataset in dict.fromkeys(table.dataset):
@@ -211,9 +221,9 @@ def compare_methods(
             (method, budget, measure): group.set_index("query_id").value
             for (method, budget, measure), group in in_dataset.groupby(["method", "budget", "measure"], sort=False)
         }
-        reference = {(method, measure): values for (method, _, measure), values in series.items() if method in baselines}
+        reference = {(method, measure): values for (method, _, measure), values in series.items() if method in fixed}
         budgets = _ordered(in_dataset.budget, [UNTRAINED_BUDGET])
-        methods = _ordered(in_dataset.method, list(baselines))
+        methods = _ordered(in_dataset.method, list(BASELINES))
         for budget in budgets:
             for method in methods:
                 for measure in measure_order:
@@ -224,48 +234,48 @@ def compare_methods(
                     row = {
                         "dataset": dataset, "budget": budget, "method": method, "measure": measure,
                         "queries": len(values), "mean": float(values.mean()), "ci_low": low, "ci_high": high,
-                        "ci_level": confidence, "resamples": n_resamples, "alpha": alpha,
+                        "ci_level": confidence, "resamples": n_resamples, "alpha": alpha, "untrained_method": untrained.get(method),
                     }  # fmt: skip
-                    for baseline in baselines:
-                        compared = reference.get((baseline, measure)) if measure in tested_measures else None
-                        row.update(_baseline_test(values, method, baseline, baselines, compared))
+                    for comparison in COMPARISONS:
+                        against = untrained.get(method) if comparison == "untrained" else comparison
+                        compared = reference.get((against, measure)) if measure in tested_measures else None
+                        row.update(_comparison_test(values, method, comparison, against, compared))
                     rows.append(row)
 
-    columns = STAT_COLUMNS + [f"{b}_{c}" for b in baselines for c in BASELINE_COLUMNS]
+    columns = STAT_COLUMNS + [f"{b}_{c}" for b in COMPARISONS for c in BASELINE_COLUMNS]
     result = pd.DataFrame(rows, columns=columns)
-    # Holm family: one dataset, one budget; every (method, primary measure, baseline) tested.
-    p_columns = [f"{b}_p" for b in baselines]
+    # Holm family: one dataset, one budget; every (method, primary measure, comparison) tested.
+    p_columns = [f"{b}_p" for b in COMPARISONS]
     for _, family in result.groupby(["dataset", "budget"], sort=False):
-        adjusted = holm(family[p_columns].to_numpy(dtype=np.float64).ravel()).reshape(len(family), len(baselines))
-        result.loc[family.index, [f"{b}_p_holm" for b in baselines]] = adjusted
-    for baseline in baselines:
-        tested = result[f"{baseline}_p_holm"].notna()
+        adjusted = holm(family[p_columns].to_numpy(dtype=np.float64).ravel()).reshape(len(family), len(COMPARISONS))
+        result.loc[family.index, [f"{b}_p_holm" for b in COMPARISONS]] = adjusted
+    for comparison in COMPARISONS:
+        tested = result[f"{comparison}_p_holm"].notna()
         flag = pd.array([pd.NA] * len(result), dtype="boolean")
-        flag[tested.to_numpy()] = (result.loc[tested, f"{baseline}_p_holm"] < alpha).to_numpy()
-        result[f"{baseline}_significant"] = flag
-        result[f"{baseline}_queries"] = result[f"{baseline}_queries"].astype("Int64")
+        flag[tested.to_numpy()] = (result.loc[tested, f"{comparison}_p_holm"] < alpha).to_numpy()
+        result[f"{comparison}_significant"] = flag
+        result[f"{comparison}_queries"] = result[f"{comparison}_queries"].astype("Int64")
     return result.astype({"queries": "int64", "resamples": "int64"})
 
 
-def _baseline_test(values: pd.Series, method: str, baseline: str, baselines: Sequence[str], reference: pd.Series | None) -> dict:
-    """The per-baseline columns of one compare_methods row (NaN when no test is made)."""
-    untested = {f"{baseline}_{c}": np.nan for c in BASELINE_COLUMNS}
-    if reference is None or method == baseline:
+def _comparison_test(values: pd.Series, method: str, comparison: str, against: str | None, reference: pd.Series | None) -> dict:
+    """The ``comparison`` columns of one compare_methods row: ``method`` against the method
+    ``against`` (its values ``reference``); NaN when no test is made."""
+    untested = {f"{comparison}_{c}": np.nan for c in BASELINE_COLUMNS}
+    if reference is None or method == against or (method, against) == ("random", "bm25"):
         return untested
-    if method in baselines and list(baselines).index(method) < list(baselines).index(baseline):
-        return untested
-    method_values, baseline_values = values.align(reference, join="inner")
+    method_values, reference_values = values.align(reference, join="inner")
     if len(method_values) == 0:
         return untested
-    t, p = paired_t_test(method_values, baseline_values)
+    t, p = paired_t_test(method_values, reference_values)
     return {
-        f"{baseline}_queries": len(method_values),
-        f"{baseline}_diff": float((method_values - baseline_values).mean()),
-        f"{baseline}_t": t,
-        f"{baseline}_p": p,
-        f"{baseline}_p_holm": np.nan,  # filled per family by compare_methods
-        f"{baseline}_dz": cohens_dz(method_values, baseline_values),
-        f"{baseline}_significant": np.nan,
+        f"{comparison}_queries": len(method_values),
+        f"{comparison}_diff": float((method_values - reference_values).mean()),
+        f"{comparison}_t": t,
+        f"{comparison}_p": p,
+        f"{comparison}_p_holm": np.nan,  # filled per family by compare_methods
+        f"{comparison}_dz": cohens_dz(method_values, reference_values),
+        f"{comparison}_significant": np.nan,
     }
 
 

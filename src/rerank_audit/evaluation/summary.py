@@ -247,10 +247,11 @@ def _legend(stats, dataset, budget, k, random_tested, explained: bool, primary_m
         "significantly better / worse than the random order — two-sided paired t-tests on per-query values (queries aligned by query_id, inner join), "
         f"made on the primary measures only ({tested}); the other columns are not tested and carry no marker. "
         "Holm–Bonferroni correction over primary measures × methods × comparisons (vs random order, BM25 and, for trained "
-        f"methods, zero-shot) at the same budget ({families or 'no tests'}), α = {alpha:g}. "
+        "methods, their untrained counterpart: the same scorer before training, named in the findings) at the same budget "
+        f"({families or 'no tests'}), α = {alpha:g}. "
         "Random order: each test query's re-ranked head (the candidates the methods re-order) shuffled, the measure "
         "averaged over seeded shuffles per query — the floor a re-ranker must beat. "
-        "Random order, BM25 and zero-shot are untrained (budget 0) and shared by every budget.",
+        "Random order, BM25 and the untrained methods (budget 0) are shared by every budget.",
     ]
     if explained:
         text = (
@@ -305,16 +306,20 @@ def _findings(rows, means, tests, order, k, measure: str = PRIMARY_MEASURE) -> s
             sentences.append(f"{_names(worse.index)} {verb} significantly worse ({_signed(worse.bm25_diff)}).")
         if len(neither):
             sentences.append(f"The difference is not significant for {_names(neither.index)} ({_signed(neither.bm25_diff)}).")
-        trained = primary[~primary.index.isin(BASELINES) & primary.zeroshot_p.notna()] if "zeroshot_p" in primary else primary.iloc[0:0]
+        trained = primary[primary.untrained_p.notna()] if "untrained_p" in primary else primary.iloc[0:0]
         if len(trained):
-            gain = trained[trained.zeroshot_significant.fillna(False).astype(bool) & (trained.zeroshot_diff > 0)]
-            loss = trained[trained.zeroshot_significant.fillna(False).astype(bool) & (trained.zeroshot_diff < 0)]
-            text = "Against the untrained zero-shot model, training "
-            if len(gain):
-                text += f"significantly improved {measure} for {_names(gain.index)}"
-            else:
-                text += f"improved {measure} significantly for no method"
-            text += f" and significantly lowered it for {_names(loss.index)}." if len(loss) else "."
+            significant = trained.untrained_significant.fillna(False).astype(bool)
+            gain, loss = trained[significant & (trained.untrained_diff > 0)], trained[significant & (trained.untrained_diff < 0)]
+            same = trained[~significant]
+
+            def against(frame):
+                return _names([f"{_name(m)} (vs {_name(r)}, {d:+.3f})" for m, r, d in zip(frame.index, frame.untrained_method, frame.untrained_diff)])
+
+            text = "Against its untrained counterpart (the same scorer before training), training "
+            text += f"significantly improved {measure} for {against(gain)}" if len(gain) else f"improved {measure} significantly for no method"
+            text += f" and significantly lowered it for {against(loss)}." if len(loss) else "."
+            if len(same):
+                text += f" No significant change for {against(same)}."
             sentences.append(text)
     sentences += _random_findings(rows, order, measure)
     if tests is not None and k is not None:

@@ -34,10 +34,14 @@ FAMILY_OF = {method: family for family in FAMILIES for method in family.METHODS}
 METHODS = tuple(FAMILY_OF)
 # Scored with the base model as it is: no training, budget "0" (schemas.UNTRAINED_BUDGET).
 UNTRAINED_METHODS = ("zeroshot", "qlm")
+# The untrained model each trained method is compared with ("did training help?"): the base
+# model scored by the same family (qlm for qlm_sft); zero-shot yes/no for the families whose
+# untrained form ranks nothing (dpo_pairs' implicit reward is 0 everywhere; reward's head is new).
+UNTRAINED_REFERENCE = {"sft": "zeroshot", "dpo": "zeroshot", "dpo_pairs": "zeroshot", "reward": "zeroshot", "qlm_sft": "qlm"}
 
 __all__ = [
     "DEFAULT_BATCH_SIZE", "DEFAULT_BETA", "DEFAULT_MAX_LENGTH", "DEFAULT_QLM_TEMPLATE", "FAMILY_OF", "METHODS",
-    "UNTRAINED_METHODS", "ImplicitRewardScorer", "QueryLikelihoodScorer", "RewardHeadScorer", "YesNoScorer",
+    "UNTRAINED_METHODS", "UNTRAINED_REFERENCE", "ImplicitRewardScorer", "QueryLikelihoodScorer", "RewardHeadScorer", "YesNoScorer",
     "answer_token_sets", "check_template", "is_adapter_folder", "load_scorer",
 ]  # fmt: skip
 
