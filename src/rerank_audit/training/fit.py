@@ -22,18 +22,20 @@ import numpy as np
 import pandas as pd
 
 from rerank_audit.models.prompts import corpus_texts
+from rerank_audit.models.scoring import UNTRAINED_REFERENCE
 from rerank_audit.models.scorer import Scorer
 
 PAIR_COLUMNS = ["query_id", "chosen_doc_id", "rejected_doc_id"]
 # Methods whose training table holds no (higher, lower) document pairs, and why.
 NO_PAIRS = {"qlm_sft": "its training table (query examples) holds relevant documents only: no pairs to rank"}
-# The untrained scorer of each trained method's family; a method absent here has none, for the reason given.
-UNTRAINED_COUNTERPART = {"sft": "zeroshot", "dpo": "zeroshot", "qlm_sft": "qlm"}
+# Methods whose family has no untrained scorer of their pairs, and what stands in for its accuracy.
 NO_COUNTERPART = {
     # The implicit reward β·(log π − log π_ref) of the untrained model (π = π_ref) is 0 for every pair.
     "dpo_pairs": (0.5, "the untrained model is its own reference, so its implicit reward is 0 for every pair (all ties)"),
     "reward": (None, "the untrained base model has no trained reward head"),
 }
+# The untrained scorer of each other trained method's family (the ranking comparison's reference).
+UNTRAINED_COUNTERPART = {m: r for m, r in UNTRAINED_REFERENCE.items() if m not in NO_COUNTERPART}
 
 
 def training_pairs(method: str, table: pd.DataFrame, relevant_answer: str | None = None) -> pd.DataFrame:
