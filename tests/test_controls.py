@@ -175,16 +175,19 @@ def test_a_trained_model_takes_the_planted_shortcut_and_the_audit_catches_it(tmp
     config = tiny_config(methods=["zeroshot", "sft"], base_model=str(tiny_lm_dir), budgets=["all"])
     config["datasets"]["tiny"]["candidates"] = "judged"
     control = {"source": "tiny", "marker": MARKER, "p_relevant": 1.0, "p_other": 0.0, "seed": 7, "version": "aligned"}
-    config["datasets"]["tiny-control"] = {"control": control}
-    config["datasets"]["tiny-flipped"] = {"control": {**control, "version": "flipped"}, "models_from": "tiny-control"}
+    # Every test query explained on the controls, two on the source (datasets.*.explain_queries).
+    config["datasets"]["tiny-control"] = {"control": control, "explain_queries": "all"}
+    config["datasets"]["tiny-flipped"] = {"control": {**control, "version": "flipped"}, "models_from": "tiny-control", "explain_queries": "all"}
     config["split"]["test"] = 10
     config["train"].update(max_positives_per_query=2, negatives_per_positive=1)
     config["train"]["defaults"].update(learning_rate=5e-3, epochs=12, batch_size=8, save_steps=1000)
     config["rerank"]["depth"] = 4
-    config["explain"].update(top_documents=2, bottom_documents=2)
+    config["explain"].update(queries=2, top_documents=2, bottom_documents=2)
     snakemake(tmp_path, write_config(tmp_path, config))
 
     results = tmp_path / "results"
+    explained = {name: pd.read_parquet(results / name / "explain" / "sft" / "all" / "attributions.parquet").query_id.nunique() for name in ("tiny", "tiny-control", "tiny-flipped")}
+    assert explained == {"tiny": 2, "tiny-control": 10, "tiny-flipped": 10}
     table = pd.read_parquet(results / "tiny-control" / "control" / "shortcut.parquet")
     rows = table[table.measure == "nDCG@10"].set_index("method")
     print(rows[["aligned", "flipped", "difference", "queries", "p_holm", "explained", "top1_share", "topk_share", "named_share"]].to_string())

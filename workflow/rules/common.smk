@@ -101,6 +101,10 @@ def dataset_config(wildcards):
     return config["datasets"][wildcards.dataset]
 
 
+def explain_queries(wildcards):
+    return dataset_config(wildcards).get("explain_queries", config["explain"]["queries"])
+
+
 def dataset_format(wildcards):
     return dataset_config(wildcards)["format"]
 

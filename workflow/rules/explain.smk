@@ -19,7 +19,7 @@ rule explain:
             max_length=config["rerank"]["max_length"],
             depth=config["rerank"]["depth"],  # the head each method re-scored: where its top and bottom are
             marker=control_marker,  # a control's planted word: its comprehensiveness alone
-            **config["explain"],
+            **config["explain"] | {"queries": explain_queries},
         ),
     log:
         "logs/{dataset}/explain/{method}/{budget}.log",
