@@ -242,3 +242,18 @@ def test_compare_with_random_marks_attributions_that_beat_random_words():
     assert (test["diff"], test.t, test.p) == (pytest.approx(0.15), pytest.approx(T), pytest.approx(student_t3_two_sided_p(T)))
     assert test.p_holm == pytest.approx(test.p)  # one test in the family
     assert not test.faithful  # p = 0.10: not significant at 0.05
+
+
+def test_rationale_comprehensiveness_is_tested_against_random_words_in_the_same_family():
+    rows = []
+    for q, actual in zip(["q1", "q2", "q3", "q4"], [0.5, 0.6, 0.4, 0.7]):
+        rows.append(("toy", "sft", "10", "test", q, "comprehensiveness@5", actual))
+        rows.append(("toy", "sft", "10", "test", q, "comprehensiveness_random@5", 0.4))
+        rows.append(("toy", "sft", "10", "test", q, "rationale_comprehensiveness", actual + 1.0))  # the same differences
+        rows.append(("toy", "sft", "10", "test", q, "rationale_comprehensiveness_random", 1.4))
+    tests = compare_with_random(per_query_table(rows), k=5).set_index("measure")
+    assert set(tests.index) == {"comprehensiveness@5", "rationale_comprehensiveness"}
+    stated = tests.loc["rationale_comprehensiveness"]
+    assert (stated["diff"], stated.t, stated.random_mean) == (pytest.approx(0.15), pytest.approx(T), pytest.approx(1.4))
+    # Holm over the two equal p's doubles both: one family per dataset and budget.
+    assert tests.p_holm.tolist() == pytest.approx([2 * student_t3_two_sided_p(T)] * 2)

@@ -325,11 +325,14 @@ def explain_per_query(
 # words should hurt more (comprehensiveness up), keeping only them should hurt less
 # (sufficiency down).
 FAITHFUL_DIRECTION = {"comprehensiveness": 1.0, "sufficiency": -1.0}
+RATIONALE_COMPREHENSIVENESS = "rationale_comprehensiveness"
 
 
 def compare_with_random(explain: pd.DataFrame, k: int | None = None, alpha: float = 0.05) -> pd.DataFrame:
-    """Do the attributions beat random words? Paired t-tests of comprehensiveness@k and sufficiency@k
-    against their ``_random@k`` baselines, per dataset x budget x method.
+    """Do the attributions and the rationales beat random words? Paired t-tests of
+    comprehensiveness@k and sufficiency@k against their ``_random@k`` baselines, and of
+    rationale comprehensiveness (the rationale's stated words removed) against as many random
+    words, per dataset x budget x method.
 
     ``explain``: per-query explainability table (``explain_per_query``); ``k``: the K to test
     (default: every K in the table). Queries are aligned by query_id (inner join). Holm
@@ -343,14 +346,18 @@ def compare_with_random(explain: pd.DataFrame, k: int | None = None, alpha: floa
     table = explain[explain.split == TEST_SPLIT].dropna(subset=["value"])
     measure_names = table.measure.drop_duplicates()
     parsed = measure_names.str.extract(r"^(comprehensiveness|sufficiency)@(\d+)$").dropna()
+    tested = [  # (measure, its random baseline, the faithful direction)
+        (measure_names[index], f"{name}_random@{k_text}", FAITHFUL_DIRECTION[name])
+        for index, (name, k_text) in parsed.iterrows()
+        if k is None or int(k_text) == k
+    ]
+    if RATIONALE_COMPREHENSIVENESS in set(measure_names):
+        tested.append((RATIONALE_COMPREHENSIVENESS, f"{RATIONALE_COMPREHENSIVENESS}_random", 1.0))
     rows = []
     for (dataset, budget, method), group in table.groupby(["dataset", "budget", "method"], sort=False):
         values = {measure: g.set_index("query_id").value for measure, g in group.groupby("measure", sort=False)}
-        for index, (name, k_text) in parsed.iterrows():
-            if k is not None and int(k_text) != k:
-                continue
-            measure = measure_names[index]
-            actual, random = values.get(measure), values.get(f"{name}_random@{k_text}")
+        for measure, random_measure, direction in tested:
+            actual, random = values.get(measure), values.get(random_measure)
             if actual is None or random is None:
                 continue
             actual, random = actual.align(random, join="inner")
@@ -359,7 +366,7 @@ def compare_with_random(explain: pd.DataFrame, k: int | None = None, alpha: floa
                 {
                     "dataset": dataset, "budget": budget, "method": method, "measure": measure,
                     "queries": len(actual), "mean": float(actual.mean()), "random_mean": float(random.mean()),
-                    "diff": float((actual - random).mean()), "t": t, "p": p, "direction": FAITHFUL_DIRECTION[name],
+                    "diff": float((actual - random).mean()), "t": t, "p": p, "direction": direction,
                 }  # fmt: skip
             )
     columns = [

@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
-from rerank_audit.evaluation.statistics import BASELINES, compare_with_random
+from rerank_audit.evaluation.statistics import BASELINES, RATIONALE_COMPREHENSIVENESS, compare_with_random
 
 RANKING_MEASURES = ("nDCG@10", "RR@10", "AP")
 PRIMARY_MEASURE = "nDCG@10"
@@ -265,9 +265,10 @@ def _legend(stats, dataset, budget, k, random_tested, explained: bool, primary_m
             )
         if k is not None and random_tested:
             text += (
-                f" {FAITHFUL} / {UNFAITHFUL}: the attribution is significantly more / less faithful than {k} random words"
-                " (paired t-test per method, Holm over methods × {comprehensiveness, sufficiency} at the same budget,"
-                f" α = {alpha:g})."
+                f" {FAITHFUL} / {UNFAITHFUL}: the attribution is significantly more / less faithful than {k} random words,"
+                " and in the rationale column, removing the words the rationale gives as reasons drops the score"
+                " significantly more / less than removing as many random words (paired t-tests per method, Holm over"
+                f" methods × {{comprehensiveness, sufficiency, rationale comprehensiveness}} at the same budget, α = {alpha:g})."
             )
         text += (
             " Lexical shortcut: share of positive attribution on document words that also occur in the query, vs its"
@@ -325,16 +326,24 @@ def _findings(rows, means, tests, order, k, measure: str = PRIMARY_MEASURE) -> s
     if tests is not None and k is not None:
         comprehensive = tests[tests.measure == f"comprehensiveness@{k}"]
         if len(comprehensive):
-            beat = [m for m in order if m in set(comprehensive[comprehensive.faithful].method)]
-            rest = [m for m in order if m in set(comprehensive.method) and m not in beat]
             effect = f"removing the top-{k} attributed words lowers the score significantly more than removing {k} random words"
-            if beat:
-                sentences.append(f"For {_names(beat)}, {effect}" + (f"; not for {_names(rest)}." if rest else "."))
-            else:
-                sentences.append(f"For no method, {effect}.")
+            sentences.append(_beats_random(comprehensive, order, effect))
+        stated = tests[tests.measure == RATIONALE_COMPREHENSIVENESS]
+        if len(stated):
+            effect = "removing the words the rationale gives as reasons lowers the score significantly more than removing as many random words"
+            sentences.append(_beats_random(stated, order, effect))
     sentences += _accuracy_vs_faithfulness_findings(rows, means, order, k, measure)
     sentences += _lexical_findings(means) + _verdict_findings(means, order)
     return " ".join(sentences) if sentences else "Not enough data for findings."
+
+
+def _beats_random(tests: pd.DataFrame, order, effect: str) -> str:
+    """One finding over a measure's tests against random words: the methods where it holds, and the rest."""
+    beat = [m for m in order if m in set(tests[tests.faithful].method)]
+    rest = [m for m in order if m in set(tests.method) and m not in beat]
+    if not beat:
+        return f"For no method, {effect}."
+    return f"For {_names(beat)}, {effect}" + (f"; not for {_names(rest)}." if rest else ".")
 
 
 def _lexical_findings(means) -> list[str]:
