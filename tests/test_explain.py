@@ -540,4 +540,7 @@ def test_summary_shows_rationale_comprehensiveness_next_to_attribution_comprehen
     header = next(line for line in summary.splitlines() if line.startswith("| method"))
     assert "| compr.@5 vs random (↑) | rationale compr. vs random (↑) |" in header
     sft = next(line for line in summary.splitlines() if line.startswith("| sft"))
-    assert "| 0.400 vs 0.200 |" in sft
+    # Every query's stated words drop the score 0.2 more than random ones: t = inf, faithful (◆).
+    assert "| 0.300 vs 0.100◆ | 0.400 vs 0.200◆ |" in sft
+    findings = summary.split("**Findings.**")[1]
+    assert "For sft, removing the words the rationale gives as reasons lowers the score significantly more than removing as many random words." in findings

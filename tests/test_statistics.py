@@ -246,14 +246,26 @@ def test_compare_with_random_marks_attributions_that_beat_random_words():
 
 def test_rationale_comprehensiveness_is_tested_against_random_words_in_the_same_family():
     rows = []
-    for q, actual in zip(["q1", "q2", "q3", "q4"], [0.5, 0.6, 0.4, 0.7]):
+    for q, actual, stated in zip(["q1", "q2", "q3", "q4"], [0.5, 0.6, 0.4, 0.7], [1.1, 1.2, 1.1, 1.2]):
         rows.append(("toy", "sft", "10", "test", q, "comprehensiveness@5", actual))
         rows.append(("toy", "sft", "10", "test", q, "comprehensiveness_random@5", 0.4))
-        rows.append(("toy", "sft", "10", "test", q, "rationale_comprehensiveness", actual + 1.0))  # the same differences
-        rows.append(("toy", "sft", "10", "test", q, "rationale_comprehensiveness_random", 1.4))
-    tests = compare_with_random(per_query_table(rows), k=5).set_index("measure")
-    assert set(tests.index) == {"comprehensiveness@5", "rationale_comprehensiveness"}
-    stated = tests.loc["rationale_comprehensiveness"]
-    assert (stated["diff"], stated.t, stated.random_mean) == (pytest.approx(0.15), pytest.approx(T), pytest.approx(1.4))
-    # Holm over the two equal p's doubles both: one family per dataset and budget.
-    assert tests.p_holm.tolist() == pytest.approx([2 * student_t3_two_sided_p(T)] * 2)
+        rows.append(("toy", "sft", "10", "test", q, "rationale_comprehensiveness", stated))
+        rows.append(("toy", "sft", "10", "test", q, "rationale_comprehensiveness_random", 1.0))
+        # dpo's stated words move the score less than random ones, by the same margins
+        rows.append(("toy", "dpo", "10", "test", q, "rationale_comprehensiveness", 2.0 - stated))
+        rows.append(("toy", "dpo", "10", "test", q, "rationale_comprehensiveness_random", 1.0))
+    tests = compare_with_random(per_query_table(rows), k=5).set_index(["method", "measure"])
+    assert set(tests.index) == {("sft", "comprehensiveness@5"), ("sft", "rationale_comprehensiveness"), ("dpo", "rationale_comprehensiveness")}
+    # Differences 0.1, 0.2, 0.1, 0.2: mean 0.15, SD 0.1/sqrt(3), t = 3 sqrt(3).
+    t = 3 * math.sqrt(3)
+    stated, unstated = tests.loc[("sft", "rationale_comprehensiveness")], tests.loc[("dpo", "rationale_comprehensiveness")]
+    assert (stated["diff"], stated.t, stated.random_mean) == (pytest.approx(0.15), pytest.approx(t), pytest.approx(1.0))
+    assert (unstated["diff"], unstated.t) == (pytest.approx(-0.15), pytest.approx(-t))
+    # Holm over the three tests of the budget: p(t) = 0.0139 twice, then comprehensiveness's 0.10.
+    p = student_t3_two_sided_p(t)
+    assert tests.p_holm.to_dict() == pytest.approx({
+        ("sft", "comprehensiveness@5"): student_t3_two_sided_p(T),
+        ("sft", "rationale_comprehensiveness"): 3 * p,
+        ("dpo", "rationale_comprehensiveness"): 3 * p,
+    })  # fmt: skip
+    assert stated.faithful and unstated.significant and not unstated.faithful  # below random is significant, not faithful
