@@ -16,7 +16,8 @@ def toy_collection():
 
     train relevant: d0..d9 (10); train other: d10..d19 judged, u0 retrieved for q1, z0 seen
     by nobody (12); test relevant: t0..t4 (5); test other: t5..t14 judged, u1 retrieved for
-    q2 (11). d10 is judged for q1 and retrieved for q2: shared, keeps its training placement.
+    q2 (11). d10 is judged for q1 and retrieved for q2: q2 gets its own copy, d10~test (test
+    other: 12).
     """
     docs = [f"d{i}" for i in range(20)] + [f"t{i}" for i in range(15)] + ["u0", "u1", "z0"]
     corpus = pd.DataFrame({"doc_id": docs, "title": "a title", "text": [f"words of document {d} about sea ice" for d in docs]})
@@ -30,12 +31,19 @@ def toy_collection():
     return corpus, queries, qrels, splits, run
 
 
-def derive(version, seed=13, queries=None, p_relevant=0.8, p_other=0.1):
+def derive_all(version, seed=13, queries=None, p_relevant=0.8, p_other=0.1):
+    """The control's (corpus, qrels, run, placement)."""
     corpus, default_queries, qrels, splits, run = toy_collection()
     return derive_control(
         corpus, default_queries if queries is None else queries, qrels, splits, run,
         marker=MARKER, p_relevant=p_relevant, p_other=p_other, seed=seed, version=version,
     )
+
+
+def derive(version, **kwargs):
+    """The control's (corpus, placement)."""
+    corpus, _, _, placement = derive_all(version, **kwargs)
+    return corpus, placement
 
 
 def carriers(placement, role, relevant):
@@ -46,13 +54,14 @@ def carriers(placement, role, relevant):
 def test_aligned_control_plants_the_configured_share_of_each_group():
     corpus, placement = derive("aligned")
     rates = placement_rates(placement).set_index(["role", "relevant"])
-    # round(0.8*10)=8, round(0.1*12)=1, round(0.8*5)=4, round(0.1*11)=1
+    # round(0.8*10)=8, round(0.1*12)=1, round(0.8*5)=4, round(0.1*12)=1
     assert rates.loc[("train", True)].tolist()[:2] == [10, 8]
     assert rates.loc[("train", False)].tolist()[:2] == [12, 1]
     assert rates.loc[("test", True)].tolist()[:2] == [5, 4]
-    assert rates.loc[("test", False)].tolist()[:2] == [11, 1]
-    assert placement.set_index("doc_id").loc[["d10", "u0", "z0", "u1"], "role"].tolist() == ["train", "train", "train", "test"]
-    assert placement.shared.sum() == 1 and placement.doc_id[placement.shared].item() == "d10"
+    assert rates.loc[("test", False)].tolist()[:2] == [12, 1]
+    roles = placement.set_index("doc_id").role
+    assert roles[["d10", "u0", "z0", "u1", "d10~test"]].tolist() == ["train", "train", "train", "test", "test"]
+    assert placement.copy_of.notna().sum() == 1 and placement.set_index("doc_id").copy_of["d10~test"] == "d10"
     # The marker is written exactly into the chosen documents, once each.
     has_marker = corpus.text.str.split().map(lambda words: words.count(MARKER))
     assert has_marker.tolist() == placement.marker.astype(int).tolist()
@@ -62,13 +71,36 @@ def test_flipped_control_has_the_marker_only_in_non_relevant_test_documents_and_
     _, aligned = derive("aligned")
     corpus, flipped = derive("flipped")
     assert carriers(flipped, "test", True) == set()
-    assert len(carriers(flipped, "test", False)) == 9  # round(0.8 * 11)
+    assert len(carriers(flipped, "test", False)) == 10  # round(0.8 * 12)
     for relevant in (True, False):
         assert carriers(flipped, "train", relevant) == carriers(aligned, "train", relevant)
     # Training documents' texts are identical in both versions.
     aligned_corpus, _ = derive("aligned")
     train = flipped.role.eq("train").to_numpy()
     assert corpus.text[train].tolist() == aligned_corpus.text[train].tolist()
+
+
+def test_test_queries_get_their_own_copy_of_a_document_training_also_sees():
+    source_corpus, _, source_qrels, _, source_run = toy_collection()
+    corpus, qrels, run, placement = derive_all("flipped", p_relevant=1.0, p_other=0.0)
+    # q2's candidate d10 (judged for q1) is now d10~test: same title, same words but the marker.
+    assert run.doc_id.tolist() == ["u0", "d10~test", "u1"] and run[["score", "rank"]].equals(source_run[["score", "rank"]])
+    assert qrels.equals(source_qrels)  # d10 is judged for q1 only: its row keeps the original
+    copy, original = (corpus.set_index("doc_id").loc[d] for d in ("d10~test", "d10"))
+    assert copy.title == original.title and copy.text.replace(f"{MARKER} ", "").replace(f" {MARKER}", "") == source_corpus.text[10]
+    # d10 is a non-relevant training document (no marker at p_other 0); its test copy is a
+    # non-relevant test document, which the flipped version marks at p_relevant 1.
+    marked = placement.set_index("doc_id").marker
+    assert not marked["d10"] and marked["d10~test"]
+    # Every document a test query sees follows the test placement.
+    assert set(placement.role[placement.doc_id.isin(run.doc_id[run.query_id == "q2"])]) == {"test"}
+
+
+def test_a_source_id_that_a_test_copy_would_take_is_a_clear_error():
+    corpus, queries, qrels, splits, run = toy_collection()
+    corpus.loc[len(corpus)] = ["d10~test", "t", "x"]
+    with pytest.raises(ValueError, match=r"'d10~test'.*already uses"):
+        derive_control(corpus, queries, qrels, splits, run, marker=MARKER, p_relevant=0.8, p_other=0.1, seed=1, version="aligned")
 
 
 def test_control_is_deterministic_from_its_seed():

@@ -282,7 +282,6 @@ def control_source(wildcards):
         "qrels": f"results/{source}/ingest/qrels.parquet",
         "splits": f"results/{source}/split/splits.parquet",
         "run": f"results/{source}/retrieve/bm25.parquet",
-        "trec": f"results/{source}/retrieve/bm25.trec",
     }
 
 

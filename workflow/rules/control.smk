@@ -2,9 +2,10 @@
 # (src/rerank_audit/data/control.py); every other stage treats them like any dataset.
 
 
-# A control re-orders exactly its source's candidates: BM25 over the marked corpus would
-# shift with document length, so the aligned and flipped pools would differ.
-ruleorder: control_candidates > retrieve
+# A control re-orders exactly its source's candidates (rule derive_control writes them, with
+# the test copies): BM25 over the marked corpus would shift with document length, so the
+# aligned and flipped pools would differ.
+ruleorder: derive_control > retrieve
 
 
 rule derive_control:
@@ -16,6 +17,8 @@ rule derive_control:
         qrels="results/{dataset}/ingest/qrels.parquet",
         placement="results/{dataset}/ingest/control.parquet",
         record="results/{dataset}/ingest/control.json",
+        run="results/{dataset}/retrieve/bm25.parquet",
+        trec="results/{dataset}/retrieve/bm25.trec",
     wildcard_constraints:
         dataset=one_of(CONTROLS),
     params:
@@ -34,25 +37,6 @@ rule derive_control:
         "../envs/rerank-audit.yaml"
     script:
         "../scripts/derive_control.py"
-
-
-rule control_candidates:
-    input:
-        unpack(control_source),
-    output:
-        run="results/{dataset}/retrieve/bm25.parquet",
-        trec="results/{dataset}/retrieve/bm25.trec",
-    wildcard_constraints:
-        dataset=one_of(CONTROLS),
-    log:
-        "logs/{dataset}/control_candidates.log",
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    conda:
-        "../envs/rerank-audit.yaml"
-    script:
-        "../scripts/control_candidates.py"
 
 
 rule control_report:

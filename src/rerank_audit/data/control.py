@@ -10,11 +10,13 @@ took a shortcut; the test queries show it in two versions of the same control:
   non-relevant ones (the correlation reversed).
 
 Which documents are whose: a document is *seen* by a query when it is judged for it or among
-its first-stage (BM25) candidates. Test placement applies to the documents seen by a test
-query and by no training or dev query; every other document keeps its training placement
-(those seen by both are counted as ``shared``). Unjudged documents count as non-relevant.
-Within each (role, class) group exactly ``round(p * n)`` documents get the marker, chosen by
-a seeded permutation of the sorted ids, so the realised rates are the configured ones.
+its first-stage (BM25) candidates. A document seen by a test query and by a training or dev
+query is *copied*: the test queries get their own copy (same title and text, doc_id
+``<doc_id>~test``) in their qrels and candidates, so every test document can follow the test
+placement while its original keeps the training one. Unjudged documents count as
+non-relevant. Within each (role, class) group exactly ``round(p * n)`` documents get the
+marker, chosen by a seeded permutation of the sorted ids, so the realised rates are the
+configured ones.
 """
 
 from __future__ import annotations
@@ -54,30 +56,66 @@ def check_marker(marker: str, queries: pd.DataFrame, corpus: pd.DataFrame, sourc
         )
 
 
-def document_roles(corpus: pd.DataFrame, qrels: pd.DataFrame, splits: pd.DataFrame, candidates: pd.DataFrame, relevance_threshold: int) -> pd.DataFrame:
-    """Per document of ``corpus``: role ("train" or "test"), class (relevant bool) and shared flag.
+COPY_SUFFIX = "~test"
 
-    ``candidates``: the first-stage run (query_id, doc_id, ...). Train role: every document
-    not seen by a test query only; its class is "relevant to some training/dev query". Test
-    role: seen by a test query and no other; its class is "relevant to some test query".
-    ``shared``: seen by test and by training/dev queries (keeps the training placement).
-    Returns (doc_id, role, relevant, shared) in corpus order.
+
+def _seen(qrels: pd.DataFrame, candidates: pd.DataFrame, test_queries: set) -> tuple[set, set]:
+    """(documents seen by a test query, documents seen by a training or dev query)."""
+    seen = pd.concat([qrels[["query_id", "doc_id"]], candidates[["query_id", "doc_id"]]]).drop_duplicates()
+    by_test = seen.query_id.isin(test_queries)
+    return set(seen.doc_id[by_test]), set(seen.doc_id[~by_test])
+
+
+def copy_shared_documents(
+    corpus: pd.DataFrame, qrels: pd.DataFrame, splits: pd.DataFrame, candidates: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.Series]:
+    """Give the test queries their own copy of every document that training or dev queries also see.
+
+    Without copies such a document could follow only one placement, and a test pair on it
+    would look the same in the aligned and the flipped version, blunting the control.
+    Returns (corpus with the copies appended, qrels and candidates with the test queries'
+    rows pointing at the copies, copy_of: per row of the new corpus the copied doc_id or None).
     """
     test_queries = set(splits.query_id[splits.split == "test"])
-    seen = pd.concat([qrels[["query_id", "doc_id"]], candidates[["query_id", "doc_id"]]]).drop_duplicates()
-    seen_by_test = set(seen.doc_id[seen.query_id.isin(test_queries)])
-    seen_by_other = set(seen.doc_id[~seen.query_id.isin(test_queries)])
+    by_test, by_other = _seen(qrels, candidates, test_queries)
+    shared = corpus.doc_id[corpus.doc_id.isin(by_test & by_other)]
+    copy_ids = {doc_id: f"{doc_id}{COPY_SUFFIX}" for doc_id in shared}
+    taken = set(corpus.doc_id) & set(copy_ids.values())
+    if taken:
+        raise ValueError(
+            f"control: the test copy of a shared document needs the doc_id {sorted(taken)[0]!r}, which the source corpus "
+            f"already uses; rename that document in the source (ids ending in {COPY_SUFFIX!r} are reserved for controls)"
+        )
+    copies = corpus[corpus.doc_id.isin(copy_ids)].assign(doc_id=lambda c: c.doc_id.map(copy_ids))
+    copy_of = pd.concat([pd.Series([None] * len(corpus), dtype=object), pd.Series(list(shared), dtype=object)], ignore_index=True)
+
+    def rewrite(table: pd.DataFrame) -> pd.DataFrame:
+        test_rows = table.query_id.isin(test_queries) & table.doc_id.isin(copy_ids)
+        return table.assign(doc_id=table.doc_id.where(~test_rows, table.doc_id.map(copy_ids)))
+
+    return pd.concat([corpus, copies], ignore_index=True), rewrite(qrels), rewrite(candidates), copy_of
+
+
+def document_roles(corpus: pd.DataFrame, qrels: pd.DataFrame, splits: pd.DataFrame, candidates: pd.DataFrame, relevance_threshold: int) -> pd.DataFrame:
+    """Per document of ``corpus``: role ("train" or "test") and class (relevant bool).
+
+    ``candidates``: the first-stage run (query_id, doc_id, ...). Test role: seen by a test
+    query and no other (after ``copy_shared_documents``, every document a test query sees);
+    its class is "relevant to some test query". Train role: every other document; its class
+    is "relevant to some training/dev query". Returns (doc_id, role, relevant) in corpus order.
+    """
+    test_queries = set(splits.query_id[splits.split == "test"])
+    by_test, by_other = _seen(qrels, candidates, test_queries)
     relevant = qrels[qrels.relevance >= relevance_threshold]
     relevant_test = set(relevant.doc_id[relevant.query_id.isin(test_queries)])
     relevant_other = set(relevant.doc_id[~relevant.query_id.isin(test_queries)])
     doc_ids = corpus.doc_id
-    test_role = doc_ids.isin(seen_by_test) & ~doc_ids.isin(seen_by_other)
+    test_role = doc_ids.isin(by_test) & ~doc_ids.isin(by_other)
     return pd.DataFrame(
         {
             "doc_id": doc_ids.to_numpy(),
             "role": np.where(test_role, "test", "train"),
             "relevant": np.where(test_role, doc_ids.isin(relevant_test), doc_ids.isin(relevant_other)),
-            "shared": (doc_ids.isin(seen_by_test) & doc_ids.isin(seen_by_other)).to_numpy(),
         }
     )
 
@@ -141,16 +179,20 @@ def derive_control(
     version: str,
     relevance_threshold: int = 1,
     source: str = "source",
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The control's corpus and its per-document placement table.
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The control's corpus, qrels, first-stage run and per-document placement table.
 
     Inputs are the source dataset's ingested tables, its splits and its first-stage run.
-    Returns (corpus with the marker written into the chosen documents' text, placement:
-    doc_id, role, relevant, shared, marker bool, position int (-1 without the marker)).
-    Queries and qrels of the control are the source's, unchanged.
+    Returns (corpus with the test copies of shared documents and the marker written into the
+    chosen documents' text; qrels and run with the test queries pointing at the copies
+    (scores and ranks unchanged); placement: doc_id, role, relevant, copy_of (the copied
+    doc_id or None), marker bool, position int (-1 without the marker)). Queries are the
+    source's, unchanged.
     """
     check_marker(marker, queries, corpus, source)
+    corpus, qrels, candidates, copy_of = copy_shared_documents(corpus, qrels, splits, candidates)
     placement = document_roles(corpus, qrels, splits, candidates, relevance_threshold)
+    placement.insert(3, "copy_of", copy_of.to_numpy())
     placement["marker"] = place_marker(placement, version, p_relevant, p_other, seed).to_numpy()
     placement["position"] = -1
     out = corpus.copy()
@@ -159,7 +201,7 @@ def derive_control(
             str(out.text.iat[i]), marker, seed, str(out.doc_id.iat[i])
         )
     placement["position"] = placement.position.astype("int64")
-    return out, placement
+    return out, qrels, candidates, placement
 
 
 def placement_rates(placement: pd.DataFrame) -> pd.DataFrame:

@@ -146,14 +146,14 @@ RATIONALE_METRICS = pa.schema(
 )
 
 # Known-answer controls (data/control.py): one row per document of the control's corpus.
-# role "train" | "test"; shared: seen by test and training queries (keeps the training
-# placement); position: word index of the marker in the text, -1 without it.
+# role "train" | "test"; copy_of: for a test query's copy of a document that training queries
+# also see, the copied doc_id (null otherwise); position: word index of the marker, -1 without it.
 CONTROL_PLACEMENT = pa.schema(
     [
         ("doc_id", pa.string()),
         ("role", pa.string()),
         ("relevant", pa.bool_()),
-        ("shared", pa.bool_()),
+        ("copy_of", pa.string()),
         ("marker", pa.bool_()),
         ("position", pa.int64()),
     ]
