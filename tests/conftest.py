@@ -19,6 +19,14 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tokenizer(tiny_lm_dir):
+    """The tiny model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_lm_dir)
+
+
+@pytest.fixture(scope="session")
 def climate_fever() -> Path:
     """The real CLIMATE-FEVER jsonl from shared/data (read by path, never copied)."""
     if not CLIMATE_FEVER.exists():

@@ -7,6 +7,7 @@ import pytest
 from rerank_audit.data.control import derive_control, insert_marker, placement_rates, resolve_controls
 from rerank_audit.evaluation.controls import attribution_summary, control_markdown, marker_attribution, shortcut_tests
 from rerank_audit.rerank import check_models_from
+from rerank_audit.training.examples import preference_pairs
 
 MARKER = "zorblat"
 
@@ -94,6 +95,37 @@ def test_test_queries_get_their_own_copy_of_a_document_training_also_sees():
     assert not marked["d10"] and marked["d10~test"]
     # Every document a test query sees follows the test placement.
     assert set(placement.role[placement.doc_id.isin(run.doc_id[run.query_id == "q2"])]) == {"test"}
+
+
+def test_copies_keep_each_querys_judgements_and_training_never_takes_a_test_relevant_copy_as_a_negative(tokenizer):
+    corpus, queries, qrels, splits, run = toy_collection()
+    # q2 also judges d15 relevant (judged 0 for q1) and d2 non-relevant (relevant for q1); a
+    # dev query q3 retrieves t0: all three are seen by a test and another query.
+    qrels = pd.concat([qrels, pd.DataFrame([("q2", "d15", 1), ("q2", "d2", 0)], columns=qrels.columns)], ignore_index=True)
+    queries = pd.concat([queries, pd.DataFrame({"query_id": ["q3"], "text": ["glacier"]})], ignore_index=True)
+    splits = pd.concat([splits, pd.DataFrame({"query_id": ["q3"], "split": ["dev"], "position": [0]})], ignore_index=True)
+    run = pd.concat([run, pd.DataFrame({"query_id": ["q3"], "doc_id": ["t0"], "score": [1.0], "rank": [1]})], ignore_index=True)
+    out, control_qrels, control_run, placement = derive_control(
+        corpus, queries, qrels, splits, run, marker=MARKER, p_relevant=0.8, p_other=0.1, seed=13, version="aligned"
+    )
+    grade = control_qrels.set_index(["query_id", "doc_id"]).relevance
+    assert (grade["q1", "d15"], grade["q2", "d15~test"], grade["q1", "d2"], grade["q2", "d2~test"], grade["q2", "t0~test"]) == (0, 1, 1, 0, 1)
+    assert not control_qrels.doc_id[control_qrels.query_id == "q2"].isin(["d2", "d15", "t0"]).any()  # q2 reads the copies
+    assert control_run.doc_id[control_run.query_id == "q3"].tolist() == ["t0"]
+    copies = placement[placement.copy_of.notna()]
+    # Copies are appended in corpus order (d2, d10, d15, t0), each named and worded after its original.
+    assert copies.copy_of.tolist() == ["d2", "d10", "d15", "t0"] and (copies.copy_of + "~test").tolist() == copies.doc_id.tolist()
+    texts = out.set_index("doc_id").text.str.replace(f"{MARKER} ", "").str.replace(f" {MARKER}", "")
+    assert all(texts[c] == texts[o] for c, o in zip(copies.doc_id, copies.copy_of))
+    classes = placement.set_index("doc_id")[["role", "relevant"]].apply(tuple, axis=1)
+    assert classes[["d2", "d2~test", "d15", "d15~test", "t0", "t0~test"]].tolist() == [
+        ("train", True), ("test", False), ("train", False), ("test", True), ("train", False), ("test", True)
+    ]
+    # d15 is judged non-relevant to q1 but relevant to q2 (through its copy): never a negative.
+    pairs = preference_pairs(
+        out, queries, control_qrels, control_run, ["q1"], tokenizer, pairs_per_query=10, relevance_threshold=1, seed=0
+    )
+    assert "d15" not in set(pairs.rejected_doc_id) and "d16" in set(pairs.rejected_doc_id)
 
 
 def test_a_source_id_that_a_test_copy_would_take_is_a_clear_error():

@@ -79,11 +79,6 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_lm_dir):
-    return AutoTokenizer.from_pretrained(tiny_lm_dir)
-
-
-@pytest.fixture(scope="module")
 def answers(tokenizer):
     """(yes, no): the one-token answers the tiny tokenizer is trained on."""
     return prompts.pointwise_completions(tokenizer)

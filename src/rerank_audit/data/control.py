@@ -10,8 +10,8 @@ took a shortcut; the test queries show it in two versions of the same control:
   non-relevant ones (the correlation reversed).
 
 Which documents are whose: a document is *seen* by a query when it is judged for it or among
-its first-stage (BM25) candidates. A document seen by a test query and by a training or dev
-query is *copied*: the test queries get their own copy (same title and text, doc_id
+its first-stage (BM25) candidates. A document seen by a test query and by any other query
+(training, dev or unsplit) is *copied*: the test queries get their own copy (same title and text, doc_id
 ``<doc_id>~test``) in their qrels and candidates, so every test document can follow the test
 placement while its original keeps the training one. Unjudged documents count as
 non-relevant. Within each (role, class) group exactly ``round(p * n)`` documents get the
@@ -59,6 +59,11 @@ def check_marker(marker: str, queries: pd.DataFrame, corpus: pd.DataFrame, sourc
 COPY_SUFFIX = "~test"
 
 
+def copied_from(doc_id: str) -> str:
+    """The document a control's test copy was made from (``doc_id`` itself for any other document)."""
+    return doc_id.removesuffix(COPY_SUFFIX)
+
+
 def _seen(qrels: pd.DataFrame, candidates: pd.DataFrame, test_queries: set) -> tuple[set, set]:
     """(documents seen by a test query, documents seen by a training or dev query)."""
     seen = pd.concat([qrels[["query_id", "doc_id"]], candidates[["query_id", "doc_id"]]]).drop_duplicates()
@@ -69,7 +74,7 @@ def _seen(qrels: pd.DataFrame, candidates: pd.DataFrame, test_queries: set) -> t
 def copy_shared_documents(
     corpus: pd.DataFrame, qrels: pd.DataFrame, splits: pd.DataFrame, candidates: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.Series]:
-    """Give the test queries their own copy of every document that training or dev queries also see.
+    """Give the test queries their own copy of every document that other queries also see.
 
     Without copies such a document could follow only one placement, and a test pair on it
     would look the same in the aligned and the flipped version, blunting the control.

@@ -20,7 +20,8 @@ Negatives only where non-relevance is known:
 A document with a positive grade for *any* query is never a negative, not even one judged
 non-relevant to this query: on collections of near-duplicate evidence (CLIMATE-FEVER) such a
 document is usually on the topic, and a positive grade anywhere, even below the threshold,
-is the evidence we have that the pool's judgements are incomplete around it. Documents
+is the evidence we have that the pool's judgements are incomplete around it (a control's
+test copy of a document counts as that document: the same text). Documents
 graded between 0 and the threshold for this query are neither positive nor negative: they
 would teach the model a wrong lesson either way.
 
@@ -36,6 +37,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from rerank_audit.data.control import copied_from
 from rerank_audit.models import prompts
 from rerank_audit.models.scoring.likelihood import DOCUMENT_FIELD, check_template
 
@@ -84,7 +86,7 @@ def _training_candidates(
     ranked = run.sort_values(["query_id", "rank", "doc_id"]).groupby("query_id")
     judged_ids = set(grades.groups)
     ranked_ids = set(ranked.groups)
-    relevant_anywhere = set(qrels.doc_id[qrels.relevance > 0])
+    relevant_anywhere = set(qrels.doc_id[qrels.relevance > 0].map(copied_from))
     result = []
     for query_id in dict.fromkeys(train_query_ids):
         judged = grades.get_group(query_id) if query_id in judged_ids else qrels.iloc[:0]
