@@ -65,7 +65,7 @@ def copied_from(doc_id: str) -> str:
 
 
 def _seen(qrels: pd.DataFrame, candidates: pd.DataFrame, test_queries: set) -> tuple[set, set]:
-    """(documents seen by a test query, documents seen by a training or dev query)."""
+    """(documents seen by a test query, documents seen by any other query)."""
     seen = pd.concat([qrels[["query_id", "doc_id"]], candidates[["query_id", "doc_id"]]]).drop_duplicates()
     by_test = seen.query_id.isin(test_queries)
     return set(seen.doc_id[by_test]), set(seen.doc_id[~by_test])
@@ -92,7 +92,7 @@ def copy_shared_documents(
             f"already uses; rename that document in the source (ids ending in {COPY_SUFFIX!r} are reserved for controls)"
         )
     copies = corpus[corpus.doc_id.isin(copy_ids)].assign(doc_id=lambda c: c.doc_id.map(copy_ids))
-    copy_of = pd.concat([pd.Series([None] * len(corpus), dtype=object), pd.Series(list(shared), dtype=object)], ignore_index=True)
+    copy_of = pd.Series([None] * len(corpus) + list(shared), dtype=object)
 
     def rewrite(table: pd.DataFrame) -> pd.DataFrame:
         test_rows = table.query_id.isin(test_queries) & table.doc_id.isin(copy_ids)

@@ -146,7 +146,7 @@ RATIONALE_METRICS = pa.schema(
 )
 
 # Known-answer controls (data/control.py): one row per document of the control's corpus.
-# role "train" | "test"; copy_of: for a test query's copy of a document that training queries
+# role "train" | "test"; copy_of: for a test query's copy of a document that other queries
 # also see, the copied doc_id (null otherwise); position: word index of the marker, -1 without it.
 CONTROL_PLACEMENT = pa.schema(
     [
