@@ -99,6 +99,7 @@ def test_bad_input_fails_the_ingest_rule_with_the_adapter_message(workdir):
 SHIPPED = {
     ("config.yaml",): {"train": 5, "rerank": 7},
     ("config.yaml", "controls.yaml"): {"train": 10, "rerank": 21, "control_report": 1},
+    ("config.yaml", "controls.yaml", "controls-steps.yaml"): {"train": 2, "rerank": 3, "control_report": 1},
     ("climate-fever.yaml",): {"train": 5, "rerank": 14},
     ("climate-fever.yaml", "climate-fever-controls.yaml"): {"train": 10, "rerank": 28, "control_report": 1},
     ("learning-curve.yaml",): {"train": 6, "rerank": 8},
