@@ -61,9 +61,10 @@ from scipy.stats import spearmanr
 from scoring import plain_log_odds, plain_query_log_probs
 
 from rerank_audit.explain.attribution import explain_pairs, owen_values
-from rerank_audit.explain.words import split_words
-from rerank_audit.models import prompts
-from rerank_audit.models.scoring import QueryLikelihoodScorer, YesNoScorer, load_scorer
+from rerank_audit.text.words import split_words
+from rerank_audit.text import prompts
+from rerank_audit.config import load_config
+from rerank_audit.models.scoring import QueryLikelihoodScorer, ScoringSettings, YesNoScorer, load_scorer
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("zeroshot", "qlm")
@@ -97,10 +98,10 @@ class CountingScorer:
         return self.scorer.score_pairs(queries, documents)
 
 
-def run_project(scorer, queries, documents, setting: dict) -> tuple[dict, object]:
+def run_project(scorer, queries, documents, setting: dict, pairs_per_call: int) -> tuple[dict, object]:
     counting = CountingScorer(scorer)
     started = time.perf_counter()
-    attributions = explain_pairs(counting, queries, documents, **setting, batch_size=len(queries))
+    attributions = explain_pairs(counting, queries, documents, **setting, pairs_per_call=pairs_per_call)
     return _stats(counting.calls, time.perf_counter() - started, len(queries)), attributions
 
 
@@ -199,7 +200,8 @@ def main() -> None:
     parser.add_argument("--reference-pairs", type=int, default=4, help="the first of them also given exact Owen values")
     parser.add_argument("--exact-levels", type=int, nargs="+", default=[0, 1, 2], help="project settings")
     parser.add_argument("--max-evaluations", type=int, nargs="*", default=[], help="more project settings: caps, levels up to 8")
-    parser.add_argument("--dtype", default="auto", help="scoring dtype, as in the pipeline's config (auto: chosen by the precision probe)")
+    parser.add_argument("--config", nargs="+", default=[REPO / "config/config.yaml"], help="the pipeline's config file(s): the explain stage's scoring settings and pairs per call")
+    parser.add_argument("--dtype", help="override the config's model.dtype (auto: chosen by the precision probe)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -209,12 +211,15 @@ def main() -> None:
     if not args.model.is_dir():
         raise SystemExit(f"{args.model} is missing; convert the bundled model first (rerank_audit.models.bundled.convert_bundled)")
 
-    scorer = load_scorer(args.method, args.model, progress=False, dtype=args.dtype, template=args.template)
+    config = load_config(*args.config)
+    settings = ScoringSettings.from_config(config, "explain").but(progress=False, **({"dtype": args.dtype} if args.dtype else {}))
+    pairs_per_call = config["explain"]["pairs_per_call"]
+    scorer = load_scorer(args.method, args.model, settings=settings, template=args.template)
     queries, documents = read_pairs(args.data, args.pairs, args.seed)
     n_query = [len(split_words(q)) for q in queries]
     words = [n + len(split_words(d)) for n, d in zip(n_query, documents)]
     print(
-        f"model {args.model.name}, method {args.method} ({args.dtype}: {scorer.model.dtype}), {args.pairs} pairs, "
+        f"model {args.model.name}, method {args.method} ({settings.dtype}: {scorer.model.dtype}, batch {settings.batch_size}, max length {settings.max_length}), {args.pairs} pairs, "
         f"words per pair {words}, torch threads {torch.get_num_threads()}"
     )
     scorer.score_pairs(queries[:2], documents[:2])  # warm-up: first-call allocations and numba compilation
@@ -230,10 +235,10 @@ def main() -> None:
     settings |= {f"max_evaluations={cap}": {"exact_levels": 8, "max_evaluations": cap} for cap in args.max_evaluations}
     same, estimates = {}, {}
     for name, setting in settings.items():
-        same[name], _ = run_project(scorer, queries[:k], documents[:k], setting)
+        same[name], _ = run_project(scorer, queries[:k], documents[:k], setting, pairs_per_call)
         print_row(f"project {name} ({k} pairs)", same[name])
     for name, setting in settings.items():
-        stats, estimates[name] = run_project(scorer, queries, documents, setting)
+        stats, estimates[name] = run_project(scorer, queries, documents, setting, pairs_per_call)
         print_row(f"project {name} ({args.pairs} pairs)", stats)
 
     print(f"\nexact Owen values, {r} pairs")

@@ -46,8 +46,9 @@ from attribution import REPO, CountingScorer, plain_scorer, read_pairs, run_defa
 from scipy.stats import spearmanr
 
 from rerank_audit.explain.attribution import WordHierarchy, explain_pairs, owen_values
-from rerank_audit.models import prompts
-from rerank_audit.models.scoring import YesNoScorer, load_scorer
+from rerank_audit.text import prompts
+from rerank_audit.config import load_config
+from rerank_audit.models.scoring import ScoringSettings, YesNoScorer, load_scorer
 
 FAMILIES = [("absent", k, 1) for k in range(5)] + [("ends", k, 1) for k in range(4)]
 FAMILIES += [("sampled", k, s) for k in range(4) for s in (1, 2, 4)]
@@ -176,16 +177,15 @@ def print_frontier(tokenizer, hierarchies, games, references, seeds: int, timed_
         )
 
 
-def time_default_and_project(scorer, queries, documents) -> tuple[float, float]:
+def time_default_and_project(scorer, queries, documents, pairs_per_call: int) -> tuple[float, float]:
     """Seconds per explanation of shap's default call (plain f) and the scorer's tokens per
     second on the project's explanation batches (levels 0 and 1, shap's overhead included)."""
-    k = len(queries)
     default = run_default(plain_scorer(scorer), scorer.tokenizer, queries, documents)
     rates = []
     for levels in (0, 1):
         counting = CountingScorer(scorer)
         started = time.perf_counter()
-        explain_pairs(counting, queries, documents, exact_levels=levels, batch_size=k)
+        explain_pairs(counting, queries, documents, exact_levels=levels, pairs_per_call=pairs_per_call)
         seconds = time.perf_counter() - started
         tokens = scorer_tokens(scorer.tokenizer, counting.pairs)
         rates.append(tokens / seconds)
@@ -206,13 +206,16 @@ def main() -> None:
         "--default-pairs", type=int, default=2, help="the first of them also timed with shap's default call (0: no timing; needs a zeroshot or qlm scorer)"
     )
     parser.add_argument("--seeds", type=int, default=3, help="draws of each sampled family")
-    parser.add_argument("--dtype", default="auto", help="scoring dtype, as in the pipeline's config (auto: chosen by the precision probe)")
+    parser.add_argument("--config", nargs="+", default=[REPO / "config/config.yaml"], help="the pipeline's config file(s): the explain stage's scoring settings and pairs per call")
+    parser.add_argument("--dtype", help="override the config's model.dtype (auto: chosen by the precision probe)")
     parser.add_argument("--compare-dtype", help="also score the exact games in this dtype (e.g. float32) and compare")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    scorer = load_scorer(args.method, args.model, progress=False, dtype=args.dtype)
+    config = load_config(*args.config)
+    settings = ScoringSettings.from_config(config, "explain").but(progress=False, **({"dtype": args.dtype} if args.dtype else {}))
+    scorer = load_scorer(args.method, args.model, settings=settings)
     if not isinstance(scorer, YesNoScorer):
         print(f"note: token counts and projected speed-ups model the yes/no prompt, not {args.method}'s; evaluations and Spearman are {args.method}'s")
     queries, documents = read_pairs(args.data, args.pairs, args.seed)
@@ -222,16 +225,16 @@ def main() -> None:
     k = args.default_pairs
     speed = None
     if k:
-        default_seconds, rate = time_default_and_project(scorer, queries[:k], documents[:k])
+        default_seconds, rate = time_default_and_project(scorer, queries[:k], documents[:k], config["explain"]["pairs_per_call"])
         speed = lambda tokens: default_seconds / (tokens / rate)
 
-    games, references = exact_games(scorer, hierarchies, queries, documents, args.dtype)
-    print(f"\nOn the exact games scored in {args.dtype}:")
+    games, references = exact_games(scorer, hierarchies, queries, documents, settings.dtype)
+    print(f"\nOn the exact games scored in {settings.dtype}:")
     print_frontier(scorer.tokenizer, hierarchies, games, references, args.seeds, k, speed)
     if args.compare_dtype:
-        other = load_scorer(args.method, args.model, progress=False, dtype=args.compare_dtype)
+        other = load_scorer(args.method, args.model, settings=settings.but(dtype=args.compare_dtype))
         games, compared = exact_games(other, hierarchies, queries, documents, args.compare_dtype)
-        print(f"\nExact values in {args.dtype} vs. {args.compare_dtype}, per pair:")
+        print(f"\nExact values in {settings.dtype} vs. {args.compare_dtype}, per pair:")
         for i, (ours, theirs) in enumerate(zip(references, compared)):
             print(f"pair {i}: Spearman {spearmanr(ours, theirs).statistic:.3f}, top-{TOP} overlap {top_overlap(ours, theirs, TOP):.2f}")
         print(f"\nOn the exact games scored in {args.compare_dtype}:")

@@ -19,7 +19,7 @@ import Stemmer
 from rank_bm25 import BM25Okapi
 
 from rerank_audit.data.ingest import read_collection
-from rerank_audit.models.prompts import document_text
+from rerank_audit.text.prompts import document_text
 
 
 def main() -> None:

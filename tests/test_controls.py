@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rerank_audit.data.control import derive_control, insert_marker, placement_rates, resolve_controls
+from rerank_audit.config import check_models_from, resolve_controls
+from rerank_audit.data.control import derive_control, insert_marker, placement_rates
 from rerank_audit.evaluation.controls import attribution_summary, control_markdown, marker_attribution, shortcut_tests
-from rerank_audit.rerank import check_models_from
 from rerank_audit.training.examples import preference_pairs
 
 MARKER = "zorblat"

@@ -25,7 +25,8 @@ from rerank_audit.explain.rationale import (
 )
 from rerank_audit.explain.score_cache import cached_scores
 from rerank_audit.explain.selection import explained_head, pairs_to_explain, rationale_items, reranked_head
-from rerank_audit.explain.words import split_words, word_key
+from rerank_audit.text.words import split_words, word_key
+from rerank_audit.models.settings import ScoringSettings
 
 QUERY = "glacier retreat in the Alps"
 DOCUMENT = "The glacier lost mass this summer."  # 6 words, "glacier" at position 1
@@ -128,7 +129,7 @@ def test_an_evaluation_cap_gives_each_pair_the_deepest_level_that_fits():
 
 def test_one_scorer_call_explains_a_whole_batch_of_pairs():
     scorer = GlacierCounter()
-    explain_pairs(scorer, [QUERY, QUERY, "snow"], [DOCUMENT, OTHER, "glacier glacier"], exact_levels=1, batch_size=3)
+    explain_pairs(scorer, [QUERY, QUERY, "snow"], [DOCUMENT, OTHER, "glacier glacier"], exact_levels=1, pairs_per_call=3)
     assert scorer.calls == 1
 
 
@@ -506,7 +507,7 @@ def test_rationale_comprehensiveness_random_baseline_removes_as_many_words():
 def test_rationale_comprehensiveness_with_the_tiny_model_is_the_hand_masked_score_drop(tiny_lm_dir):
     from rerank_audit.models.scoring import load_scorer
 
-    scorer = load_scorer("zeroshot", tiny_lm_dir, tiny_lm_dir, dtype="float32", device="cpu")
+    scorer = load_scorer("zeroshot", tiny_lm_dir, tiny_lm_dir, settings=ScoringSettings(dtype="float32", device="cpu"))
     result = rationale_comprehensiveness(
         scorer, [QUERY], [MELT_DOCUMENT], ["The glacier lost mass."], n_random=2, seed=0, normalisation="none"
     ).iloc[0]

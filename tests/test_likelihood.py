@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from rerank_audit.models.scoring import DEFAULT_QLM_TEMPLATE, QueryLikelihoodScorer
+from rerank_audit.models.scoring import QueryLikelihoodScorer
+from rerank_audit.text.prompts import DEFAULT_QLM_TEMPLATE
 from rerank_audit.models.loading import load_causal_lm, load_tokenizer
+from rerank_audit.models.settings import ScoringSettings
 
 BUNDLED = Path(__file__).resolve().parents[1] / "resources" / "models" / "smollm2-135m-instruct"
 TOLERANCE = 1e-4
@@ -84,7 +86,7 @@ def _naive_mean_log_prob(model, tokenizer, text: str, query: str) -> float:
 
 
 def test_batched_scores_equal_one_text_at_a_time(lm, tokenizer):
-    scorer = QueryLikelihoodScorer(lm, tokenizer, batch_size=3, max_length=MAX_LENGTH)
+    scorer = QueryLikelihoodScorer(lm, tokenizer, settings=ScoringSettings(batch_size=3, max_length=MAX_LENGTH))
     texts = [_naive_text(tokenizer, q, d, MAX_LENGTH) for q, d in zip(QUERIES, DOCUMENTS)]
     assert len(tokenizer(texts[4])["input_ids"]) <= MAX_LENGTH < len(tokenizer(LONG_DOCUMENT)["input_ids"])  # cut
     expected = [_naive_mean_log_prob(lm, tokenizer, t, q) for t, q in zip(texts, QUERIES)]
@@ -96,8 +98,8 @@ def test_batched_scores_equal_one_text_at_a_time(lm, tokenizer):
 
 
 def test_prefix_reuse_changes_no_score(lm, tokenizer):
-    reuse = QueryLikelihoodScorer(lm, tokenizer, batch_size=2, max_length=MAX_LENGTH, prefix_reuse=True)
-    plain = QueryLikelihoodScorer(lm, tokenizer, batch_size=2, max_length=MAX_LENGTH, prefix_reuse=False)
+    reuse = QueryLikelihoodScorer(lm, tokenizer, settings=ScoringSettings(batch_size=2, max_length=MAX_LENGTH, prefix_reuse=True))
+    plain = QueryLikelihoodScorer(lm, tokenizer, settings=ScoringSettings(batch_size=2, max_length=MAX_LENGTH, prefix_reuse=False))
     # one document for many queries: its prompt is the shared prefix
     queries = ["snow", "snow water", "Alps", "satellite microwave", "sea level"]
     documents = ["Snow water equivalent in the Alps from satellite passive microwave."] * 5

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from rerank_audit.models import prompts
-from rerank_audit.models.loading import load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_base_model, resolve_dtype
+from rerank_audit.text import prompts
+from rerank_audit.models.bundled import resolve_base_model
+from rerank_audit.models.loading import load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_dtype
 from rerank_audit.models.scoring import (
     ImplicitRewardScorer,
     RewardHeadScorer,
@@ -23,6 +24,7 @@ from rerank_audit.models.scoring import (
     answer_token_sets,
     load_scorer,
 )
+from rerank_audit.models.settings import ScoringSettings
 
 QUERIES = [
     "sea level rise in the Adriatic",
@@ -222,9 +224,9 @@ def test_training_answers_are_one_token_answers_the_scorer_reads(tokenizer):
 def scorers(lm, reward_model, tokenizer):
     """The three scorers, batch size 3 so that batches mix queries with different prefixes."""
     return {
-        "yes_no": YesNoScorer(lm, tokenizer, batch_size=3),
-        "implicit": ImplicitRewardScorer(lm, tokenizer, reference=load_causal_lm(_reference_dir(lm), "cpu", "float32"), beta=0.5, batch_size=3),
-        "reward": RewardHeadScorer(reward_model, tokenizer, batch_size=3),
+        "yes_no": YesNoScorer(lm, tokenizer, settings=ScoringSettings(batch_size=3)),
+        "implicit": ImplicitRewardScorer(lm, tokenizer, reference=load_causal_lm(_reference_dir(lm), "cpu", "float32"), beta=0.5, settings=ScoringSettings(batch_size=3)),
+        "reward": RewardHeadScorer(reward_model, tokenizer, settings=ScoringSettings(batch_size=3)),
     }
 
 
@@ -259,7 +261,7 @@ def test_implicit_reward_batched_equals_one_pair_at_a_time(lm, tokenizer):
     """Policy ≠ reference here: the reference is the same tiny LM with other random weights."""
     reference = load_causal_lm(lm.config.name_or_path, "cpu", "float32")
     _randomize(reference, seed=7)
-    scorer = ImplicitRewardScorer(lm, tokenizer, reference=reference, beta=0.5, batch_size=3)
+    scorer = ImplicitRewardScorer(lm, tokenizer, reference=reference, beta=0.5, settings=ScoringSettings(batch_size=3))
     expected = []
     for q, d in zip(QUERIES, DOCUMENTS):
         ids, start = _naive_document_ids(tokenizer, q, d)
@@ -276,14 +278,15 @@ def test_implicit_reward_is_zero_when_the_policy_is_the_reference(scorers):
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_prefix_reuse_equals_full_prompt_computation(scorers, name, batch_size):
     scorer = scorers[name]
-    scorer.batch_size = batch_size
+    settings = scorer.settings
+    scorer.settings = settings.but(batch_size=batch_size)
     try:
         scorer.prefix_reuse = True
         reused = scorer.score_pairs(QUERIES, DOCUMENTS)
         scorer.prefix_reuse = False
         plain = scorer.score_pairs(QUERIES, DOCUMENTS)
     finally:
-        scorer.prefix_reuse, scorer.batch_size = True, 3
+        scorer.prefix_reuse, scorer.settings = True, settings
     np.testing.assert_allclose(reused, plain, atol=TOLERANCE, rtol=0)
 
 
@@ -298,7 +301,7 @@ LONG_DOCUMENT = " ".join(["Monthly mean sea level at Venice and Trieste tide gau
 
 
 def test_truncation_cuts_the_document_and_keeps_query_and_answer_position(lm, tokenizer):
-    scorer = YesNoScorer(lm, tokenizer, max_length=80)
+    scorer = YesNoScorer(lm, tokenizer, settings=ScoringSettings(max_length=80))
     [ids] = scorer.prompt_ids(["sea level rise"], [LONG_DOCUMENT])
     full = _naive_pointwise_ids(tokenizer, "sea level rise", LONG_DOCUMENT)
     assert len(full) > 80 >= len(ids) > 70
@@ -312,18 +315,19 @@ def test_truncation_cuts_the_document_and_keeps_query_and_answer_position(lm, to
 @pytest.mark.parametrize("name", ["implicit", "reward"])
 def test_document_truncation_keeps_the_prompt_and_the_closing_eos(scorers, tokenizer, name):
     scorer = scorers[name]
-    scorer.max_length = 60
+    settings = scorer.settings
+    scorer.settings = settings.but(max_length=60)
     try:
         [ids] = scorer.prompt_ids(["sea level rise"], [LONG_DOCUMENT])
     finally:
-        scorer.max_length = 512
+        scorer.settings = settings
     prompt_ids = tokenizer(prompts.document_prompt(tokenizer, "sea level rise"))["input_ids"]
     assert 50 < len(ids) <= 60
     assert ids[: len(prompt_ids) - 1] == prompt_ids[:-1] and ids[-1] == tokenizer.eos_token_id
 
 
 def test_load_scorer_reads_a_full_model_folder(lm_dir, lm, tokenizer):
-    scorer = load_scorer("zeroshot", lm_dir, lm_dir, batch_size=4, max_length=256, dtype="float32", device="cpu")
+    scorer = load_scorer("zeroshot", lm_dir, lm_dir, settings=ScoringSettings(batch_size=4, max_length=256, dtype="float32", device="cpu"))
     expected = [_naive_yes_no(lm, tokenizer, _naive_pointwise_ids(tokenizer, q, d)) for q, d in zip(QUERIES, DOCUMENTS)]
     np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
 
@@ -332,7 +336,7 @@ def test_load_scorer_merges_a_lora_adapter_for_yes_no(lora_dirs, lm_dir, tokeniz
     from peft import PeftModel
 
     peft_model = PeftModel.from_pretrained(load_causal_lm(lm_dir, "cpu", "float32"), str(lora_dirs["CAUSAL_LM"])).eval()
-    scorer = load_scorer("sft", lora_dirs["CAUSAL_LM"], lm_dir, dtype="float32", device="cpu")
+    scorer = load_scorer("sft", lora_dirs["CAUSAL_LM"], lm_dir, settings=ScoringSettings(dtype="float32", device="cpu"))
     assert not isinstance(scorer.model, PeftModel)  # merged
     expected = [_naive_yes_no(peft_model, tokenizer, _naive_pointwise_ids(tokenizer, q, d)) for q, d in zip(QUERIES, DOCUMENTS)]
     base = [_naive_yes_no(load_causal_lm(lm_dir, "cpu", "float32"), tokenizer, _naive_pointwise_ids(tokenizer, QUERIES[0], DOCUMENTS[0]))]
@@ -343,7 +347,7 @@ def test_load_scorer_merges_a_lora_adapter_for_yes_no(lora_dirs, lm_dir, tokeniz
 def test_load_scorer_uses_the_disabled_adapter_as_dpo_reference(lora_dirs, lm_dir, lm, tokenizer):
     from peft import PeftModel
 
-    scorer = load_scorer("dpo_pairs", lora_dirs["CAUSAL_LM"], lm_dir, beta=0.1, dtype="float32", device="cpu")
+    scorer = load_scorer("dpo_pairs", lora_dirs["CAUSAL_LM"], lm_dir, beta=0.1, settings=ScoringSettings(dtype="float32", device="cpu"))
     assert isinstance(scorer.policy, PeftModel) and scorer.reference is None
     policy = PeftModel.from_pretrained(load_causal_lm(lm_dir, "cpu", "float32"), str(lora_dirs["CAUSAL_LM"])).eval()
     expected = []
@@ -358,7 +362,7 @@ def test_dpo_scores_the_yes_no_log_odds_relative_to_the_disabled_adapter(lora_di
     """dpo: β·(log-odds with the adapter − log-odds of the base), the adapter kept un-merged."""
     from peft import PeftModel
 
-    scorer = load_scorer("dpo", lora_dirs["CAUSAL_LM"], lm_dir, beta=0.3, dtype="float32", device="cpu", batch_size=3)
+    scorer = load_scorer("dpo", lora_dirs["CAUSAL_LM"], lm_dir, beta=0.3, settings=ScoringSettings(dtype="float32", device="cpu", batch_size=3))
     assert isinstance(scorer.model, PeftModel) and scorer.reference is None
     policy = PeftModel.from_pretrained(load_causal_lm(lm_dir, "cpu", "float32"), str(lora_dirs["CAUSAL_LM"])).eval()
     policy_odds = np.array([_naive_yes_no(policy, tokenizer, _naive_pointwise_ids(tokenizer, q, d)) for q, d in zip(QUERIES, DOCUMENTS)])
@@ -371,7 +375,7 @@ def test_dpo_scores_the_yes_no_log_odds_relative_to_the_disabled_adapter(lora_di
 def test_dpo_of_a_full_fine_tune_is_relative_to_the_base_model(lm, tokenizer):
     reference = load_causal_lm(lm.config.name_or_path, "cpu", "float32")
     _randomize(reference, seed=7)
-    scorer = YesNoScorer(lm, tokenizer, reference=reference, beta=0.5, batch_size=3)
+    scorer = YesNoScorer(lm, tokenizer, reference=reference, beta=0.5, settings=ScoringSettings(batch_size=3))
     expected = [
         0.5 * (_naive_yes_no(lm, tokenizer, ids) - _naive_yes_no(reference, tokenizer, ids))
         for ids in (_naive_pointwise_ids(tokenizer, q, d) for q, d in zip(QUERIES, DOCUMENTS))
@@ -385,7 +389,7 @@ def test_reward_is_read_at_the_closing_eos_even_when_pad_is_eos(reward_dir, toke
     eos_padded.pad_token = eos_padded.eos_token
     model = load_sequence_classifier(reward_dir, "cpu", "float32")
     model.config.pad_token_id = eos_padded.eos_token_id
-    scorer = RewardHeadScorer(model, eos_padded, batch_size=3)
+    scorer = RewardHeadScorer(model, eos_padded, settings=ScoringSettings(batch_size=3))
     shortened = [d.rsplit(" ", 1)[0] if " " in d else "" for d in DOCUMENTS]  # the last word deleted
     for documents in (DOCUMENTS, shortened):
         ids = scorer.prompt_ids(QUERIES, documents)
@@ -399,7 +403,7 @@ def test_load_scorer_reads_a_reward_adapter_with_its_trained_head(lora_dirs, lm_
     from peft import PeftModel
 
     peft_model = PeftModel.from_pretrained(load_sequence_classifier(lm_dir, "cpu", "float32"), str(lora_dirs["SEQ_CLS"])).eval()
-    scorer = load_scorer("reward", lora_dirs["SEQ_CLS"], lm_dir, dtype="float32", device="cpu")
+    scorer = load_scorer("reward", lora_dirs["SEQ_CLS"], lm_dir, settings=ScoringSettings(dtype="float32", device="cpu"))
     expected = [_naive_reward(peft_model, _naive_document_ids(tokenizer, q, d)[0]) for q, d in zip(QUERIES, DOCUMENTS)]
     np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
 
@@ -413,12 +417,12 @@ def test_reward_adapter_without_saved_head_is_refused(lora_dirs, lm_dir, tmp_pat
     config["modules_to_save"] = None
     (folder / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="modules_to_save"):
-        load_scorer("reward", folder, lm_dir, device="cpu")
+        load_scorer("reward", folder, lm_dir, settings=ScoringSettings(device="cpu"))
 
 
 def test_bf16_scores_follow_fp32_scores(lm_dir):
-    fp32 = load_scorer("zeroshot", lm_dir, dtype="float32", device="cpu").score_pairs(QUERIES, DOCUMENTS)
-    bf16 = load_scorer("zeroshot", lm_dir, dtype="bfloat16", device="cpu").score_pairs(QUERIES, DOCUMENTS)
+    fp32 = load_scorer("zeroshot", lm_dir, settings=ScoringSettings(dtype="float32", device="cpu")).score_pairs(QUERIES, DOCUMENTS)
+    bf16 = load_scorer("zeroshot", lm_dir, settings=ScoringSettings(dtype="bfloat16", device="cpu")).score_pairs(QUERIES, DOCUMENTS)
     assert bf16.dtype == np.float64 and np.corrcoef(fp32, bf16)[0, 1] > 0.9
 
 
@@ -522,7 +526,7 @@ def test_bundled_model_converts_and_ranks_relevant_above_irrelevant(tmp_path):
     answer = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     assert "Paris" in tokenizer.decode(answer[0, inputs["input_ids"].shape[1]:])
 
-    scorer = load_scorer("zeroshot", folder, dtype="float32", device="cpu")
+    scorer = load_scorer("zeroshot", folder, settings=ScoringSettings(dtype="float32", device="cpu"))
     queries = [q for q, _, _ in TOY_RANKING for _ in range(2)]
     documents = [d for _, relevant, irrelevant in TOY_RANKING for d in (relevant, irrelevant)]
     scores = scorer.score_pairs(queries, documents).reshape(-1, 2)

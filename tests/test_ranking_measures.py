@@ -6,9 +6,9 @@ import math
 import pandas as pd
 import pytest
 
+from rerank_audit.config import check_measures
 from rerank_audit.evaluation.ranking import (
     aggregate,
-    check_measures,
     evaluate_random_reordering,
     evaluate_run,
     parse_measures,

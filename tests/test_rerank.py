@@ -4,14 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rerank_audit.rerank import (
-    check_models_from,
-    check_test_queries_unseen,
-    fuse_with_first_stage,
-    fusion_settings,
-    random_reordering,
-    rerank_candidates,
-)
+from rerank_audit.config import check_models_from, check_test_queries_unseen, fusion_settings
+from rerank_audit.rerank import fuse_with_first_stage, random_reordering, rerank_candidates
 
 
 class LengthScorer:

@@ -31,7 +31,7 @@ from transformers import AutoTokenizer
 
 from rerank_audit.data import schemas
 from rerank_audit.io import read_table, write_table
-from rerank_audit.models import prompts
+from rerank_audit.text import prompts
 from rerank_audit.training.examples import (
     NoNegativesError,
     answer_pairs,
@@ -40,6 +40,7 @@ from rerank_audit.training.examples import (
     query_examples,
     sft_examples,
 )
+from rerank_audit.models.settings import ScoringSettings
 
 REPO = Path(__file__).resolve().parents[1]
 # TRL 1.16 itself calls a transformers 5.24 deprecated alias on every DPO step; not ours to fix.
@@ -558,7 +559,7 @@ def test_each_trained_scorer_ranks_glacier_documents_above_desert_ones(method, t
     settings = hyper(**TOY_TRAINING[method], save_steps=1000, logging_steps=10)
     train_reranker(method, tiny_lm_dir, data, tmp_path, settings, seed=0)
 
-    scorer = load_scorer(method, tmp_path, base_model=tiny_lm_dir, beta=settings["beta"], device="cpu")
+    scorer = load_scorer(method, tmp_path, base_model=tiny_lm_dir, beta=settings["beta"], settings=ScoringSettings(device="cpu"))
     held_out = [prompts.document_text(*toy_document(word, filler)) for word in ("glacier", "desert") for filler in HELD_OUT]
     for query in TOY_QUERIES:
         scores = scorer.score_pairs([query] * len(held_out), held_out)
@@ -570,7 +571,8 @@ def test_each_trained_scorer_ranks_glacier_documents_above_desert_ones(method, t
 def test_qlm_sft_then_qlm_scoring_ranks_each_topic_document_above_the_other_topic(tiny_lm_dir, tmp_path):
     """Each toy query is relevant to one topic's documents; after qlm_sft (LoRA, as configured), the
     query likelihood puts the held-out documents of the query's topic above those of the other topic."""
-    from rerank_audit.models.scoring import DEFAULT_QLM_TEMPLATE, load_scorer
+    from rerank_audit.models.scoring import load_scorer
+    from rerank_audit.text.prompts import DEFAULT_QLM_TEMPLATE
     from rerank_audit.training.trainers import train_reranker
 
     corpus, _, _, run = toy_collection()
@@ -583,7 +585,7 @@ def test_qlm_sft_then_qlm_scoring_ranks_each_topic_document_above_the_other_topi
     settings = hyper(learning_rate=3e-3, max_steps=60, batch_size=8, save_steps=1000, logging_steps=20)
     train_reranker("qlm_sft", tiny_lm_dir, data, tmp_path, settings, seed=0)
 
-    scorer = load_scorer("qlm_sft", tmp_path, base_model=tiny_lm_dir, template=DEFAULT_QLM_TEMPLATE, device="cpu", dtype="float32")
+    scorer = load_scorer("qlm_sft", tmp_path, base_model=tiny_lm_dir, template=DEFAULT_QLM_TEMPLATE, settings=ScoringSettings(device="cpu", dtype="float32"))
     held_out = {word: [prompts.document_text(*toy_document(word, filler)) for filler in HELD_OUT] for word in topic_queries}
     for word, query in topic_queries.items():
         other = next(w for w in topic_queries if w != word)

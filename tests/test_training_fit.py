@@ -15,9 +15,10 @@ import pytest
 
 from rerank_audit.evaluation.statistics import compare_methods
 from rerank_audit.evaluation.summary import summary_markdown, training_markdown
-from rerank_audit.models import prompts
+from rerank_audit.text import prompts
 from rerank_audit.training.examples import answer_pairs
 from rerank_audit.training.fit import pairwise_accuracy, training_fit, training_pairs
+from rerank_audit.models.settings import ScoringSettings
 
 CORPUS = pd.DataFrame(
     {
@@ -178,7 +179,7 @@ def test_a_trained_dpo_model_orders_its_own_training_pairs_better_than_the_untra
 
     def load(method):
         folder = tiny_lm_dir if method == "zeroshot" else tmp_path
-        return load_scorer(method, folder, tiny_lm_dir, beta=settings["beta"], device="cpu", dtype="float32")
+        return load_scorer(method, folder, tiny_lm_dir, beta=settings["beta"], settings=ScoringSettings(device="cpu", dtype="float32"))
 
     yes = prompts.pointwise_completions(tokenizer)[0]
     fit = training_fit("dpo", "all", answer_pairs(examples), queries, corpus, record, load, relevant_answer=yes)

@@ -10,7 +10,7 @@ import psutil
 import pytest
 import yaml
 
-from rerank_audit.models import prompts
+from rerank_audit.text import prompts
 from transformers import AutoTokenizer
 from workflow_runner import planned_rules, snakemake, snakemake_command, tiny_config, write_config, write_tiny_collection
 

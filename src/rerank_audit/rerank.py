@@ -14,15 +14,13 @@ import numpy as np
 import pandas as pd
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
-from rerank_audit.models.prompts import corpus_texts
+from rerank_audit.text.prompts import corpus_texts
 from rerank_audit.models.scorer import Scorer
 
 log = logging.getLogger(__name__)
 
 RANDOM_METHOD = "random"
 FUSED_SUFFIX = "+bm25"
-# Weight of BM25 in a fused score when the config names none (Zhuang et al. 2023, llm-qlm).
-DEFAULT_FUSION_WEIGHT = 0.2
 
 
 def rerank_candidates(scorer: Scorer, first_stage: pd.DataFrame, queries: pd.DataFrame, corpus: pd.DataFrame, depth: int, method: str, budget: str) -> pd.DataFrame:
@@ -54,25 +52,6 @@ def random_reordering(first_stage: pd.DataFrame, depth: int, seed: int) -> pd.Da
     head, tail = _head_and_tail(first_stage, depth)
     head["score"] = np.random.default_rng(seed).random(len(head))
     return _reordered(head, tail, RANDOM_METHOD, UNTRAINED_BUDGET)
-
-
-def fusion_settings(rerank: dict, methods: list[str]) -> tuple[float, list[str]]:
-    """(BM25 weight, fused methods) of the ``rerank`` config section.
-
-    ``rerank.fusion`` is a list of methods (weight ``rerank.fusion_weight``, default
-    ``DEFAULT_FUSION_WEIGHT``) or ``{weight, methods}``; absent: no fusion. Every fused
-    method must be one of ``methods`` (the config's); the error names the key and the fix.
-    """
-    fusion = rerank.get("fusion") or []
-    weight = rerank.get("fusion_weight", DEFAULT_FUSION_WEIGHT)
-    if isinstance(fusion, dict):
-        if "fusion_weight" in rerank and "weight" in fusion:
-            raise ValueError("rerank.fusion.weight and rerank.fusion_weight both set; keep one")
-        weight, fusion = fusion.get("weight", weight), fusion.get("methods", [])
-    unknown = [m for m in fusion if m not in methods]
-    if unknown:
-        raise ValueError(f"rerank.fusion names {unknown}, which are not in methods ({methods}); add them to methods or remove them from rerank.fusion")
-    return float(weight), list(dict.fromkeys(fusion))
 
 
 def _min_max(scores: pd.Series, query_ids: pd.Series) -> np.ndarray:
@@ -121,68 +100,3 @@ def _reordered(head: pd.DataFrame, tail: pd.DataFrame, method: str, budget: str)
     ranked["rank"] = ranked.groupby("query_id", sort=False).cumcount().astype("int64") + 1
     ranked["method"], ranked["budget"] = method, budget
     return ranked[["query_id", "doc_id", "score", "rank", "method", "budget"]].reset_index(drop=True)
-
-
-def check_test_queries_unseen(splits: pd.DataFrame, model_splits: pd.DataFrame, models_from: str) -> None:
-    """Raise if a test query of ``splits`` is a training query of ``model_splits``.
-
-    A dataset with ``models_from`` re-ranks with models trained on that other dataset's
-    training queries; a test query among them would be scored by a model that saw its
-    judgements. Both frames: (query_id, split, position).
-    """
-    test = set(splits.query_id[splits.split == "test"])
-    seen = sorted(test & set(model_splits.query_id[model_splits.split == "train"]))
-    if seen:
-        raise ValueError(
-            f"{len(seen)} test query(ies) of this dataset, e.g. {seen[0]!r}, are training queries of dataset {models_from!r}, "
-            f"whose models it re-uses (models_from); give both datasets the same queries, qrels and relevance_threshold"
-        )
-
-
-# Keys a dataset must share with the dataset whose models it re-uses (models_from): the
-# ingested queries and qrels, hence the split, must be the same; and the query-likelihood
-# template, the prompt qlm_sft was trained on (compared with its default filled in).
-SHARED_WITH_MODELS = ("format", "sources", "options", "relevance_threshold", "qlm_template")
-
-
-def qlm_template(spec: dict) -> str:
-    """A dataset's query-likelihood template: ``qlm_template``, else the scorer's default."""
-    # imported here: evaluation reads this module and needs no torch
-    from rerank_audit.models.scoring.likelihood import DEFAULT_QLM_TEMPLATE
-
-    return spec.get("qlm_template", DEFAULT_QLM_TEMPLATE)
-
-
-def check_models_from(datasets: dict[str, dict]) -> None:
-    """Raise unless every dataset's ``models_from`` names another dataset with the same data.
-
-    ``datasets``: the config's ``datasets`` mapping (name -> spec). The named dataset must
-    exist, train its own models (no chain) and agree on ``SHARED_WITH_MODELS`` and on its
-    ``control`` entry except the version (an aligned/flipped control pair); the error names
-    the config key and the fix.
-    """
-    for name, spec in datasets.items():
-        other = spec.get("models_from")
-        if other is None:
-            continue
-        key = f"datasets.{name}.models_from"
-        if other not in datasets or other == name:
-            raise ValueError(f"{key}: {other!r} is not another dataset of this config ({', '.join(datasets)}); name one of them or remove the key")
-        if datasets[other].get("models_from") is not None:
-            raise ValueError(f"{key}: {other!r} itself re-uses the models of {datasets[other]['models_from']!r}; name that dataset instead")
-        # A control pair (aligned, flipped) shares its models: everything but the version agrees.
-        mine_control, their_control = ({k: v for k, v in (s.get("control") or {}).items() if k != "version"} for s in (spec, datasets[other]))
-        if mine_control != their_control:
-            raise ValueError(
-                f"{key}: datasets.{name}.control ({spec.get('control')!r}) and datasets.{other}.control "
-                f"({datasets[other].get('control')!r}) must differ at most in version (the same marker in the same training "
-                f"documents); make them equal, or remove models_from"
-            )
-        for field in SHARED_WITH_MODELS:
-            value = qlm_template if field == "qlm_template" else (lambda s, f=field: s.get(f))
-            mine, theirs = value(spec), value(datasets[other])
-            if mine != theirs:
-                raise ValueError(
-                    f"{key}: {name!r} re-ranks with the models trained on {other!r}, but datasets.{name}.{field} ({mine!r}) differs "
-                    f"from datasets.{other}.{field} ({theirs!r}); make them equal, or remove models_from to train on {name!r} itself"
-                )

@@ -1,21 +1,24 @@
 # Helpers shared by all rules: config validation, paths, input functions.
+# Nothing imported here loads torch: parsing the Snakefile (a dry run too) stays fast.
 import os
 import re
 from types import SimpleNamespace as Namespace
 
 from snakemake.utils import validate
 
-from rerank_audit.data.control import control_pairs, resolve_controls
+from rerank_audit.config import check_config, control_pairs, fusion_settings, qlm_template
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
-from rerank_audit.evaluation.ranking import check_measures
-from rerank_audit.models.loading import BUNDLED_PREFIX, resolve_base_model
-from rerank_audit.models.scoring import UNTRAINED_METHODS, UNTRAINED_REFERENCE, check_template
-from rerank_audit.rerank import FUSED_SUFFIX, check_models_from, fusion_settings, qlm_template
+from rerank_audit.methods import method
+from rerank_audit.models.bundled import BUNDLED_PREFIX, resolve_base_model
+from rerank_audit.models.settings import ScoringSettings
+from rerank_audit.rerank import FUSED_SUFFIX
 
 
 validate(config, schema="../schemas/config.schema.yaml")
-# Controls inherit their source's candidate pool and threshold before anything reads them.
-resolve_controls(config["datasets"])
+# Before any job: methods are registry entries, controls inherit their source's candidate
+# pool and threshold, models_from names a dataset with the same data, measures parse,
+# qlm templates hold {document}, fusion names configured methods (rerank_audit.config).
+check_config(config)
 
 
 DATASETS = list(config["datasets"])
@@ -42,37 +45,22 @@ def dataset_primary_measure_names(dataset):
     return config["datasets"][dataset].get("primary_measures", config["evaluate"]["primary_measures"])
 
 
-# Before any job: models_from names a dataset with the same data (and qlm template); measures
-# parse and hold the primary ones; qlm templates hold {document}; fusion names known methods.
-check_models_from(config["datasets"])
-for name in DATASETS:
-    check_measures(dataset_measure_names(name), dataset_primary_measure_names(name), f"datasets.{name}")
-    try:
-        check_template(qlm_template(config["datasets"][name]))
-    except ValueError as error:
-        raise ValueError(f"datasets.{name}.qlm_template: {error}") from None
 FUSION_WEIGHT, FUSED_METHODS = fusion_settings(config["rerank"], config["methods"])
 
 
 # Untrained methods (zeroshot, qlm) score the base model as it is, once, at budget "0".
-TRAINED_METHODS = [m for m in config["methods"] if m not in UNTRAINED_METHODS]
+TRAINED_METHODS = [m for m in config["methods"] if method(m).trained]
 BUDGETS = [str(b) for b in config["budgets"]]
 MODELS_DIR = "resources/models"
 BASE_MODEL = resolve_base_model(config["model"]["base"], MODELS_DIR)
 RATIONALE_GENERATOR = resolve_base_model(config["rationale"]["generator"], MODELS_DIR)
-# Each trained method learns from one of the tables that rule training_data writes.
-TRAINING_TABLE = {
-    "sft": "sft_examples",
-    "dpo": "answer_pairs",
-    "dpo_pairs": "document_pairs",
-    "reward": "document_pairs",
-    "qlm_sft": "query_examples",
-}
+# How scorers run (batch, max length, dtype): re-ranking and training fit; explanations.
+SCORING = {stage: ScoringSettings.from_config(config, stage).as_dict() for stage in ("rerank", "explain")}
 # Rows of the report: each method, its fused row (rerank.fusion) right after it.
 REPORTED_METHODS = [name for m in config["methods"] for name in ([m, m + FUSED_SUFFIX] if m in FUSED_METHODS else [m])]
 # "Did training help?": each trained method against its untrained counterpart when that is
 # configured too (sft vs zeroshot, qlm_sft vs qlm), and a fused row against the fused counterpart.
-UNTRAINED_OF = {m: UNTRAINED_REFERENCE[m] for m in TRAINED_METHODS if UNTRAINED_REFERENCE[m] in config["methods"]}
+UNTRAINED_OF = {m: method(m).untrained for m in TRAINED_METHODS if method(m).untrained in config["methods"]}
 UNTRAINED_OF |= {m + FUSED_SUFFIX: r + FUSED_SUFFIX for m, r in UNTRAINED_OF.items() if {m, r} <= set(FUSED_METHODS)}
 
 
@@ -198,32 +186,38 @@ def dataset_qlm_template(wildcards):
 
 
 def scoring_template(wildcards):
-    """The template the method scores with: the dataset's for qlm and qlm_sft, None for the
-    other methods (so that editing the template re-runs only the query-likelihood jobs)."""
-    return dataset_qlm_template(wildcards) if wildcards.method in ("qlm", "qlm_sft") else None
+    """The template the method scores with: the dataset's for the query-likelihood family, None for
+    the other methods (so that editing the template re-runs only the query-likelihood jobs)."""
+    return dataset_qlm_template(wildcards) if method(wildcards.method).family == "likelihood" else None
 
 
 def training_table(wildcards):
-    return f"results/{wildcards.dataset}/train/{wildcards.budget}/{TRAINING_TABLE[wildcards.method]}.parquet"
+    return f"results/{wildcards.dataset}/train/{wildcards.budget}/{method(wildcards.method).training_table}.parquet"
 
 
 def scoring_model(wildcards):
     """What a method scores with: its trained model (named by training_config.json, written
     last; trained on the models_from dataset when one is set), or the base model for the untrained methods."""
-    if wildcards.method in UNTRAINED_METHODS:
+    if not method(wildcards.method).trained:
         return base_model_input(wildcards)
     return [f"results/{model_dataset(wildcards)}/models/{wildcards.method}/{wildcards.budget}/training_config.json"]
 
 
 def scoring_model_dir(wildcards):
-    if wildcards.method in UNTRAINED_METHODS:
+    if not method(wildcards.method).trained:
         return BASE_MODEL
     return os.path.dirname(scoring_model(wildcards)[0])
 
 
+def scorer_params(stage):
+    """The params of a rule that loads a method's scorer: the model, the method's own settings
+    (DPO beta, qlm template) and the stage's ScoringSettings (``scoring``, a dict)."""
+    return dict(base_model=BASE_MODEL, model_dir=scoring_model_dir, beta=scoring_beta, template=scoring_template, scoring=SCORING[stage])
+
+
 def method_budgets():
     """Every (method, budget) that is re-ranked: untrained methods once, trained methods per budget."""
-    return [(m, b) for m in config["methods"] for b in ([UNTRAINED_BUDGET] if m in UNTRAINED_METHODS else BUDGETS)]
+    return [(m, b) for m in config["methods"] for b in (BUDGETS if method(m).trained else [UNTRAINED_BUDGET])]
 
 
 def per_method(wildcards, pattern):

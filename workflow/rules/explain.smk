@@ -11,12 +11,7 @@ rule explain:
         faithfulness="results/{dataset}/explain/{method}/{budget}/faithfulness.parquet",
     params:
         **named_params(
-            base_model=BASE_MODEL,
-            model_dir=scoring_model_dir,
-            beta=scoring_beta,
-            template=scoring_template,
-            dtype=config["model"]["dtype"],
-            max_length=config["rerank"]["max_length"],
+            **scorer_params("explain"),
             depth=config["rerank"]["depth"],  # the head each method re-scored: where its top and bottom are
             marker=control_marker,  # a control's planted word: its comprehensiveness alone
             **config["explain"] | {"queries": explain_queries},
@@ -84,13 +79,8 @@ rule rationale_metrics:
         metrics="results/{dataset}/rationale/{method}/{budget}/rationale_metrics.parquet",
     params:
         **named_params(
-            base_model=BASE_MODEL,
-            model_dir=scoring_model_dir,
-            beta=scoring_beta,
-            template=scoring_template,
-            dtype=config["model"]["dtype"],
-            max_length=config["rerank"]["max_length"],
-            batch_size=config["explain"]["batch_size"],
+            **scorer_params("explain"),
+            pairs_per_call=config["explain"]["pairs_per_call"],
             depth=config["rerank"]["depth"],
             top_documents=config["explain"]["top_documents"],
             bottom_documents=config["explain"]["bottom_documents"],

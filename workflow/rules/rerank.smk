@@ -9,16 +9,7 @@ rule rerank:
         run="results/{dataset}/rerank/{method}/{budget}/run.parquet",
         trec="results/{dataset}/rerank/{method}/{budget}/run.trec",
     params:
-        **named_params(
-            base_model=BASE_MODEL,
-            model_dir=scoring_model_dir,
-            beta=scoring_beta,
-            template=scoring_template,
-            depth=config["rerank"]["depth"],
-            batch_size=config["rerank"]["batch_size"],
-            max_length=config["rerank"]["max_length"],
-            dtype=config["model"]["dtype"],
-        ),
+        **named_params(**scorer_params("rerank"), depth=config["rerank"]["depth"]),
     log:
         "logs/{dataset}/rerank/{method}/{budget}.log",
     benchmark:

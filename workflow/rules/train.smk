@@ -66,6 +66,7 @@ rule train:
             base_model=BASE_MODEL,
             hyper=train_hyper,
             seed=config["train"]["seed"],
+            dtype=config["model"]["dtype"],
         ),
     log:
         "logs/{dataset}/train/{method}/{budget}.log",
@@ -92,15 +93,7 @@ rule training_fit:
     output:
         fit="results/{dataset}/models/{method}/{budget}/training_fit.json",
     params:
-        **named_params(
-            base_model=BASE_MODEL,
-            model_dir=scoring_model_dir,
-            beta=scoring_beta,
-            template=scoring_template,
-            batch_size=config["rerank"]["batch_size"],
-            max_length=config["rerank"]["max_length"],
-            dtype=config["model"]["dtype"],
-        ),
+        **named_params(**scorer_params("rerank")),
     log:
         "logs/{dataset}/training_fit/{method}/{budget}.log",
     benchmark:

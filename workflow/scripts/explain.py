@@ -6,7 +6,7 @@ from rerank_audit.explain.attribution import explain_pairs, top_keywords
 from rerank_audit.explain.faithfulness import candidate_spreads, faithfulness
 from rerank_audit.explain.selection import pairs_to_explain, reranked_head
 from rerank_audit.io import read_table, write_table
-from rerank_audit.models.scoring import load_scorer
+from rerank_audit.models.scoring import ScoringSettings, load_scorer
 
 log = log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -22,21 +22,18 @@ pairs = pairs_to_explain(
     bottom_documents=p.bottom_documents,
     depth=p.depth,
 )
-scorer = load_scorer(
-    w.method, p.model_dir, p.base_model, beta=p.beta, template=p.template, batch_size=p.batch_size,
-    max_length=p.max_length, dtype=p.dtype,
-)
+scorer = load_scorer(w.method, p.model_dir, p.base_model, settings=ScoringSettings(**p.scoring), beta=p.beta, template=p.template)
 cache = {}  # attribution and faithfulness score many of the same masked pairs
 ids = dict(query_ids=pairs.query_id.tolist(), doc_ids=pairs.doc_id.tolist())
 texts = (pairs["query"].tolist(), pairs.document.tolist())
 attributions = explain_pairs(
-    scorer, *texts, exact_levels=p.exact_levels, max_evaluations=p.max_evaluations, cache=cache, batch_size=p.batch_size, **ids
+    scorer, *texts, exact_levels=p.exact_levels, max_evaluations=p.max_evaluations, cache=cache, pairs_per_call=p.pairs_per_call, **ids
 )
 attributions = attributions.assign(method=w.method, budget=w.budget)
 spreads = candidate_spreads(reranked_head(run, p.depth))  # candidate_std: each query's spread of the method's scores
 faithful = faithfulness(
     scorer, *texts, attributions, ks=p.ks, n_random=p.random_sets, seed=p.seed, deletion_steps=p.deletion_steps,
-    normalisation=p.normalisation, cache=cache, batch_size=p.batch_size, candidate_spread=spreads, marker=p.marker, **ids,
+    normalisation=p.normalisation, cache=cache, pairs_per_call=p.pairs_per_call, candidate_spread=spreads, marker=p.marker, **ids,
 )
 write_table(attributions, snakemake.output.attributions, schemas.ATTRIBUTIONS)
 write_table(top_keywords(attributions, p.keywords), snakemake.output.keywords, schemas.ATTRIBUTIONS)

@@ -6,7 +6,7 @@ from rerank_audit.explain.faithfulness import candidate_spreads, rationale_compr
 from rerank_audit.explain.rationale import rationale_metrics, with_rationales
 from rerank_audit.explain.selection import explained_head, rationale_items, reranked_head
 from rerank_audit.io import read_table, write_table
-from rerank_audit.models.scoring import load_scorer
+from rerank_audit.models.scoring import ScoringSettings, load_scorer
 
 log = log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -20,13 +20,10 @@ items = rationale_items(
     read_table(inp.corpus, schemas.CORPUS),
 )
 items = with_rationales(items, read_table(inp.rationales, schemas.RATIONALES), inp.rationales)
-scorer = load_scorer(
-    w.method, p.model_dir, p.base_model, beta=p.beta, template=p.template, batch_size=p.batch_size,
-    max_length=p.max_length, dtype=p.dtype,
-)
+scorer = load_scorer(w.method, p.model_dir, p.base_model, settings=ScoringSettings(**p.scoring), beta=p.beta, template=p.template)
 faithful = rationale_comprehensiveness(
     scorer, items["query"].tolist(), items.document.tolist(), items.rationale.tolist(), n_random=p.random_sets, seed=p.seed,
-    normalisation=p.normalisation, batch_size=p.batch_size, query_ids=items.query_id.tolist(), doc_ids=items.doc_id.tolist(),
+    normalisation=p.normalisation, pairs_per_call=p.pairs_per_call, query_ids=items.query_id.tolist(), doc_ids=items.doc_id.tolist(),
     candidate_spread=candidate_spreads(reranked_head(run, p.depth)),
 )
 metrics = rationale_metrics(items).merge(faithful, on=["query_id", "doc_id"], validate="one_to_one")

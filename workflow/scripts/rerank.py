@@ -3,7 +3,7 @@ import torch
 from rerank_audit.logs import log_to
 from rerank_audit.data import schemas
 from rerank_audit.io import read_table, write_table, write_trec_run
-from rerank_audit.models.scoring import load_scorer
+from rerank_audit.models.scoring import ScoringSettings, load_scorer
 from rerank_audit.rerank import rerank_candidates
 
 log = log_to(snakemake.log[0])
@@ -12,10 +12,7 @@ p, w = snakemake.params, snakemake.wildcards
 splits = read_table(snakemake.input.splits, schemas.SPLITS)
 first_stage = read_table(snakemake.input.run, schemas.RUN)
 first_stage = first_stage[first_stage.query_id.isin(splits.query_id[splits.split == "test"])]
-scorer = load_scorer(
-    w.method, p.model_dir, p.base_model, beta=p.beta, template=p.template, batch_size=p.batch_size,
-    max_length=p.max_length, dtype=p.dtype,
-)
+scorer = load_scorer(w.method, p.model_dir, p.base_model, settings=ScoringSettings(**p.scoring), beta=p.beta, template=p.template)
 run = rerank_candidates(
     scorer,
     first_stage,

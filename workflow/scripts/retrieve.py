@@ -1,6 +1,6 @@
 from rerank_audit.logs import log_to
 from rerank_audit.data import schemas
-from rerank_audit.rerank import check_test_queries_unseen
+from rerank_audit.config import check_test_queries_unseen
 from rerank_audit.io import read_table, write_table, write_trec_run
 from rerank_audit.retrieval.bm25 import bm25_candidates, bm25_index, judged_candidates
 

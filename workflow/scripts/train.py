@@ -16,4 +16,5 @@ train_reranker(
     Path(snakemake.output.model).parent,
     p.hyper,
     seed=p.seed,
+    dtype=p.dtype,
 )

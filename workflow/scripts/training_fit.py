@@ -7,8 +7,9 @@ from rerank_audit.logs import log_to
 from rerank_audit.data import schemas
 from rerank_audit.io import atomic_path, read_table
 from rerank_audit.models.loading import load_tokenizer
-from rerank_audit.models.prompts import pointwise_completions
-from rerank_audit.models.scoring import UNTRAINED_METHODS, load_scorer
+from rerank_audit.text.prompts import pointwise_completions
+from rerank_audit.methods import method as method_spec
+from rerank_audit.models.scoring import ScoringSettings, load_scorer
 from rerank_audit.training.fit import training_fit
 
 log = log_to(snakemake.log[0])
@@ -18,11 +19,8 @@ p, w = snakemake.params, snakemake.wildcards
 
 def scorer(method):
     """The trained model's scorer for its own method, the base model's for an untrained one (as rule rerank loads them)."""
-    model_dir = p.base_model if method in UNTRAINED_METHODS else p.model_dir
-    return load_scorer(
-        method, model_dir, p.base_model, beta=p.beta, template=p.template, batch_size=p.batch_size,
-        max_length=p.max_length, dtype=p.dtype,
-    )
+    model_dir = p.model_dir if method_spec(method).trained else p.base_model
+    return load_scorer(method, model_dir, p.base_model, settings=ScoringSettings(**p.scoring), beta=p.beta, template=p.template)
 
 
 record = json.loads(Path(snakemake.input.model[0]).read_text())
@@ -34,7 +32,7 @@ fit = training_fit(
     read_table(snakemake.input.corpus, schemas.CORPUS),
     record,
     scorer,
-    relevant_answer=pointwise_completions(load_tokenizer(p.base_model))[0] if w.method == "dpo" else None,
+    relevant_answer=pointwise_completions(load_tokenizer(p.base_model))[0] if method_spec(w.method).training_table == "answer_pairs" else None,
 )
 fit = {"dataset": w.dataset, **fit}
 log.info("training fit: %s", fit)

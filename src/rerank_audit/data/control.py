@@ -26,14 +26,9 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from rerank_audit.explain.words import content_keys, word_key, word_segments
+from rerank_audit.text.words import content_keys, word_key, word_segments
 
 VERSIONS = ("aligned", "flipped")
-# Keys a control always takes from its source dataset: the
-# candidate pool and the relevance threshold decide which documents are whose.
-INHERITED = ("candidates", "relevance_threshold")
-# Keys a control inherits unless it sets its own.
-INHERITED_DEFAULTS = ("measures", "primary_measures")
 
 
 def check_marker(marker: str, queries: pd.DataFrame, corpus: pd.DataFrame, source: str) -> None:
@@ -215,49 +210,3 @@ def placement_rates(placement: pd.DataFrame) -> pd.DataFrame:
     rates = pd.DataFrame({"documents": groups.size(), "with_marker": groups.sum()}).reset_index()
     rates["rate"] = rates.with_marker / rates.documents
     return rates
-
-
-def resolve_controls(datasets: dict[str, dict]) -> None:
-    """Check every control entry of the config's ``datasets`` and fill what it inherits, in place.
-
-    A control names its ``source`` (another dataset, not itself a control); ``INHERITED`` keys
-    are the source's (whatever the control sets); ``INHERITED_DEFAULTS`` keys
-    from the source unless the control sets them. A non-control dataset needs format and sources.
-    """
-    for name, spec in datasets.items():
-        control = spec.get("control")
-        if control is None:
-            missing = [key for key in ("format", "sources") if key not in spec]
-            if missing:
-                raise ValueError(f"datasets.{name}: needs {' and '.join(missing)} (or a control: {{source: ...}} entry)")
-            continue
-        source = control["source"]
-        if source not in datasets or source == name or datasets[source].get("control") is not None:
-            raise ValueError(f"datasets.{name}.control.source: {source!r} is not another, non-control dataset of this config ({', '.join(datasets)})")
-        # The schema fills defaults into every entry, so a control's own value cannot be told
-        # from a default: the source's always wins (the schema says so).
-        for key in INHERITED:
-            if key in datasets[source]:
-                spec[key] = datasets[source][key]
-        for key in INHERITED_DEFAULTS:
-            if key not in spec and key in datasets[source]:
-                spec[key] = datasets[source][key]
-
-
-def control_pairs(datasets: dict[str, dict]) -> dict[str, str]:
-    """Aligned control -> its flipped partner: the flipped control whose models_from names it."""
-    pairs = {}
-    for name, spec in datasets.items():
-        control = spec.get("control") or {}
-        if control.get("version") != "flipped":
-            continue
-        aligned = spec.get("models_from")
-        if aligned is None or (datasets[aligned].get("control") or {}).get("version") != "aligned":
-            raise ValueError(
-                f"datasets.{name}: a flipped control is scored by the models of its aligned control; set models_from to "
-                f"that dataset (a control with the same source, marker, rates and seed and version: aligned)"
-            )
-        if aligned in pairs:
-            raise ValueError(f"datasets.{name} and datasets.{pairs[aligned]} are both flipped versions of {aligned!r}; keep one")
-        pairs[aligned] = name
-    return pairs

@@ -2,9 +2,23 @@
 
 import pyarrow as pa
 
+from rerank_audit.explain import measures
+
 CORPUS = pa.schema([("doc_id", pa.string()), ("title", pa.string()), ("text", pa.string())])
 QUERIES = pa.schema([("query_id", pa.string()), ("text", pa.string())])
-QRELS = pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("relevance", pa.int64())])
+# Field metadata of an optional column: adapters that have no such information and files
+# written before the column existed lack it; io reads and writes it as null there.
+OPTIONAL = {"optional": "true"}
+# label: the judgement's original label where the source has one (CLIMATE-FEVER: SUPPORTS,
+# REFUTES, NOT_ENOUGH_INFO; the stance probe reads it), null elsewhere.
+QRELS = pa.schema(
+    [
+        ("query_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("relevance", pa.int64()),
+        pa.field("label", pa.string(), metadata=OPTIONAL),
+    ]
+)
 # position orders queries inside a split: training budgets take the first b train queries,
 # so smaller budgets are nested in larger ones.
 SPLITS = pa.schema([("query_id", pa.string()), ("split", pa.string()), ("position", pa.int64())])
@@ -74,7 +88,7 @@ PREFERENCE_PAIRS = pa.schema(
     ]
 )
 # Explanations (explain/). budget as in RUN, so tables of several budgets concatenate.
-# part: "query" | "document"; position: word index within its part (explain/words.py).
+# part: "query" | "document"; position: word index within its part (text/words.py).
 ATTRIBUTIONS = pa.schema(
     [
         ("method", pa.string()),
@@ -111,17 +125,7 @@ FAITHFULNESS = pa.schema(
         ("k", pa.int64()),
         ("score", pa.float64()),
         ("scale", pa.float64()),
-        ("comprehensiveness", pa.float64()),
-        ("sufficiency", pa.float64()),
-        ("comprehensiveness_random", pa.float64()),
-        ("sufficiency_random", pa.float64()),
-        ("deletion_auc", pa.float64()),
-        ("deletion_auc_random", pa.float64()),
-        ("lexical_shortcut", pa.float64()),
-        ("lexical_baseline", pa.float64()),
-        ("lexical_excess", pa.float64()),
-        ("marker_comprehensiveness", pa.float64()),
-        ("marker_comprehensiveness_random", pa.float64()),
+        *[(name, pa.float64()) for name in measures.columns("faithfulness")],
     ]
 )
 # Rationale checks (explain/rationale.py); verdict null when the rationale states none; end:
@@ -136,12 +140,8 @@ RATIONALE_METRICS = pa.schema(
         ("end", pa.string()),
         ("relevant", pa.bool_()),
         ("verdict", pa.bool_()),
-        ("keyword_coverage", pa.float64()),
-        ("verdict_agreement", pa.float64()),
-        ("unsupported_rate", pa.float64()),
         ("rationale_words", pa.int64()),
-        ("rationale_comprehensiveness", pa.float64()),
-        ("rationale_comprehensiveness_random", pa.float64()),
+        *[(name, pa.float64()) for name in measures.columns("rationale")],
     ]
 )
 
@@ -158,6 +158,11 @@ CONTROL_PLACEMENT = pa.schema(
         ("position", pa.int64()),
     ]
 )
+
+
+def optional_fields(schema: pa.Schema) -> list[pa.Field]:
+    """The fields of ``schema`` marked ``OPTIONAL`` (a table may lack them: they read as null)."""
+    return [field for field in schema if (field.metadata or {}).get(b"optional") == b"true"]
 
 
 def from_frame(frame) -> pa.Schema:

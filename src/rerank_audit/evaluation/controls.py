@@ -26,8 +26,9 @@ from scipy import stats as scipy_stats
 
 from rerank_audit.evaluation import plots
 from rerank_audit.evaluation.statistics import TEST_SPLIT, holm, paired_t_test
-from rerank_audit.evaluation.summary import METHOD_NAMES, method_order
-from rerank_audit.explain.words import split_words, word_key
+from rerank_audit.evaluation.summary import method_order
+from rerank_audit.methods import display_name
+from rerank_audit.text.words import split_words, word_key
 
 KEYS = ["method", "budget"]
 SUMMARY_COLUMNS = [
@@ -177,7 +178,7 @@ def control_markdown(table: pd.DataFrame, control: dict, name: str, flipped: str
     findings = []
     for method in order:
         for _, row in rows.loc[[method]].iterrows():
-            label = METHOD_NAMES.get(method, method)
+            label = display_name(method)
             lines.append(
                 f"| {label} | {row.budget} | {row.aligned:.3f} | {row.flipped:.3f} | {row.difference:+.3f} | {row.p_holm:.3g} | "
                 f"{_share(row.get('top1', np.nan), row.get('explained', np.nan))} | "
@@ -245,7 +246,7 @@ def aligned_vs_flipped(table: pd.DataFrame, path: str | Path, measure: str, meth
         share = row.get("top1_share", np.nan)
         text = "marker top-1\n–" if pd.isna(share) else f"marker top-1\n{share:.0%}"
         axes.annotate(text, (i, max(row.aligned, row.flipped)), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7)
-    axes.set_xticks(x, [f"{METHOD_NAMES.get(m, m)}\n{b}" for m, b in zip(rows.method, rows.budget)], fontsize=8)
+    axes.set_xticks(x, [f"{display_name(m)}\n{b}" for m, b in zip(rows.method, rows.budget)], fontsize=8)
     axes.set_ylabel(plots.measure_label(measure))
     axes.set_ylim(0, 1.25)
     axes.legend(loc="upper right", fontsize=8, ncols=2)

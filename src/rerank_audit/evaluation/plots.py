@@ -24,28 +24,26 @@ from matplotlib.transforms import Bbox
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
 from rerank_audit.evaluation.statistics import BASELINES, TEST_SPLIT
-from rerank_audit.evaluation.summary import METHOD_NAMES, method_order
+from rerank_audit.evaluation.summary import method_order
+from rerank_audit.explain.measures import measure_of
+from rerank_audit.methods import display_name
 from rerank_audit.io import atomic_path
 
 DPI = 150
 ATTRIBUTION_COLORMAP = "RdBu_r"  # diverging: red raises the score, blue lowers it, white ~ 0
-REFERENCE_STYLES = {"bm25": {"color": "black", "linestyle": "--"}, "zeroshot": {"color": "0.45", "linestyle": ":"}}
+REFERENCE_STYLES = {"bm25": {"color": "black", "linestyle": "--"}}
+UNTRAINED_LINESTYLE = ":"  # an untrained method's level, drawn across the budgets
 
-# Axis label of a measure: its name with unit / range.
-MEASURE_UNITS = [
-    (r"^(nDCG|RR|AP|P|R|Judged)\b", "0–1"),
-    (r"^(comprehensiveness|sufficiency|deletion_auc)", "score drop, in SDs of\nthe method's candidate scores"),
-    (r"^(lexical_shortcut|lexical_baseline|keyword_coverage|verdict_agreement|unsupported_rate)", "share, 0–1"),
-    (r"^lexical_excess", "shortcut − baseline, −1–1"),
-]
+# Axis label of a ranking measure: its name with its range (explainability measures carry their own unit).
+RANKING_MEASURE = r"^(nDCG|RR|AP|P|R|Judged)\b"
 
 
 def measure_label(measure: str) -> str:
     """``measure`` with its unit (on a second line when long), e.g. "nDCG@10 (0–1)"."""
-    for pattern, unit in MEASURE_UNITS:
-        if re.match(pattern, measure):
-            return f"{measure} ({unit})"
-    return measure
+    if re.match(RANKING_MEASURE, measure):
+        return f"{measure} (0–1)"
+    explained = measure_of(measure)
+    return f"{measure} ({explained.unit})" if explained else measure
 
 
 def method_colours(methods: Sequence[str]) -> dict[str, tuple]:
@@ -57,7 +55,7 @@ def method_colours(methods: Sequence[str]) -> dict[str, tuple]:
 
 
 def _name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
+    return display_name(method)
 
 
 def _save(figure: Figure, path: str | Path) -> Figure:
@@ -94,7 +92,7 @@ def learning_curves(
     concatenated). One panel per dataset x measure (measures missing from ``stats`` are
     skipped); one line per trained method (label: method name) over its budgets, placed at
     ``budget_positions`` (``budget_sizes`` maps e.g. "all" to its query count); bm25 and
-    zeroshot (budget "0") as horizontal reference lines with a light CI band. The x axis is
+    the untrained methods (budget "0") as horizontal reference lines with a light CI band. The x axis is
     logarithmic when budgets span more than a factor of 8. Returns the Figure.
     """
     measures = [m for m in measures if m in set(stats.measure)]
@@ -116,7 +114,7 @@ def learning_curves(
                 rows = data[data.method == method]
                 if method in BASELINES or set(rows.budget) == {UNTRAINED_BUDGET}:
                     reference = rows.iloc[0]
-                    style = REFERENCE_STYLES.get(method, {"color": colours[method], "linestyle": "-."})
+                    style = REFERENCE_STYLES.get(method, {"color": colours[method], "linestyle": UNTRAINED_LINESTYLE})
                     ax.axhline(reference["mean"], linewidth=1.5, label=f"{_name(method)} (untrained)", **style)
                     ax.axhspan(reference.ci_low, reference.ci_high, color=style["color"], alpha=0.08, linewidth=0)
                     continue

@@ -26,24 +26,6 @@ def parse_measures(names: list[str], relevance_threshold: int) -> dict[str, obje
     return measures
 
 
-def check_measures(names: list[str], primary: list[str], where: str) -> None:
-    """Raise unless every name in ``names`` parses and ``primary`` is a subset of ``names``.
-
-    ``where`` names the config block in the message (e.g. "datasets.demo").
-    """
-    for name in names:
-        try:
-            ir_measures.parse_measure(name)
-        except (NameError, ValueError, SyntaxError, TypeError) as error:
-            raise ValueError(f"{where}: measure {name!r} is not an ir-measures name ({error}); write it as e.g. nDCG@10 or AP(rel=2)") from error
-    missing = [m for m in primary if m not in names]
-    if missing:
-        raise ValueError(
-            f"{where}: primary measures {missing} are not among its measures {list(names)}; add them to "
-            f"{where}.measures (or evaluate.measures), or set {where}.primary_measures"
-        )
-
-
 def per_query_measures(run: pd.DataFrame, qrels: pd.DataFrame, query_ids: list[str], measures: dict[str, object]) -> pd.DataFrame:
     """(query_id, measure, value) for every query in ``query_ids`` and every measure.
 

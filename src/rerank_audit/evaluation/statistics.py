@@ -9,7 +9,7 @@ family of one training budget: primary measures x methods x comparisons.
 Comparisons, in the order they are tested: ``random`` (the re-ranked head in random order:
 does a method order anything at all?), ``bm25`` (does it beat the first stage it re-orders?)
 and ``untrained`` (did training help over the same family's untrained model: zero-shot for
-sft, qlm for qlm_sft?). bm25 is also compared with random.
+sft, qlm for qlm_sft: ``rerank_audit.methods``). bm25 is also compared with random.
 
 The same functions serve ranking measures (nDCG@10, AP, ...) and explainability measures in
 the same long format (``explain_per_query`` turns the explain stage's tables into it:
@@ -18,6 +18,7 @@ measure names such as "comprehensiveness@5").
 
 from __future__ import annotations
 
+import re
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -25,8 +26,10 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
+from rerank_audit.explain import measures
+from rerank_audit.methods import BASELINE_NAMES
 
-BASELINES = ("random", "bm25", "zeroshot")  # the untrained rows that open every table and figure
+BASELINES = tuple(BASELINE_NAMES)  # the rows that open every table and figure: random order, BM25
 REFERENCES = ("random", "bm25")  # every method is compared with these
 COMPARISONS = (*REFERENCES, "untrained")  # column prefixes; "untrained": the method's own untrained counterpart
 TEST_SPLIT = "test"
@@ -38,21 +41,6 @@ STAT_COLUMNS = [
 ]  # fmt: skip
 # Per-comparison columns, prefixed "<comparison>_" (e.g. "bm25_p_holm"); NaN / NA where untested.
 BASELINE_COLUMNS = ["queries", "diff", "t", "p", "p_holm", "dz", "significant"]
-
-# Per-pair explainability columns (explain/faithfulness.py, explain/rationale.py) that
-# ``explain_per_query`` turns into measures; the first four get "@k" appended.
-FAITHFULNESS_MEASURES_AT_K = ["comprehensiveness", "comprehensiveness_random", "sufficiency", "sufficiency_random"]
-FAITHFULNESS_MEASURES = [
-    "deletion_auc", "deletion_auc_random", "lexical_shortcut", "lexical_baseline", "lexical_excess",
-    "marker_comprehensiveness", "marker_comprehensiveness_random",
-]  # fmt: skip
-RATIONALE_MEASURES = [
-    "keyword_coverage", "verdict_agreement", "unsupported_rate", "rationale_comprehensiveness", "rationale_comprehensiveness_random",
-]  # fmt: skip
-# Rationale measures also reported per end of the head the pair came from ("top" / "bottom"),
-# as "<measure>_<end>": a writer that calls everything relevant agrees at the top only.
-RATIONALE_MEASURES_BY_END = ["verdict_agreement"]
-
 
 def bootstrap_ci(values, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean of ``values``.
@@ -300,17 +288,18 @@ def explain_per_query(
     parts = []
     pair = ["method", "budget", "query_id", "doc_id"]
     if faithfulness is not None and len(faithfulness):
-        at_k = faithfulness.melt(id_vars=pair + ["k"], value_vars=FAITHFULNESS_MEASURES_AT_K, var_name="measure")
+        at_k = faithfulness.melt(id_vars=pair + ["k"], value_vars=measures.columns("faithfulness", at_k=True), var_name="measure")
         at_k["measure"] = at_k.measure + "@" + at_k.k.astype(str)
         # Deletion AUC and the lexical measures are per pair, repeated over k: take them once.
-        per_pair = [m for m in FAITHFULNESS_MEASURES if m in faithfulness.columns]
+        per_pair = [m for m in measures.columns("faithfulness", at_k=False) if m in faithfulness.columns]
         once = faithfulness.drop_duplicates(pair).melt(id_vars=pair, value_vars=per_pair, var_name="measure")
         parts += [at_k.drop(columns="k"), once]
     if rationale_metrics is not None and len(rationale_metrics):
-        stated = [m for m in RATIONALE_MEASURES if m in rationale_metrics.columns]
+        stated = [m for m in measures.columns("rationale") if m in rationale_metrics.columns]
         parts.append(rationale_metrics.melt(id_vars=pair, value_vars=stated, var_name="measure"))
         if "end" in rationale_metrics.columns:
-            by_end = rationale_metrics.melt(id_vars=pair + ["end"], value_vars=RATIONALE_MEASURES_BY_END, var_name="measure")
+            by_end = [m.name for m in measures.MEASURES if m.by_end]
+            by_end = rationale_metrics.melt(id_vars=pair + ["end"], value_vars=by_end, var_name="measure")
             by_end["measure"] = by_end.measure + "_" + by_end.end
             parts.append(by_end.drop(columns="end"))
     columns = ["dataset", "method", "budget", "split", "query_id", "measure", "value"]
@@ -321,10 +310,6 @@ def explain_per_query(
     return per_query.assign(dataset=dataset, split=TEST_SPLIT, value=per_query.value.astype("float64"))[columns]
 
 
-# Direction in which an attribution is more faithful than random words: removing the top
-# words should hurt more (comprehensiveness up), keeping only them should hurt less
-# (sufficiency down).
-FAITHFUL_DIRECTION = {"comprehensiveness": 1.0, "sufficiency": -1.0}
 RATIONALE_COMPREHENSIVENESS = "rationale_comprehensiveness"
 
 
@@ -344,15 +329,15 @@ def compare_with_random(explain: pd.DataFrame, k: int | None = None, alpha: floa
     sufficiency below).
     """
     table = explain[explain.split == TEST_SPLIT].dropna(subset=["value"])
-    measure_names = table.measure.drop_duplicates()
-    parsed = measure_names.str.extract(r"^(comprehensiveness|sufficiency)@(\d+)$").dropna()
-    tested = [  # (measure, its random baseline, the faithful direction)
-        (measure_names[index], f"{name}_random@{k_text}", FAITHFUL_DIRECTION[name])
-        for index, (name, k_text) in parsed.iterrows()
-        if k is None or int(k_text) == k
-    ]
-    if RATIONALE_COMPREHENSIVENESS in set(measure_names):
-        tested.append((RATIONALE_COMPREHENSIVENESS, f"{RATIONALE_COMPREHENSIVENESS}_random", 1.0))
+    tested = []  # (measure, its random baseline, the faithful direction), in the table's order
+    for reported in table.measure.drop_duplicates():
+        measure, at = measures.measure_of(reported), re.search(r"@(\d+)$", reported)
+        if measure is None or not measure.direction or reported.startswith(f"{measure.name}_"):
+            continue
+        if measure.at_k and at and (k is None or int(at.group(1)) == k):
+            tested.append((reported, f"{measure.name}_random@{at.group(1)}", measure.direction))
+        elif not measure.at_k and reported == measure.name:
+            tested.append((reported, f"{measure.name}_random", measure.direction))
     rows = []
     for (dataset, budget, method), group in table.groupby(["dataset", "budget", "method"], sort=False):
         values = {measure: g.set_index("query_id").value for measure, g in group.groupby("measure", sort=False)}

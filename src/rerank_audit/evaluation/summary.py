@@ -14,6 +14,8 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
+from rerank_audit.explain import measures
+from rerank_audit.methods import display_name
 from rerank_audit.evaluation.statistics import BASELINES, RATIONALE_COMPREHENSIVENESS, compare_with_random
 
 RANKING_MEASURES = ("nDCG@10", "RR@10", "AP")
@@ -22,25 +24,13 @@ MISSING = "–"
 BETTER, WORSE = "▲", "▼"  # against BM25
 ABOVE_RANDOM, BELOW_RANDOM = "↑", "↓"  # against the random re-ordering
 FAITHFUL, UNFAITHFUL = "◆", "◇"
-METHOD_NAMES = {"bm25": "BM25", "zeroshot": "zero-shot", "random": "random order"}
 
-# Explainability columns: (header, measure, measure shown after "vs" (its baseline or
-# counterpart) or None); "{k}" is the K.
-EXPLAIN_COLUMNS = [
-    ("compr.@{k} vs random (↑)", "comprehensiveness@{k}", "comprehensiveness_random@{k}"),
-    ("rationale compr. vs random (↑)", "rationale_comprehensiveness", "rationale_comprehensiveness_random"),
-    ("suff.@{k} vs random (↓)", "sufficiency@{k}", "sufficiency_random@{k}"),
-    ("lexical shortcut vs baseline", "lexical_shortcut", "lexical_baseline"),
-    ("lexical excess", "lexical_excess", None),
-    ("keyword coverage (↑)", "keyword_coverage", None),
-    ("verdict agreement (↑)", "verdict_agreement", None),
-    ("verdict agr. top vs bottom", "verdict_agreement_top", "verdict_agreement_bottom"),
-    ("unsupported words (↓)", "unsupported_rate", None),
-]
+# Explainability columns: (header, measure, measure shown after "vs" or None); "{k}" is the K.
+EXPLAIN_COLUMNS = measures.summary_columns()
 
 
 def _name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
+    return display_name(method)
 
 
 def _names(methods: Sequence[str]) -> str:
@@ -59,7 +49,7 @@ def budget_label(budget: str, budget_sizes: Mapping[str, int] | None = None) -> 
 
 
 def method_order(present: Sequence[str], methods: Sequence[str] | None = None) -> list[str]:
-    """random, bm25, zeroshot, then the trained methods in config order (``methods``), then any others."""
+    """random order, bm25, then the methods in config order (``methods``), then any others."""
     first = list(BASELINES) + [m for m in (methods or []) if m not in BASELINES]
     present = list(dict.fromkeys(present))
     return [m for m in first if m in present] + [m for m in present if m not in first]
@@ -119,11 +109,11 @@ def summary_markdown(
 ) -> str:
     """The report's summary.md: per dataset and budget a table, its legend and generated findings.
 
-    ``stats``: ``compare_methods`` output for the ranking measures (bm25 and zeroshot at
-    budget "0" appear in every budget's table). ``explain``: the per-query explainability
+    ``stats``: ``compare_methods`` output for the ranking measures (bm25, random order and the
+    untrained methods at budget "0" appear in every budget's table). ``explain``: the per-query explainability
     table (``explain_per_query``), or None; without it explainability means are taken from
     ``stats`` when it holds those measures, and the random-word tests are not made.
-    ``methods``: config order of the methods (rows: bm25, zeroshot, then this order).
+    ``methods``: config order of the methods (rows: random order, bm25, then this order).
     ``ranking_measures``: ranking columns (those in ``stats``). ``primary_measures``: the
     tested ones (default: those with a test in ``stats``); findings speak of the first. ``k``: the K of
     comprehensiveness / sufficiency (default: the smallest K present). ``budget_sizes``:

@@ -1,6 +1,7 @@
 """Explain stage: word attributions (SHAP), their faithfulness, and written rationales.
 
-- ``words``: what a word is, and when two words match;
+Words (what a word is, when two match) live in :mod:`rerank_audit.text.words`.
+
 - ``score_cache``: every masked (query, document) text scored once per scorer;
 - ``attribution``: ``explain_pairs`` (word-level SHAP through ``Scorer.score_pairs``), ``top_keywords``;
 - ``faithfulness``: comprehensiveness / sufficiency against random words, deletion curves,

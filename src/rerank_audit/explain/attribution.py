@@ -45,8 +45,8 @@ import pandas as pd
 import shap
 from tqdm.auto import tqdm
 
-from rerank_audit.explain.score_cache import ScoreCache, cached_scores
-from rerank_audit.explain.words import join_kept, split_words, word_segments
+from rerank_audit.explain.score_cache import PAIRS_PER_CALL, ScoreCache, cached_scores
+from rerank_audit.text.words import join_kept, split_words, word_segments
 from rerank_audit.models.scorer import Scorer
 
 PARTS = ("query", "document")
@@ -252,7 +252,7 @@ def explain_pairs(
     exact_levels: int,
     max_evaluations: int | None = None,
     cache: ScoreCache | None = None,
-    batch_size: int = 16,
+    pairs_per_call: int = PAIRS_PER_CALL,
     query_ids: Sequence[str] | None = None,
     doc_ids: Sequence[str] | None = None,
 ) -> pd.DataFrame:
@@ -264,7 +264,7 @@ def explain_pairs(
     pairs); a pair then gets the deepest level up to ``exact_levels`` that fits, at least 0
     (None: ``exact_levels`` for every pair). Deterministic: a pair gets the same
     attributions whatever else is explained with it. ``cache``: a score cache of this scorer (see ``score_cache``) reused
-    and filled; pass the same dict to ``faithfulness``. ``batch_size``: pairs whose masked
+    and filled; pass the same dict to ``faithfulness``. ``pairs_per_call``: pairs whose masked
     texts go to the scorer in one ``score_pairs`` call. ``query_ids`` / ``doc_ids``:
     identifiers of the pairs (default: the pair index as str).
 
@@ -273,17 +273,17 @@ def explain_pairs(
     """
     if len(queries) != len(documents):
         raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
-    if exact_levels < 0 or batch_size < 1 or (max_evaluations is not None and max_evaluations < 1):
+    if exact_levels < 0 or pairs_per_call < 1 or (max_evaluations is not None and max_evaluations < 1):
         raise ValueError(
-            f"exact_levels must be >= 0, batch_size and max_evaluations positive, got {exact_levels}, {batch_size} and {max_evaluations}"
+            f"exact_levels must be >= 0, pairs_per_call and max_evaluations positive, got {exact_levels}, {pairs_per_call} and {max_evaluations}"
         )
     query_ids = [str(i) for i in range(len(queries))] if query_ids is None else list(query_ids)
     doc_ids = [str(i) for i in range(len(documents))] if doc_ids is None else list(doc_ids)
     cache = {} if cache is None else cache
     frames, used = [], Counter()
     with tqdm(total=len(queries), desc="SHAP attributions", unit="pair") as progress:
-        for start in range(0, len(queries), batch_size):
-            chunk = range(start, min(start + batch_size, len(queries)))
+        for start in range(0, len(queries), pairs_per_call):
+            chunk = range(start, min(start + pairs_per_call, len(queries)))
             hierarchies = [WordHierarchy(queries[i], documents[i]) for i in chunk]
             levels = [levels_within(words, exact_levels, max_evaluations) for words in hierarchies]
             used.update(levels)

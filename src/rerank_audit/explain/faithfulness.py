@@ -62,19 +62,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from rerank_audit.explain.rationale import stated_reason_keys
-from rerank_audit.explain.score_cache import ScoreCache, cached_scores
-from rerank_audit.explain.words import content_keys, join_kept, word_key, word_segments
+from rerank_audit.explain import measures
+from rerank_audit.explain.score_cache import PAIRS_PER_CALL, ScoreCache, cached_scores
+from rerank_audit.text.words import content_keys, join_kept, word_key, word_segments
 from rerank_audit.models.scorer import Scorer
 
 log = logging.getLogger(__name__)
 
 NORMALISATIONS = ("candidate_std", "empty_document", "none")
-FAITHFULNESS_COLUMNS = [
-    "query_id", "doc_id", "k", "score", "scale",
-    "comprehensiveness", "sufficiency", "comprehensiveness_random", "sufficiency_random",
-    "deletion_auc", "deletion_auc_random", "lexical_shortcut", "lexical_baseline", "lexical_excess",
-    "marker_comprehensiveness", "marker_comprehensiveness_random",
-]  # fmt: skip
+FAITHFULNESS_COLUMNS = ["query_id", "doc_id", "k", "score", "scale", *measures.columns("faithfulness")]
 RATIONALE_FAITHFULNESS_COLUMNS = [
     "query_id", "doc_id", "rationale_words", "rationale_comprehensiveness", "rationale_comprehensiveness_random",
 ]  # fmt: skip
@@ -190,7 +186,7 @@ def faithfulness(
     deletion_steps: int,
     normalisation: str = "candidate_std",
     cache: ScoreCache | None = None,
-    batch_size: int = 64,
+    pairs_per_call: int = PAIRS_PER_CALL,
     query_ids: Sequence[str] | None = None,
     doc_ids: Sequence[str] | None = None,
     candidate_spread: pd.Series | None = None,
@@ -201,7 +197,7 @@ def faithfulness(
     ``ks``: the K of comprehensiveness / sufficiency; ``n_random``: random word sets (and
     random deletion orders) per pair, drawn from (seed, pair text); ``deletion_steps``: the
     deletion curve is evaluated at fractions 0, 1/steps, ..., 1; ``normalisation``: see the
-    module docstring; ``cache``: this scorer's score cache; ``batch_size``: pairs per
+    module docstring; ``cache``: this scorer's score cache; ``pairs_per_call``: pairs per
     ``score_pairs`` call. ``query_ids`` / ``doc_ids`` locate each pair's rows in
     ``attributions`` (default: the pair index as str, as ``explain_pairs`` does).
     ``candidate_spread``: query_id -> the method's score spread over that query's candidates
@@ -218,8 +214,8 @@ def faithfulness(
         raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"unknown normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
-    if n_random < 1 or deletion_steps < 1 or batch_size < 1 or any(k < 1 for k in ks):
-        raise ValueError(f"n_random, deletion_steps, batch_size and every k must be >= 1 (got {n_random}, {deletion_steps}, {batch_size}, {list(ks)})")
+    if n_random < 1 or deletion_steps < 1 or pairs_per_call < 1 or any(k < 1 for k in ks):
+        raise ValueError(f"n_random, deletion_steps, pairs_per_call and every k must be >= 1 (got {n_random}, {deletion_steps}, {pairs_per_call}, {list(ks)})")
     query_ids = [str(i) for i in range(len(queries))] if query_ids is None else list(query_ids)
     doc_ids = [str(i) for i in range(len(documents))] if doc_ids is None else list(doc_ids)
     cache = {} if cache is None else cache
@@ -231,8 +227,8 @@ def faithfulness(
     plans = []
     # Score first, chunk by chunk (one score_pairs call each), then compute.
     with tqdm(total=len(queries), desc="faithfulness", unit="pair") as progress:
-        for start in range(0, len(queries), batch_size):
-            chunk = range(start, min(start + batch_size, len(queries)))
+        for start in range(0, len(queries), pairs_per_call):
+            chunk = range(start, min(start + pairs_per_call, len(queries)))
             chunk_plans = [_pair_plan(queries[i], segments[i], document_values[i], ks, n_random, seed, fractions, marker) for i in chunk]
             pair_queries = [queries[i] for i, plan in zip(chunk, chunk_plans) for _ in plan["documents"]]
             cached_scores(scorer, pair_queries, [doc for plan in chunk_plans for doc in plan["documents"]], cache)
@@ -346,7 +342,7 @@ def rationale_comprehensiveness(
     seed: int,
     normalisation: str = "candidate_std",
     cache: ScoreCache | None = None,
-    batch_size: int = 64,
+    pairs_per_call: int = PAIRS_PER_CALL,
     query_ids: Sequence[str] | None = None,
     doc_ids: Sequence[str] | None = None,
     candidate_spread: pd.Series | None = None,
@@ -356,7 +352,7 @@ def rationale_comprehensiveness(
     Per pair (query, document, rationale): the reasons are the document words whose key is a
     key of the rationale's content words (``rationale.stated_reason_keys``: stop words and
     task vocabulary left out), every occurrence. ``n_random``, ``seed``, ``normalisation``,
-    ``cache``, ``batch_size``, ``query_ids``, ``doc_ids`` and ``candidate_spread`` as in
+    ``cache``, ``pairs_per_call``, ``query_ids``, ``doc_ids`` and ``candidate_spread`` as in
     ``faithfulness`` (the random words are drawn from the same seeded orders).
 
     Returns query_id, doc_id, rationale_words (reason words removed), rationale_comprehensiveness
@@ -367,8 +363,8 @@ def rationale_comprehensiveness(
         raise ValueError(f"{len(queries)} queries, {len(documents)} documents and {len(rationales)} rationales: give one each per pair")
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"unknown normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
-    if n_random < 1 or batch_size < 1:
-        raise ValueError(f"n_random and batch_size must be >= 1 (got {n_random}, {batch_size})")
+    if n_random < 1 or pairs_per_call < 1:
+        raise ValueError(f"n_random and pairs_per_call must be >= 1 (got {n_random}, {pairs_per_call})")
     query_ids = [str(i) for i in range(len(queries))] if query_ids is None else list(query_ids)
     doc_ids = [str(i) for i in range(len(documents))] if doc_ids is None else list(doc_ids)
     cache = {} if cache is None else cache
@@ -380,9 +376,9 @@ def rationale_comprehensiveness(
         _removal_plan(words, removed, _random_orders(len(words), n_random, seed, q, d))
         for q, d, words, removed in zip(queries, full_documents, segments, reasons)
     ]
-    # Score first, one score_pairs call per chunk of ``batch_size`` pairs, then compute.
-    for start in range(0, len(queries), batch_size):
-        chunk = range(start, min(start + batch_size, len(queries)))
+    # Score first, one score_pairs call per chunk of ``pairs_per_call`` pairs, then compute.
+    for start in range(0, len(queries), pairs_per_call):
+        chunk = range(start, min(start + pairs_per_call, len(queries)))
         masked = [[full_documents[i], "", *([plans[i][0]] if plans[i][0] is not None else []), *plans[i][1]] for i in chunk]
         cached_scores(scorer, [queries[i] for i, docs in zip(chunk, masked) for _ in docs], [doc for docs in masked for doc in docs], cache)
     full = np.array([cache[(q, d)] for q, d in zip(queries, full_documents)])

@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from rerank_audit.explain.words import is_content_word, split_words, word_key
+from rerank_audit.text.words import is_content_word, split_words, word_key
 
 RATIONALE_INSTRUCTION = (
     "In 2 to 4 sentences, explain why the document is or is not relevant to the search query. "

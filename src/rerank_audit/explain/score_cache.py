@@ -15,6 +15,9 @@ import numpy as np
 from rerank_audit.models.scorer import Scorer
 
 ScoreCache = dict[tuple[str, str], float]
+# Pairs whose masked texts are gathered into one score_pairs call (config explain.pairs_per_call):
+# the scorer then batches that call by explain.batch_size sequences per forward pass.
+PAIRS_PER_CALL = 64
 
 
 def cached_scores(scorer: Scorer, queries: Sequence[str], documents: Sequence[str], cache: ScoreCache) -> np.ndarray:

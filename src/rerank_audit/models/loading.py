@@ -18,24 +18,7 @@ from .precision import auto_dtype
 
 logger = logging.getLogger(__name__)
 
-BUNDLED_PREFIX = "bundled:"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_base_model(spec: str, models_dir: str | Path) -> str:
-    """The path or hub id that ``from_pretrained`` loads for model spec ``spec``.
-
-    ``"bundled:smollm2-135m-instruct"`` -> ``"<models_dir>/smollm2-135m-instruct"`` (the folder
-    the convert rule writes); a local folder or a hub id is returned unchanged.
-    """
-    if spec.startswith(BUNDLED_PREFIX):
-        from .bundled import BUNDLED_MODELS
-
-        name = spec[len(BUNDLED_PREFIX):]
-        if name not in BUNDLED_MODELS:
-            raise ValueError(f"unknown bundled model {spec!r}; known: {[BUNDLED_PREFIX + n for n in BUNDLED_MODELS]}")
-        return str(Path(models_dir) / name)
-    return spec
 
 
 def pick_device() -> torch.device:

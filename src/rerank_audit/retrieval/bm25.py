@@ -15,7 +15,7 @@ import pandas as pd
 import Stemmer
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
-from rerank_audit.models.prompts import document_text
+from rerank_audit.text.prompts import document_text
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Training examples for the re-rankers, built from training queries, their qrels and the BM25 run.
 
-Four tables, one per training signal (DESIGN.md, Stage 4):
+Five tables, one per training signal (DESIGN.md, Stage 4):
 
 - ``sft_examples``: pointwise prompt (query, document) -> the "relevant" / "not relevant"
   answer of ``prompts.pointwise_completions`` (``sft``).
@@ -9,6 +9,8 @@ Four tables, one per training signal (DESIGN.md, Stage 4):
   (``dpo_pairs`` and ``reward``).
 - ``query_examples``: prompt = the query-likelihood template with a relevant document,
   completion = " " + the query (``qlm_sft``); positives only, no negatives needed.
+- ``lce_groups``: per relevant (query, document), a group of that document and the query's
+  first negatives (``qlm_lce``, localized contrastive estimation; ``training.lce``).
 
 A document is *relevant* to a query when its grade is at least ``relevance_threshold``.
 Negatives only where non-relevance is known:
@@ -38,12 +40,14 @@ import numpy as np
 import pandas as pd
 
 from rerank_audit.data.control import copied_from
-from rerank_audit.models import prompts
-from rerank_audit.models.scoring.likelihood import DOCUMENT_FIELD, check_template
+from rerank_audit.text import prompts
 
 SFT_COLUMNS = ["query_id", "doc_id", "prompt", "completion", "label"]
 PAIR_COLUMNS = ["query_id", "prompt", "chosen", "rejected", "chosen_doc_id", "rejected_doc_id"]
 QUERY_COLUMNS = ["query_id", "doc_id", "document", "prompt", "completion"]
+GROUP_COLUMNS = ["group", "position", "query_id", "doc_id", "query", "document", "source"]
+# Where a group member comes from (column ``source`` of ``lce_groups``).
+RELEVANT, JUDGED_NON_RELEVANT, UNJUDGED = "relevant", "judged_non_relevant", "unjudged"
 
 
 class NoNegativesError(ValueError):
@@ -247,7 +251,7 @@ def query_examples(
     filled in; ``completion`` " " + the query, the text the scorer reads after the prompt
     (TRL appends the EOS and trains on the completion only).
     """
-    check_template(template)
+    prompts.check_template(template)
     candidates = _training_candidates(
         queries, qrels, run, train_query_ids, relevance_threshold, seed, unjudged_negatives=False, require_negatives=False
     )
@@ -255,11 +259,64 @@ def query_examples(
     texts = _document_texts(corpus, {doc_id for _, _, doc_id in rows})
     return pd.DataFrame(
         [
-            (query_id, doc_id, texts[doc_id], template.replace(DOCUMENT_FIELD, texts[doc_id]), " " + query)
+            (query_id, doc_id, texts[doc_id], prompts.qlm_prompt(template, texts[doc_id]), " " + query)
             for query_id, query, doc_id in rows
         ],
         columns=QUERY_COLUMNS,
     )
+
+
+def lce_groups(
+    corpus: pd.DataFrame,
+    queries: pd.DataFrame,
+    qrels: pd.DataFrame,
+    run: pd.DataFrame,
+    train_query_ids: Sequence[str],
+    *,
+    negatives_per_group: int,
+    max_positives_per_query: int,
+    relevance_threshold: int,
+    seed: int,
+    unjudged_negatives: bool,
+) -> pd.DataFrame:
+    """Training groups of localized contrastive estimation (``qlm_lce``): a relevant document and its query's negatives.
+
+    In: as for ``sft_examples`` (no tokenizer: the query-likelihood template is applied by
+    the trainer, which tokenizes as the qlm scorer does). Per training query, up to
+    ``max_positives_per_query`` relevant documents (highest grade first, ties in seeded
+    order), one group each: the relevant document, then the query's first
+    ``negatives_per_group`` negatives in the order of the module docstring, i.e. its judged
+    non-relevant documents first (those in its BM25 run by rank, then the others by doc_id),
+    then, with ``unjudged_negatives``, its unjudged BM25 candidates by rank. A document graded
+    above 0 for any query is never a negative. Every group of a query holds the same
+    negatives (the hardest); a query with fewer negatives gives smaller groups, one without
+    any gives none (a group of one contrasts nothing). Raises NoNegativesError when no
+    training query has a negative.
+
+    Out: one row per group member, (group, position, query_id, doc_id, query, document,
+    source) = ``GROUP_COLUMNS``: ``group`` numbers the groups 0, 1, ... in
+    ``train_query_ids`` order; ``position`` 0 is the relevant document, 1.. the negatives in
+    order; ``query`` the query's text; ``document`` ``prompts.document_text``; ``source`` is
+    ``RELEVANT``, ``JUDGED_NON_RELEVANT`` or ``UNJUDGED``. Rows are sorted by (group, position).
+    """
+    if negatives_per_group < 1:
+        raise ValueError(f"a group needs at least one negative, got negatives_per_group={negatives_per_group}")
+    judged = set(zip(qrels.query_id, qrels.doc_id))
+    rows, group = [], 0
+    for query in _training_candidates(queries, qrels, run, train_query_ids, relevance_threshold, seed, unjudged_negatives):
+        negatives = query.negatives[:negatives_per_group]
+        if not negatives:
+            continue
+        sources = [JUDGED_NON_RELEVANT if (query.query_id, doc_id) in judged else UNJUDGED for doc_id in negatives]
+        for positive in query.positives[:max_positives_per_query]:
+            members = [(positive, RELEVANT)] + list(zip(negatives, sources))
+            rows += [(group, position, query.query_id, doc_id, query.query, source) for position, (doc_id, source) in enumerate(members)]
+            group += 1
+    texts = _document_texts(corpus, {row[3] for row in rows})
+    return pd.DataFrame(
+        [(group, position, query_id, doc_id, query, texts[doc_id], source) for group, position, query_id, doc_id, query, source in rows],
+        columns=GROUP_COLUMNS,
+    ).astype({"group": "int64", "position": "int64"})
 
 
 def answer_pairs(sft_examples: pd.DataFrame) -> pd.DataFrame:

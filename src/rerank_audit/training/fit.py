@@ -2,15 +2,15 @@
 
 A training pair is (query, document it should score higher, document it should score lower):
 
-- ``dpo_pairs``, ``reward``: the rows of their document-pairs table (chosen over rejected);
-- ``sft`` (``sft examples``, ``label``) and ``dpo`` (answer pairs: label = the chosen answer is the
-  relevant one): within each query, every relevant document over every non-relevant one;
-- ``qlm_sft``: none (its query examples are positives only), so no accuracy.
+- document pairs (dpo_pairs, reward): the rows (chosen over rejected);
+- sft examples (``label``) and answer pairs (label = the chosen answer is the relevant one):
+  within each query, every relevant document over every non-relevant one;
+- query examples (qlm_sft): none (positives only), so no accuracy.
 
 The accuracy is the share of pairs whose higher document gets the higher score, ties 0.5, from
-the method's own scorer and from the untrained model of the same scoring family on the same
-pairs (``UNTRAINED_COUNTERPART``): a trained model that does not beat the untrained one on the
-pairs it was trained on learned nothing usable.
+the method's own scorer and from its untrained counterpart (:mod:`rerank_audit.methods`) on the
+same pairs, where that counterpart scores with the same family: a trained model that does not
+beat the untrained one on the pairs it was trained on learned nothing usable.
 """
 
 from __future__ import annotations
@@ -21,21 +21,30 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from rerank_audit.models.prompts import corpus_texts
-from rerank_audit.models.scoring import UNTRAINED_REFERENCE
+from rerank_audit.methods import method as method_spec
 from rerank_audit.models.scorer import Scorer
+from rerank_audit.text.prompts import corpus_texts
 
 PAIR_COLUMNS = ["query_id", "chosen_doc_id", "rejected_doc_id"]
-# Methods whose training table holds no (higher, lower) document pairs, and why.
-NO_PAIRS = {"qlm_sft": "its training table (query examples) holds relevant documents only: no pairs to rank"}
-# Methods whose family has no untrained scorer of their pairs, and what stands in for its accuracy.
-NO_COUNTERPART = {
+# Training tables that hold no (higher, lower) document pairs, and why.
+NO_PAIRS = {"query_examples": "its training table (query examples) holds relevant documents only: no pairs to rank"}
+# Scoring families whose untrained form scores no pairs, and what stands in for its accuracy.
+NO_UNTRAINED_SCORER = {
     # The implicit reward β·(log π − log π_ref) of the untrained model (π = π_ref) is 0 for every pair.
-    "dpo_pairs": (0.5, "the untrained model is its own reference, so its implicit reward is 0 for every pair (all ties)"),
+    "document": (0.5, "the untrained model is its own reference, so its implicit reward is 0 for every pair (all ties)"),
     "reward": (None, "the untrained base model has no trained reward head"),
 }
-# The untrained scorer of each other trained method's family (the ranking comparison's reference).
-UNTRAINED_COUNTERPART = {m: r for m, r in UNTRAINED_REFERENCE.items() if m not in NO_COUNTERPART}
+
+
+def untrained_scorer_method(method: str) -> str | None:
+    """The untrained method whose scorer reads ``method``'s pairs the same way (its counterpart of the
+    same family), or None where the family's untrained form scores nothing (``NO_UNTRAINED_SCORER``)."""
+    spec = method_spec(method)
+    if spec.family in NO_UNTRAINED_SCORER:
+        return None
+    if spec.untrained is None or method_spec(spec.untrained).family != spec.family:
+        raise ValueError(f"{method}: no untrained counterpart of family {spec.family!r}; add one to rerank_audit.methods or to NO_UNTRAINED_SCORER")
+    return spec.untrained
 
 
 def training_pairs(method: str, table: pd.DataFrame, relevant_answer: str | None = None) -> pd.DataFrame:
@@ -45,18 +54,19 @@ def training_pairs(method: str, table: pd.DataFrame, relevant_answer: str | None
     ``chosen`` equals ``relevant_answer`` on relevant documents; document pairs for dpo_pairs
     and reward). Out: one row per pair; for sft and dpo every (relevant, non-relevant) document
     pair of each query, in table order (a document listed twice for a query counts once).
-    Raises ValueError for a method in ``NO_PAIRS`` or an unknown one, and for dpo without
-    ``relevant_answer``.
+    Raises ValueError for a method whose table is in ``NO_PAIRS`` or an unknown one, and for
+    answer pairs without ``relevant_answer``.
     """
-    if method in NO_PAIRS:
-        raise ValueError(f"{method}: {NO_PAIRS[method]}")
-    if method in ("dpo_pairs", "reward"):
+    kind = method_spec(method).training_table
+    if kind in NO_PAIRS:
+        raise ValueError(f"{method}: {NO_PAIRS[kind]}")
+    if kind == "document_pairs":
         return table[PAIR_COLUMNS].reset_index(drop=True)
-    if method == "sft":
+    if kind == "sft_examples":
         labels = table.label.astype(bool)
-    elif method == "dpo":
+    elif kind == "answer_pairs":
         if relevant_answer is None:
-            raise ValueError("dpo pairs need relevant_answer, the answer its relevant documents were trained on")
+            raise ValueError(f"{method}: answer pairs need relevant_answer, the answer its relevant documents were trained on")
         labels = table.chosen == relevant_answer
         table = table.rename(columns={"chosen_doc_id": "doc_id"})
     else:
@@ -106,24 +116,26 @@ def training_fit(
     In: the method, its budget and training table, the queries and corpus it was built from,
     its ``training_config.json`` as a dict (``steps``, ``loss_first``, ``loss_last``), and
     ``load_scorer(method)`` -> the scorer of ``method`` (the trained one for ``method``, the
-    base model's for its ``UNTRAINED_COUNTERPART``); it is called only where pairs are scored.
+    base model's for its ``untrained_scorer_method``); it is called only where pairs are scored.
     Out: a dict with method, budget, pairs, accuracy, base_accuracy (None where not
     defined), loss_first, loss_last, steps, and ``note`` / ``base_note`` saying why a value
     is None or fixed.
     """
     fit = {"method": method, "budget": str(budget), "pairs": 0, "accuracy": None, "base_accuracy": None, "note": None, "base_note": None}
     fit |= {key: record.get(key) for key in ("loss_first", "loss_last", "steps")}
-    if method in NO_PAIRS:
-        return fit | {"note": NO_PAIRS[method], "base_note": NO_PAIRS[method]}
+    kind = method_spec(method).training_table
+    if kind in NO_PAIRS:
+        return fit | {"note": NO_PAIRS[kind], "base_note": NO_PAIRS[kind]}
     pairs = training_pairs(method, table, relevant_answer)
     fit["pairs"] = len(pairs)
     if pairs.empty:
         return fit | {"note": "the training table yields no pairs", "base_note": "the training table yields no pairs"}
     fit["accuracy"] = pairwise_accuracy(load_scorer(method), pairs, queries, corpus)
-    if method in UNTRAINED_COUNTERPART:
-        fit["base_accuracy"] = pairwise_accuracy(load_scorer(UNTRAINED_COUNTERPART[method]), pairs, queries, corpus)
+    counterpart = untrained_scorer_method(method)
+    if counterpart is not None:
+        fit["base_accuracy"] = pairwise_accuracy(load_scorer(counterpart), pairs, queries, corpus)
     else:
-        fit["base_accuracy"], fit["base_note"] = NO_COUNTERPART[method]
+        fit["base_accuracy"], fit["base_note"] = NO_UNTRAINED_SCORER[method_spec(method).family]
     return fit
 
 

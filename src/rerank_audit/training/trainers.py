@@ -1,19 +1,18 @@
-"""Train one re-ranker with Hugging Face TRL: SFT, DPO on answers, DPO on documents, a reward model, or query-likelihood SFT.
+"""Train one re-ranker with Hugging Face TRL: the trainer and training table its registry entry names.
 
 ``train_reranker`` is the single entry point of the ``train`` rule. Each method is TRL's own
-trainer on a dataset in TRL's documented format; nothing here re-implements a loss.
+trainer on a dataset in TRL's documented format; nothing here re-implements a loss. Which
+method uses which trainer and table is said once, in :mod:`rerank_audit.methods`.
 
-| method      | trainer       | data (columns)                          | model saved                    |
-|-------------|---------------|-----------------------------------------|--------------------------------|
-| sft         | SFTTrainer    | sft examples (prompt, completion)       | causal LM (or LoRA adapter)    |
-| dpo         | DPOTrainer    | answer pairs (prompt, chosen, rejected) | causal LM (or LoRA adapter)    |
-| dpo_pairs   | DPOTrainer    | document pairs (prompt, chosen, ...)    | causal LM (or LoRA adapter)    |
-| reward      | RewardTrainer | document pairs (prompt, chosen, ...)    | sequence classifier, 1 label † |
-| qlm_sft     | SFTTrainer    | query examples (prompt, completion)     | causal LM (or LoRA adapter)    |
+| trainer | TRL class     | training tables (columns)                                     | model saved                    |
+|---------|---------------|---------------------------------------------------------------|--------------------------------|
+| sft     | SFTTrainer    | sft examples, query examples (prompt, completion)             | causal LM (or LoRA adapter)    |
+| dpo     | DPOTrainer    | answer pairs, document pairs (prompt, chosen, rejected)       | causal LM (or LoRA adapter)    |
+| reward  | RewardTrainer | document pairs (prompt, chosen, rejected)                     | sequence classifier, 1 label † |
 
 † always a full model: a LoRA adapter is merged into it before saving.
 
-The prompts are already rendered with the chat template (``models.prompts``; ``qlm_sft``:
+The prompts are already rendered with the chat template (``text.prompts``; query examples:
 the plain query-likelihood template, no chat template), so TRL sees
 plain-text (non-conversational) data and appends the tokenizer's EOS token to every
 completion / chosen / rejected text. A scorer that wants the trained quantity must score
@@ -56,18 +55,13 @@ from transformers import AutoTokenizer, ProgressCallback
 from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
 
 from rerank_audit.io import atomic_path
-from rerank_audit.models import prompts
+from rerank_audit.methods import TRAINING_COLUMNS, method as method_spec, trained_methods
+from rerank_audit.text import prompts
+from rerank_audit.text.truncation import fit_document
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("sft", "dpo", "dpo_pairs", "reward", "qlm_sft")
-DATA_COLUMNS = {
-    "sft": ["prompt", "completion"],
-    "qlm_sft": ["prompt", "completion"],
-    "dpo": ["prompt", "chosen", "rejected"],
-    "dpo_pairs": ["prompt", "chosen", "rejected"],
-    "reward": ["prompt", "chosen", "rejected"],
-}
+METHODS = tuple(trained_methods())
 REQUIRED_HYPER = ("learning_rate", "epochs", "batch_size", "gradient_accumulation", "lora", "max_length", "save_steps", "logging_steps")
 # bf16: None/"auto"/absent = automatic (CUDA with bf16 support: on; CPU: off). activation_checkpointing
 # (transformers' new name of gradient checkpointing): off unless asked.
@@ -88,6 +82,7 @@ def train_reranker(
     output_dir: str | Path,
     hyper: Mapping[str, Any],
     seed: int,
+    dtype: str | None = None,
 ) -> dict[str, Any]:
     """Train a re-ranker of ``method`` from ``base_model_path`` on ``data``; save it to ``output_dir``.
 
@@ -95,7 +90,11 @@ def train_reranker(
     examples`` table for ``sft``, a ``query examples`` table for ``qlm_sft``, else a ``preference pairs`` table (answer pairs for ``dpo``,
     document pairs for ``dpo_pairs`` and ``reward``); ``hyper`` with the keys REQUIRED_HYPER
     (+ OPTIONAL_HYPER; ``lora`` holds LORA_KEYS; ``beta`` is required for the DPO methods;
-    ``max_steps`` overrides ``epochs``); ``seed`` fixes weights initialisation and data order.
+    ``max_steps`` overrides ``epochs``); ``seed`` fixes weights initialisation and data order;
+    ``dtype`` (the config's ``model.dtype``): float32 / bfloat16 / float16 loads the base
+    weights in that dtype where the device supports it, so a large base model trains in
+    bf16; ``None``/``"auto"`` keeps float32 master weights with bf16 autocast where measured
+    faster (``hyper["bf16"]``).
 
     Out: ``output_dir`` holds the model (or LoRA adapter) and tokenizer, loadable with
     ``from_pretrained``: AutoModelForSequenceClassification for ``reward``; for the others
@@ -108,7 +107,7 @@ def train_reranker(
     _check_arguments(method, data, hyper)
     output_dir = Path(output_dir)
     checkpoints = output_dir / CHECKPOINTS
-    fingerprint = _run_fingerprint(method, base_model_path, data, hyper, seed)
+    fingerprint = _run_fingerprint(method, base_model_path, data, hyper, seed) | {"dtype": _weights_dtype(dtype)}
     resume_from = _resumable_checkpoint(checkpoints, fingerprint)
     _remove_previous_outputs(output_dir)
     with atomic_path(checkpoints / RUN_FINGERPRINT) as tmp:
@@ -118,7 +117,7 @@ def train_reranker(
     tokenizer = AutoTokenizer.from_pretrained(str(base_model_path))
     fitted, truncated = fit_documents(method, data, tokenizer, int(hyper["max_length"]))
     logger.info("%s: %d documents cut to fit max_length=%s", method, truncated, hyper["max_length"])
-    trainer = _build_trainer(method, str(base_model_path), fitted, tokenizer, checkpoints, hyper, seed)
+    trainer = _build_trainer(method, str(base_model_path), fitted, tokenizer, checkpoints, hyper, seed, _weights_dtype(dtype))
     if resume_from is not None:
         logger.info("%s: resuming from %s", method, resume_from)
     started = time.perf_counter()
@@ -142,7 +141,8 @@ def train_reranker(
         "loss_last": losses[-1] if losses else None,
         "resumed_from": resume_from.name if resume_from else None,
         "seconds_per_step": elapsed / (steps - steps_before) if steps > steps_before else None,
-        "model_class": "AutoModelForSequenceClassification" if method == "reward" else "AutoModelForCausalLM",
+        "model_class": "AutoModelForSequenceClassification" if method_spec(method).trainer == "reward" else "AutoModelForCausalLM",
+        "weights_dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
         "adapter": adapter,
         "bf16": bool(trainer.args.bf16),
         "device": str(trainer.args.device),
@@ -167,7 +167,7 @@ def _save_final_model(trainer, method: str, output_dir: Path) -> bool:
     gets from its config. Causal LM adapters are kept: disabling them gives the reference
     model of the DPO implicit reward.
     """
-    if method == "reward" and isinstance(trainer.model, PeftModel):
+    if method_spec(method).trainer == "reward" and isinstance(trainer.model, PeftModel):
         trainer.model.merge_and_unload().save_pretrained(output_dir)
         trainer.processing_class.save_pretrained(output_dir)
         return False
@@ -179,14 +179,14 @@ def _check_arguments(method: str, data: pd.DataFrame, hyper: Mapping[str, Any]) 
     """Fail before loading anything when the method, the data columns or the hyperparameters are wrong."""
     if method not in METHODS:
         raise ValueError(f"unknown training method {method!r}; expected one of {METHODS}")
-    missing = [column for column in DATA_COLUMNS[method] if column not in data.columns]
+    missing = [column for column in _columns(method) if column not in data.columns]
     if missing:
         raise ValueError(f"{method}: training data lacks the columns {missing}")
     if data.empty:
         raise ValueError(f"{method}: no training examples")
     missing = [key for key in REQUIRED_HYPER if key not in hyper]
     unknown = [key for key in hyper if key not in REQUIRED_HYPER + OPTIONAL_HYPER]
-    if method in ("dpo", "dpo_pairs") and "beta" not in hyper:
+    if method_spec(method).trainer == "dpo" and "beta" not in hyper:
         missing.append("beta")
     if missing or unknown:
         raise ValueError(f"{method}: hyperparameters missing {missing}, unknown {unknown}")
@@ -198,7 +198,7 @@ def _check_arguments(method: str, data: pd.DataFrame, hyper: Mapping[str, Any]) 
 
 def _run_fingerprint(method: str, base_model_path, data: pd.DataFrame, hyper: Mapping[str, Any], seed: int) -> dict:
     """What makes two runs the same run: resuming is only safe between them."""
-    rows = pd.util.hash_pandas_object(data[DATA_COLUMNS[method]], index=False).to_numpy()
+    rows = pd.util.hash_pandas_object(data[_columns(method)], index=False).to_numpy()
     return {
         "method": method,
         "base_model": str(base_model_path),
@@ -263,8 +263,30 @@ def _use_bf16(hyper: Mapping[str, Any]) -> bool:
     return auto_dtype("cuda" if torch.cuda.is_available() else "cpu") == torch.bfloat16
 
 
-def _build_trainer(method: str, base: str, data: pd.DataFrame, tokenizer, checkpoints: Path, hyper: Mapping[str, Any], seed: int):
-    """The TRL trainer of ``method`` on ``data`` (documents already fitted to max_length), with ``tokenizer``."""
+def _columns(method: str) -> list[str]:
+    """The columns of the method's training table that its trainer reads."""
+    return list(TRAINING_COLUMNS[method_spec(method).training_table])
+
+
+def _weights_dtype(dtype: str | None) -> str:
+    """The dtype the base weights are loaded in: ``dtype`` where the device supports it, else float32.
+
+    ``auto``/None: float32 master weights (bf16 then runs as autocast, ``_use_bf16``).
+    """
+    if dtype in (None, "auto", "float32"):
+        return "float32"
+    if dtype not in ("bfloat16", "float16"):
+        raise ValueError(f"model.dtype {dtype!r}: use auto, float32, bfloat16 or float16")
+    if torch.cuda.is_available() and dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        logger.warning("model.dtype bfloat16: this GPU has no bf16 support; training in float32")
+        return "float32"
+    return dtype
+
+
+def _build_trainer(method: str, base: str, data: pd.DataFrame, tokenizer, checkpoints: Path, hyper: Mapping[str, Any], seed: int,
+                   weights_dtype: str = "float32"):
+    """The trainer of ``method`` (its registry entry's ``trainer``) on ``data`` (documents already fitted to max_length)."""
+    trainer_kind = method_spec(method).trainer
     common = dict(
         output_dir=str(checkpoints),
         learning_rate=float(hyper["learning_rate"]),
@@ -281,21 +303,22 @@ def _build_trainer(method: str, base: str, data: pd.DataFrame, tokenizer, checkp
         disable_tqdm=False,
         seed=seed,
         data_seed=seed,
-        bf16=_use_bf16(hyper),
+        bf16=_use_bf16(hyper) and weights_dtype == "float32",
         fp16=False,
         # transformers accepts bf16 autocast on the CPU only when told the CPU is the device.
         use_cpu=not torch.cuda.is_available(),
         # TRL turns it on by default; it only pays off for models much larger than the default base.
         activation_checkpointing=bool(hyper.get("activation_checkpointing", False)),
         dataloader_pin_memory=torch.cuda.is_available(),
-        model_init_kwargs={"dtype": "float32"},  # fp32 master weights; bf16 runs as autocast
+        # float32 master weights with bf16 autocast, or the weights themselves in model.dtype
+        model_init_kwargs={"dtype": weights_dtype},
     )
-    dataset = Dataset.from_pandas(data[DATA_COLUMNS[method]].reset_index(drop=True), preserve_index=False)
-    peft_config = _lora_config(hyper["lora"], "SEQ_CLS" if method == "reward" else "CAUSAL_LM")
-    if method in ("sft", "qlm_sft"):
+    dataset = Dataset.from_pandas(data[_columns(method)].reset_index(drop=True), preserve_index=False)
+    peft_config = _lora_config(hyper["lora"], "SEQ_CLS" if trainer_kind == "reward" else "CAUSAL_LM")
+    if trainer_kind == "sft":
         args = SFTConfig(**common, completion_only_loss=True)
         trainer = SFTTrainer(model=base, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
-    elif method in ("dpo", "dpo_pairs"):
+    elif trainer_kind == "dpo":
         args = DPOConfig(**common, beta=float(hyper["beta"]))
         trainer = DPOTrainer(model=base, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
     else:
@@ -352,8 +375,9 @@ def fit_documents(method: str, data: pd.DataFrame, tokenizer, max_length: int) -
     query_ids = data["query_id"] if "query_id" in data.columns else ["?"] * len(data)
     names = [f"training example {i} (query {query_id})" for i, query_id in enumerate(query_ids)]
     fitted, truncated = data.copy(), 0
-    if method in ("sft", "dpo"):
-        endings = [[text + eos for text in data[column]] for column in DATA_COLUMNS[method][1:]]
+    table = method_spec(method).training_table
+    if table in ("sft_examples", "answer_pairs"):
+        endings = [[text + eos for text in data[column]] for column in _columns(method)[1:]]
         too_long = _too_long(tokenizer, [[p + e for p, e in zip(data.prompt, ending)] for ending in endings], max_length)
         parse = _pointwise_parser(tokenizer)
         new_prompts = list(data.prompt)
@@ -364,8 +388,8 @@ def fit_documents(method: str, data: pd.DataFrame, tokenizer, max_length: int) -
             new_prompts[i] = prompts.pointwise_prompt(tokenizer, query, document)
         fitted["prompt"] = new_prompts
         return fitted, int(too_long.sum())
-    if method == "qlm_sft":
-        return _fit_query_examples(data, tokenizer, max_length, names)
+    if table == "query_examples":
+        return _fit_query_examples(method, data, tokenizer, max_length, names)
     for column in ("chosen", "rejected"):
         documents = list(data[column])
         too_long = _too_long(tokenizer, [[p + d + eos for p, d in zip(data.prompt, documents)]], max_length)
@@ -377,10 +401,10 @@ def fit_documents(method: str, data: pd.DataFrame, tokenizer, max_length: int) -
     return fitted, truncated
 
 
-def _fit_query_examples(data: pd.DataFrame, tokenizer, max_length: int, names: list[str]) -> tuple[pd.DataFrame, int]:
-    """``fit_documents`` of ``qlm_sft``: cut each too-long row's ``document`` inside its prompt."""
+def _fit_query_examples(method: str, data: pd.DataFrame, tokenizer, max_length: int, names: list[str]) -> tuple[pd.DataFrame, int]:
+    """``fit_documents`` of query examples: cut each too-long row's ``document`` inside its prompt."""
     if "document" not in data.columns:
-        raise ValueError("qlm_sft: training data lacks the column 'document' (rebuild query_examples with rule training_data)")
+        raise ValueError(f"{method}: training data lacks the column 'document' (rebuild query_examples with rule training_data)")
     eos = tokenizer.eos_token
     fitted = data.copy()
     too_long = _too_long(tokenizer, [[p + c + eos for p, c in zip(data.prompt, data.completion)]], max_length)
@@ -403,31 +427,15 @@ def _too_long(tokenizer, sequences: list[list[str]], max_length: int) -> np.ndar
     return (np.array(lengths) > max_length).any(axis=0)
 
 
-def _length(tokenizer, text: str) -> int:
-    """Tokens of ``text`` as TRL counts them (the tokenizer's default special tokens)."""
-    return len(tokenizer(text)["input_ids"])
-
-
 def _cut_to_fit(tokenizer, render, document: str, max_length: int, name: str) -> str:
-    """The longest prefix of ``document``, ending on one of its token boundaries, with ``render(prefix)`` <= max_length tokens.
-
-    A binary search over the document's token count (a shorter prefix never renders longer).
-    """
-    ends = [end for _, end in tokenizer(document, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
-    prefix = lambda kept: document[: ends[kept - 1]] if kept else ""  # noqa: E731
-    if _length(tokenizer, render("")) > max_length:
+    """:func:`~rerank_audit.text.truncation.fit_document`, an error naming the example when nothing fits."""
+    kept = fit_document(tokenizer, render, document, max_length)
+    if kept is None:
         raise ValueError(
             f"{name}: the training sequence has more than max_length={max_length} tokens even without its document; "
             "raise max_length for this method (train.defaults / train.methods)"
         )
-    low, high = 0, len(ends)  # render(prefix(low)) fits; the answer is in [low, high]
-    while low < high:
-        middle = (low + high + 1) // 2
-        if _length(tokenizer, render(prefix(middle))) <= max_length:
-            low = middle
-        else:
-            high = middle - 1
-    return prefix(low)
+    return kept
 
 
 def _pointwise_parser(tokenizer):

@@ -13,11 +13,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import prompts
+from ...text import prompts
+from ..settings import ScoringSettings
 from .engine import (
-    DEFAULT_BATCH_SIZE,
     DEFAULT_BETA,
-    DEFAULT_MAX_LENGTH,
     ScoredSequence,
     backbone_of,
     check_logits_path,
@@ -33,7 +32,6 @@ from .engine import (
     token_log_probs,
 )
 
-METHODS = ("dpo_pairs",)
 
 
 class ImplicitRewardScorer:
@@ -48,12 +46,11 @@ class ImplicitRewardScorer:
     with the adapter disabled (no second copy in memory).
     """
 
-    def __init__(self, policy, tokenizer, *, reference=None, beta: float = DEFAULT_BETA, batch_size: int = DEFAULT_BATCH_SIZE,
-                 max_length: int | None = DEFAULT_MAX_LENGTH, prefix_reuse: bool = True, progress: bool | None = None):
+    def __init__(self, policy, tokenizer, *, reference=None, beta: float = DEFAULT_BETA, settings: ScoringSettings = ScoringSettings()):
         check_reference(policy, reference)
         self.policy, self.reference, self.tokenizer = policy, reference, tokenizer
-        self.beta, self.batch_size, self.max_length, self.progress = beta, batch_size, max_length, progress
-        self.prefix_reuse = prefix_reuse and supports_prefix_reuse(backbone_of(policy))
+        self.beta, self.settings = beta, settings
+        self.prefix_reuse = settings.prefix_reuse and supports_prefix_reuse(backbone_of(policy))
         probe = self._sequences(["query"], ["document"])[0].ids
         check_logits_path(policy, backbone_of(policy), probe)
 
@@ -64,7 +61,7 @@ class ImplicitRewardScorer:
         prompt_ids = {q: self.tokenizer(p)["input_ids"] for q, p in prompt_of.items()}
         renders = [lambda d, p=prompt_of[q]: p + d + eos for q in queries]
         texts = [render(d) for render, d in zip(renders, documents)]
-        encoded = encode_pairs(self.tokenizer, texts, renders, documents, self.max_length)
+        encoded = encode_pairs(self.tokenizer, texts, renders, documents, self.settings.max_length)
         sequences = []
         for q, ids in zip(queries, encoded):
             start = common_prefix_length([prompt_ids[q], ids])  # first completion token
@@ -78,8 +75,8 @@ class ImplicitRewardScorer:
     def _mean_log_probs(self, model, sequences: list[ScoredSequence], groups: list[int]) -> np.ndarray:
         """log π(t|…) of ``model`` averaged over each sequence's completion tokens, float64."""
         sums = sum_head_over_positions(
-            backbone_of(model), sequences, groups, partial(token_log_probs, model), batch_size=self.batch_size,
-            prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id, progress=self.progress,
+            backbone_of(model), sequences, groups, partial(token_log_probs, model), batch_size=self.settings.batch_size,
+            prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id, progress=self.settings.progress,
             desc="reference log-probs" if model is self.reference else "log-probs",
         )
         return sums / np.array([s.stop - s.first for s in sequences], dtype=np.float64)
@@ -94,8 +91,8 @@ class ImplicitRewardScorer:
         )
 
 
-def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, dtype, beta: float | None, template: str | None, options: dict):
+def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, dtype, beta: float | None, template: str | None, settings: ScoringSettings):
     """The implicit-reward scorer of ``method`` for ``model_dir``: the adapter over its disabled self,
     or the full fine-tune over ``base_model``, at ``beta`` (``None``: ``DEFAULT_BETA``). ``template`` is not used."""
     policy, reference = load_policy_and_reference(method, model_dir, base_model, device, dtype)
-    return ImplicitRewardScorer(policy, tokenizer, reference=reference, beta=DEFAULT_BETA if beta is None else beta, **options)
+    return ImplicitRewardScorer(policy, tokenizer, reference=reference, beta=DEFAULT_BETA if beta is None else beta, settings=settings)

@@ -28,12 +28,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ...text.truncation import fit_document
 from ..loading import load_causal_lm
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 16
-DEFAULT_MAX_LENGTH = 512
 DEFAULT_BETA = 0.1  # TRL DPOConfig's default
 # Queries whose prefixes are cached together: enough pairs for this many batches. Bounds the
 # memory of the prefix cache while leaving room to sort pairs by length.
@@ -75,30 +74,22 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return length
 
 
-def _fit_document(tokenizer, render: Callable[[str], str], document: str, max_length: int | None, ids: list[int]) -> list[int]:
-    """Token ids of ``render(document)`` with the document's end cut so that they fit ``max_length``.
-
-    ``ids`` is the untruncated encoding. Only the document shrinks (at a token boundary of
-    the document alone); whatever ``render`` puts around it is kept whole.
-    """
-    if max_length is None or len(ids) <= max_length:
-        return ids
-    offsets = tokenizer(document, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    keep = len(offsets) - (len(ids) - max_length)
-    while keep > 0:
-        ids = tokenizer(render(document[: offsets[keep - 1][1]]))["input_ids"]
-        if len(ids) <= max_length:
-            return ids
-        keep -= len(ids) - max_length  # tokens can merge differently at the cut; shrink again
-    ids = tokenizer(render(""))["input_ids"]
-    logger.warning("prompt without its document has %d tokens > max_length %d; scoring it whole", len(ids), max_length)
-    return ids
-
-
 def encode_pairs(tokenizer, texts: list[str], renders: list[Callable[[str], str]], documents: Sequence[str], max_length: int | None) -> list[list[int]]:
-    """Batch-tokenize ``texts`` (default special tokens, as TRL does), truncating documents where needed."""
+    """Batch-tokenize ``texts`` (default special tokens, as TRL does); a too-long pair loses its document's end
+    (:func:`rerank_audit.text.truncation.fit_document`, as in training)."""
     encoded = tokenizer(texts)["input_ids"]
-    return [_fit_document(tokenizer, render, doc, max_length, ids) for ids, render, doc in zip(encoded, renders, documents)]
+    return [
+        ids if max_length is None or len(ids) <= max_length else _fitted_ids(tokenizer, render, doc, max_length, len(ids))
+        for ids, render, doc in zip(encoded, renders, documents)
+    ]
+
+
+def _fitted_ids(tokenizer, render: Callable[[str], str], document: str, max_length: int, length: int) -> list[int]:
+    kept = fit_document(tokenizer, render, document, max_length, length)
+    if kept is None:
+        kept = ""
+        logger.warning("prompt without its document has more than max_length %d tokens; scoring it whole", max_length)
+    return tokenizer(render(kept))["input_ids"]
 
 
 # --------------------------------------------------------------------------------------

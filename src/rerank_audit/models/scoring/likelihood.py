@@ -20,9 +20,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ...text.prompts import DEFAULT_QLM_TEMPLATE, check_template, qlm_prompt
+from ..settings import ScoringSettings
 from .engine import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_LENGTH,
     ScoredSequence,
     backbone_of,
     check_logits_path,
@@ -35,26 +35,6 @@ from .engine import (
     supports_prefix_reuse,
     token_log_probs,
 )
-
-METHODS = ("qlm", "qlm_sft")
-DOCUMENT_FIELD = "{document}"
-DEFAULT_QLM_TEMPLATE = "Passage: {document}\nA claim about this passage:"
-
-
-def check_template(template: str) -> None:
-    """Fail unless ``template`` holds ``{document}`` once, followed by text before the query.
-
-    The text after the document separates it from the query, so the query's tokens do not
-    depend on how the document ends (or is cut).
-    """
-    if template.count(DOCUMENT_FIELD) != 1:
-        raise ValueError(f"qlm template {template!r}: write {DOCUMENT_FIELD} exactly once (where the document goes)")
-    if not template.split(DOCUMENT_FIELD)[1].strip():
-        raise ValueError(
-            f"qlm template {template!r}: the query would follow the document directly; "
-            "end the template with text after {document}, e.g. '\\nA claim about this passage:'"
-        )
-
 
 def _appended_special_tokens(tokenizer) -> int:
     """How many special tokens (e.g. an EOS) the tokenizer appends after a text's own tokens."""
@@ -77,18 +57,17 @@ class QueryLikelihoodScorer:
     query word.
     """
 
-    def __init__(self, model, tokenizer, *, template: str = DEFAULT_QLM_TEMPLATE, batch_size: int = DEFAULT_BATCH_SIZE,
-                 max_length: int | None = DEFAULT_MAX_LENGTH, prefix_reuse: bool = True, progress: bool | None = None):
+    def __init__(self, model, tokenizer, *, template: str = DEFAULT_QLM_TEMPLATE, settings: ScoringSettings = ScoringSettings()):
         check_template(template)
         self.model, self.tokenizer, self.template = model, tokenizer, template
-        self.batch_size, self.max_length, self.progress = batch_size, max_length, progress
+        self.settings = settings
         self._backbone = backbone_of(model)
-        self.prefix_reuse = prefix_reuse and supports_prefix_reuse(self._backbone)
+        self.prefix_reuse = settings.prefix_reuse and supports_prefix_reuse(self._backbone)
         self._appended = _appended_special_tokens(tokenizer)
         check_logits_path(model, self._backbone, self.prompt_ids(["query"], ["document"])[0])
 
     def _prompt(self, document: str) -> str:
-        return self.template.replace(DOCUMENT_FIELD, document)
+        return qlm_prompt(self.template, document)
 
     def _text(self, document: str, query: str) -> str:
         return self._prompt(document) + " " + query if query else self._prompt(document)
@@ -111,7 +90,7 @@ class QueryLikelihoodScorer:
         renders = [lambda d, q=q: self._text(d, q) for q in queries]
         texts = [render(d) for render, d in zip(renders, documents)]
         sequences = []
-        for q, ids in zip(queries, encode_pairs(self.tokenizer, texts, renders, documents, self.max_length)):
+        for q, ids in zip(queries, encode_pairs(self.tokenizer, texts, renders, documents, self.settings.max_length)):
             end = len(ids) - self._appended
             start = end - len(query_ids[q])
             if ids[start:end] != query_ids[q]:
@@ -136,17 +115,17 @@ class QueryLikelihoodScorer:
             return scores
         sums = sum_head_over_positions(
             self._backbone, [sequences[i] for i in scored], group_ids([documents[i] for i in scored]), partial(token_log_probs, self.model),
-            batch_size=self.batch_size, prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id,
-            progress=self.progress, desc="query log-probs",
+            batch_size=self.settings.batch_size, prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id,
+            progress=self.settings.progress, desc="query log-probs",
         )
         scores[scored] = sums / np.array([sequences[i].stop - sequences[i].first for i in scored])
         return scores
 
 
 
-def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, dtype, beta: float | None, template: str | None, options: dict):
+def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, dtype, beta: float | None, template: str | None, settings: ScoringSettings):
     """The query-likelihood scorer for ``model_dir``: the base model (``qlm``) or the SFT-trained one
     (``qlm_sft``; an adapter is merged), reading ``template`` (``None``: ``DEFAULT_QLM_TEMPLATE``).
     ``beta`` is not used."""
     model = load_merged_causal_lm(model_dir, base_model, device, dtype)
-    return QueryLikelihoodScorer(model, tokenizer, template=DEFAULT_QLM_TEMPLATE if template is None else template, **options)
+    return QueryLikelihoodScorer(model, tokenizer, template=DEFAULT_QLM_TEMPLATE if template is None else template, settings=settings)

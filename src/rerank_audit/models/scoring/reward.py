@@ -14,11 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import prompts
+from ...text import prompts
 from ..loading import load_sequence_classifier
+from ..settings import ScoringSettings
 from .engine import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_LENGTH,
     ScoredSequence,
     backbone_of,
     check_pairs,
@@ -31,7 +30,6 @@ from .engine import (
     with_adapter,
 )
 
-METHODS = ("reward",)
 
 
 class RewardHeadScorer:
@@ -43,13 +41,12 @@ class RewardHeadScorer:
     document's last token instead). Computed in float32 from the final hidden state.
     """
 
-    def __init__(self, model, tokenizer, *, batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = DEFAULT_MAX_LENGTH,
-                 prefix_reuse: bool = True, progress: bool | None = None):
+    def __init__(self, model, tokenizer, *, settings: ScoringSettings = ScoringSettings()):
         self.model, self.tokenizer = model, tokenizer
-        self.batch_size, self.max_length, self.progress = batch_size, max_length, progress
+        self.settings = settings
         inner = unwrap(model)
         self._backbone = backbone_of(model)
-        self.prefix_reuse = prefix_reuse and supports_prefix_reuse(self._backbone)
+        self.prefix_reuse = settings.prefix_reuse and supports_prefix_reuse(self._backbone)
         self._head = inner.score if hasattr(inner, "score") else inner.classifier
 
     def _sequences(self, queries: Sequence[str], documents: Sequence[str]) -> list[ScoredSequence]:
@@ -58,7 +55,7 @@ class RewardHeadScorer:
         prompt_of = {q: prompts.document_prompt(self.tokenizer, q) for q in dict.fromkeys(queries)}
         renders = [lambda d, p=prompt_of[q]: p + d + eos for q in queries]
         texts = [render(d) for render, d in zip(renders, documents)]
-        return [ScoredSequence(ids, len(ids) - 1, len(ids)) for ids in encode_pairs(self.tokenizer, texts, renders, documents, self.max_length)]
+        return [ScoredSequence(ids, len(ids) - 1, len(ids)) for ids in encode_pairs(self.tokenizer, texts, renders, documents, self.settings.max_length)]
 
     def read_positions(self, queries: Sequence[str], documents: Sequence[str]) -> list[int]:
         """Index of the token whose hidden state the head reads (the closing EOS), per pair."""
@@ -81,8 +78,8 @@ class RewardHeadScorer:
             return np.zeros(0, dtype=np.float64)
         return sum_head_over_positions(
             self._backbone, self._sequences(queries, documents), group_ids(queries), self._reward,
-            batch_size=self.batch_size, prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id,
-            progress=self.progress, desc="rewards",
+            batch_size=self.settings.batch_size, prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id,
+            progress=self.settings.progress, desc="rewards",
         )
 
 
@@ -96,7 +93,7 @@ def _require_trained_head(adapter_dir: Path) -> None:
         )
 
 
-def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, dtype, beta: float | None, template: str | None, options: dict):
+def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, dtype, beta: float | None, template: str | None, settings: ScoringSettings):
     """The reward scorer for ``model_dir``: a full sequence classifier, or an adapter (with its trained
     head) merged into ``base_model`` loaded as one. ``beta`` and ``template`` are not used."""
     if is_adapter_folder(model_dir):
@@ -104,4 +101,4 @@ def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, 
         model = with_adapter(load_sequence_classifier(base_model, device, dtype), model_dir, device).merge_and_unload()
     else:
         model = load_sequence_classifier(model_dir, device, dtype)
-    return RewardHeadScorer(model, tokenizer, **options)
+    return RewardHeadScorer(model, tokenizer, settings=settings)

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import prompts
+from ...text import prompts
+from ...methods import method as method_spec
+from ..settings import ScoringSettings
 from .engine import (
-    DEFAULT_BATCH_SIZE,
     DEFAULT_BETA,
-    DEFAULT_MAX_LENGTH,
     Head,
     ScoredSequence,
     backbone_of,
@@ -36,9 +36,6 @@ from .engine import (
     unwrap,
 )
 
-METHODS = ("zeroshot", "sft", "dpo")
-# Scored as β·(policy − reference), DPO's implicit reward.
-REFERENCE_RELATIVE_METHODS = ("dpo",)
 
 
 def answer_token_sets(tokenizer) -> tuple[list[int], list[int]]:
@@ -85,14 +82,13 @@ class YesNoScorer:
     ``None`` means ``model`` (a PEFT model) with its adapter disabled.
     """
 
-    def __init__(self, model, tokenizer, *, reference=None, beta: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 max_length: int | None = DEFAULT_MAX_LENGTH, prefix_reuse: bool = True, progress: bool | None = None):
+    def __init__(self, model, tokenizer, *, reference=None, beta: float | None = None, settings: ScoringSettings = ScoringSettings()):
         if beta is not None:
             check_reference(model, reference)
         self.model, self.reference, self.beta, self.tokenizer = model, reference, beta, tokenizer
-        self.batch_size, self.max_length, self.progress = batch_size, max_length, progress
+        self.settings = settings
         self.yes_ids, self.no_ids = answer_token_sets(tokenizer)
-        self.prefix_reuse = prefix_reuse and supports_prefix_reuse(backbone_of(model))
+        self.prefix_reuse = settings.prefix_reuse and supports_prefix_reuse(backbone_of(model))
         self._heads = {id(m): _answer_log_odds_head(m, self.yes_ids, self.no_ids) for m in (model, reference) if m is not None}
         check_logits_path(model, backbone_of(model), self.prompt_ids(["query"], ["document"])[0])
 
@@ -101,7 +97,7 @@ class YesNoScorer:
         check_pairs(queries, documents)
         renders = [lambda d, q=q: prompts.pointwise_prompt(self.tokenizer, q, d) for q in queries]
         texts = [render(d) for render, d in zip(renders, documents)]
-        return encode_pairs(self.tokenizer, texts, renders, documents, self.max_length)
+        return encode_pairs(self.tokenizer, texts, renders, documents, self.settings.max_length)
 
     def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
         """Log-odds of yes per pair (β·policy−reference difference with ``beta``), float64 [len(queries)]."""
@@ -113,8 +109,8 @@ class YesNoScorer:
         def log_odds(model) -> np.ndarray:
             # the adapter-disabled reference reads the policy's (un-adapted) output rows
             return sum_head_over_positions(
-                backbone_of(model), sequences, groups, self._heads[id(model)], batch_size=self.batch_size,
-                prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id, progress=self.progress,
+                backbone_of(model), sequences, groups, self._heads[id(model)], batch_size=self.settings.batch_size,
+                prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id, progress=self.settings.progress,
                 desc="yes/no reference scores" if model is self.reference else "yes/no scores",
             )
 
@@ -123,14 +119,14 @@ class YesNoScorer:
         return self.beta * policy_minus_reference(self.model, self.reference, log_odds)
 
 
-def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, dtype, beta: float | None, template: str | None, options: dict):
+def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, dtype, beta: float | None, template: str | None, settings: ScoringSettings):
     """The yes/no scorer of ``method`` for ``model_dir`` (see :func:`rerank_audit.models.scoring.load_scorer`).
 
     ``dpo``: the adapter (not merged) over its disabled self, or the full fine-tune over
     ``base_model``, at ``beta`` (``None``: ``DEFAULT_BETA``); the others: the merged model.
     ``template`` is not used.
     """
-    if method in REFERENCE_RELATIVE_METHODS:
+    if method_spec(method).scored_against_reference:
         policy, reference = load_policy_and_reference(method, model_dir, base_model, device, dtype)
-        return YesNoScorer(policy, tokenizer, reference=reference, beta=DEFAULT_BETA if beta is None else beta, **options)
-    return YesNoScorer(load_merged_causal_lm(model_dir, base_model, device, dtype), tokenizer, **options)
+        return YesNoScorer(policy, tokenizer, reference=reference, beta=DEFAULT_BETA if beta is None else beta, settings=settings)
+    return YesNoScorer(load_merged_causal_lm(model_dir, base_model, device, dtype), tokenizer, settings=settings)

@@ -103,3 +103,28 @@ def corpus_texts(corpus, doc_ids) -> list[str]:
     """``document_text`` of each id in ``doc_ids``, looked up in a corpus table (doc_id, title, text)."""
     docs = corpus.set_index("doc_id")
     return [document_text(t, x) for t, x in zip(docs.title.reindex(doc_ids), docs.text.reindex(doc_ids))]
+
+
+# Query likelihood (qlm, qlm_sft): no chat template; the query follows the filled template after one space.
+DOCUMENT_FIELD = "{document}"
+DEFAULT_QLM_TEMPLATE = "Passage: {document}\nA claim about this passage:"
+
+
+def check_template(template: str) -> None:
+    """Fail unless ``template`` holds ``{document}`` once, followed by text before the query.
+
+    The text after the document separates it from the query, so the query's tokens do not
+    depend on how the document ends (or is cut).
+    """
+    if template.count(DOCUMENT_FIELD) != 1:
+        raise ValueError(f"qlm template {template!r}: write {DOCUMENT_FIELD} exactly once (where the document goes)")
+    if not template.split(DOCUMENT_FIELD)[1].strip():
+        raise ValueError(
+            f"qlm template {template!r}: the query would follow the document directly; "
+            "end the template with text after {document}, e.g. '\\nA claim about this passage:'"
+        )
+
+
+def qlm_prompt(template: str, document: str) -> str:
+    """``template`` with ``document`` put in: the text the query follows (after one space)."""
+    return template.replace(DOCUMENT_FIELD, document)
