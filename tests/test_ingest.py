@@ -54,9 +54,9 @@ def test_climate_fever_reads_claims_as_queries_and_distinct_evidence_as_document
     ]
     assert records(c.queries) == [{"query_id": "0", "text": "Polar bears are in danger"}, {"query_id": "7", "text": "Sea ice is growing"}]
     assert records(c.qrels) == [
-        {"query_id": "0", "doc_id": "Polar_bear:3", "relevance": 1},
-        {"query_id": "0", "doc_id": "Sea_ice:1", "relevance": 0},
-        {"query_id": "7", "doc_id": "Sea_ice:1", "relevance": 1},
+        {"query_id": "0", "doc_id": "Polar_bear:3", "relevance": 1, "label": "SUPPORTS"},
+        {"query_id": "0", "doc_id": "Sea_ice:1", "relevance": 0, "label": "NOT_ENOUGH_INFO"},
+        {"query_id": "7", "doc_id": "Sea_ice:1", "relevance": 1, "label": "REFUTES"},
     ]
 
 

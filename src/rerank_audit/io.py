@@ -16,6 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rerank_audit.data.schemas import optional_fields
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -40,8 +42,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_table(frame: pd.DataFrame, path: str | Path, schema: pa.Schema) -> None:
     """Write the columns of ``schema`` from ``frame`` as Parquet with exactly that schema.
 
-    Columns outside the schema are left out; a missing one or a wrong type is an error.
+    Columns outside the schema are left out; an optional column (``schemas.OPTIONAL``) that
+    ``frame`` lacks is written as nulls; any other missing column or a wrong type is an error.
     """
+    absent = [field.name for field in optional_fields(schema) if field.name not in frame.columns]
+    frame = frame.assign(**{name: None for name in absent})
     missing = [name for name in schema.names if name not in frame.columns]
     if missing:
         raise ValueError(f"{path}: table lacks the column(s) {missing} of its schema")
@@ -51,9 +56,18 @@ def write_table(frame: pd.DataFrame, path: str | Path, schema: pa.Schema) -> Non
 
 
 def read_table(path: str | Path, schema: pa.Schema | None = None) -> pd.DataFrame:
-    """Read a Parquet table; with ``schema``, check its columns and types first."""
+    """Read a Parquet table; with ``schema``, check its columns and types first.
+
+    An optional column of ``schema`` that the file lacks (written before the column existed)
+    is read as nulls.
+    """
     table = pq.read_table(path)
-    if schema is not None and not table.schema.equals(schema, check_metadata=False):
+    if schema is None:
+        return table.to_pandas()
+    for field in optional_fields(schema):
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(len(table), field.type))
+    if not table.schema.equals(schema, check_metadata=False):
         raise ValueError(f"{path}: schema {table.schema} differs from the expected {schema}")
     return table.to_pandas()
 

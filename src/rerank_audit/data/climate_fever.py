@@ -1,7 +1,8 @@
 """CLIMATE-FEVER jsonl as a re-ranking collection (see shared/data/README.md).
 
 query = claim; corpus = the distinct evidence sentences titled by their article;
-SUPPORTS / REFUTES evidence is relevant (1), NOT_ENOUGH_INFO judged non-relevant (0).
+SUPPORTS / REFUTES evidence is relevant (1), NOT_ENOUGH_INFO judged non-relevant (0); the
+qrels keep the evidence label itself in their optional ``label`` column (the stance probe).
 TREC files cannot carry spaces, so doc_id = evidence_id with spaces replaced by "_".
 """
 
@@ -41,5 +42,5 @@ def read_climate_fever(claims: str | Path) -> Collection:
             label = evidence["evidence_label"]
             if label not in RELEVANT_LABELS:
                 raise InputError(path, f"unknown evidence_label '{label}'", where, f"use one of {sorted(RELEVANT_LABELS)}")
-            judgements.append(Record(path, where, {"query_id": query_id, "doc_id": doc_id, "relevance": RELEVANT_LABELS[label]}))
+            judgements.append(Record(path, where, {"query_id": query_id, "doc_id": doc_id, "relevance": RELEVANT_LABELS[label], "label": label}))
     return build_collection(list(documents.values()), queries, judgements)

@@ -18,7 +18,7 @@ from rerank_audit.errors import InputError
 class Collection:
     corpus: pd.DataFrame  # doc_id, title, text
     queries: pd.DataFrame  # query_id, text
-    qrels: pd.DataFrame  # query_id, doc_id, relevance
+    qrels: pd.DataFrame  # query_id, doc_id, relevance[, label]
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ def build_collection(documents: list[Record], queries: list[Record], judgements:
     """Check records and assemble the data-model tables.
 
     documents: fields doc_id, title, text; queries: query_id, text;
-    judgements: query_id, doc_id, relevance (int, 0 = judged non-relevant).
+    judgements: query_id, doc_id, relevance (int, 0 = judged non-relevant), optionally label
+    (str: the source's own label of the judgement; the qrels get the column when any has it).
     """
     _unique(documents, "doc_id", "document")
     _unique(queries, "query_id", "query")
@@ -73,7 +74,8 @@ def build_collection(documents: list[Record], queries: list[Record], judgements:
         seen[query_id, doc_id] = record
     table = lambda records, columns: pd.DataFrame([r.fields for r in records], columns=columns)  # noqa: E731
     corpus = table(documents, ["doc_id", "title", "text"]).astype(str)
-    qrels = table(judgements, ["query_id", "doc_id", "relevance"])
+    labelled = any("label" in r.fields for r in judgements)
+    qrels = table(judgements, ["query_id", "doc_id", "relevance", *(["label"] if labelled else [])])
     qrels["relevance"] = qrels["relevance"].astype("int64")
     return Collection(corpus=corpus, queries=table(queries, ["query_id", "text"]).astype(str), qrels=qrels)
 
