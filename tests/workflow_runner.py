@@ -102,7 +102,7 @@ def tiny_config(k=5, methods=(), base_model="bundled:smollm2-135m-instruct", bud
         "rerank": {"depth": 3, "batch_size": 4, "max_length": 128},
         "explain": {
             "queries": "all", "top_documents": 2, "exact_levels": 1, "keywords": 3, "ks": [1, 2], "random_sets": 2,
-            "deletion_steps": 4, "normalisation": "candidate_std", "batch_size": 16, "seed": 1,
+            "deletion_steps": 4, "normalisation": "candidate_std", "batch_size": 16, "pairs_per_call": 16, "seed": 1,
         },
         "rationale": {"generator": base_model, "max_new_tokens": 8, "batch_size": 4},
         "report": {"bootstrap_resamples": 200, "alpha": 0.05, "seed": 1},

@@ -17,6 +17,7 @@ with its scorer and ``from_folder`` (the scorer of a method for a model folder).
 
 from __future__ import annotations
 
+import logging
 from importlib import import_module
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from .engine import DEFAULT_BETA, adapter_base, is_adapter_folder
 from .likelihood import QueryLikelihoodScorer
 from .reward import RewardHeadScorer
 from .yesno import YesNoScorer, answer_token_sets
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_BETA", "ImplicitRewardScorer", "QueryLikelihoodScorer", "RewardHeadScorer", "ScoringSettings", "YesNoScorer",
@@ -63,6 +66,7 @@ def load_scorer(
     family = import_module(f".{method_spec(method).family}", __name__)
     device = torch.device(settings.device) if settings.device is not None else pick_device()
     dtype = resolve_dtype(settings.dtype, device)
+    logger.info("%s scorer (%s family) on %s as %s: %s", method, method_spec(method).family, device, dtype, settings)
     model_dir = Path(model_dir)
     if is_adapter_folder(model_dir) and base_model is None:
         base_model = adapter_base(model_dir)

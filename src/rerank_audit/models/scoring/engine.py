@@ -220,8 +220,8 @@ def sum_head_over_positions(
     run_tokens = sum(common + sum(prefix_len[g] - common for g in chunk) for chunk, common in zip(chunks, shared))
     run_tokens += sum(len(s.ids) - prefix_len[g] for s, g in zip(sequences, groups))
     logger.info(
-        "%s: %d pairs of %d queries, %d tokens (%.0f%% of the full prompts' %d)",
-        desc, len(sequences), len(members), run_tokens, 100 * run_tokens / max(full_tokens, 1), full_tokens,
+        "%s: %d pairs of %d queries in batches of <= %d, %d tokens (%.0f%% of the full prompts' %d)",
+        desc, len(sequences), len(members), batch_size, run_tokens, 100 * run_tokens / max(full_tokens, 1), full_tokens,
     )
     show = progress if progress is not None else len(sequences) >= _PROGRESS_MIN_BATCHES * batch_size
     with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="pair", disable=not show) as bar:
