@@ -269,3 +269,33 @@ def test_rationale_comprehensiveness_is_tested_against_random_words_in_the_same_
         ("dpo", "rationale_comprehensiveness"): 3 * p,
     })  # fmt: skip
     assert stated.faithful and unstated.significant and not unstated.faithful  # below random is significant, not faithful
+
+
+def _top_table(qlm):
+    """bm25 and qlm (budget 0) and sft (budget 10) on four queries: nDCG@10, and comprehensiveness@1 for the explained two."""
+    rows = []
+    for i, q in enumerate(["q1", "q2", "q3", "q4"]):
+        for method, budget, value in [("bm25", "0", [0.4, 0.5, 0.6, 0.5][i]), ("qlm", "0", qlm[i]), ("sft", "10", [0.9, 0.8, 0.9, 0.8][i])]:
+            rows.append(("toy", method, budget, "test", q, "nDCG@10", value))
+    explain = [("toy", m, b, "test", q, "comprehensiveness@1", v) for q in ["q1", "q2", "q3", "q4"] for m, b, v in [("qlm", "0", 0.5), ("sft", "10", 0.1)]]
+    return per_query_table(rows), per_query_table(explain)
+
+
+def test_a_best_method_is_named_only_when_it_beats_every_other_after_holm():
+    # sft - qlm = [0.4, 0.3, 0.2, 0.2]: mean 0.275, sample variance 0.0275 / 3; sft - bm25 = [0.5, 0.3, 0.3, 0.3]:
+    # mean 0.35, variance 0.03 / 3, t = 7. Holm over the two tests: the larger adjusted p is max(2 p_min, p_max).
+    per_query, explain = _top_table(qlm=[0.5, 0.5, 0.7, 0.6])
+    stats = compare_methods(per_query, n_resamples=50)
+    p_qlm, p_bm25 = student_t3_two_sided_p(0.275 / (math.sqrt(0.0275 / 3) / 2)), student_t3_two_sided_p(7.0)
+    sft = stats[stats.budget == "10"].iloc[0]
+    assert sft.top_method == "sft" and sft.top_p_holm == pytest.approx(max(2 * min(p_qlm, p_bm25), max(p_qlm, p_bm25)))
+    assert sft.top_p_holm < 0.05
+    assert stats[stats.budget == "0"].top_method.isna().all()  # budget 0 has no table of its own here
+    findings = summary_markdown(stats, explain, methods=["qlm", "sft"], k=1).split("**Findings.**")[1]
+    assert "the best-ranking method, sft" in findings
+    # qlm now within 0.025 of sft (differences [0, 0, 0.05, 0.05]: t = 1.73, p = 0.18): no best method is named.
+    per_query, explain = _top_table(qlm=[0.9, 0.8, 0.85, 0.75])
+    stats = compare_methods(per_query, n_resamples=50)
+    assert stats[stats.budget == "10"].iloc[0].top_p_holm > 0.05
+    findings = summary_markdown(stats, explain, methods=["qlm", "sft"], k=1).split("**Findings.**")[1]
+    assert "the best-ranking method" not in findings and "no best-ranking method is named" in findings

@@ -237,6 +237,7 @@ def compare_methods(
     for _, family in result.groupby(["dataset", "budget"], sort=False):
         adjusted = holm(family[p_columns].to_numpy(dtype=np.float64).ravel()).reshape(len(family), len(COMPARISONS))
         result.loc[family.index, [f"{b}_p_holm" for b in COMPARISONS]] = adjusted
+    result = _with_top_tests(result, table, tested_measures)
     for comparison in COMPARISONS:
         tested = result[f"{comparison}_p_holm"].notna()
         flag = pd.array([pd.NA] * len(result), dtype="boolean")
@@ -244,6 +245,36 @@ def compare_methods(
         result[f"{comparison}_significant"] = flag
         result[f"{comparison}_queries"] = result[f"{comparison}_queries"].astype("Int64")
     return result.astype({"queries": "int64", "resamples": "int64"})
+
+
+def _with_top_tests(result: pd.DataFrame, table: pd.DataFrame, tested_measures: set) -> pd.DataFrame:
+    """``result`` with ``top_method`` and ``top_p_holm`` on the rows of each table's own budget.
+
+    A table is one dataset and budget with the budget-"0" rows (with trained budgets, budget
+    "0" has no table of its own). On each tested measure, the method with the highest mean is
+    tested (paired t) against every other method of the table but random; ``top_p_holm`` is the
+    largest Holm-adjusted p of those tests (NaN when one could not be made). A report names a
+    best method only when it is below alpha: it then beats each other method.
+    """
+    result = result.assign(top_method=None, top_p_holm=np.nan)
+    for dataset, budget in result[["dataset", "budget"]].drop_duplicates().itertuples(index=False):
+        in_dataset = result[result.dataset == dataset]
+        if budget == UNTRAINED_BUDGET and set(in_dataset.budget) != {UNTRAINED_BUDGET}:
+            continue
+        rows = in_dataset[in_dataset.budget.isin({UNTRAINED_BUDGET, budget}) & (in_dataset.method != "random")]
+        values = table[table.dataset == dataset]
+        for measure in tested_measures:
+            candidates = rows[rows.measure == measure]
+            if len(candidates) < 2:
+                continue
+            series = {key: g.set_index("query_id").value for key, g in values[values.measure == measure].groupby(["method", "budget"], sort=False)}
+            keys = list(zip(candidates.method, candidates.budget))
+            top = keys[int(np.argmax(candidates["mean"].to_numpy()))]
+            adjusted = holm(np.array([paired_t_test(series[top], series[key])[1] for key in keys if key != top], dtype=np.float64))
+            own = (result.dataset == dataset) & (result.budget == budget) & (result.measure == measure)
+            result.loc[own, "top_method"] = top[0]
+            result.loc[own, "top_p_holm"] = float(np.max(adjusted))
+    return result
 
 
 def _comparison_test(values: pd.Series, method: str, comparison: str, against: str | None, reference: pd.Series | None) -> dict:

@@ -395,17 +395,26 @@ def _accuracy_vs_faithfulness_findings(rows, means, order, k, primary: str = PRI
     both = [m for m in order if m in accuracy.index and m in faithfulness.index]
     if len(both) < 2:
         return []
+    alpha = float(rows.alpha.iloc[0]) if "alpha" in rows and len(rows) else 0.05
+    tops = rows[(rows.measure == primary) & (rows.get("top_p_holm", pd.Series(np.nan, index=rows.index)) < alpha)]
+    top = set(tops.top_method)  # a best method, when the table has one (statistics.compare_methods)
     accuracy, faithfulness = accuracy[both], faithfulness[both]
     best, most = accuracy.idxmax(), faithfulness.idxmax()
-    if best == most:
+    if best not in top:
+        text = (
+            f"No method ranks significantly above every other on {primary} (paired t-tests of the highest mean against "
+            f"each other method, Holm, α = {alpha:g}), so no best-ranking method is named; the highest {measure} is "
+            f"{_name(most)}'s ({faithfulness[most]:.3f}, {primary} {accuracy[most]:.3f})."
+        )
+    elif best == most:
         text = (
             f"Better ranking came with more faithful attributions at the top: the best-ranking method, {_name(best)} "
-            f"({primary} {accuracy[best]:.3f}), also has the highest {measure} ({faithfulness[best]:.3f})."
+            f"({primary} {accuracy[best]:.3f}, significantly above every other method), also has the highest {measure} ({faithfulness[best]:.3f})."
         )
     else:
         text = (
             f"Better ranking did not come with the most faithful attributions: the best-ranking method, {_name(best)} "
-            f"({primary} {accuracy[best]:.3f}), has {measure} {faithfulness[best]:.3f}, below {_name(most)} "
+            f"({primary} {accuracy[best]:.3f}, significantly above every other method), has {measure} {faithfulness[best]:.3f}, below {_name(most)} "
             f"({faithfulness[most]:.3f}, {primary} {accuracy[most]:.3f})."
         )
     sentences = [text]
