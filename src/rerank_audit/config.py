@@ -64,6 +64,33 @@ def check_config(config: dict[str, Any]) -> None:
         except ValueError as error:
             raise ValueError(f"{where}.qlm_template: {error}") from None
     fusion_settings(config["rerank"], config["methods"])
+    check_split_sizes(config["split"])
+    if config["rerank"]["depth"] > config["retrieve"]["k"] and any(spec.get("candidates", "bm25") == "bm25" for spec in datasets.values()):
+        raise ValueError(
+            f"rerank.depth ({config['rerank']['depth']}) is above retrieve.k ({config['retrieve']['k']}): the methods would "
+            "re-rank fewer BM25 candidates than asked; lower rerank.depth or raise retrieve.k"
+        )
+
+
+def split_size(value: float, key: str, *, zero: bool) -> None:
+    """Raise unless ``value`` is a share in (0, 1) or a whole number of queries (0 only where ``zero``).
+
+    YAML reads ``1.0`` as a float: it would mean one query, not "all of them", so a whole
+    number with a decimal point is refused rather than guessed.
+    """
+    fraction = isinstance(value, float) and 0 < value < 1
+    whole = isinstance(value, int) and not isinstance(value, bool) and (value >= 1 or (zero and value == 0))
+    if not (fraction or whole):
+        allowed = "0, " if zero else ""
+        raise ValueError(
+            f"{key}: {value!r} is neither a share of the queries in (0, 1) nor a whole number of queries; write e.g. 0.5 for "
+            f"half of them, or {allowed}1, 2, ... for a count (1.0 would mean one query; there is no 'all' for a split)"
+        )
+
+
+def check_split_sizes(split: Mapping[str, Any]) -> None:
+    split_size(split["test"], "split.test", zero=False)
+    split_size(split["dev"], "split.dev", zero=True)
 
 
 def check_methods(methods: list[str]) -> None:

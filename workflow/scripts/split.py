@@ -1,11 +1,12 @@
 from rerank_audit.logs import log_to
 from rerank_audit.data import schemas
-from rerank_audit.data.splits import evaluable_queries, split_queries
+from rerank_audit.data.splits import check_fits, evaluable_queries, split_queries
 from rerank_audit.io import read_table, write_table
 
 log = log_to(snakemake.log[0])
 p = snakemake.params
 query_ids = evaluable_queries(read_table(snakemake.input.qrels, schemas.QRELS), p.relevance_threshold)
 splits = split_queries(query_ids, seed=p.seed, dev=p.dev, test=p.test)
+check_fits(splits, p.budgets, p.explain_queries, p.explain_key)
 write_table(splits, snakemake.output.splits, schemas.SPLITS)
 log.info("split sizes: %s", splits.split.value_counts().to_dict())

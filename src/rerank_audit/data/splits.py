@@ -29,7 +29,12 @@ def split_queries(query_ids: list[str], seed: int, dev: float, test: float) -> p
     order = np.random.default_rng(seed).permutation(len(ids))
     n_test, n_dev = _count(test, len(ids)), _count(dev, len(ids))
     if n_test + n_dev > len(ids):
-        raise ValueError(f"split sizes test={n_test} + dev={n_dev} exceed the {len(ids)} evaluable queries")
+        raise ValueError(
+            f"split.test ({test}: {n_test} queries) and split.dev ({dev}: {n_dev}) exceed the {len(ids)} evaluable queries "
+            "(with a relevant judgement); lower them"
+        )
+    if n_test == 0:
+        raise ValueError(f"split.test: {test} of {len(ids)} evaluable queries rounds to no test query; raise it")
     names = ["test"] * n_test + ["dev"] * n_dev + ["train"] * (len(ids) - n_test - n_dev)
     frame = pd.DataFrame({"query_id": ids[order], "split": names})
     frame["position"] = frame.groupby("split").cumcount().astype("int64")
@@ -45,3 +50,18 @@ def budget_queries(splits: pd.DataFrame, budget: str | int) -> list[str]:
     if n > len(train):
         raise ValueError(f"training budget {n} exceeds the {len(train)} training queries")
     return train.query_id.head(n).tolist()
+
+
+def check_fits(splits: pd.DataFrame, budgets: list, explain_queries, explain_key: str) -> None:
+    """Raise when a config count asks for more queries than the split has, naming the key.
+
+    ``budgets``: the config's training budgets (numbers, or "all"); ``explain_queries``: the
+    test queries explained per method (a number, or "all"), read from ``explain_key``.
+    """
+    sizes = splits.split.value_counts()
+    n_train, n_test = int(sizes.get("train", 0)), int(sizes.get("test", 0))
+    over = [b for b in budgets if str(b) != "all" and int(b) > n_train]
+    if over:
+        raise ValueError(f"budgets {over} exceed the {n_train} training queries of this split; lower them or use all")
+    if str(explain_queries) != "all" and int(explain_queries) > n_test:
+        raise ValueError(f"{explain_key} ({explain_queries}) exceeds the {n_test} test queries; lower it or write all")

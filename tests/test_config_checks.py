@@ -1,0 +1,74 @@
+"""Config traps stop the workflow with a message that names the key and the fix."""
+
+import pandas as pd
+import pytest
+
+from rerank_audit.config import check_config, load_config
+from rerank_audit.data.splits import check_fits, split_queries
+from workflow_runner import REPO, snakemake, tiny_config, write_config, write_tiny_collection
+
+CONFIG = REPO / "config" / "config.yaml"
+
+
+def checked(**changes):
+    config = load_config(CONFIG)
+    for path, value in changes.items():
+        section, key = path.split("__")
+        config[section][key] = value
+    check_config(config)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("split__test", 1.0, r"split.test: 1.0 is neither a share of the queries in \(0, 1\) nor a whole number"),
+        ("split__test", 0, r"split.test: 0 is neither"),
+        ("split__test", 2.5, r"split.test: 2.5 is neither"),
+        ("split__dev", 1.0, r"split.dev: 1.0 is neither"),
+        ("rerank__depth", 150, r"rerank.depth \(150\) is above retrieve.k \(100\)"),
+        ("rerank__fusion", ["qlm", "colbert"], r"rerank.fusion names \['colbert'\], which are not in methods"),
+    ],
+)
+def test_a_config_trap_stops_with_the_key_and_the_fix(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        checked(**{key: value})
+
+
+def test_fractions_counts_and_a_zero_dev_split_pass():
+    checked(split__test=0.5, split__dev=0)
+    checked(split__test=3, split__dev=0.2)
+
+
+def test_a_split_larger_than_the_queries_or_rounding_to_no_test_query_stops():
+    ids = [f"q{i}" for i in range(10)]
+    with pytest.raises(ValueError, match=r"split.test \(8: 8 queries\) and split.dev \(4: 4\) exceed the 10 evaluable queries"):
+        split_queries(ids, seed=1, dev=4, test=8)
+    with pytest.raises(ValueError, match=r"split.test: 0.01 of 10 evaluable queries rounds to no test query"):
+        split_queries(ids, seed=1, dev=0, test=0.01)
+
+
+def test_budgets_and_explained_queries_above_the_split_stop_naming_the_key():
+    splits = pd.DataFrame({"query_id": ["a", "b", "c", "d"], "split": ["train", "train", "train", "test"], "position": [0, 1, 2, 0]})
+    check_fits(splits, [1, 3, "all"], 1, "explain.queries")
+    with pytest.raises(ValueError, match=r"budgets \[4\] exceed the 3 training queries"):
+        check_fits(splits, [1, 4], "all", "explain.queries")
+    with pytest.raises(ValueError, match=r"datasets.x.explain_queries \(2\) exceeds the 1 test queries"):
+        check_fits(splits, ["all"], 2, "datasets.x.explain_queries")
+
+
+def test_a_trap_stops_a_dry_run_before_any_job(tmp_path):
+    write_tiny_collection(tmp_path)
+    config = tiny_config()
+    config["split"]["test"] = 1.0
+    result = snakemake(tmp_path, write_config(tmp_path, config), "--dry-run", check=False)
+    assert result.returncode != 0 and "split.test: 1.0 is neither a share" in result.stderr + result.stdout
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_a_budget_above_the_training_queries_stops_the_split_job(tmp_path):
+    write_tiny_collection(tmp_path)
+    config = tiny_config(methods=["zeroshot"], budgets=[3])  # 4 rated queries, 2 for test: 2 training queries
+    result = snakemake(tmp_path, write_config(tmp_path, config), "results/tiny/split/splits.parquet", check=False)
+    assert result.returncode != 0
+    assert "budgets [3] exceed the 2 training queries" in (tmp_path / "logs/tiny/split.log").read_text()
