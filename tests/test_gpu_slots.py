@@ -171,7 +171,7 @@ def test_hidden_gpus_stay_hidden():
 
 def test_among_several_gpus_the_user_made_visible_one_free_one_is_claimed(tmp_path):
     os.environ.update({gpu.COUNT_ENV: "4", "CUDA_VISIBLE_DEVICES": "2,3"})
-    taken = tmp_path / "locks" / "visible"
+    taken = tmp_path / "locks" / "machine"  # the namespace of jobs that choose among all the machine's GPUs too
     taken.mkdir(parents=True)
     holder = gpu._try_lock(taken / "gpu-2.lock")  # another job holds GPU 2
     try:
@@ -214,3 +214,10 @@ def test_nvidia_smi_listing_gives_indices_and_mig_instances():
     )
     assert gpu.parse_nvidia_smi_list(listing) == ["0", "MIG-5e6f", "MIG-7a8b", "2"]
     assert gpu.parse_nvidia_smi_list("") == []
+
+
+def test_the_module_imports_no_torch():
+    """A job calls claim_gpu before torch is imported; importing the module must not import it either."""
+    check = "import sys; import rerank_audit.gpu; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", check], env=_job_environment(0, Path("unused")), capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

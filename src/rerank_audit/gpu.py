@@ -160,7 +160,8 @@ def _pool() -> tuple[list[str], str]:
             logger.info("GPU slot: CUDA_VISIBLE_DEVICES=%r is set%s; kept", visible, f" (SLURM job {slurm_job})" if slurm_job else "")
             return [], ""
         logger.info("GPU slot: choosing among CUDA_VISIBLE_DEVICES=%s", visible)
-        return devices, f"slurm-{slurm_job}" if slurm_job else "visible"
+        # Outside SLURM the numbers are the machine's, as when the pool is the whole machine: one namespace.
+        return devices, f"slurm-{slurm_job}" if slurm_job else "machine"
     if slurm_job:
         scheduled = os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS")
         logger.info("GPU slot: SLURM job %s%s; left to the scheduler", slurm_job, f" with GPUs {scheduled}" if scheduled else "")
