@@ -127,9 +127,7 @@ def fusion_settings(rerank: dict, methods: list[str]) -> tuple[float, list[str]]
     """
     fusion = rerank.get("fusion") or []
     weight = rerank.get("fusion_weight", DEFAULT_FUSION_WEIGHT)
-    if isinstance(fusion, dict):
-        if "fusion_weight" in rerank and "weight" in fusion:
-            raise ValueError("rerank.fusion.weight and rerank.fusion_weight both set; keep one")
+    if isinstance(fusion, dict):  # its own weight wins over rerank.fusion_weight (which the schema defaults)
         weight, fusion = fusion.get("weight", weight), fusion.get("methods", [])
     unknown = [m for m in fusion if m not in methods]
     if unknown:
