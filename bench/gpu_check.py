@@ -25,7 +25,8 @@ Random weights make this a check of code paths and speed, never of ranking quali
 
 ``--install-wheels DIR`` first installs the wheels in DIR (``pip install --no-deps
 --no-index --target SITE``) and puts SITE on every part's PYTHONPATH: for a machine without
-network access that lacks some of the pipeline's packages (snakemake, trl, shap, bm25s, ...).
+network access that lacks some of the pipeline's packages (snakemake, trl, shap, bm25s, ...);
+``bash bench/gpu_wheels.sh`` fills .whl with them, the bundled tokenizer and 200 CLIMATE-FEVER claims.
 The pairs of the bench: ``--claims-file`` (default .whl/climate-fever-head.jsonl, else the
 shared CLIMATE-FEVER file, else the demo collection's pairs).
 
