@@ -59,10 +59,12 @@ def test_an_unknown_method_stops_the_config_check_naming_the_registry():
 def test_scoring_defaults_are_config_yaml_values():
     """The one place scoring settings are defaulted equals the default experiment's config."""
     config = yaml.safe_load(CONFIG.read_text())
-    assert ScoringSettings.from_config(config, "rerank") == ScoringSettings()
-    assert ScoringSettings.from_config(config, "explain") == ScoringSettings(batch_size=config["explain"]["batch_size"])
+    assert ScoringSettings.from_config(config, "rerank") == ScoringSettings() == ScoringSettings.from_config(config, "explain")
+    assert ScoringSettings().batch_size is None and ScoringSettings().batch_tokens is None  # "auto": sized for the device
     assert PAIRS_PER_CALL == config["explain"]["pairs_per_call"]
-    assert {f.name for f in fields(ScoringSettings)} == {"batch_size", "max_length", "dtype", "device", "prefix_reuse", "progress"}
+    assert {f.name for f in fields(ScoringSettings)} == {"batch_size", "batch_tokens", "max_length", "dtype", "device", "prefix_reuse", "progress"}
+    fixed = {**config, "rerank": {**config["rerank"], "batch_size": 16, "batch_tokens": 4096}}
+    assert ScoringSettings.from_config(fixed) == ScoringSettings(batch_size=16, batch_tokens=4096)
 
 
 def test_parsing_the_snakefile_and_a_dry_run_import_no_torch(tmp_path):

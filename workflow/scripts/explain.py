@@ -1,6 +1,12 @@
+# First, before torch starts CUDA: this job's own GPU on a machine with several (rerank_audit.gpu).
+from rerank_audit.gpu import claim_gpu
+from rerank_audit.logs import log_to
+
+log = log_to(snakemake.log[0])
+claim_gpu()
+
 import torch
 
-from rerank_audit.logs import log_to
 from rerank_audit.data import schemas
 from rerank_audit.explain.attribution import explain_pairs, top_keywords
 from rerank_audit.explain.faithfulness import candidate_spreads, faithfulness
@@ -8,7 +14,6 @@ from rerank_audit.explain.selection import pairs_to_explain, reranked_head
 from rerank_audit.io import read_table, write_table
 from rerank_audit.models.scoring import ScoringSettings, load_scorer
 
-log = log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 p, w = snakemake.params, snakemake.wildcards
 run = read_table(snakemake.input.run, schemas.RUN)

@@ -1,13 +1,18 @@
+# First, before torch starts CUDA: this job's own GPU on a machine with several (rerank_audit.gpu).
+from rerank_audit.gpu import claim_gpu
+from rerank_audit.logs import log_to
+
+log = log_to(snakemake.log[0])
+claim_gpu()
+
 import torch
 
-from rerank_audit.logs import log_to
 from rerank_audit.data import schemas
 from rerank_audit.explain.rationale import write_rationales
 from rerank_audit.explain.selection import explained_head, rationale_items
 from rerank_audit.io import read_table, write_table
 from rerank_audit.models.loading import load_causal_lm, load_tokenizer
 
-log = log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 p, w = snakemake.params, snakemake.wildcards
 run = read_table(snakemake.input.run, schemas.RUN)

@@ -1,12 +1,17 @@
+# First, before torch starts CUDA: this job's own GPU on a machine with several (rerank_audit.gpu).
+from rerank_audit.gpu import claim_gpu
+from rerank_audit.logs import log_to
+
+log = log_to(snakemake.log[0])
+claim_gpu()
+
 import torch
 
-from rerank_audit.logs import log_to
 from rerank_audit.data import schemas
 from rerank_audit.io import read_table, write_table, write_trec_run
 from rerank_audit.models.scoring import ScoringSettings, load_scorer
 from rerank_audit.rerank import rerank_candidates
 
-log = log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 p, w = snakemake.params, snakemake.wildcards
 splits = read_table(snakemake.input.splits, schemas.SPLITS)

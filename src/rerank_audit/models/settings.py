@@ -11,17 +11,23 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
 
+AUTO = "auto"  # a config value sized at run time
+
+
 @dataclass(frozen=True)
 class ScoringSettings:
     """
-    ``batch_size``: sequences per forward pass. ``max_length``: tokens of a scored sequence
+    ``batch_size``: sequences per forward pass; None: as many as fit ``batch_tokens`` padded
+    tokens, a budget sized for the device when None (:mod:`rerank_audit.models.batching`).
+    ``max_length``: tokens of a scored sequence
     (the document's end is cut to fit; None: no limit). ``dtype``: ``auto`` (bfloat16 where
     measured faster) or float32 / bfloat16 / float16. ``device``: None picks CUDA when a GPU
     is visible, else the CPU. ``prefix_reuse``: run the tokens a query's sequences share once.
     ``progress``: a progress bar (None: for long jobs only).
     """
 
-    batch_size: int = 16
+    batch_size: int | None = None
+    batch_tokens: int | None = None
     max_length: int | None = 256
     dtype: str = "auto"
     device: str | None = None
@@ -31,9 +37,16 @@ class ScoringSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any], stage: str = "rerank") -> "ScoringSettings":
         """The settings of ``stage`` (``rerank``: re-ranking and training fit; ``explain``:
-        attributions, faithfulness and rationale checks, batched by ``explain.batch_size``)."""
+        attributions, faithfulness and rationale checks, batched by ``explain.batch_size``).
+        ``auto`` batch sizes fill the token budget ``rerank.batch_tokens`` (auto: sized for the device)."""
         batch_size = config["explain" if stage == "explain" else "rerank"]["batch_size"]
-        return cls(batch_size=int(batch_size), max_length=config["rerank"]["max_length"], dtype=config["model"]["dtype"])
+        tokens = config["rerank"].get("batch_tokens", AUTO)
+        return cls(
+            batch_size=None if batch_size == AUTO else int(batch_size),
+            batch_tokens=None if tokens == AUTO else int(tokens),
+            max_length=config["rerank"]["max_length"],
+            dtype=config["model"]["dtype"],
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values, for a Snakemake ``params`` entry (rebuilt with ``ScoringSettings(**d)``)."""

@@ -75,8 +75,8 @@ class ImplicitRewardScorer:
     def _mean_log_probs(self, model, sequences: list[ScoredSequence], groups: list[int]) -> np.ndarray:
         """log π(t|…) of ``model`` averaged over each sequence's completion tokens, float64."""
         sums = sum_head_over_positions(
-            backbone_of(model), sequences, groups, partial(token_log_probs, model), batch_size=self.settings.batch_size,
-            prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id, progress=self.settings.progress,
+            backbone_of(model), sequences, groups, partial(token_log_probs, model), settings=self.settings,
+            prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id,
             desc="reference log-probs" if model is self.reference else "log-probs",
         )
         return sums / np.array([s.stop - s.first for s in sequences], dtype=np.float64)

@@ -29,6 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ...text.truncation import fit_document
+from ..batching import Batching, batching_for
+from ..settings import ScoringSettings
 from ..loading import load_causal_lm
 
 logger = logging.getLogger(__name__)
@@ -39,8 +41,8 @@ DEFAULT_BETA = 0.1  # TRL DPOConfig's default
 _BATCHES_PER_CHUNK = 8
 # Token positions per vocabulary projection in token_log_probs: bounds the logits' memory.
 _LOGIT_ROWS = 1024
-# Show a progress bar from this many batches on.
-_PROGRESS_MIN_BATCHES = 8
+# Show a progress bar from this many pairs on.
+_PROGRESS_MIN_PAIRS = 128
 
 Head = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -130,7 +132,7 @@ def _pad_right(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = N
 
 
 def _encode_prefixes(
-    backbone, prefixes: list[list[int]], batch_size: int, pad_id: int, device, shared: int = 0
+    backbone, prefixes: list[list[int]], batching: Batching, pad_id: int, device, shared: int = 0
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer (keys, values) of ``prefixes``, shape [len(prefixes), heads, max prefix length, head dim].
 
@@ -147,8 +149,8 @@ def _encode_prefixes(
         return [(k.expand(len(prefixes), -1, -1, -1), v.expand(len(prefixes), -1, -1, -1)) for k, v in base]
     width = max(len(r) for r in rests)
     parts = []
-    for start in range(0, len(rests), batch_size):
-        batch = rests[start : start + batch_size]
+    for rows in batching.split([width] * len(rests), extra=shared):
+        batch = rests[rows.start : rows.stop]
         # padded to one width so that the batches concatenate; slots past a prefix are masked later
         rows = [r + [pad_id] * (width - len(r)) for r in batch]
         out = _forward(backbone, rows, [shared] * len(batch), [0] * len(batch), base, pad_id, device, keep_cache=True)
@@ -164,10 +166,9 @@ def sum_head_over_positions(
     groups: list[int],
     head: Head,
     *,
-    batch_size: int,
+    settings: ScoringSettings,
     prefix_reuse: bool,
     pad_id: int,
-    progress: bool | None = None,
     desc: str = "scoring",
 ) -> np.ndarray:
     """Σ head(hidden state at p, token after p) over p in [first, stop) of each sequence; float64 [len(sequences)].
@@ -181,6 +182,7 @@ def sum_head_over_positions(
     floating-point error.
     """
     device = next(backbone.parameters()).device
+    batching = batching_for(settings, backbone)
     scores = np.zeros(len(sequences), dtype=np.float64)
     members: dict[int, list[int]] = defaultdict(list)
     for i, group in enumerate(groups):
@@ -197,8 +199,9 @@ def sum_head_over_positions(
     chunks, chunk, count = [], [], 0
     for group in sorted(members, key=prefix_len.get):
         chunk.append(group)
-        count += len(members[group])
-        if count >= _BATCHES_PER_CHUNK * batch_size:
+        # a chunk holds about _BATCHES_PER_CHUNK batches: counted in sequences, or in tokens
+        count += len(members[group]) if batching.rows is not None else sum(len(sequences[i].ids) for i in members[group])
+        if count >= _BATCHES_PER_CHUNK * (batching.rows if batching.rows is not None else batching.tokens):
             chunks.append(chunk)
             chunk, count = [], 0
     if chunk:
@@ -220,10 +223,10 @@ def sum_head_over_positions(
     run_tokens = sum(common + sum(prefix_len[g] - common for g in chunk) for chunk, common in zip(chunks, shared))
     run_tokens += sum(len(s.ids) - prefix_len[g] for s, g in zip(sequences, groups))
     logger.info(
-        "%s: %d pairs of %d queries in batches of <= %d, %d tokens (%.0f%% of the full prompts' %d)",
-        desc, len(sequences), len(members), batch_size, run_tokens, 100 * run_tokens / max(full_tokens, 1), full_tokens,
+        "%s: %d pairs of %d queries in batches of <= %s, %d tokens (%.0f%% of the full prompts' %d)",
+        desc, len(sequences), len(members), batching.describe(), run_tokens, 100 * run_tokens / max(full_tokens, 1), full_tokens,
     )
-    show = progress if progress is not None else len(sequences) >= _PROGRESS_MIN_BATCHES * batch_size
+    show = settings.progress if settings.progress is not None else len(sequences) >= _PROGRESS_MIN_PAIRS
     with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="pair", disable=not show) as bar:
         for chunk, common in zip(chunks, shared):
             cached = [g for g in chunk if prefix_len[g] > 0]
@@ -231,15 +234,16 @@ def sum_head_over_positions(
             prefix_kv = []
             if cached:
                 prefixes = [sequences[members[g][0]].ids[: prefix_len[g]] for g in cached]
-                prefix_kv = _encode_prefixes(backbone, prefixes, batch_size, pad_id, device, shared=common)
+                prefix_kv = _encode_prefixes(backbone, prefixes, batching, pad_id, device, shared=common)
             # Length bucketing: similar suffix lengths share a batch.
             order = sorted(
                 (i for g in chunk for i in members[g]),
                 key=lambda i: len(sequences[i].ids) - prefix_len[groups[i]],
                 reverse=True,
             )
-            for start in range(0, len(order), batch_size):
-                batch = order[start : start + batch_size]
+            width = max((prefix_len[g] for g in cached), default=0)
+            for rows in batching.split([len(sequences[i].ids) - prefix_len[groups[i]] for i in order], extra=width):
+                batch = order[rows.start : rows.stop]
                 offsets = [prefix_len[groups[i]] for i in batch]
                 hidden = _forward(
                     backbone,

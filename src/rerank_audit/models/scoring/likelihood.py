@@ -115,8 +115,8 @@ class QueryLikelihoodScorer:
             return scores
         sums = sum_head_over_positions(
             self._backbone, [sequences[i] for i in scored], group_ids([documents[i] for i in scored]), partial(token_log_probs, self.model),
-            batch_size=self.settings.batch_size, prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id,
-            progress=self.settings.progress, desc="query log-probs",
+            settings=self.settings, prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id,
+            desc="query log-probs",
         )
         scores[scored] = sums / np.array([sequences[i].stop - sequences[i].first for i in scored])
         return scores

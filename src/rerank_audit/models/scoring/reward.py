@@ -78,8 +78,8 @@ class RewardHeadScorer:
             return np.zeros(0, dtype=np.float64)
         return sum_head_over_positions(
             self._backbone, self._sequences(queries, documents), group_ids(queries), self._reward,
-            batch_size=self.settings.batch_size, prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id,
-            progress=self.settings.progress, desc="rewards",
+            settings=self.settings, prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id,
+            desc="rewards",
         )
 
 

@@ -109,8 +109,8 @@ class YesNoScorer:
         def log_odds(model) -> np.ndarray:
             # the adapter-disabled reference reads the policy's (un-adapted) output rows
             return sum_head_over_positions(
-                backbone_of(model), sequences, groups, self._heads[id(model)], batch_size=self.settings.batch_size,
-                prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id, progress=self.settings.progress,
+                backbone_of(model), sequences, groups, self._heads[id(model)], settings=self.settings,
+                prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id,
                 desc="yes/no reference scores" if model is self.reference else "yes/no scores",
             )
 
