@@ -56,3 +56,9 @@ def test_token_budget_batches_score_as_one_pair_at_a_time(tiny_lm_dir, family, p
     for tokens in (30, 80, 100_000):
         scorer = family(model, tokenizer, settings=ScoringSettings(batch_tokens=tokens, prefix_reuse=prefix_reuse))
         np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), alone, atol=1e-4, rtol=0)
+
+
+def test_each_batch_pays_for_the_widest_cached_prefix_among_its_own_rows():
+    # Suffixes [6, 5, 5, 4] with prefixes [0, 0, 10, 0]: [6, 5] cost 2 x 6 = 12; adding the third
+    # (prefix 10) would cost 3 x (6 + 10) = 48 > 20, so it starts a batch: 1 x 15, then with [4]: 2 x (5 + 10) = 30 > 20.
+    assert Batching(tokens=20).split([6, 5, 5, 4], extra=[0, 0, 10, 0]) == [range(0, 2), range(2, 3), range(3, 4)]

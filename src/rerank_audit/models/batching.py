@@ -35,23 +35,24 @@ class Batching:
     rows: int | None = None
     tokens: int | None = None
 
-    def split(self, lengths: Sequence[int], extra: int = 0) -> list[range]:
+    def split(self, lengths: Sequence[int], extra: int | Sequence[int] = 0) -> list[range]:
         """Consecutive batches of items whose ``lengths`` are sorted longest first.
 
-        A batch of n items costs n × (its first item's length + ``extra``) tokens (``extra``:
-        key/value positions every row attends to, such as a cached prefix). Every batch holds
-        at least one item, however long.
+        A batch costs (its rows) × (its first item's length + the largest ``extra`` among its
+        rows) tokens; ``extra``: key/value positions a row attends to beyond its own tokens
+        (a cached prefix), one for all or one per item. Every batch holds at least one item.
         """
+        extras = [extra] * len(lengths) if isinstance(extra, int) else list(extra)
         batches, start = [], 0
         while start < len(lengths):
-            width = lengths[start] + extra
-            n = len(lengths) - start
-            if self.rows is not None:
-                n = min(n, self.rows)
-            if self.tokens is not None:
-                n = min(n, max(1, self.tokens // max(width, 1)))
-            batches.append(range(start, start + n))
-            start += n
+            stop, widest = start + 1, extras[start]
+            while stop < len(lengths) and (self.rows is None or stop - start < self.rows):
+                wider = max(widest, extras[stop])
+                if self.tokens is not None and (stop - start + 1) * (lengths[start] + wider) > self.tokens:
+                    break
+                stop, widest = stop + 1, wider
+            batches.append(range(start, stop))
+            start = stop
         return batches
 
     def describe(self) -> str:

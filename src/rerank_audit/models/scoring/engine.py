@@ -241,8 +241,8 @@ def sum_head_over_positions(
                 key=lambda i: len(sequences[i].ids) - prefix_len[groups[i]],
                 reverse=True,
             )
-            width = max((prefix_len[g] for g in cached), default=0)
-            for rows in batching.split([len(sequences[i].ids) - prefix_len[groups[i]] for i in order], extra=width):
+            suffixes = [len(sequences[i].ids) - prefix_len[groups[i]] for i in order]
+            for rows in batching.split(suffixes, extra=[prefix_len[groups[i]] for i in order]):
                 batch = order[rows.start : rows.stop]
                 offsets = [prefix_len[groups[i]] for i in batch]
                 hidden = _forward(
