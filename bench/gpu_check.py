@@ -50,7 +50,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WHEELS = REPO / ".whl"
-TESTS = ["tests/test_models.py", "tests/test_likelihood.py", "tests/test_training.py", "tests/test_precision.py", "tests/test_gpu_slots.py"]
+TESTS = ["tests/test_models.py", "tests/test_likelihood.py", "tests/test_batching.py", "tests/test_training.py", "tests/test_precision.py", "tests/test_gpu_slots.py"]
 VERSIONS = ["torch", "transformers", "tokenizers", "peft", "accelerate", "trl", "datasets", "shap", "snakemake", "pandas", "pyarrow", "numpy", "gguf"]
 # Seconds a part needs at least: below this, it is skipped rather than started.
 MIN_PART_SECONDS = 15
@@ -262,6 +262,8 @@ def bench(check: Check, shape: str, claims: int, own_limit: float, device: str) 
         command += ["--pairs", "demo"]
     if check.args.variants.split():
         command += ["--variants", *check.args.variants.split()]
+    if check.args.bench_rows:
+        command += ["--rows", check.args.bench_rows]
     code, seconds, text = check.run(command, own_limit, f"{part}.log")
     if code != 0 or not table.is_file():
         check.add(part, "STOPPED" if code is None else "FAILED", seconds, "the end of its log: " + last_lines(text))
@@ -316,6 +318,7 @@ def main() -> None:
     parser.add_argument("--bench-large-claims", type=int, default=100, help="claims of the 1.7B bench (500 pairs)")
     parser.add_argument("--variants", default="batch_size=16 batch_size=64 batch_size=256",
                         help="the bench's extra rows: the config's settings with these changes (space-separated)")
+    parser.add_argument("--bench-rows", default="", help="rows of bench/scoring.py (default: all), e.g. naive,pipeline,qlm pipeline")
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     parser.add_argument("--jobs-per-gpu", type=int, default=4, help="demo jobs sharing one GPU (RERANK_AUDIT_JOBS_PER_GPU)")
     default_tokenizer = WHEELS / "smollm2-135m-tokenizer"

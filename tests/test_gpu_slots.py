@@ -54,8 +54,13 @@ JOB = textwrap.dedent(
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(tmp_path):
-    """No GPU variables from the machine running the tests; locks in tmp; the slot given back after."""
+def clean_environment(tmp_path, monkeypatch):
+    """No GPU variables from the machine running the tests; locks in tmp; the slot given back after.
+
+    The in-process tests play a fresh job: on a GPU machine the model tests may already have
+    started CUDA in this pytest process, which a real job never has before claim_gpu.
+    """
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=SimpleNamespace(is_initialized=lambda: False)))
     saved = dict(os.environ)
     for name in VARIABLES:
         os.environ.pop(name, None)

@@ -480,7 +480,7 @@ def test_killed_training_resumes_from_its_last_checkpoint_and_ends_at_max_steps(
     child_log = tmp_path / "child.log"
     child = subprocess.Popen(
         [sys.executable, str(tmp_path / "child.py"), str(tiny_lm_dir), str(tmp_path / "sft.parquet"), str(out), json.dumps(settings)],
-        stdout=subprocess.DEVNULL, stderr=child_log.open("w"), env=os.environ | {"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL, stderr=child_log.open("w"), env=os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"},
     )
     deadline = time.monotonic() + 120
     # trainer_state.json is the last file of a checkpoint: it is complete once that exists
