@@ -26,7 +26,8 @@ from scipy import stats
 from rerank_audit.data import schemas
 from rerank_audit.data.control import derive_control
 from rerank_audit.data.ingest import read_collection
-from rerank_audit.evaluation.probes import accuracy_vs_shortcut, probe_figure, probe_tests
+from rerank_audit.evaluation.probe_summary import probes_markdown
+from rerank_audit.evaluation.probes import accuracy_vs_shortcut, compare_with_reference, probe_figure, probe_tests
 from rerank_audit.io import read_table, write_table
 from rerank_audit.probe.edits import (
     append_distractor,
@@ -37,7 +38,7 @@ from rerank_audit.probe.edits import (
     shuffle_words,
     stuff_query_words,
 )
-from rerank_audit.probe.responses import PROBE_COLUMNS, applicable_probes, probe_responses
+from rerank_audit.probe.responses import PROBE_COLUMNS, applicable_probes, probe_head, probe_responses
 from rerank_audit.retrieval.bm25 import bm25_candidates, bm25_index, judged_candidates
 from rerank_audit.retrieval.bm25_scorer import bm25_pair_scorer
 from rerank_audit.text.prompts import corpus_texts
@@ -381,3 +382,71 @@ def test_stance_is_the_supports_minus_refutes_score_gap_in_spreads():
     # c1: SUPPORTS a (3), REFUTES b, c (1, 0): gap 3 - 0.5 = 2.5; spread = sd(3, 1, 0, 2) = sqrt(1.25). c2 has no REFUTES.
     assert table.query_id.tolist() == ["c1"] and table.n_pairs.tolist() == [2]
     assert table.delta.iloc[0] == pytest.approx(2.5 / math.sqrt(1.25))
+
+
+# --- The workflow's side: the probed head, the comparison with BM25, probes.md --------------
+
+
+def test_probe_head_is_the_first_stage_head_in_first_stage_order_with_the_methods_scores():
+    first_stage = pd.DataFrame({"query_id": ["q1"] * 3 + ["q2"] * 2, "doc_id": ["a", "b", "c", "d", "e"], "rank": [1, 2, 3, 1, 2]})
+    # The method's run of q1 only (its test query), re-ordered: c first.
+    method = pd.DataFrame({"query_id": ["q1", "q1", "q1"], "doc_id": ["c", "a", "b"], "score": [3.0, 2.0, 1.0], "rank": [1, 2, 3]})
+    head = probe_head(first_stage, method, depth=2)
+    assert head.to_dict("list") == {"query_id": ["q1", "q1"], "doc_id": ["a", "b"], "rank": [1, 2], "score": [2.0, 1.0]}
+    with pytest.raises(ValueError, match="no score for 1 of the first 3 .* 'q1', document 'b'"):
+        probe_head(first_stage, method[method.doc_id != "b"], depth=3)
+
+
+def reference_rows(deltas):
+    return pd.DataFrame(
+        [("toy", m, b, p, f"q{i}", v) for (m, b, p), values in deltas.items() for i, v in enumerate(values)],
+        columns=["dataset", "method", "budget", "probe", "query_id", "delta"],
+    )
+
+
+def test_comparison_with_bm25_is_a_paired_t_test_per_query_with_holm_over_methods_and_probes_of_a_budget():
+    deltas = {
+        ("bm25", "0", "stuffing"): [1.0, 1.2, 0.8, 1.1],
+        ("bm25", "0", "shuffle"): [0.0, 0.0, 0.0, 0.0],
+        ("zeroshot", "0", "stuffing"): [2.0, 2.5, 1.9, np.nan],  # q3 without spread: left out of its pair
+        ("zeroshot", "0", "shuffle"): [-0.5, -0.7, -0.4, -0.6],
+        ("sft", "10", "stuffing"): [1.1, 1.0, 0.9, 1.3],
+    }
+    table = compare_with_reference(reference_rows(deltas), alpha=0.05, n_resamples=200).set_index(["method", "budget", "probe"])
+    assert list(table.index) == [("zeroshot", "0", "stuffing"), ("zeroshot", "0", "shuffle"), ("sft", "10", "stuffing")]
+    stuffing = stats.ttest_rel([2.0, 2.5, 1.9], [1.0, 1.2, 0.8])
+    shuffle = stats.ttest_1samp([-0.5, -0.7, -0.4, -0.6], 0.0)
+    sft = stats.ttest_rel([1.1, 1.0, 0.9, 1.3], [1.0, 1.2, 0.8, 1.1])
+    assert table.loc[("zeroshot", "0", "stuffing"), ["queries", "difference"]].tolist() == [3, pytest.approx(3.4 / 3)]
+    assert table.loc[("zeroshot", "0", "stuffing"), "p"] == pytest.approx(stuffing.pvalue)
+    # Holm within budget "0" (two tests); budget "10" is its own family of one.
+    low, high = sorted([stuffing.pvalue, shuffle.pvalue])
+    holm_0 = {stuffing.pvalue: None, shuffle.pvalue: None}
+    holm_0[low], holm_0[high] = min(1, 2 * low), max(min(1, 2 * low), high)
+    assert table.loc[("zeroshot", "0", "stuffing"), "p_holm"] == pytest.approx(holm_0[stuffing.pvalue])
+    assert table.loc[("zeroshot", "0", "shuffle"), "p_holm"] == pytest.approx(holm_0[shuffle.pvalue])
+    assert table.loc[("sft", "10", "stuffing"), "p_holm"] == pytest.approx(sft.pvalue)
+    assert table.direction.tolist() == ["more", "less", "none"]
+
+
+def test_probes_markdown_claims_a_response_or_a_difference_from_bm25_only_where_holm_says_so():
+    deltas = {
+        ("bm25", "0", "stuffing"): [1.0, 1.2, 0.8, 1.1, 0.9, 1.0],
+        ("bm25", "0", "shuffle"): [0.0] * 6,
+        ("zeroshot", "0", "stuffing"): [3.0, 3.2, 2.9, 3.1, 3.0, 2.8],  # rises, and more than BM25
+        ("zeroshot", "0", "shuffle"): [0.3, -0.2, 0.1, -0.3, 0.2, -0.1],  # no response
+        ("qlm", "0", "stuffing"): [1.0, 1.3, 0.7, 1.1, 0.9, 1.1],  # rises, as BM25 does
+        ("qlm", "0", "shuffle"): [-1.0, -1.2, -0.9, -1.1, -1.0, -0.8],  # falls
+    }
+    per_query = reference_rows(deltas).assign(overtake_before=np.nan, overtake_after=np.nan)
+    per_query.loc[per_query.probe == "stuffing", ["overtake_before", "overtake_after"]] = [0.25, 0.75]
+    tests, against = probe_tests(per_query, n_resamples=200), compare_with_reference(per_query, n_resamples=200)
+    text = probes_markdown(tests, against, "toy", methods=["zeroshot", "qlm"])
+    table = text.split("## The tests")[0]
+    assert "| zero-shot | +3.00 ↑▲ | +0.00 |" in table and "| qlm | +1.02 ↑ | -1.00 ↓▼ |" in table
+    findings = text.split("## Findings")[1]
+    assert "the score rises for BM25 (+1.00, Holm p" in findings and "zero-shot (+3.00" in findings and "qlm (+1.02" in findings
+    assert "falls for qlm (-1.00" in findings and "no significant response: BM25 and zero-shot." in findings
+    assert "a response to query-word stuffing more than BM25's: zero-shot (+2.00 spreads" in findings
+    assert "qlm (+0.02" not in findings  # qlm's stuffing response is BM25's: no claim either way
+    assert "Descriptive (untested)" in findings and "BM25 0.25 → 0.75" in findings

@@ -96,13 +96,14 @@ def test_bad_input_fails_the_ingest_rule_with_the_adapter_message(workdir):
 # The shipped configs and overlays, planned from scratch: trained models, re-ranked runs and
 # control reports counted by hand from their methods (zeroshot and qlm need no training),
 # budgets and datasets (a models_from dataset trains nothing; a flipped control re-ranks).
+# Every re-ranked run is probed once (probe), and BM25 once per dataset (probe_bm25).
 SHIPPED = {
-    ("config.yaml",): {"train": 5, "rerank": 7},
-    ("config.yaml", "controls.yaml"): {"train": 10, "rerank": 21, "control_report": 1},
-    ("config.yaml", "controls.yaml", "controls-steps.yaml"): {"train": 2, "rerank": 3, "control_report": 1},
-    ("climate-fever.yaml",): {"train": 5, "rerank": 14},
-    ("climate-fever.yaml", "climate-fever-controls.yaml"): {"train": 10, "rerank": 28, "control_report": 1},
-    ("learning-curve.yaml",): {"train": 6, "rerank": 8},
+    ("config.yaml",): {"train": 5, "rerank": 7, "probe": 7, "probe_bm25": 1},
+    ("config.yaml", "controls.yaml"): {"train": 10, "rerank": 21, "probe": 21, "probe_bm25": 3, "control_report": 1},
+    ("config.yaml", "controls.yaml", "controls-steps.yaml"): {"train": 2, "rerank": 3, "probe": 3, "probe_bm25": 3, "control_report": 1},
+    ("climate-fever.yaml",): {"train": 5, "rerank": 14, "probe": 14, "probe_bm25": 2},
+    ("climate-fever.yaml", "climate-fever-controls.yaml"): {"train": 10, "rerank": 28, "probe": 28, "probe_bm25": 4, "control_report": 1},
+    ("learning-curve.yaml",): {"train": 6, "rerank": 8, "probe": 8, "probe_bm25": 1},
 }
 
 
@@ -110,4 +111,4 @@ SHIPPED = {
 def test_shipped_configs_plan_every_model_once(tmp_path, configs):
     (tmp_path / "resources").symlink_to(REPO / "resources")  # the demo collection and converted models
     jobs = planned_rules(tmp_path, [REPO / "config" / name for name in configs])
-    assert {rule: jobs.get(rule, 0) for rule in ("train", "rerank", "control_report")} == {"control_report": 0, **SHIPPED[configs]}
+    assert {rule: jobs.get(rule, 0) for rule in ("train", "rerank", "probe", "probe_bm25", "control_report")} == {"control_report": 0, **SHIPPED[configs]}

@@ -54,7 +54,18 @@ def test_every_method_trains_reranks_and_is_evaluated(workdir, tiny_lm_dir):
     assert yaml.safe_load((results / "report" / "config.yaml").read_text())["methods"] == METHODS
     snakemake(workdir, config, "--report", str(workdir / "report.html"))
     html = (workdir / "report.html").read_text()
-    assert all(name in html for name in ("summary.md", "learning_curves.png", "ndcg_differences.png", "config.yaml"))
+    assert all(name in html for name in ("summary.md", "learning_curves.png", "ndcg_differences.png", "config.yaml", "probes.md", "probes.png", "accuracy_vs_shortcut.png"))
+    # Shortcut probes of BM25 and of every model, on the test queries only; BM25 reads a bag of
+    # words, so shuffling a document's words moves its score by exactly 0.
+    test_queries = set(pd.read_parquet(results / "split" / "splits.parquet").query("split == 'test'").query_id)
+    probed = {(m, b): pd.read_parquet(results / "probe" / m / b / "probes.parquet") for m, b in [("bm25", "0"), *TRAINED]}
+    assert all(set(table.query_id) <= test_queries and {"stuffing", "shuffle"} <= set(table.probe) for table in probed.values())
+    bm25 = probed[("bm25", "0")].dropna(subset=["delta"])
+    shuffle, stuffing = (bm25[bm25.probe == probe].delta for probe in ("shuffle", "stuffing"))
+    assert len(shuffle) and (shuffle == 0).all() and len(stuffing) and (stuffing > 0).all()
+    tests = pd.read_parquet(results / "report" / "probes.parquet")
+    assert set(zip(tests.method, tests.budget)) == {("bm25", "0"), *TRAINED}
+    assert (results / "report" / "probes.md").read_text().startswith("# Shortcut probes: tiny")
     # A rationale parameter re-runs rationales and what follows, never training, re-ranking or attribution.
     changed = fused | {"rationale": {**fused["rationale"], "max_new_tokens": 12}}
     assert planned_rules(workdir, write_config(workdir, changed, "rationale.yaml")) == {"rationale": MODELS, "rationale_metrics": MODELS, "evaluate": 1, "report": 1, "all": 1}

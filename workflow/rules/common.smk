@@ -250,6 +250,14 @@ def rationale_texts(wildcards):
     return per_method(wildcards, "results/{dataset}/rationale/{method}/{budget}/rationales.parquet")
 
 
+def probe_tables(wildcards):
+    """The shortcut-probe table of BM25 (the lexical reference, budget "0") and of every re-ranked method and budget."""
+    return [
+        f"results/{wildcards.dataset}/probe/bm25/{UNTRAINED_BUDGET}/probes.parquet",
+        *per_method(wildcards, "results/{dataset}/probe/{method}/{budget}/probes.parquet"),
+    ]
+
+
 def reranked_runs(wildcards):
     return per_method(wildcards, "results/{dataset}/rerank/{method}/{budget}/run.parquet")
 

@@ -8,6 +8,7 @@ rule report:
         rationales=rationale_texts,
         runs=reranked_runs,
         training_fits=training_fits,
+        probes=probe_tables,
     output:
         stats="results/{dataset}/report/summary.parquet",
         summary=report("results/{dataset}/report/summary.md", caption="../report/summary.rst", category="Summary"),
@@ -20,6 +21,10 @@ rule report:
             caption="../report/examples.rst",
             category="Examples",
         ),
+        probe_tests="results/{dataset}/report/probes.parquet",
+        probes=report("results/{dataset}/report/probes.md", caption="../report/probes.rst", category="Shortcut probes"),
+        probe_figure=report("results/{dataset}/report/probes.png", caption="../report/probes.rst", category="Shortcut probes"),
+        shortcut=report("results/{dataset}/report/accuracy_vs_shortcut.png", caption="../report/accuracy_vs_shortcut.rst", category="Shortcut probes"),
         config=report("results/{dataset}/report/config.yaml", caption="../report/config.rst", category="Configuration"),
     params:
         **named_params(

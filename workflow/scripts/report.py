@@ -7,6 +7,8 @@ import yaml
 from rerank_audit.logs import log_to
 from rerank_audit.data import schemas
 from rerank_audit.evaluation import plots
+from rerank_audit.evaluation.probe_summary import probes_markdown
+from rerank_audit.evaluation.probes import accuracy_vs_shortcut, compare_with_reference, probe_figure, probe_tests
 from rerank_audit.evaluation.statistics import compare_methods
 from rerank_audit.evaluation.summary import summary_markdown
 from rerank_audit.io import atomic_path, read_table, write_table
@@ -34,6 +36,17 @@ faithfulness, accuracy = f"comprehensiveness@{p.k}", p.primary_measures[0]
 plots.learning_curves(stats, out.learning_curves, measures=(accuracy, faithfulness), budget_sizes=budget_sizes, methods=p.methods)
 plots.accuracy_vs_faithfulness(stats, out.scatter, accuracy=accuracy, faithfulness=faithfulness, budget_sizes=budget_sizes, methods=p.methods)
 plots.difference_distributions(per_query, out.differences, measure=accuracy, methods=p.methods, budget_sizes=budget_sizes)
+
+# Shortcut probes: each method's response (against none, and against BM25's), table and figures.
+dataset = snakemake.wildcards.dataset
+probes = pd.concat([read_table(path, schemas.PROBES) for path in snakemake.input.probes], ignore_index=True).assign(dataset=dataset)
+probe_options = dict(alpha=p.alpha, n_resamples=p.bootstrap, seed=p.seed)
+tests, against = probe_tests(probes, **probe_options), compare_with_reference(probes, **probe_options)
+write_table(tests, out.probe_tests, schemas.from_frame(tests))
+with atomic_path(out.probes) as tmp:
+    tmp.write_text(probes_markdown(tests, against, dataset, methods=p.methods, budget_sizes=budget_sizes))
+probe_figure(tests, out.probe_figure, methods=p.methods)
+accuracy_vs_shortcut(stats, tests, out.shortcut, accuracy=accuracy, methods=p.methods)
 
 # One example page per method and budget, all on the same query: the first explained test query.
 queries = read_table(snakemake.input.queries, schemas.QUERIES).set_index("query_id").text

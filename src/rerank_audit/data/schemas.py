@@ -145,6 +145,26 @@ RATIONALE_METRICS = pa.schema(
     ]
 )
 
+# Shortcut probes (probe/responses.py): one row per (probe, test query) with a probed pair.
+# n_pairs: probed documents (stance: SUPPORTS x REFUTES pairs); spread: the population std of
+# the method's scores over the query's re-ranked head (raw score units); delta: mean
+# score(edited) - score(original) in spreads (NaN where the spread is 0); overtake_before /
+# overtake_after: stuffing's share of (relevant, stuffed) pairs the stuffed document outscores
+# (0-1, ties 1/2; NaN for the other probes and without a relevant head document).
+PROBES = pa.schema(
+    [
+        ("method", pa.string()),
+        ("budget", pa.string()),
+        ("probe", pa.string()),
+        ("query_id", pa.string()),
+        ("n_pairs", pa.int64()),
+        ("spread", pa.float64()),
+        ("delta", pa.float64()),
+        ("overtake_before", pa.float64()),
+        ("overtake_after", pa.float64()),
+    ]
+)
+
 # Known-answer controls (data/control.py): one row per document of the control's corpus.
 # role "train" | "test"; copy_of: for a test query's copy of a document that other queries
 # also see, the copied doc_id (null otherwise); position: word index of the marker, -1 without it.

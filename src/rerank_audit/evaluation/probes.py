@@ -88,6 +88,62 @@ def probe_tests(
     return result.astype({"queries": "int64"}).reset_index(drop=True)
 
 
+REFERENCE_COLUMNS = [
+    "dataset", "budget", "method", "reference", "probe", "queries", "difference", "ci_low", "ci_high", "ci_level",
+    "t", "p", "p_holm", "alpha", "significant", "direction",
+]  # fmt: skip
+
+
+def compare_with_reference(
+    per_query: pd.DataFrame, reference: str = "bm25", alpha: float = 0.05, n_resamples: int = 10_000, seed: int = 0, confidence: float = 0.95
+) -> pd.DataFrame:
+    """Does a method respond to a probe more than the ``reference`` (BM25, budget "0") does? One row per (dataset, budget, method, probe).
+
+    ``per_query``: as ``probe_tests``. Per query, the method's delta minus the reference's delta on
+    the same probe and query (both in their own candidate spreads; inner join on query_id,
+    NaN left out): ``difference`` is its mean with a percentile bootstrap CI, t and p the
+    two-sided paired t-test (``statistics.paired_t_test``), p_holm Holm's correction over every
+    method x probe of one dataset and budget, significant p_holm < alpha, direction "more" /
+    "less" (significant, by the sign of the difference) or "none". Rows of the reference and of
+    probes the reference lacks are left out. Ordered as ``probe_tests``.
+    """
+    table = per_query.dropna(subset=["delta"])
+    ref = table[(table.method == reference) & (table.budget == UNTRAINED_BUDGET)]
+    rows = []
+    for (dataset, budget, method, probe), group in table[table.method != reference].groupby(["dataset", "budget", "method", "probe"], sort=False):
+        base = ref[(ref.dataset == dataset) & (ref.probe == probe)].set_index("query_id").delta
+        if base.empty:
+            continue
+        own = group.set_index("query_id").delta
+        both = own.index.intersection(base.index)
+        difference = (own[both] - base[both]).to_numpy(dtype=np.float64)
+        t, p = paired_t_test(own[both].to_numpy(dtype=np.float64), base[both].to_numpy(dtype=np.float64))
+        low, high = bootstrap_ci(difference, n_resamples, confidence, seed)
+        rows.append(
+            {
+                "dataset": dataset, "budget": budget, "method": method, "reference": reference, "probe": probe, "queries": len(both),
+                "difference": float(difference.mean()) if len(both) else np.nan, "ci_low": low, "ci_high": high, "ci_level": confidence,
+                "t": t, "p": p, "alpha": alpha,
+            }  # fmt: skip
+        )
+    result = pd.DataFrame(rows, columns=REFERENCE_COLUMNS)
+    if result.empty:
+        return result
+    result["p_holm"] = result.groupby(["dataset", "budget"], sort=False).p.transform(lambda p: holm(p.to_numpy()))
+    result["significant"] = result.p_holm < alpha
+    result["direction"] = np.where(result.significant, np.where(result.difference > 0, "more", "less"), "none")
+    positions = pd.DataFrame(
+        {
+            "dataset": result.dataset.map(list(dict.fromkeys(result.dataset)).index),
+            "budget": result.budget.map(_budget_order(result.budget).index),
+            "method": result.method.map(method_order(list(result.method)).index),
+            "probe": result.probe.map(list(PROBES).index),
+        }
+    )
+    result = result.loc[positions.sort_values(list(positions.columns), kind="stable").index]
+    return result.astype({"queries": "int64"}).reset_index(drop=True)
+
+
 def _budget_order(budgets: pd.Series) -> list[str]:
     """The distinct budgets, "0" (untrained) first, then as they come (config order)."""
     return sorted(dict.fromkeys(budgets), key=lambda b: b != UNTRAINED_BUDGET)

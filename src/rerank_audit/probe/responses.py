@@ -133,6 +133,29 @@ def probe_responses(
     return result.assign(method=method, budget=budget)[PROBE_COLUMNS].astype({"n_pairs": "int64"})
 
 
+def probe_head(first_stage: pd.DataFrame, scores: pd.DataFrame, depth: int) -> pd.DataFrame:
+    """The head ``probe_responses`` edits: each query's first ``depth`` first-stage candidates,
+    ranked as the first stage ranks them, scored as the method scores them.
+
+    ``first_stage``: the BM25 run (query_id, doc_id, rank); ``scores``: the method's run of the
+    same candidates (query_id, doc_id, score; its re-ranked head, as ``rerank_candidates``
+    writes it). Only the queries of ``scores`` are kept. The first-stage rank, not the
+    method's, orders the documents, so ``max_documents`` and the stuffing fallback pick the same
+    documents for every method and the methods' responses pair up document by document.
+    Returns query_id, doc_id, score (float64), rank (int64); ValueError when ``scores`` lacks a
+    head document of one of its queries.
+    """
+    head = first_stage[(first_stage["rank"] <= depth) & first_stage.query_id.isin(scores.query_id)][["query_id", "doc_id", "rank"]]
+    head = head.merge(scores[["query_id", "doc_id", "score"]], on=["query_id", "doc_id"], how="left")
+    missing = head[head.score.isna()]
+    if len(missing):
+        raise ValueError(
+            f"the method's run has no score for {len(missing)} of the first {depth} first-stage candidates, e.g. "
+            f"query {missing.query_id.iloc[0]!r}, document {missing.doc_id.iloc[0]!r}: was it re-ranked at another rerank.depth?"
+        )
+    return head.astype({"score": "float64", "rank": "int64"}).reset_index(drop=True)
+
+
 def _judged_head(head: pd.DataFrame, qrels: pd.DataFrame, threshold: int) -> pd.DataFrame:
     """``head`` ordered by query and rank, with judged (bool) and relevant (bool) per row."""
     grades = qrels[["query_id", "doc_id", "relevance"]].drop_duplicates(["query_id", "doc_id"])
