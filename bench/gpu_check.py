@@ -162,7 +162,7 @@ def environment(check: Check) -> dict:
 
 
 def tests(check: Check) -> None:
-    command = [sys.executable, "-m", "pytest", "-v", "-rfEs", "-p", "no:cacheprovider", *TESTS]
+    command = [sys.executable, "-m", "pytest", "-v", "-rfEs", "-p", "no:cacheprovider", *(check.args.tests.split(",") if check.args.tests else TESTS)]
     code, seconds, text = check.run(command, check.args.tests_limit, "tests.log")
     outcomes = re.findall(r"^tests/\S+::\S+ (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)", text, re.MULTILINE)
     counts = {o: outcomes.count(o) for o in dict.fromkeys(outcomes)}
@@ -318,6 +318,7 @@ def main() -> None:
     parser.add_argument("--bench-large-claims", type=int, default=100, help="claims of the 1.7B bench (500 pairs)")
     parser.add_argument("--variants", default="batch_size=16 batch_size=64 batch_size=256",
                         help="the bench's extra rows: the config's settings with these changes (space-separated)")
+    parser.add_argument("--tests", default="", help="comma-separated test files (default: " + ", ".join(TESTS) + ")")
     parser.add_argument("--bench-rows", default="", help="rows of bench/scoring.py (default: all), e.g. naive,pipeline,qlm pipeline")
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     parser.add_argument("--jobs-per-gpu", type=int, default=4, help="demo jobs sharing one GPU (RERANK_AUDIT_JOBS_PER_GPU)")
