@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from rerank_audit.models.batching import Batching, batching_for, token_budget
 from rerank_audit.models.loading import load_causal_lm, load_tokenizer
@@ -29,8 +28,8 @@ def test_a_token_budget_fills_each_batch_by_its_longest_sequence():
     assert Batching(rows=2).split([10, 8, 5, 5, 2]) == [range(0, 2), range(2, 4), range(4, 5)]
 
 
-def test_a_fixed_batch_size_overrides_the_token_budget(tiny_lm_dir):
-    model = load_causal_lm(tiny_lm_dir, "cpu", "float32")
+def test_a_fixed_batch_size_overrides_the_token_budget(model_and_tokenizer):
+    model, _ = model_and_tokenizer
     assert batching_for(ScoringSettings(batch_size=16, batch_tokens=4096), model) == Batching(rows=16)
     assert batching_for(ScoringSettings(batch_tokens=4096), model) == Batching(tokens=4096)
     assert batching_for(ScoringSettings(), model).tokens == token_budget(model)
@@ -39,7 +38,7 @@ def test_a_fixed_batch_size_overrides_the_token_budget(tiny_lm_dir):
 def test_the_cpu_budget_is_the_last_level_cache_over_one_layers_activations_per_token(tiny_lm_dir, monkeypatch):
     from rerank_audit.models import batching
 
-    model = load_causal_lm(tiny_lm_dir, "cpu", "float32")
+    model = load_causal_lm(tiny_lm_dir, "cpu", "float32")  # the CPU's budget, also on a GPU machine
     config = model.config
     per_token = (4 * config.hidden_size + 2 * config.intermediate_size) * 4  # float32
     monkeypatch.setattr(batching, "_last_level_cache_bytes", lambda: 1000 * per_token)
@@ -48,14 +47,19 @@ def test_the_cpu_budget_is_the_last_level_cache_over_one_layers_activations_per_
     assert token_budget(model) == batching.TOKEN_BOUNDS[0]  # never below the floor
 
 
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_lm_dir, device):
+    return load_causal_lm(tiny_lm_dir, device, "float32"), load_tokenizer(tiny_lm_dir)
+
+
 @pytest.mark.parametrize("family", [YesNoScorer, QueryLikelihoodScorer])
-@pytest.mark.parametrize("prefix_reuse", [True, False])
-def test_token_budget_batches_score_as_one_pair_at_a_time(tiny_lm_dir, family, prefix_reuse):
-    model, tokenizer = load_causal_lm(tiny_lm_dir, "cpu", "float32"), load_tokenizer(tiny_lm_dir)
-    alone = family(model, tokenizer, settings=ScoringSettings(batch_size=1, prefix_reuse=prefix_reuse)).score_pairs(QUERIES, DOCUMENTS)
-    for tokens in (30, 80, 100_000):
-        scorer = family(model, tokenizer, settings=ScoringSettings(batch_tokens=tokens, prefix_reuse=prefix_reuse))
-        np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), alone, atol=1e-4, rtol=0)
+def test_token_budget_batches_score_as_one_pair_at_a_time(model_and_tokenizer, family):
+    model, tokenizer = model_and_tokenizer
+    for prefix_reuse in (True, False):
+        alone = family(model, tokenizer, settings=ScoringSettings(batch_size=1, prefix_reuse=prefix_reuse)).score_pairs(QUERIES, DOCUMENTS)
+        for tokens in (30, 80, 100_000):  # one pair per batch, a few, all at once
+            scorer = family(model, tokenizer, settings=ScoringSettings(batch_tokens=tokens, prefix_reuse=prefix_reuse))
+            np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), alone, atol=1e-4, rtol=0)
 
 
 def test_each_batch_pays_for_the_widest_cached_prefix_among_its_own_rows():
