@@ -1,10 +1,15 @@
+# First, before torch starts CUDA: this job's own GPU on a machine with several (rerank_audit.gpu).
+from rerank_audit.gpu import claim_gpu
 from rerank_audit.logs import log_to
+
+log = log_to(snakemake.log[0])
+claim_gpu()
+
 from rerank_audit.data import schemas
 from rerank_audit.io import read_table, write_table
 from rerank_audit.probe.responses import applicable_probes, probe_head, probe_responses
 from rerank_audit.rerank import rerank_candidates
 
-log = log_to(snakemake.log[0])
 p, w = snakemake.params, snakemake.wildcards
 corpus = read_table(snakemake.input.corpus, schemas.CORPUS)
 qrels = read_table(snakemake.input.qrels, schemas.QRELS)
