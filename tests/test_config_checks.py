@@ -27,6 +27,10 @@ def checked(**changes):
         ("split__dev", 1.0, r"split.dev: 1.0 is neither"),
         ("rerank__depth", 150, r"rerank.depth \(150\) is above retrieve.k \(100\)"),
         ("rerank__fusion", ["qlm", "colbert"], r"rerank.fusion names \['colbert'\], which are not in methods"),
+        # model selection without dev queries: config.yaml has split.dev 0
+        ("train__selection", {"learning_rates": [1e-4], "epochs": 1, "eval_steps": 2, "measure": "nDCG@10"},
+         r"train.selection chooses each method's checkpoint on dev queries, but split.dev is 0 \(no dev queries\); set split.dev"),
+        ("train__methods", {"qlm_lce": {"max_length": 128}}, r"train.methods.qlm_lce.max_length: qlm_lce trains on the tokens it is scored on"),
     ],
 )
 def test_a_config_trap_stops_with_the_key_and_the_fix(key, value, message):
@@ -37,6 +41,14 @@ def test_a_config_trap_stops_with_the_key_and_the_fix(key, value, message):
 def test_fractions_counts_and_a_zero_dev_split_pass():
     checked(split__test=0.5, split__dev=0)
     checked(split__test=3, split__dev=0.2)
+
+
+def test_selection_with_a_dev_split_passes_and_an_unknown_measure_stops():
+    config = load_config(CONFIG, REPO / "config" / "tuning-demo.yaml")
+    check_config(config)
+    config["train"]["selection"]["measure"] = "nDCG@ten"
+    with pytest.raises(ValueError, match=r"train.selection.measure: measure 'nDCG@ten' is not an ir-measures name"):
+        check_config(config)
 
 
 def test_a_split_larger_than_the_queries_or_rounding_to_no_test_query_stops():

@@ -32,7 +32,7 @@ def test_every_entry_names_a_scoring_module_a_training_table_and_an_untrained_co
         module = importlib.import_module(f"rerank_audit.models.scoring.{spec.family}")
         assert callable(module.from_folder), name
         if spec.trained:
-            assert spec.trainer in ("sft", "dpo", "reward") and spec.training_table in TRAINING_COLUMNS, name
+            assert spec.trainer in ("sft", "dpo", "reward", "lce") and spec.training_table in TRAINING_COLUMNS, name
             assert not method(spec.untrained).trained, f"{name}: its counterpart must be untrained"
         else:
             assert spec.training_table is None and spec.untrained is None, name

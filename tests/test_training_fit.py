@@ -78,6 +78,14 @@ def test_document_pairs_are_the_table_rows_and_qlm_sft_has_none():
         training_pairs("qlm_sft", SFT)
 
 
+def test_lce_pairs_are_each_groups_relevant_document_over_each_of_its_negatives_shared_pairs_once():
+    groups = pd.DataFrame(
+        [(0, 0, "q1", "a"), (0, 1, "q1", "b"), (0, 2, "q1", "e"), (1, 0, "q2", "c"), (1, 1, "q2", "d"), (2, 0, "q1", "a"), (2, 1, "q1", "b")],
+        columns=["group", "position", "query_id", "doc_id"],
+    )
+    assert rows(training_pairs("qlm_lce", groups)) == [("q1", "a", "b"), ("q1", "a", "e"), ("q2", "c", "d")]
+
+
 def test_accuracy_counts_correct_orders_ties_as_half_and_scores_each_pair_once():
     scorer = QueryWordsScorer()
     assert pairwise_accuracy(scorer, DOCUMENT_PAIRS, QUERIES, CORPUS) == (1 + 0.5 + 0 + 1) / 4

@@ -65,6 +65,8 @@ def check_config(config: dict[str, Any]) -> None:
             raise ValueError(f"{where}.qlm_template: {error}") from None
     fusion_settings(config["rerank"], config["methods"])
     check_split_sizes(config["split"])
+    check_selection(config["train"], config["split"])
+    check_lce_length(config["train"])
     if config["rerank"]["depth"] > config["retrieve"]["k"] and any(spec.get("candidates", "bm25") == "bm25" for spec in datasets.values()):
         raise ValueError(
             f"rerank.depth ({config['rerank']['depth']}) is above retrieve.k ({config['retrieve']['k']}): the methods would "
@@ -91,6 +93,29 @@ def split_size(value: float, key: str, *, zero: bool) -> None:
 def check_split_sizes(split: Mapping[str, Any]) -> None:
     split_size(split["test"], "split.test", zero=False)
     split_size(split["dev"], "split.dev", zero=True)
+
+
+def check_selection(train: Mapping[str, Any], split: Mapping[str, Any]) -> None:
+    """Raise unless ``train.selection`` (when set) has dev queries to choose on and a measure that parses."""
+    selection = train.get("selection")
+    if selection is None:
+        return
+    if split["dev"] == 0:
+        raise ValueError(
+            "train.selection chooses each method's checkpoint on dev queries, but split.dev is 0 (no dev queries); "
+            "set split.dev (e.g. 0.2 or 100 queries, taken from the training queries), or remove train.selection"
+        )
+    check_measures([selection["measure"]], [], "train.selection.measure")
+
+
+def check_lce_length(train: Mapping[str, Any]) -> None:
+    """Raise when a max_length is set for a method of the lce trainer, which trains on the scorer's tokens."""
+    set_for = [name for name, hyper in train["methods"].items() if REGISTRY[name].trainer == "lce" and "max_length" in hyper]
+    if set_for:
+        raise ValueError(
+            f"train.methods.{set_for[0]}.max_length: {set_for[0]} trains on the tokens it is scored on, cut to "
+            "rerank.max_length; remove the key (set rerank.max_length instead)"
+        )
 
 
 def check_methods(methods: list[str]) -> None:

@@ -9,7 +9,7 @@ Imports nothing heavy: a Snakefile parse and a dry run read it.
 | field            | meaning                                                                          |
 |------------------|----------------------------------------------------------------------------------|
 | ``family``       | the scoring module under ``models.scoring`` (yesno, document, reward, likelihood) |
-| ``trainer``      | the trainer (TRL's ``sft``, ``dpo``, ``reward``); None: the base model as it is   |
+| ``trainer``      | the trainer (TRL's ``sft``, ``dpo``, ``reward``; ``lce``: ``training.lce``); None: the base model as it is |
 | ``training_table`` | the table of rule ``training_data`` the trainer reads (None when untrained)    |
 | ``untrained``    | the untrained method it is compared with ("did training help?")                  |
 | ``display``      | its name in tables and figures                                                   |
@@ -26,6 +26,7 @@ TRAINING_COLUMNS = {
     "answer_pairs": ("prompt", "chosen", "rejected"),
     "document_pairs": ("prompt", "chosen", "rejected"),
     "query_examples": ("prompt", "completion"),
+    "lce_groups": ("group", "position", "query", "document"),
 }
 
 
@@ -61,6 +62,9 @@ REGISTRY: dict[str, Method] = {
         Method("reward", family="reward", display="reward", trainer="reward", training_table="document_pairs", untrained="zeroshot"),
         Method("qlm", family="likelihood", display="qlm"),
         Method("qlm_sft", family="likelihood", display="qlm_sft", trainer="sft", training_table="query_examples", untrained="qlm"),
+        # Localized contrastive estimation: a relevant document and its query's negatives in one
+        # group, cross-entropy over the group's query log-likelihoods (training.lce).
+        Method("qlm_lce", family="likelihood", display="qlm_lce", trainer="lce", training_table="lce_groups", untrained="qlm"),
     )
 }
 # Rows that are not methods of the registry but stand in every table: the first stage and

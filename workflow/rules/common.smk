@@ -50,6 +50,8 @@ FUSION_WEIGHT, FUSED_METHODS = fusion_settings(config["rerank"], config["methods
 
 # Untrained methods (zeroshot, qlm) score the base model as it is, once, at budget "0".
 TRAINED_METHODS = [m for m in config["methods"] if method(m).trained]
+# train.selection: checkpoints chosen on dev queries; the report draws their dev curves.
+SELECTION = "selection" in config["train"]
 BUDGETS = [str(b) for b in config["budgets"]]
 MODELS_DIR = "resources/models"
 BASE_MODEL = resolve_base_model(config["model"]["base"], MODELS_DIR)
@@ -171,12 +173,32 @@ def generator_input(wildcards):
 
 
 def train_hyper(wildcards):
-    """The method's hyper-parameters: train.defaults overridden by train.methods.{method}."""
+    """The method's hyper-parameters: train.defaults overridden by train.methods.{method}; the
+    lce trainer (qlm_lce) also takes train.temperature."""
     defaults = config["train"]["defaults"]
     own = config["train"]["methods"].get(wildcards.method, {})
     merged = {**defaults, **own}
     merged["lora"] = {**defaults.get("lora", {}), **own.get("lora", {})}
+    if method(wildcards.method).trainer == "lce":
+        merged["temperature"] = config["train"]["temperature"]
     return merged
+
+
+def selection_inputs(wildcards):
+    """With train.selection, what the dev measure reads (the dev queries' tables and the split); else nothing."""
+    if not SELECTION:
+        return {}
+    tables = {name: f"results/{wildcards.dataset}/ingest/{name}.parquet" for name in ("corpus", "queries", "qrels")}
+    return tables | {"splits": f"results/{wildcards.dataset}/split/splits.parquet"}
+
+
+def training_configs(wildcards):
+    """training_config.json of every trained method and budget of the models the dataset re-ranks with."""
+    return [
+        f"results/{model_dataset(wildcards)}/models/{m}/{b}/training_config.json"
+        for m, b in method_budgets()
+        if m in TRAINED_METHODS
+    ]
 
 
 def scoring_beta(wildcards):

@@ -8,6 +8,8 @@ rule report:
         rationales=rationale_texts,
         runs=reranked_runs,
         training_fits=training_fits,
+        # train.selection: each model's training_config.json, with its dev curves.
+        **({"training_configs": training_configs} if SELECTION else {}),
         probes=probe_tables,
     output:
         stats="results/{dataset}/report/summary.parquet",
@@ -26,6 +28,7 @@ rule report:
         probe_figure=report("results/{dataset}/report/probes.png", caption="../report/probes.rst", category="Shortcut probes"),
         shortcut=report("results/{dataset}/report/accuracy_vs_shortcut.png", caption="../report/accuracy_vs_shortcut.rst", category="Shortcut probes"),
         config=report("results/{dataset}/report/config.yaml", caption="../report/config.rst", category="Configuration"),
+        **({"dev_curves": report("results/{dataset}/report/dev_curves.png", caption="../report/dev_curves.rst", category="Figures")} if SELECTION else {}),
     params:
         **named_params(
             methods=REPORTED_METHODS,

@@ -29,6 +29,7 @@ rule training_data:
         answer_pairs="results/{dataset}/train/{budget}/answer_pairs.parquet",
         document_pairs="results/{dataset}/train/{budget}/document_pairs.parquet",
         query_examples="results/{dataset}/train/{budget}/query_examples.parquet",
+        lce_groups="results/{dataset}/train/{budget}/lce_groups.parquet",
     params:
         **named_params(
             base_model=BASE_MODEL,
@@ -36,6 +37,7 @@ rule training_data:
             negatives_per_positive=config["train"]["negatives_per_positive"],
             max_positives_per_query=config["train"]["max_positives_per_query"],
             pairs_per_query=config["train"]["pairs_per_query"],
+            negatives_per_group=config["train"]["negatives_per_group"],
             unjudged_negatives=config["train"].get("unjudged_negatives", False),
             relevance_threshold=relevance_threshold,
             qlm_template=dataset_qlm_template,
@@ -56,6 +58,8 @@ rule training_data:
 rule train:
     input:
         base_model_input,
+        # train.selection: the dev queries' tables (none without it).
+        unpack(selection_inputs),
         data=training_table,
     output:
         # The folder holds the model and the checkpoints; only this file (written last) is
@@ -67,6 +71,10 @@ rule train:
             hyper=train_hyper,
             seed=config["train"]["seed"],
             dtype=config["model"]["dtype"],
+            template=scoring_template,
+            scoring=SCORING["rerank"],
+            selection=config["train"].get("selection"),
+            relevance_threshold=relevance_threshold,
         ),
     log:
         "logs/{dataset}/train/{method}/{budget}.log",

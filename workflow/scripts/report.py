@@ -36,6 +36,9 @@ faithfulness, accuracy = f"comprehensiveness@{p.k}", p.primary_measures[0]
 plots.learning_curves(stats, out.learning_curves, measures=(accuracy, faithfulness), budget_sizes=budget_sizes, methods=p.methods)
 plots.accuracy_vs_faithfulness(stats, out.scatter, accuracy=accuracy, faithfulness=faithfulness, budget_sizes=budget_sizes, methods=p.methods)
 plots.difference_distributions(per_query, out.differences, measure=accuracy, methods=p.methods, budget_sizes=budget_sizes)
+if "dev_curves" in out.keys():  # train.selection: the dev curves of every trained model
+    records = [json.loads(Path(path).read_text()) | {"budget": Path(path).parent.name} for path in snakemake.input.training_configs]
+    plots.dev_curves(records, out.dev_curves)
 
 # Shortcut probes: each method's response (against none, and against BM25's), table and figures.
 dataset = snakemake.wildcards.dataset

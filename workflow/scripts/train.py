@@ -9,11 +9,23 @@ from pathlib import Path
 
 import torch
 
+from rerank_audit.data import schemas
 from rerank_audit.io import read_table
+from rerank_audit.models.settings import ScoringSettings
+from rerank_audit.training.selection import DevSelection
 from rerank_audit.training.trainers import train_reranker
 
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params
+selection = None
+if p.selection is not None:  # train.selection: the grid, scored on the dev queries' judged pool
+    tables = dict(
+        queries=read_table(snakemake.input.queries, schemas.QUERIES),
+        corpus=read_table(snakemake.input.corpus, schemas.CORPUS),
+        qrels=read_table(snakemake.input.qrels, schemas.QRELS),
+        splits=read_table(snakemake.input.splits, schemas.SPLITS),
+    )
+    selection = DevSelection.from_config(p.selection, **tables, relevance_threshold=p.relevance_threshold)
 train_reranker(
     snakemake.wildcards.method,
     p.base_model,
@@ -22,4 +34,7 @@ train_reranker(
     p.hyper,
     seed=p.seed,
     dtype=p.dtype,
+    template=p.template,
+    scoring=ScoringSettings(**p.scoring),
+    selection=selection,
 )

@@ -76,6 +76,18 @@ QUERY_EXAMPLES = pa.schema(
         ("completion", pa.string()),
     ]
 )
+# qlm_lce's training groups (training.examples.lce_groups): one row per member, position 0 relevant.
+LCE_GROUPS = pa.schema(
+    [
+        ("group", pa.int64()),
+        ("position", pa.int64()),
+        ("query_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("query", pa.string()),
+        ("document", pa.string()),
+        ("source", pa.string()),
+    ]
+)
 
 PREFERENCE_PAIRS = pa.schema(
     [

@@ -1,4 +1,5 @@
-"""Report figures (PNG): learning curves, accuracy vs. faithfulness, per-query differences, an example page.
+"""Report figures (PNG): learning curves, accuracy vs. faithfulness, per-query differences, an example page,
+dev curves of model selection.
 
 Figures are built on matplotlib's Agg canvas without pyplot (no global state, nothing to
 close), written atomically, and returned so that callers and tests can inspect them.
@@ -467,3 +468,48 @@ def _layout_rationale(items: list, text: str, label: str, renderer: RendererAgg,
             items.append(("rationale", MARGIN, y, " ".join(w for _, w in line), None))
             y += LINE_HEIGHT
     return y
+
+
+def dev_curves(records: Sequence[Mapping], path: str | Path) -> Figure:
+    """Model selection's dev curves: one panel per trained method and budget, one line per learning rate.
+
+    ``records``: ``training_config.json`` of each trained model (dicts with ``method``, and
+    ``selection`` as :func:`rerank_audit.training.selection.selection_record` writes it, plus
+    ``budget``). Each panel plots the dev measure against the optimizer step for every
+    learning rate of the grid (step 0, the untrained model, starts every line), the
+    untrained level as a dotted horizontal line, and the chosen (learning rate, step) as a
+    ring. Records without ``selection`` are skipped; ValueError when none has one.
+    """
+    selected = [record for record in records if record.get("selection")]
+    if not selected:
+        raise ValueError("no training_config.json holds a selection record: train with train.selection to draw dev curves")
+    columns = min(4, len(selected))
+    rows = -(-len(selected) // columns)
+    figure = Figure(figsize=(4.2 * columns + 0.6, 3.2 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    palette = matplotlib.colormaps["viridis"]
+    for ax, record in zip(axes.flat, selected):
+        selection = record["selection"]
+        curve = pd.DataFrame(selection["dev_curve"])
+        choice = selection["choice"]
+        untrained = choice["untrained_value"]
+        rates = sorted(curve.learning_rate.unique())
+        for i, rate in enumerate(rates):
+            line = curve[curve.learning_rate == rate].sort_values("step")
+            if 0 not in set(line.step):  # every run starts from the untrained model
+                line = pd.concat([pd.DataFrame([{"learning_rate": rate, "step": 0, "value": untrained}]), line])
+            colour = palette(i / max(1, len(rates) - 1) * 0.85)
+            ax.plot(line.step, line.value, marker="o", markersize=3, color=colour, label=f"lr {rate:g}")
+        ax.axhline(untrained, color="grey", linestyle=UNTRAINED_LINESTYLE, linewidth=1.5, label="untrained (step 0)")
+        ax.plot([choice["step"]], [choice["value"]], marker="o", markersize=11, markerfacecolor="none", markeredgecolor="red",
+                linestyle="none", label="chosen")
+        budget = record.get("budget")
+        ax.set_title(_name(record["method"]) + (f", {budget} queries" if budget not in (None, "all") else ""), fontsize=10)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(f"dev {measure_label(selection['measure'])}")
+        ax.legend(fontsize=7, loc="best")
+    for ax in list(axes.flat)[len(selected):]:
+        ax.set_visible(False)
+    dev = selected[0]["selection"]["dev_queries"]
+    figure.suptitle(f"Model selection on {dev} dev queries (their judged documents)", fontsize=11)
+    return _save(figure, path)

@@ -5,6 +5,7 @@ A training pair is (query, document it should score higher, document it should s
 - document pairs (dpo_pairs, reward): the rows (chosen over rejected);
 - sft examples (``label``) and answer pairs (label = the chosen answer is the relevant one):
   within each query, every relevant document over every non-relevant one;
+- lce groups (qlm_lce): each group's relevant document (position 0) over each of its negatives;
 - query examples (qlm_sft): none (positives only), so no accuracy.
 
 The accuracy is the share of pairs whose higher document gets the higher score, ties 0.5, from
@@ -53,7 +54,9 @@ def training_pairs(method: str, table: pd.DataFrame, relevant_answer: str | None
     In: the method's training table (``sft examples`` for sft; answer pairs for dpo, whose
     ``chosen`` equals ``relevant_answer`` on relevant documents; document pairs for dpo_pairs
     and reward). Out: one row per pair; for sft and dpo every (relevant, non-relevant) document
-    pair of each query, in table order (a document listed twice for a query counts once).
+    pair of each query, in table order (a document listed twice for a query counts once);
+    for qlm_lce (lce groups) each group's relevant document over each of its negatives, in
+    group order (a pair two groups share counts once).
     Raises ValueError for a method whose table is in ``NO_PAIRS`` or an unknown one, and for
     answer pairs without ``relevant_answer``.
     """
@@ -62,6 +65,11 @@ def training_pairs(method: str, table: pd.DataFrame, relevant_answer: str | None
         raise ValueError(f"{method}: {NO_PAIRS[kind]}")
     if kind == "document_pairs":
         return table[PAIR_COLUMNS].reset_index(drop=True)
+    if kind == "lce_groups":
+        relevant = table[table.position == 0][["group", "query_id", "doc_id"]]
+        negatives = table[table.position > 0][["group", "doc_id"]]
+        pairs = relevant.merge(negatives, on="group", suffixes=("_chosen", "_rejected"))[["query_id", "doc_id_chosen", "doc_id_rejected"]]
+        return pairs.set_axis(PAIR_COLUMNS, axis=1).drop_duplicates(ignore_index=True)
     if kind == "sft_examples":
         labels = table.label.astype(bool)
     elif kind == "answer_pairs":

@@ -107,7 +107,7 @@ class LCECollator:
 
     ``sequences(queries, documents)`` gives each pair's ``ScoredSequence`` (token ids, and the
     positions ``first .. stop-1`` whose hidden states predict the query's tokens): the
-    scorer's own ``_sequences``. ``pad_id``: the tokenizer's pad token id.
+    scorer's own ``scored_sequences``. ``pad_id``: the tokenizer's pad token id.
 
     In: a list of B features {"query": str, "documents": list[str]} (relevant first); N = the
     total number of members, G = the largest group. Out: ``input_ids`` and
@@ -203,7 +203,7 @@ class LCETrainer(Trainer):
         super().__init__(
             model=model,
             args=args,
-            data_collator=data_collator or LCECollator(self.scorer._sequences, processing_class.pad_token_id),
+            data_collator=data_collator or LCECollator(self.scorer.scored_sequences, processing_class.pad_token_id),
             train_dataset=train_dataset,
             processing_class=processing_class,
             callbacks=callbacks,

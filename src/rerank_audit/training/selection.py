@@ -18,14 +18,17 @@ and the splits table, and raise :class:`QueryLeakError` unless every id is a dev
 scorer it calls cannot be handed a test query.
 
 The records (:func:`selection_record`) are plain dicts for ``training_config.json``.
+:class:`DevSelection` carries the configured grid (``train.selection``) and the dev tables
+to ``training.trainers.train_reranker``, which trains the grid and saves the choice.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import hashlib
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
@@ -276,3 +279,80 @@ def selection_record(grid: Mapping[str, Any], curves: Curves, choice: Choice, *,
         "dev_curve": curve_rows(curves),
         "choice": choice.as_dict(),
     }
+
+
+# Hyper-parameters the grid sets for every method alike (train.selection replaces them).
+GRID_KEYS = ("learning_rate", "epochs", "max_steps")
+
+
+@dataclass(frozen=True, eq=False)
+class DevSelection:
+    """Model selection as configured (``train.selection``) with the dev tables it scores on.
+
+    ``learning_rates`` and ``epochs``: the grid, the same for every method (they replace each
+    method's ``learning_rate``, ``epochs`` and ``max_steps``); ``eval_steps``: steps between
+    dev evaluations; ``measure``: the ir-measures name the choice maximises (binary measures
+    count relevance >= ``relevance_threshold``). ``queries``, ``corpus``, ``qrels``: the
+    ingested tables (any split: only the dev queries' rows are read); ``splits``: the split
+    table, whose dev queries are the ones scored.
+    """
+
+    learning_rates: tuple[float, ...]
+    epochs: float
+    eval_steps: int
+    measure: str
+    queries: pd.DataFrame = field(repr=False)
+    corpus: pd.DataFrame = field(repr=False)
+    qrels: pd.DataFrame = field(repr=False)
+    splits: pd.DataFrame = field(repr=False)
+    relevance_threshold: int = 1
+
+    @classmethod
+    def from_config(cls, selection: Mapping[str, Any], **tables) -> "DevSelection":
+        """From the ``train.selection`` mapping {learning_rates, epochs, eval_steps, measure} and the tables."""
+        return cls(
+            learning_rates=tuple(float(rate) for rate in selection["learning_rates"]),
+            epochs=float(selection["epochs"]),
+            eval_steps=int(selection["eval_steps"]),
+            measure=str(selection["measure"]),
+            **tables,
+        )
+
+    def __post_init__(self):
+        if not self.learning_rates or len(set(self.learning_rates)) != len(self.learning_rates):
+            raise ValueError(f"train.selection.learning_rates: give one or more distinct values, got {list(self.learning_rates)}")
+
+    @property
+    def dev_query_ids(self) -> list[str]:
+        """The dev queries of the split, in split order."""
+        return self.splits.query_id[self.splits.split == DEV].tolist()
+
+    @property
+    def grid(self) -> dict[str, Any]:
+        """The grid as configured, for ``training_config.json``."""
+        return {"learning_rates": list(self.learning_rates), "epochs": self.epochs, "eval_steps": self.eval_steps, "measure": self.measure}
+
+    def hyper_of(self, hyper: Mapping[str, Any], learning_rate: float) -> dict[str, Any]:
+        """A method's hyper-parameters for one run of the grid: its own, with the grid's learning rate and epochs."""
+        return {key: value for key, value in hyper.items() if key not in GRID_KEYS} | {"learning_rate": learning_rate, "epochs": self.epochs}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What makes two selections the same (resuming a run of the grid reuses its recorded dev curve)."""
+        ids = self.dev_query_ids
+        pool = self.qrels[self.qrels.query_id.isin(ids)]
+        rows = [
+            self.queries[self.queries.query_id.isin(ids)][["query_id", "text"]],
+            pool[["query_id", "doc_id", "relevance"]],
+            self.corpus[self.corpus.doc_id.isin(pool.doc_id)][["doc_id", "title", "text"]],
+        ]
+        digest = hashlib.sha1()
+        for table in rows:
+            digest.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+        return {"eval_steps": self.eval_steps, "measure": self.measure, "relevance_threshold": self.relevance_threshold, "dev_sha1": digest.hexdigest()}
+
+    def measure_of(self, scorer_of: Callable[[Any], Any]) -> Callable[[Any], float]:
+        """:func:`dev_measure` of these dev queries: model -> the mean dev ``measure`` of the model's scorer."""
+        return dev_measure(
+            scorer_of, self.queries, self.corpus, self.qrels, self.dev_query_ids, self.splits,
+            measure=self.measure, relevance_threshold=self.relevance_threshold,
+        )

@@ -1,16 +1,22 @@
-"""Train one re-ranker with Hugging Face TRL: the trainer and training table its registry entry names.
+"""Train one re-ranker: the trainer and training table its registry entry names.
 
 ``train_reranker`` is the single entry point of the ``train`` rule. Each method is TRL's own
-trainer on a dataset in TRL's documented format; nothing here re-implements a loss. Which
-method uses which trainer and table is said once, in :mod:`rerank_audit.methods`.
+trainer on a dataset in TRL's documented format, or (``lce``) the one small Trainer subclass
+of :mod:`rerank_audit.training.lce`, for a loss TRL does not have. Which method uses which
+trainer and table is said once, in :mod:`rerank_audit.methods`.
 
-| trainer | TRL class     | training tables (columns)                                     | model saved                    |
+| trainer | class         | training tables (columns)                                     | model saved                    |
 |---------|---------------|---------------------------------------------------------------|--------------------------------|
 | sft     | SFTTrainer    | sft examples, query examples (prompt, completion)             | causal LM (or LoRA adapter)    |
 | dpo     | DPOTrainer    | answer pairs, document pairs (prompt, chosen, rejected)       | causal LM (or LoRA adapter)    |
 | reward  | RewardTrainer | document pairs (prompt, chosen, rejected)                     | sequence classifier, 1 label † |
+| lce     | LCETrainer    | lce groups (group, position, query, document)                 | causal LM (or LoRA adapter)    |
 
 † always a full model: a LoRA adapter is merged into it before saving.
+
+``lce`` reads the qlm scorer's tokens: the dataset's qlm ``template`` and the scoring
+``max_length`` (the re-ranking settings), the document cut by the scorer's own code, so
+``fit_documents`` leaves its groups alone and ``hyper["max_length"]`` does not apply.
 
 The prompts are already rendered with the chat template (``text.prompts``; query examples:
 the plain query-likelihood template, no chat template), so TRL sees
@@ -32,15 +38,34 @@ Checkpoints go to ``output_dir/checkpoints`` (the last two kept); a run that fin
 resumes from the newest complete one. The final model, the tokenizer,
 ``training_config.json`` (written last: its presence means the training finished) and
 ``trainer_log.jsonl`` go to ``output_dir``.
+
+Model selection (``selection``, :class:`~rerank_audit.training.selection.DevSelection`):
+the method trains once per learning rate of the grid, each run in
+``checkpoints/lr-<rate>``, while :class:`~rerank_audit.training.selection.DevSelectionCallback`
+scores the dev queries' judged pool with the model in memory (the method's own scorer,
+:func:`rerank_audit.models.scoring.model_scorer`) at step 0 and every ``eval_steps``, and
+keeps each run's best checkpoint. :func:`~rerank_audit.training.selection.select_checkpoint`
+picks the (learning rate, step); the model saved to ``output_dir`` is that checkpoint's
+weights, loaded into a freshly built trainer of that run and saved as a finished training
+saves (a reward adapter merged). The choice of step 0 saves the untrained model that step 0
+scored (rebuilt from the seed: a LoRA adapter starts at zero, so it is the base model), so
+re-ranking scores the base model. ``training_config.json`` records the grid, every dev
+curve and the choice (``selection``).
+
+Checkpoints are written every ``save_steps`` (to resume a killed run) and, with selection,
+at each new best dev value; each costs a write of the adapter (or the weights) and the
+optimizer state, so ``save_steps`` is sized to the run's length (``bench/training.py``).
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
 import shutil
 import time
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
@@ -56,8 +81,10 @@ from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer, SFTConfig, S
 
 from rerank_audit.io import atomic_path
 from rerank_audit.methods import TRAINING_COLUMNS, method as method_spec, trained_methods
+from rerank_audit.models.settings import ScoringSettings
 from rerank_audit.text import prompts
 from rerank_audit.text.truncation import fit_document
+from rerank_audit.training.selection import DevSelection, DevSelectionCallback, select_checkpoint, selection_record
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +92,8 @@ METHODS = tuple(trained_methods())
 REQUIRED_HYPER = ("learning_rate", "epochs", "batch_size", "gradient_accumulation", "lora", "max_length", "save_steps", "logging_steps")
 # bf16: None/"auto"/absent = automatic (CUDA with bf16 support: on; CPU: off). activation_checkpointing
 # (transformers' new name of gradient checkpointing): off unless asked.
-OPTIONAL_HYPER = ("max_steps", "beta", "bf16", "activation_checkpointing")
+# temperature: τ of qlm_lce's group softmax (required for the lce trainer).
+OPTIONAL_HYPER = ("max_steps", "beta", "bf16", "activation_checkpointing", "temperature")
 LORA_KEYS = ("enabled", "r", "alpha", "dropout", "target_modules")
 CHECKPOINTS = "checkpoints"
 TRAINING_CONFIG = "training_config.json"
@@ -83,6 +111,10 @@ def train_reranker(
     hyper: Mapping[str, Any],
     seed: int,
     dtype: str | None = None,
+    *,
+    template: str | None = None,
+    scoring: ScoringSettings | None = None,
+    selection: DevSelection | None = None,
 ) -> dict[str, Any]:
     """Train a re-ranker of ``method`` from ``base_model_path`` on ``data``; save it to ``output_dir``.
 
@@ -94,7 +126,12 @@ def train_reranker(
     ``dtype`` (the config's ``model.dtype``): float32 / bfloat16 / float16 loads the base
     weights in that dtype where the device supports it, so a large base model trains in
     bf16; ``None``/``"auto"`` keeps float32 master weights with bf16 autocast where measured
-    faster (``hyper["bf16"]``).
+    faster (``hyper["bf16"]``). ``template``: the dataset's qlm template (``None``: the
+    default), which ``qlm_lce`` trains on and the likelihood family is scored with;
+    ``scoring``: the re-ranking settings (``qlm_lce`` trains on their ``max_length``; dev
+    scoring runs with them; ``None``: the defaults). ``selection``: choose the checkpoint
+    on dev queries (module docstring; ``None``: one run at ``hyper``'s learning rate, the
+    last step saved).
 
     Out: ``output_dir`` holds the model (or LoRA adapter) and tokenizer, loadable with
     ``from_pretrained``: AutoModelForSequenceClassification for ``reward``; for the others
@@ -107,27 +144,38 @@ def train_reranker(
     _check_arguments(method, data, hyper)
     output_dir = Path(output_dir)
     checkpoints = output_dir / CHECKPOINTS
-    fingerprint = _run_fingerprint(method, base_model_path, data, hyper, seed) | {"dtype": _weights_dtype(dtype)}
-    resume_from = _resumable_checkpoint(checkpoints, fingerprint)
+    scoring = scoring or ScoringSettings()
+    weights_dtype = _weights_dtype(dtype)
+    fingerprint = _run_fingerprint(method, base_model_path, data, hyper, seed) | {"dtype": weights_dtype}
+    if method_spec(method).trainer == "lce":  # it trains on the scorer's tokens
+        fingerprint |= {"template": template, "scoring_max_length": scoring.max_length}
     _remove_previous_outputs(output_dir)
-    with atomic_path(checkpoints / RUN_FINGERPRINT) as tmp:
-        tmp.write_text(json.dumps(fingerprint, indent=1))
 
     transformers.set_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(str(base_model_path))
-    fitted, truncated = fit_documents(method, data, tokenizer, int(hyper["max_length"]))
-    logger.info("%s: %d documents cut to fit max_length=%s", method, truncated, hyper["max_length"])
-    trainer = _build_trainer(method, str(base_model_path), fitted, tokenizer, checkpoints, hyper, seed, _weights_dtype(dtype))
-    if resume_from is not None:
-        logger.info("%s: resuming from %s", method, resume_from)
-    started = time.perf_counter()
-    steps_before = _checkpoint_step(resume_from) if resume_from else 0
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    elapsed = time.perf_counter() - started
-    steps = trainer.state.global_step
+    if method_spec(method).trainer == "lce":
+        fitted, truncated = data, None
+        logger.info("%s: documents are cut as the qlm scorer cuts them, to max_length=%s (rerank.max_length)", method, scoring.max_length)
+    else:
+        fitted, truncated = fit_documents(method, data, tokenizer, int(hyper["max_length"]))
+        logger.info("%s: %d documents cut to fit max_length=%s", method, truncated, hyper["max_length"])
+    build = dict(method=method, base=str(base_model_path), data=fitted, tokenizer=tokenizer, seed=seed, weights_dtype=weights_dtype,
+                 template=template, scoring=scoring)
+
+    if selection is None:
+        _remove_runs(checkpoints, keep=[])
+        run = _train_run(build, checkpoints, hyper, fingerprint)
+        trainer, log_history, steps, chosen = run["trainer"], run["log_history"], run["steps"], None
+        losses = [entry["loss"] for entry in log_history if "loss" in entry]
+    else:
+        _remove_runs(checkpoints, keep=[_run_folder(rate) for rate in selection.learning_rates])
+        trainer, log_history, chosen = _train_grid(build, checkpoints, hyper, fingerprint, selection)
+        steps, rate = chosen["choice"]["step"], chosen["choice"]["learning_rate"]
+        # the chosen run (none for step 0), its losses up to the chosen step
+        run = next((r for r in chosen["runs"] if r["learning_rate"] == rate), None)
+        losses = [entry["loss"] for entry in log_history if "loss" in entry and entry["run_learning_rate"] == rate and entry["step"] <= steps]
 
     adapter = _save_final_model(trainer, method, output_dir)
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     record = {
         "method": method,
         "base_model": str(base_model_path),
@@ -137,25 +185,144 @@ def train_reranker(
         "examples": len(data),
         "train_samples": len(trainer.train_dataset),
         "truncated_documents": truncated,
+        "max_length": scoring.max_length if method_spec(method).trainer == "lce" else hyper["max_length"],
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
-        "resumed_from": resume_from.name if resume_from else None,
-        "seconds_per_step": elapsed / (steps - steps_before) if steps > steps_before else None,
+        "resumed_from": run["resumed_from"] if run else None,
+        "seconds_per_step": run["seconds_per_step"] if run else None,
         "model_class": "AutoModelForSequenceClassification" if method_spec(method).trainer == "reward" else "AutoModelForCausalLM",
         "weights_dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
         "adapter": adapter,
         "bf16": bool(trainer.args.bf16),
         "device": str(trainer.args.device),
-        "eos_appended": trainer.processing_class.eos_token,
+        "eos_appended": None if method_spec(method).trainer == "lce" else trainer.processing_class.eos_token,
         "pad_token": trainer.processing_class.pad_token,
         "versions": _versions(),
     }
+    if chosen is not None:
+        record["selection"] = chosen
     with atomic_path(output_dir / TRAINER_LOG) as tmp:
-        tmp.write_text("".join(json.dumps(entry) + "\n" for entry in trainer.state.log_history))
+        tmp.write_text("".join(json.dumps(entry) + "\n" for entry in log_history))
     with atomic_path(output_dir / TRAINING_CONFIG) as tmp:
         tmp.write_text(json.dumps(record, indent=1))
-    logger.info("%s: %d steps on %d samples, saved to %s", method, steps, record["train_samples"], output_dir)
+    logger.info("%s: %s steps on %d samples, saved to %s", method, steps, record["train_samples"], output_dir)
     return record
+
+
+def _train_run(build: Mapping[str, Any], checkpoints: Path, hyper: Mapping[str, Any], fingerprint: dict, callback_of=None) -> dict[str, Any]:
+    """One training run in ``checkpoints`` (resumed when a checkpoint of the same run is there).
+
+    ``callback_of(trainer)`` -> a callback added to the trainer (model selection), or None.
+    Out: {"trainer", "log_history", "steps", "resumed_from", "seconds", "seconds_per_step",
+    "best_checkpoint" (the Trainer's best_model_checkpoint), "callback"}.
+    """
+    resume_from = _resumable_checkpoint(checkpoints, fingerprint)
+    with atomic_path(checkpoints / RUN_FINGERPRINT) as tmp:
+        tmp.write_text(json.dumps(fingerprint, indent=1))
+    transformers.set_seed(build["seed"])
+    trainer = _build_trainer(checkpoints=checkpoints, hyper=hyper, **build)
+    callback = callback_of(trainer) if callback_of else None
+    if callback is not None:
+        trainer.add_callback(callback)
+    if resume_from is not None:
+        logger.info("%s: resuming from %s", build["method"], resume_from)
+    started = time.perf_counter()
+    steps_before = _checkpoint_step(resume_from) if resume_from else 0
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    elapsed = time.perf_counter() - started
+    steps = trainer.state.global_step
+    return {
+        "trainer": trainer,
+        "log_history": list(trainer.state.log_history),
+        "steps": steps,
+        "resumed_from": resume_from.name if resume_from else None,
+        "seconds": round(elapsed, 3),
+        "seconds_per_step": elapsed / (steps - steps_before) if steps > steps_before else None,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "callback": callback,
+    }
+
+
+def _train_grid(build: Mapping[str, Any], checkpoints: Path, hyper: Mapping[str, Any], fingerprint: dict, selection: DevSelection):
+    """Train every learning rate of ``selection``'s grid with a dev curve; rebuild the chosen model.
+
+    Out: (a trainer whose model is the chosen checkpoint's, or the untrained model for step 0;
+    every run's log history, each entry with ``run_learning_rate``; the ``selection`` record
+    of ``training_config.json``: grid, dev curves, choice, and per run its steps and times).
+    """
+    method = build["method"]
+    scorer_settings = replace(build["scoring"], progress=False)
+    curves, runs, history, best = {}, [], [], {}
+    for index, rate in enumerate(selection.learning_rates):
+        run_hyper = selection.hyper_of(hyper, rate)
+        run_fingerprint = fingerprint | _run_fingerprint_hyper(run_hyper) | {"selection": selection.fingerprint()}
+
+        def callback_of(trainer, untrained=index == 0):
+            def scorer_of(model):
+                return _dev_scorer(method, model, trainer, build, scorer_settings, run_hyper)
+
+            return DevSelectionCallback(selection.measure_of(scorer_of), selection.dev_query_ids, selection.splits,
+                                        eval_steps=selection.eval_steps, measure_name=selection.measure, untrained=untrained)
+
+        logger.info("%s: selection run %d/%d, learning rate %g, %g epochs", method, index + 1, len(selection.learning_rates), rate, selection.epochs)
+        run = _train_run(build, checkpoints / _run_folder(rate), run_hyper, run_fingerprint, callback_of)
+        curves[rate], best[rate] = dict(run["callback"].curve), run["best_checkpoint"]
+        history += [entry | {"run_learning_rate": rate} for entry in run["log_history"]]
+        runs.append({"learning_rate": rate} | {key: run[key] for key in ("steps", "resumed_from", "seconds", "seconds_per_step", "best_checkpoint")})
+        del run
+        gc.collect()
+    choice = select_checkpoint(curves)
+    record = selection_record(selection.grid, curves, choice, measure=selection.measure, dev_query_ids=selection.dev_query_ids)
+    record["runs"] = runs
+    # The model that goes to test: the chosen run's best checkpoint, or the untrained model (step 0).
+    rate = choice.learning_rate if choice.trained else selection.learning_rates[0]
+    transformers.set_seed(build["seed"])
+    trainer = _build_trainer(checkpoints=checkpoints / _run_folder(rate), hyper=selection.hyper_of(hyper, rate), **build)
+    if choice.trained:
+        checkpoint = Path(best[rate])
+        if _checkpoint_step(checkpoint) != choice.step:
+            raise RuntimeError(f"{method}: the best checkpoint of learning rate {rate:g} is {checkpoint.name}, but step {choice.step} was chosen")
+        trainer._load_from_checkpoint(str(checkpoint))
+        record["model"] = f"learning rate {rate:g}, step {choice.step} ({checkpoint.name})"
+    else:
+        record["model"] = "the untrained base model (step 0)"
+    logger.info("%s: dev %s chose %s: %.4f (untrained %.4f)", method, selection.measure, record["model"], choice.value, choice.untrained_value)
+    return trainer, history, record
+
+
+def _run_fingerprint_hyper(hyper: Mapping[str, Any]) -> dict:
+    return {"hyper": json.loads(json.dumps(dict(hyper)))}
+
+
+def _run_folder(learning_rate: float) -> str:
+    """The checkpoint folder of one learning rate of a selection grid (under ``checkpoints``)."""
+    return f"lr-{learning_rate:g}"
+
+
+def _remove_runs(checkpoints: Path, keep: list[str]) -> None:
+    """Remove the checkpoints of runs that this training does not continue.
+
+    With selection (``keep``: the grid's run folders) the top-level checkpoints of a run
+    without selection and the folders of other learning rates go; without it (``keep``
+    empty) every grid folder goes.
+    """
+    if not checkpoints.is_dir():
+        return
+    for path in checkpoints.iterdir():
+        stale = path.name.startswith("lr-") and path.name not in keep
+        if path.is_dir() and (stale or (keep and path.name.startswith("checkpoint-"))):
+            logger.info("removing checkpoints of another run: %s", path)
+            shutil.rmtree(path)
+
+
+def _dev_scorer(method: str, model, trainer, build: Mapping[str, Any], settings: ScoringSettings, hyper: Mapping[str, Any]):
+    """The method's scorer of the model being trained, as re-ranking will load it once saved."""
+    from rerank_audit.models.scoring import model_scorer
+
+    return model_scorer(
+        method, model, trainer.processing_class, settings=settings, reference=getattr(trainer, "ref_model", None),
+        beta=hyper.get("beta"), template=build["template"],
+    )
 
 
 def _save_final_model(trainer, method: str, output_dir: Path) -> bool:
@@ -188,6 +355,8 @@ def _check_arguments(method: str, data: pd.DataFrame, hyper: Mapping[str, Any]) 
     unknown = [key for key in hyper if key not in REQUIRED_HYPER + OPTIONAL_HYPER]
     if method_spec(method).trainer == "dpo" and "beta" not in hyper:
         missing.append("beta")
+    if method_spec(method).trainer == "lce" and "temperature" not in hyper:
+        missing.append("temperature")
     if missing or unknown:
         raise ValueError(f"{method}: hyperparameters missing {missing}, unknown {unknown}")
     lora = hyper["lora"]
@@ -284,8 +453,11 @@ def _weights_dtype(dtype: str | None) -> str:
 
 
 def _build_trainer(method: str, base: str, data: pd.DataFrame, tokenizer, checkpoints: Path, hyper: Mapping[str, Any], seed: int,
-                   weights_dtype: str = "float32"):
-    """The trainer of ``method`` (its registry entry's ``trainer``) on ``data`` (documents already fitted to max_length)."""
+                   weights_dtype: str = "float32", template: str | None = None, scoring: ScoringSettings | None = None):
+    """The trainer of ``method`` (its registry entry's ``trainer``) on ``data`` (documents already fitted to max_length).
+
+    ``template`` and ``scoring`` (its ``max_length``): the qlm scorer's, for the ``lce`` trainer.
+    """
     trainer_kind = method_spec(method).trainer
     common = dict(
         output_dir=str(checkpoints),
@@ -313,8 +485,21 @@ def _build_trainer(method: str, base: str, data: pd.DataFrame, tokenizer, checkp
         # float32 master weights with bf16 autocast, or the weights themselves in model.dtype
         model_init_kwargs={"dtype": weights_dtype},
     )
-    dataset = Dataset.from_pandas(data[_columns(method)].reset_index(drop=True), preserve_index=False)
     peft_config = _lora_config(hyper["lora"], "SEQ_CLS" if trainer_kind == "reward" else "CAUSAL_LM")
+    if trainer_kind == "lce":
+        from rerank_audit.training.lce import LCEConfig, LCETrainer, group_dataset
+
+        args = LCEConfig(
+            **(common | {"max_length": (scoring or ScoringSettings()).max_length}),
+            template=prompts.DEFAULT_QLM_TEMPLATE if template is None else template,
+            temperature=float(hyper["temperature"]),
+        )
+        groups = group_dataset(data)
+        trainer = LCETrainer(model=base, args=args, train_dataset=groups, processing_class=tokenizer, peft_config=peft_config)
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_LoggedProgress())
+        return trainer
+    dataset = Dataset.from_pandas(data[_columns(method)].reset_index(drop=True), preserve_index=False)
     if trainer_kind == "sft":
         args = SFTConfig(**common, completion_only_loss=True)
         trainer = SFTTrainer(model=base, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
@@ -390,6 +575,8 @@ def fit_documents(method: str, data: pd.DataFrame, tokenizer, max_length: int) -
         return fitted, int(too_long.sum())
     if table == "query_examples":
         return _fit_query_examples(method, data, tokenizer, max_length, names)
+    if table == "lce_groups":
+        raise ValueError(f"{method}: lce groups are cut by the qlm scorer's code when they are tokenized, not here")
     for column in ("chosen", "rejected"):
         documents = list(data[column])
         too_long = _too_long(tokenizer, [[p + d + eos for p, d in zip(data.prompt, documents)]], max_length)

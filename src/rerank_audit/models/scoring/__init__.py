@@ -12,7 +12,8 @@ batched engine of :mod:`.engine` and behind the one ``score_pairs`` interface
 | query       | ``likelihood``| mean log P(query given the document prompt), no chat template  |
 
 A method names its family in :mod:`rerank_audit.methods`; a new family is one module here
-with its scorer and ``from_folder`` (the scorer of a method for a model folder).
+with its scorer, ``from_folder`` (the scorer of a method for a model folder) and
+``from_model`` (for a model in memory, as training's model selection scores it).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_BETA", "ImplicitRewardScorer", "QueryLikelihoodScorer", "RewardHeadScorer", "ScoringSettings", "YesNoScorer",
-    "answer_token_sets", "is_adapter_folder", "load_scorer",
+    "answer_token_sets", "is_adapter_folder", "load_scorer", "model_scorer",
 ]  # fmt: skip
 
 
@@ -72,3 +73,18 @@ def load_scorer(
         base_model = adapter_base(model_dir)
     tokenizer = load_tokenizer(model_dir if (model_dir / "tokenizer_config.json").is_file() else base_model)
     return family.from_folder(method, model_dir, base_model, tokenizer, device=device, dtype=dtype, beta=beta, template=template, settings=settings)
+
+
+def model_scorer(method: str, model, tokenizer, *, settings: ScoringSettings = ScoringSettings(), reference=None,
+                 beta: float | None = None, template: str | None = None):
+    """The scorer of ``method`` for a model in memory, as ``load_scorer`` would build it from the saved folder.
+
+    For model selection during training: ``model`` is the model being trained (a PEFT model
+    scores with its adapter active; a causal LM, or a sequence classifier for the reward
+    family), on its own device; ``reference`` the separate reference model of a
+    DPO-trained method fully fine-tuned (``None``: the PEFT model with its adapter
+    disabled); ``beta``, ``template`` and ``settings`` as for ``load_scorer`` (its ``device``
+    and ``dtype`` are not used: the model stays where and as it is).
+    """
+    family = import_module(f".{method_spec(method).family}", __name__)
+    return family.from_model(method, model, tokenizer, reference=reference, beta=beta, template=template, settings=settings)

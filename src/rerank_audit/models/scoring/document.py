@@ -95,4 +95,10 @@ def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, 
     """The implicit-reward scorer of ``method`` for ``model_dir``: the adapter over its disabled self,
     or the full fine-tune over ``base_model``, at ``beta`` (``None``: ``DEFAULT_BETA``). ``template`` is not used."""
     policy, reference = load_policy_and_reference(method, model_dir, base_model, device, dtype)
-    return ImplicitRewardScorer(policy, tokenizer, reference=reference, beta=DEFAULT_BETA if beta is None else beta, settings=settings)
+    return from_model(method, policy, tokenizer, reference=reference, beta=beta, template=template, settings=settings)
+
+
+def from_model(method: str, model, tokenizer, *, reference, beta: float | None, template: str | None, settings: ScoringSettings):
+    """The implicit-reward scorer of a policy in memory over ``reference`` (``None``: the PEFT policy with
+    its adapter disabled), at ``beta`` (``None``: ``DEFAULT_BETA``). ``template`` is not used."""
+    return ImplicitRewardScorer(model, tokenizer, reference=reference, beta=DEFAULT_BETA if beta is None else beta, settings=settings)

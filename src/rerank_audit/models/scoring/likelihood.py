@@ -1,4 +1,4 @@
-"""The query-likelihood scoring family (``qlm``, ``qlm_sft``): how likely the model finds the query after the document.
+"""The query-likelihood scoring family (``qlm``, ``qlm_sft``, ``qlm_lce``): how likely the model finds the query after the document.
 
 Score = mean log P(query token | everything before it) over the query's tokens, the text
 being ``template`` with the document put in, then a space and the query; no chat template
@@ -83,8 +83,11 @@ class QueryLikelihoodScorer:
         full = self.tokenizer([self._text("", q) for q in distinct])["input_ids"]
         return {q: ids[common_prefix_length([prompt, ids]) : len(ids) - self._appended] for q, ids in zip(distinct, full)}
 
-    def _sequences(self, queries: Sequence[str], documents: Sequence[str]) -> list[ScoredSequence]:
-        """Each pair's ids; the head reads positions ``first .. stop-1``, which predict the query's tokens."""
+    def scored_sequences(self, queries: Sequence[str], documents: Sequence[str]) -> list[ScoredSequence]:
+        """Each pair's ids; the head reads positions ``first .. stop-1``, which predict the query's tokens.
+
+        Public: ``training.lce`` trains on exactly these tokens (the template, the cut of a too-long document).
+        """
         check_pairs(queries, documents)
         query_ids = self._query_ids(queries)
         renders = [lambda d, q=q: self._text(d, q) for q in queries]
@@ -102,13 +105,13 @@ class QueryLikelihoodScorer:
 
     def prompt_ids(self, queries: Sequence[str], documents: Sequence[str]) -> list[list[int]]:
         """The token ids each pair is scored on (document truncated to fit ``max_length``)."""
-        return [s.ids for s in self._sequences(queries, documents)]
+        return [s.ids for s in self.scored_sequences(queries, documents)]
 
     def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
         """Mean log-probability of each query's tokens, float64 [len(queries)]."""
         if len(queries) == 0:
             return np.zeros(0, dtype=np.float64)
-        sequences = self._sequences(queries, documents)
+        sequences = self.scored_sequences(queries, documents)
         scores = np.zeros(len(sequences), dtype=np.float64)
         scored = [i for i, s in enumerate(sequences) if s.stop > s.first]  # empty queries keep 0.0
         if not scored:
@@ -124,8 +127,14 @@ class QueryLikelihoodScorer:
 
 
 def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, dtype, beta: float | None, template: str | None, settings: ScoringSettings):
-    """The query-likelihood scorer for ``model_dir``: the base model (``qlm``) or the SFT-trained one
-    (``qlm_sft``; an adapter is merged), reading ``template`` (``None``: ``DEFAULT_QLM_TEMPLATE``).
+    """The query-likelihood scorer for ``model_dir``: the base model (``qlm``) or a trained one
+    (``qlm_sft``, ``qlm_lce``; an adapter is merged), reading ``template`` (``None``: ``DEFAULT_QLM_TEMPLATE``).
     ``beta`` is not used."""
     model = load_merged_causal_lm(model_dir, base_model, device, dtype)
+    return from_model(method, model, tokenizer, reference=None, beta=beta, template=template, settings=settings)
+
+
+def from_model(method: str, model, tokenizer, *, reference, beta: float | None, template: str | None, settings: ScoringSettings):
+    """The query-likelihood scorer of a model in memory (a PEFT model scores with its adapter active);
+    ``reference`` and ``beta`` are not used."""
     return QueryLikelihoodScorer(model, tokenizer, template=DEFAULT_QLM_TEMPLATE if template is None else template, settings=settings)

@@ -101,4 +101,10 @@ def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, 
         model = with_adapter(load_sequence_classifier(base_model, device, dtype), model_dir, device).merge_and_unload()
     else:
         model = load_sequence_classifier(model_dir, device, dtype)
+    return from_model(method, model, tokenizer, reference=None, beta=beta, template=template, settings=settings)
+
+
+def from_model(method: str, model, tokenizer, *, reference, beta: float | None, template: str | None, settings: ScoringSettings):
+    """The reward scorer of a sequence classifier in memory (a PEFT model reads its adapter's head);
+    ``reference``, ``beta`` and ``template`` are not used."""
     return RewardHeadScorer(model, tokenizer, settings=settings)

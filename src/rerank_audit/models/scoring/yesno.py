@@ -128,5 +128,15 @@ def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, 
     """
     if method_spec(method).scored_against_reference:
         policy, reference = load_policy_and_reference(method, model_dir, base_model, device, dtype)
-        return YesNoScorer(policy, tokenizer, reference=reference, beta=DEFAULT_BETA if beta is None else beta, settings=settings)
-    return YesNoScorer(load_merged_causal_lm(model_dir, base_model, device, dtype), tokenizer, settings=settings)
+        return from_model(method, policy, tokenizer, reference=reference, beta=beta, template=template, settings=settings)
+    return from_model(method, load_merged_causal_lm(model_dir, base_model, device, dtype), tokenizer, reference=None, beta=beta,
+                      template=template, settings=settings)
+
+
+def from_model(method: str, model, tokenizer, *, reference, beta: float | None, template: str | None, settings: ScoringSettings):
+    """The yes/no scorer of ``method`` for a model in memory: ``dpo`` over ``reference`` (``None``: the PEFT
+    model with its adapter disabled) at ``beta`` (``None``: ``DEFAULT_BETA``); the others the model's own
+    log-odds (a PEFT model with its adapter active). ``template`` is not used."""
+    if method_spec(method).scored_against_reference:
+        return YesNoScorer(model, tokenizer, reference=reference, beta=DEFAULT_BETA if beta is None else beta, settings=settings)
+    return YesNoScorer(model, tokenizer, settings=settings)

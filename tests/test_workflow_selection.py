@@ -1,0 +1,49 @@
+"""qlm_lce and train.selection through the real workflow on the tiny random-weight model."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workflow_runner import snakemake, tiny_config, write_config, write_tiny_collection
+
+pytestmark = pytest.mark.slow
+
+
+def test_qlm_lce_trains_and_with_selection_a_step_0_choice_reranks_with_the_base_model(tmp_path, tiny_lm_dir):
+    write_tiny_collection(tmp_path)
+    config = tiny_config(methods=["qlm", "qlm_lce"], base_model=str(tiny_lm_dir), budgets=[1])
+    config["split"].update(seed=3, dev=1, test=2)  # q1 trains (it has a judged non-relevant document), q2 is the dev query
+    config["train"].update(unjudged_negatives=True, negatives_per_group=2)
+    # the first test query (q4) has one BM25 candidate: no spread to normalise score drops by
+    config["explain"].update(queries=1, top_documents=1, bottom_documents=0, normalisation="none")
+    snakemake(tmp_path, write_config(tmp_path, config))
+    results = tmp_path / "results" / "tiny"
+    models = results / "models" / "qlm_lce" / "1"
+    record = json.loads((models / "training_config.json").read_text())
+    groups = pd.read_parquet(results / "train" / "1" / "lce_groups.parquet")
+    assert record["steps"] >= 1 and record["train_samples"] == groups.group.nunique() and "selection" not in record
+    assert record["max_length"] == config["rerank"]["max_length"]  # trained on the tokens it is scored on
+    fit = json.loads((models / "training_fit.json").read_text())
+    assert fit["pairs"] == (groups.position > 0).sum() and fit["accuracy"] is not None and fit["base_accuracy"] is not None
+    stats = pd.read_parquet(results / "report" / "summary.parquet")
+    assert set(stats[stats.method == "qlm_lce"].untrained_method) == {"qlm"}
+    assert not (results / "report" / "dev_curves.png").exists()
+
+    # With selection: Judged@10 of a judged pool is 1 at every step, a tie, so the untrained model is chosen.
+    config["train"]["selection"] = {"learning_rates": [1.0e-3, 1.0e-2], "epochs": 2, "eval_steps": 1, "measure": "Judged@10"}
+    snakemake(tmp_path, write_config(tmp_path, config, "selection.yaml"))
+    record = json.loads((models / "training_config.json").read_text())
+    selection = record["selection"]
+    assert selection["grid"] == config["train"]["selection"] and selection["dev_queries"] == 1
+    assert {row["learning_rate"] for row in selection["dev_curve"]} == {1.0e-3, 1.0e-2}
+    assert [row["step"] for row in selection["dev_curve"] if row["learning_rate"] == 1.0e-3][0] == 0
+    assert selection["choice"]["step"] == 0 and selection["model"] == "the untrained base model (step 0)"
+    # ... and re-ranks as qlm, the base model, does
+    runs = {m: pd.read_parquet(results / "rerank" / m / b / "run.parquet").sort_values(["query_id", "doc_id"]) for m, b in [("qlm", "0"), ("qlm_lce", "1")]}
+    assert list(runs["qlm"].doc_id) == list(runs["qlm_lce"].doc_id)
+    np.testing.assert_allclose(runs["qlm_lce"].score, runs["qlm"].score, atol=1e-5)
+    dev = set(pd.read_parquet(results / "split" / "splits.parquet").query("split == 'dev'").query_id)
+    assert dev and not dev & set(runs["qlm_lce"].query_id)
+    assert (results / "report" / "dev_curves.png").stat().st_size > 0
