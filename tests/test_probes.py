@@ -447,6 +447,6 @@ def test_probes_markdown_claims_a_response_or_a_difference_from_bm25_only_where_
     findings = text.split("## Findings")[1]
     assert "the score rises for BM25 (+1.00, Holm p" in findings and "zero-shot (+3.00" in findings and "qlm (+1.02" in findings
     assert "falls for qlm (-1.00" in findings and "no significant response: BM25 and zero-shot." in findings
-    assert "a response to query-word stuffing more than BM25's: zero-shot (+2.00 spreads" in findings
+    assert "Δ under query-word stuffing is above BM25's for zero-shot (+2.00 spreads" in findings
     assert "qlm (+0.02" not in findings  # qlm's stuffing response is BM25's: no claim either way
     assert "Descriptive (untested)" in findings and "BM25 0.25 → 0.75" in findings

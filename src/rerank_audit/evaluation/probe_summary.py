@@ -21,7 +21,7 @@ from rerank_audit.methods import display_name
 from rerank_audit.probe.responses import PROBES
 
 RISES, FALLS = "↑", "↓"  # a significant response (Holm)
-MORE, LESS = "▲", "▼"  # significantly more / less than BM25's response (Holm)
+MORE, LESS = "▲", "▼"  # Δ significantly above / below BM25's Δ (Holm)
 PROBE_NAMES = {
     "stuffing": "query-word stuffing",
     "shuffle": "word-order shuffle",
@@ -84,8 +84,8 @@ def probes_markdown(
         "evidence) and records how each method's score moves: Δ = score(edited) − score(original), in SDs of the method's "
         "scores over the query's re-ranked head, mean over the probed documents of a query, then over queries. "
         f"{RISES} / {FALLS}: the score rises / falls significantly (paired t-test over queries, Holm over every probe × "
-        f"method of one budget, p < {alpha:g}); {MORE} / {LESS}: the response is significantly larger / smaller than BM25's "
-        "on the same queries (paired t-test of the per-query difference, Holm likewise). Untrained methods and BM25 are "
+        f"method of one budget, p < {alpha:g}); {MORE} / {LESS}: Δ is significantly above / below BM25's Δ on the same "
+        "queries (paired t-test of the per-query difference, Holm likewise). Untrained methods and BM25 are "
         "budget 0.",
         "",
     ]
@@ -104,9 +104,11 @@ def probes_markdown(
             cells.append(f"{_signed(row['mean'], digits)} {mark}".strip())
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"## The tests ({level} bootstrap CIs)", ""]
+    stuffing = "stuffing" in probes
     lines += [
-        "| method | probe | queries | mean Δ [CI] | Holm p | response | Δ − BM25's Δ [CI] | Holm p | stuffed document outranks a relevant one: before → after |",
-        "|---|---|---:|---:|---:|---|---:|---:|---:|",
+        "| method | probe | queries | mean Δ [CI] | Holm p | response | Δ − BM25's Δ [CI] | Holm p |"
+        + (" stuffed document outranks a relevant one: before → after |" if stuffing else ""),
+        "|---|---|---:|---:|---:|---|---:|---:|" + ("---:|" if stuffing else ""),
     ]
     for method, budget in rows:
         for probe in probes:
@@ -122,8 +124,10 @@ def probes_markdown(
                 cells += [f"{_signed(ref.difference, digits)} [{_signed(ref.ci_low, digits)}, {_signed(ref.ci_high, digits)}]", _p(ref.p_holm)]
             else:
                 cells += [MISSING, MISSING]
-            overtake = f"{row.overtake_before:.2f} → {row.overtake_after:.2f}" if probe == "stuffing" and not np.isnan(row.overtake_after) else MISSING
-            lines.append("| " + " | ".join(cells + [overtake]) + " |")
+            if stuffing:
+                has_shares = probe == "stuffing" and not np.isnan(row.overtake_after)
+                cells.append(f"{row.overtake_before:.2f} → {row.overtake_after:.2f}" if has_shares else MISSING)
+            lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Findings", ""]
     lines += [f"- {sentence}" for sentence in _findings(tests, against, rows, probes, budget_sizes, digits)]
     return "\n".join(lines) + "\n"
@@ -147,10 +151,10 @@ def _findings(tests, against, rows, probes, budget_sizes, digits) -> list[str]:
             for response in ("rises", "falls")
         }
         quiet = [_row_name(m, b, budget_sizes) for m, b in present if by_key.loc[(m, b, probe)].response == "none"]
-        falling = [_row_name(m, b, budget_sizes) for m, b in present if by_key.loc[(m, b, probe)].response == "falls"]
+        not_rising = [_row_name(m, b, budget_sizes) for m, b in present if by_key.loc[(m, b, probe)].response != "rises"]
         if probe == "marker":
             text = f"**Marker insertion** ({PROBE_READING[probe]}) flags {_list(named['rises'])} (the score rises)" if named["rises"] else "**Marker insertion** flags no method (no score rises significantly)"
-            text += f"; not flagged: {_list(quiet + falling)}." if quiet or falling else "."
+            text += f"; not flagged: {_list(not_rising)}." if not_rising else "."
         elif probe == "stance":
             parts = []
             if named["rises"]:
@@ -170,7 +174,7 @@ def _findings(tests, against, rows, probes, budget_sizes, digits) -> list[str]:
 
 
 def _reference_findings(against, probe, budget_sizes, digits) -> list[str]:
-    """Against BM25: who responds more or less than BM25 (Holm), or that no one differs."""
+    """Against BM25: whose Δ is above or below BM25's (Holm), or that no one's differs."""
     if against is None or not len(against):
         return []
     rows = against[against.probe == probe]
@@ -185,9 +189,9 @@ def _reference_findings(against, probe, budget_sizes, digits) -> list[str]:
         for direction in ("more", "less")
     }
     if not said["more"] and not said["less"]:
-        return [f"Against BM25: no method's response to {PROBE_NAMES[probe]} differs significantly from BM25's."]
-    parts = [f"{'more' if d == 'more' else 'less'} than BM25's: {_list(said[d])}" for d in ("more", "less") if said[d]]
-    return [f"Against BM25, a response to {PROBE_NAMES[probe]} " + "; ".join(parts) + "."]
+        return [f"Against BM25: no method's Δ under {PROBE_NAMES[probe]} differs significantly from BM25's."]
+    parts = [f"{'above' if d == 'more' else 'below'} BM25's for {_list(said[d])}" for d in ("more", "less") if said[d]]
+    return [f"Against BM25, Δ under {PROBE_NAMES[probe]} is " + "; ".join(parts) + "."]
 
 
 def _overtake_description(tests, rows, budget_sizes) -> list[str]:
