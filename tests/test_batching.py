@@ -53,13 +53,17 @@ def model_and_tokenizer(tiny_lm_dir, device):
 
 
 @pytest.mark.parametrize("family", [YesNoScorer, QueryLikelihoodScorer])
-def test_token_budget_batches_score_as_one_pair_at_a_time(model_and_tokenizer, family):
+def test_token_budget_batches_score_as_one_pair_at_a_time(model_and_tokenizer, family, monkeypatch):
     model, tokenizer = model_and_tokenizer
+    sizes = []  # rows of every forward pass, recorded where the engine plans its batches
+    split = Batching.split
+    monkeypatch.setattr(Batching, "split", lambda self, *a, **k: sizes.extend(len(r) for r in split(self, *a, **k)) or split(self, *a, **k))
     for prefix_reuse in (True, False):
         alone = family(model, tokenizer, settings=ScoringSettings(batch_size=1, prefix_reuse=prefix_reuse)).score_pairs(QUERIES, DOCUMENTS)
-        for tokens in (30, 80, 100_000):  # one pair per batch, a few, all at once
+        for tokens in (60, 200, 400, 100_000):  # one pair per batch, a few (with mixed cached prefixes), all at once
             scorer = family(model, tokenizer, settings=ScoringSettings(batch_tokens=tokens, prefix_reuse=prefix_reuse))
             np.testing.assert_allclose(scorer.score_pairs(QUERIES, DOCUMENTS), alone, atol=1e-4, rtol=0)
+    assert any(1 < size < len(QUERIES) for size in sizes)  # partly filled batches were scored too
 
 
 def test_each_batch_pays_for_the_widest_cached_prefix_among_its_own_rows():

@@ -7,6 +7,7 @@ parse time without torch.
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -85,7 +86,7 @@ def test_rerank_and_explain_settings_reach_the_scorer(tmp_path, tiny_lm_dir):
     config = tiny_config(methods=["zeroshot"], base_model=str(tiny_lm_dir))
     config["model"]["dtype"] = "float32"
     config["rerank"].update(batch_size=3, max_length=40)
-    config["explain"].update(batch_size=5, pairs_per_call=7, queries=1, top_documents=1, bottom_documents=0)
+    config["explain"].update(batch_size=5, queries=1, top_documents=1, bottom_documents=0)
     snakemake(tmp_path, write_config(tmp_path, config), "results/tiny/explain/zeroshot/0/faithfulness.parquet")
     rerank_log = (tmp_path / "logs/tiny/rerank/zeroshot/0.log").read_text()
     explain_log = (tmp_path / "logs/tiny/explain/zeroshot/0.log").read_text()
@@ -127,7 +128,7 @@ def test_a_method_is_one_registry_entry(tmp_path, tiny_lm_dir):
     write_tiny_collection(work)
     config = tiny_config(methods=["zeroshot", "toy"], base_model=str(tiny_lm_dir), budgets=[1])
     config["explain"].update(queries=1, top_documents=1, bottom_documents=0)
-    env = {**__import__("os").environ, "PYTHONPATH": str(hook)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
     snakemake(work, write_config(work, config), env=env)
     results = work / "results" / "tiny"
     record = json.loads((results / "models/toy/1/training_config.json").read_text())

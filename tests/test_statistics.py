@@ -299,3 +299,21 @@ def test_a_best_method_is_named_only_when_it_beats_every_other_after_holm():
     assert stats[stats.budget == "10"].iloc[0].top_p_holm > 0.05
     findings = summary_markdown(stats, explain, methods=["qlm", "sft"], k=1).split("**Findings.**")[1]
     assert "the best-ranking method" not in findings and "no best-ranking method is named" in findings
+
+
+def test_when_bm25_is_the_best_the_findings_say_so_and_name_no_explained_best():
+    # bm25 [0.9, 0.8, 0.9, 0.8] is now the top; sft the old bm25 values: the same two differences, mirrored.
+    per_query, explain = _top_table(qlm=[0.5, 0.5, 0.7, 0.6])
+    per_query.loc[per_query.method == "bm25", "value"], per_query.loc[per_query.method == "sft", "value"] = (
+        per_query.loc[per_query.method == "sft", "value"].to_numpy(), per_query.loc[per_query.method == "bm25", "value"].to_numpy())
+    stats = compare_methods(per_query, n_resamples=50)
+    assert stats[stats.budget == "10"].iloc[0].top_method == "bm25"
+    findings = summary_markdown(stats, explain, methods=["qlm", "sft"], k=1).split("**Findings.**")[1]
+    assert "BM25 ranks significantly above every other method on nDCG@10, but it has no attributions" in findings
+    assert "the best-ranking method" not in findings
+
+
+def test_tables_open_with_random_order_then_bm25():
+    from rerank_audit.evaluation.summary import method_order
+
+    assert method_order(["sft", "bm25", "zeroshot", "random"], ["zeroshot", "sft"]) == ["random", "bm25", "zeroshot", "sft"]

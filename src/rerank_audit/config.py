@@ -154,6 +154,9 @@ def fusion_settings(rerank: dict, methods: list[str]) -> tuple[float, list[str]]
     weight = rerank.get("fusion_weight", DEFAULT_FUSION_WEIGHT)
     if isinstance(fusion, dict):  # its own weight wins over rerank.fusion_weight (which the schema defaults)
         weight, fusion = fusion.get("weight", weight), fusion.get("methods", [])
+    unfusable = [m for m in fusion if m in REGISTRY and not REGISTRY[m].fusable]
+    if unfusable:
+        raise ValueError(f"rerank.fusion names {unfusable}, whose scores cannot be fused (rerank_audit.methods); remove them")
     unknown = [m for m in fusion if m not in methods]
     if unknown:
         raise ValueError(f"rerank.fusion names {unknown}, which are not in methods ({methods}); add them to methods or remove them from rerank.fusion")

@@ -59,7 +59,7 @@ def read_table(path: str | Path, schema: pa.Schema | None = None) -> pd.DataFram
     """Read a Parquet table; with ``schema``, check its columns and types first.
 
     An optional column of ``schema`` that the file lacks (written before the column existed)
-    is read as nulls.
+    is read as nulls; columns are read in the schema's order, whatever the file's.
     """
     table = pq.read_table(path)
     if schema is None:
@@ -67,6 +67,8 @@ def read_table(path: str | Path, schema: pa.Schema | None = None) -> pd.DataFram
     for field in optional_fields(schema):
         if field.name not in table.column_names:
             table = table.append_column(field, pa.nulls(len(table), field.type))
+    if set(table.column_names) == set(schema.names):
+        table = table.select(schema.names)  # a file written with the columns in another order
     if not table.schema.equals(schema, check_metadata=False):
         raise ValueError(f"{path}: schema {table.schema} differs from the expected {schema}")
     return table.to_pandas()

@@ -69,7 +69,7 @@ REGISTRY: dict[str, Method] = {
 }
 # Rows that are not methods of the registry but stand in every table: the first stage and
 # the random re-ordering of its head.
-BASELINE_NAMES = {"bm25": "BM25", "random": "random order"}
+BASELINE_NAMES = {"random": "random order", "bm25": "BM25"}  # in table order
 
 
 def method(name: str) -> Method:
@@ -85,10 +85,6 @@ def display_name(name: str) -> str:
     base, plus, rest = name.partition("+")
     shown = BASELINE_NAMES.get(base) or (REGISTRY[base].display if base in REGISTRY else base)
     return shown + plus + rest
-
-
-def untrained_methods() -> list[str]:
-    return [m.name for m in REGISTRY.values() if not m.trained]
 
 
 def trained_methods() -> list[str]:

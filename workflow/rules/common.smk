@@ -95,11 +95,6 @@ def explain_queries(wildcards):
     return dataset_config(wildcards).get("explain_queries", config["explain"]["queries"])
 
 
-def explain_queries_key(wildcards):
-    """The config key explain_queries comes from, for messages."""
-    return f"datasets.{wildcards.dataset}.explain_queries" if "explain_queries" in dataset_config(wildcards) else "explain.queries"
-
-
 def dataset_format(wildcards):
     return dataset_config(wildcards)["format"]
 

@@ -58,10 +58,6 @@ rule split:
             dev=config["split"]["dev"],
             test=config["split"]["test"],
             relevance_threshold=relevance_threshold,
-            # checked against the split's sizes, the first point where the query count is known
-            budgets=config["budgets"] if config["methods"] else [],
-            explain_queries=explain_queries if config["methods"] else "all",
-            explain_key=explain_queries_key,
         ),
     log:
         "logs/{dataset}/split.log",

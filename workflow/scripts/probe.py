@@ -3,7 +3,8 @@ from rerank_audit.gpu import claim_gpu
 from rerank_audit.logs import log_to
 
 log = log_to(snakemake.log[0])
-claim_gpu()
+if snakemake.rule != "probe_bm25":  # BM25 runs on the CPU and takes no GPU slot
+    claim_gpu()
 
 from rerank_audit.data import schemas
 from rerank_audit.io import read_table, write_table

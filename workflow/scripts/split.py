@@ -7,6 +7,11 @@ log = log_to(snakemake.log[0])
 p = snakemake.params
 query_ids = evaluable_queries(read_table(snakemake.input.qrels, schemas.QRELS), p.relevance_threshold)
 splits = split_queries(query_ids, seed=p.seed, dev=p.dev, test=p.test)
-check_fits(splits, p.budgets, p.explain_queries, p.explain_key)
+# The first point where the query count is known: budgets and explained queries that ask for more
+# stop here. Read from the config, not params, so that editing them does not re-split.
+config, spec = snakemake.config, snakemake.config["datasets"][snakemake.wildcards.dataset]
+if config["methods"]:
+    key = f"datasets.{snakemake.wildcards.dataset}.explain_queries" if "explain_queries" in spec else "explain.queries"
+    check_fits(splits, config["budgets"], spec.get("explain_queries", config["explain"]["queries"]), key)
 write_table(splits, snakemake.output.splits, schemas.SPLITS)
 log.info("split sizes: %s", splits.split.value_counts().to_dict())

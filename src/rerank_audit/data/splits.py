@@ -48,7 +48,7 @@ def budget_queries(splits: pd.DataFrame, budget: str | int) -> list[str]:
         return train.query_id.tolist()
     n = int(budget)
     if n > len(train):
-        raise ValueError(f"training budget {n} exceeds the {len(train)} training queries")
+        raise ValueError(f"budgets: {n} exceeds the {len(train)} training queries of this split; lower it or use all")
     return train.query_id.head(n).tolist()
 
 

@@ -396,25 +396,31 @@ def _accuracy_vs_faithfulness_findings(rows, means, order, k, primary: str = PRI
     if len(both) < 2:
         return []
     alpha = float(rows.alpha.iloc[0]) if "alpha" in rows and len(rows) else 0.05
+    # The table's best method (statistics.compare_methods): the highest mean, significantly above every other row.
     tops = rows[(rows.measure == primary) & (rows.get("top_p_holm", pd.Series(np.nan, index=rows.index)) < alpha)]
-    top = set(tops.top_method)  # a best method, when the table has one (statistics.compare_methods)
+    top = tops.top_method.iloc[0] if len(tops) else None
     accuracy, faithfulness = accuracy[both], faithfulness[both]
-    best, most = accuracy.idxmax(), faithfulness.idxmax()
-    if best not in top:
+    most = faithfulness.idxmax()
+    if top is None:
         text = (
             f"No method ranks significantly above every other on {primary} (paired t-tests of the highest mean against "
             f"each other method, Holm, α = {alpha:g}), so no best-ranking method is named; the highest {measure} is "
             f"{_name(most)}'s ({faithfulness[most]:.3f}, {primary} {accuracy[most]:.3f})."
         )
-    elif best == most:
+    elif top not in both:
         text = (
-            f"Better ranking came with more faithful attributions at the top: the best-ranking method, {_name(best)} "
-            f"({primary} {accuracy[best]:.3f}, significantly above every other method), also has the highest {measure} ({faithfulness[best]:.3f})."
+            f"{_name(top)} ranks significantly above every other method on {primary}, but it has no attributions; among the "
+            f"explained methods the highest {measure} is {_name(most)}'s ({faithfulness[most]:.3f}, {primary} {accuracy[most]:.3f})."
+        )
+    elif top == most:
+        text = (
+            f"Better ranking came with more faithful attributions at the top: the best-ranking method, {_name(top)} "
+            f"({primary} {accuracy[top]:.3f}, significantly above every other method), also has the highest {measure} ({faithfulness[top]:.3f})."
         )
     else:
         text = (
-            f"Better ranking did not come with the most faithful attributions: the best-ranking method, {_name(best)} "
-            f"({primary} {accuracy[best]:.3f}, significantly above every other method), has {measure} {faithfulness[best]:.3f}, below {_name(most)} "
+            f"Better ranking did not come with the most faithful attributions: the best-ranking method, {_name(top)} "
+            f"({primary} {accuracy[top]:.3f}, significantly above every other method), has {measure} {faithfulness[top]:.3f}, below {_name(most)} "
             f"({faithfulness[most]:.3f}, {primary} {accuracy[most]:.3f})."
         )
     sentences = [text]

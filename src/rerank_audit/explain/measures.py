@@ -58,10 +58,6 @@ def columns(table: str, at_k: bool | None = None) -> list[str]:
     return [name for m in chosen for name in ([m.name, f"{m.name}_random"] if m.random else [m.name])]
 
 
-def tested_against_random() -> list[Measure]:
-    return [m for m in MEASURES if m.direction]
-
-
 def summary_columns() -> list[tuple[str, str, str | None]]:
     """(header, measure, measure shown after "vs" or None) of the summary's explainability
     columns, in ``MEASURES`` order; "{k}" stands for the K."""

@@ -69,6 +69,10 @@ def pairs_to_explain(
     query then rank order; ``document`` is the text the scorer reads.
     """
     test = splits[splits.split == "test"].sort_values("position").query_id
+    if str(n_queries) != "all" and int(n_queries) > len(test):
+        raise ValueError(
+            f"explain.queries (or datasets.<name>.explain_queries) is {n_queries}, but the split has {len(test)} test queries; lower it or write all"
+        )
     chosen = test.tolist() if str(n_queries) == "all" else test.head(int(n_queries)).tolist()
     order = {query_id: i for i, query_id in enumerate(chosen)}
     explained = explained_head(run[run.query_id.isin(order)], depth, top_documents, bottom_documents)

@@ -22,8 +22,9 @@ logger = logging.getLogger(__name__)
 
 # Share of the free GPU memory a batch may plan to use (the rest: allocator slack, logits, other jobs).
 GPU_MEMORY_SHARE = 0.4
-# Prefix caches of this many batches are held at once (engine._BATCHES_PER_CHUNK) beside the batch itself.
-HELD_BATCHES = 9
+# Queries whose prefixes are cached together: enough pairs for this many batches. Bounds the
+# memory of the prefix cache (held beside the batch itself) while leaving room to sort by length.
+BATCHES_PER_CHUNK = 8
 TOKEN_BOUNDS = (512, 262_144)
 DEFAULT_CACHE_BYTES = 8 << 20  # when the CPU's last-level cache cannot be read
 
@@ -82,7 +83,7 @@ def token_budget(model) -> int:
     activations = (4 * hidden + 2 * getattr(config, "intermediate_size", 4 * hidden)) * width
     if parameter.device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(parameter.device)
-        per_token = HELD_BATCHES * 2 * layers * kv_dim * width + activations
+        per_token = (BATCHES_PER_CHUNK + 1) * 2 * layers * kv_dim * width + activations
         tokens = GPU_MEMORY_SHARE * free / per_token
     else:
         tokens = _last_level_cache_bytes() / activations

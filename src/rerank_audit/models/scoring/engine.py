@@ -29,16 +29,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ...text.truncation import fit_document
-from ..batching import Batching, batching_for
+from ..batching import BATCHES_PER_CHUNK, Batching, batching_for
 from ..settings import ScoringSettings
 from ..loading import load_causal_lm
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BETA = 0.1  # TRL DPOConfig's default
-# Queries whose prefixes are cached together: enough pairs for this many batches. Bounds the
-# memory of the prefix cache while leaving room to sort pairs by length.
-_BATCHES_PER_CHUNK = 8
 # Token positions per vocabulary projection in token_log_probs: bounds the logits' memory.
 _LOGIT_ROWS = 1024
 # Show a progress bar from this many pairs on.
@@ -199,9 +196,9 @@ def sum_head_over_positions(
     chunks, chunk, count = [], [], 0
     for group in sorted(members, key=prefix_len.get):
         chunk.append(group)
-        # a chunk holds about _BATCHES_PER_CHUNK batches: counted in sequences, or in tokens
+        # a chunk holds about BATCHES_PER_CHUNK batches: counted in sequences, or in tokens
         count += len(members[group]) if batching.rows is not None else sum(len(sequences[i].ids) for i in members[group])
-        if count >= _BATCHES_PER_CHUNK * (batching.rows if batching.rows is not None else batching.tokens):
+        if count >= BATCHES_PER_CHUNK * (batching.rows if batching.rows is not None else batching.tokens):
             chunks.append(chunk)
             chunk, count = [], 0
     if chunk:
