@@ -1,18 +1,14 @@
 """One place per concept: the method registry, the scoring settings, the config checks.
 
-A method is one registry entry; scoring settings are one typed object whose defaults equal
-config/config.yaml and which reaches the scorer from the config; the config checks run at
-parse time without torch.
+A method is one registry entry (a toy entry runs the whole DAG in tests/test_workflow_training.py);
+scoring settings are one typed object whose defaults equal config/config.yaml and which reaches
+the scorer from the config; the config checks run at parse time without torch.
 """
 
 import importlib
-import json
-import os
 import subprocess
 import sys
-import textwrap
 from dataclasses import fields
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -107,36 +103,3 @@ def test_rerank_and_explain_settings_reach_the_scorer(tmp_path, tiny_lm_dir):
     whole = load_scorer("zeroshot", tiny_lm_dir, settings=ScoringSettings(max_length=None, dtype="float32", device="cpu"))
     np.testing.assert_allclose(run.score, cut.score_pairs(*texts), atol=1e-4)
     assert np.abs(whole.score_pairs(*texts) - run.score.to_numpy()).max() > 1e-3
-
-
-TOY_ENTRY = """
-from rerank_audit.methods import REGISTRY, Method
-
-REGISTRY["toy"] = Method("toy", family="yesno", display="toy method", trainer="sft", training_table="sft_examples", untrained="zeroshot")
-"""
-
-
-@pytest.mark.slow
-def test_a_method_is_one_registry_entry(tmp_path, tiny_lm_dir):
-    """A toy method, one entry added to the registry in every process (sitecustomize) and no other
-    change, trains, re-ranks, is explained, stands in the summary and is tested against zero-shot."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(textwrap.dedent(TOY_ENTRY))
-    work = tmp_path / "work"
-    work.mkdir()
-    write_tiny_collection(work)
-    config = tiny_config(methods=["zeroshot", "toy"], base_model=str(tiny_lm_dir), budgets=[1])
-    config["explain"].update(queries=1, top_documents=1, bottom_documents=0)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
-    snakemake(work, write_config(work, config), env=env)
-    results = work / "results" / "tiny"
-    record = json.loads((results / "models/toy/1/training_config.json").read_text())
-    assert record["method"] == "toy" and record["steps"] >= 1
-    assert (results / "rerank/toy/1/run.parquet").exists() and (results / "explain/toy/1/faithfulness.parquet").exists()
-    stats = pd.read_parquet(results / "report" / "summary.parquet")
-    toy = stats[(stats.method == "toy") & (stats.measure == "nDCG@10")]
-    assert list(toy.untrained_method) == ["zeroshot"] and toy.untrained_p.notna().all()
-    assert "| toy method |" in (results / "report" / "summary.md").read_text()
-    fit = json.loads((results / "models/toy/1/training_fit.json").read_text())
-    assert fit["accuracy"] is not None and fit["base_accuracy"] is not None  # zero-shot scores its pairs

@@ -1,6 +1,7 @@
 """The whole DAG with every method on a tiny random-weight model, and resumable training."""
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -15,14 +16,25 @@ from transformers import AutoTokenizer
 from workflow_runner import planned_rules, snakemake, snakemake_command, tiny_config, write_config, write_tiny_collection
 
 pytestmark = pytest.mark.slow
-METHODS = ["zeroshot", "sft", "dpo", "dpo_pairs", "reward", "qlm", "qlm_sft"]
+# A method is one registry entry: "toy" is added to rerank_audit.methods in every process of
+# these runs (sitecustomize) and nowhere else, and must go through the whole DAG like the others.
+TOY_ENTRY = """
+from rerank_audit.methods import REGISTRY, Method
+
+REGISTRY["toy"] = Method("toy", family="yesno", display="toy method", trainer="sft", training_table="sft_examples", untrained="zeroshot")
+"""
+METHODS = ["zeroshot", "sft", "dpo", "dpo_pairs", "reward", "qlm", "qlm_sft", "toy"]
 UNTRAINED = ["zeroshot", "qlm"]
 TRAINED = [(m, "0") for m in UNTRAINED] + [(m, "1") for m in METHODS if m not in UNTRAINED]  # (method, budget) of every model
 MODELS = len(TRAINED)  # re-ranked, explained and rationalised once each
 
 
 @pytest.fixture
-def workdir(tmp_path, tiny_lm_dir):
+def workdir(tmp_path, tiny_lm_dir, monkeypatch):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(TOY_ENTRY)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
     write_tiny_collection(tmp_path)
     return tmp_path
 
@@ -38,6 +50,9 @@ def test_every_method_trains_reranks_and_is_evaluated(workdir, tiny_lm_dir):
     assert set(zip(metrics.method, metrics.budget)) == expected
     stats = pd.read_parquet(results / "report" / "summary.parquet")
     assert {"qlm+bm25", "qlm_sft+bm25"} <= set(stats.method)
+    toy = stats[(stats.method == "toy") & (stats.measure == "nDCG@10")]
+    assert list(toy.untrained_method) == ["zeroshot"] and toy.untrained_p.notna().all()  # tested against its counterpart
+    assert "| toy method |" in (results / "report" / "summary.md").read_text()
     examples = pd.read_parquet(results / "train" / "1" / "sft_examples.parquet")
     assert examples.query_id.nunique() == 1 and set(examples.completion) == set(prompts.pointwise_completions(AutoTokenizer.from_pretrained(tiny_lm_dir)))
     for method in [m for m, budget in TRAINED if budget == "1"]:
