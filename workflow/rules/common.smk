@@ -231,6 +231,19 @@ def scoring_model_dir(wildcards):
     return os.path.dirname(scoring_model(wildcards)[0])
 
 
+def training_scoring(wildcards):
+    """The scoring settings a training reads, and only those (a change of anything else re-trains
+    nothing): all of them with train.selection (dev checkpoints are scored), the max length
+    for the lce trainer (it trains on the tokens it is scored on), else none."""
+    if config["train"].get("selection"):
+        return SCORING["rerank"]
+    return {"max_length": SCORING["rerank"]["max_length"]} if method(wildcards.method).trainer == "lce" else {}
+
+
+# The weights' dtype a training loads the base model in: auto keeps float32 master weights.
+TRAINING_DTYPE = config["model"]["dtype"] if config["model"]["dtype"] in ("bfloat16", "float16") else "float32"
+
+
 def scorer_params(stage):
     """The params of a rule that loads a method's scorer: the model, the method's own settings
     (DPO beta, qlm template) and the stage's ScoringSettings (``scoring``, a dict)."""
