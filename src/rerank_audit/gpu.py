@@ -214,7 +214,7 @@ def _take(device: str, seat: int, descriptor: int, pool: list[str], folder: Path
     except OSError:
         pass
     logger.info(
-        "GPU slot: CUDA_VISIBLE_DEVICES=%s (GPU %s of %s%s; lock %s; waited %.1f s)", device, device, ",".join(pool),
+        "GPU slot: CUDA_VISIBLE_DEVICES=%s (GPU %s of GPUs [%s]%s; lock %s; waited %.1f s)", device, device, ",".join(pool),
         f", seat {seat + 1}" if seat else "", folder, waited,
     )
     return device
