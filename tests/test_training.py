@@ -393,6 +393,34 @@ def test_the_cut_count_is_recorded_in_the_training_config(tiny_lm_dir, tokenizer
     assert (record["truncated_documents"], record["train_samples"], record["examples"]) == (1, 2, 2)
 
 
+def test_the_lm_head_projects_only_the_labelled_positions_and_the_loss_is_the_same(tiny_lm_dir, monkeypatch):
+    """label_positions_only: TRL's fused head on the CPU projects 2 labelled positions per row, not all 11."""
+    import torch
+    import trl.trainer.utils as trl_utils
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from rerank_audit.training.trainers import label_positions_only
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=torch.float32)
+    add_fused_lm_head(model)
+    ids = torch.randint(0, model.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
+    labels = torch.full_like(ids, -100)
+    labels[:, -2:] = ids[:, -2:]
+    projected, apply = [], trl_utils._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", lambda hidden, *args: (projected.append(len(hidden)), apply(hidden, *args))[1])
+
+    def loss():
+        return model(input_ids=ids, labels=labels, fused_lm_head=True).loss
+
+    every = loss()
+    with label_positions_only():
+        labelled = loss()
+    assert projected == [3 * 11, 3 * 2]
+    torch.testing.assert_close(labelled, every)
+    assert trl_utils._use_triton(torch.device("cpu")) is False  # restored
+
+
 def test_a_query_too_long_for_max_length_even_without_its_document_is_an_error(tiny_lm_dir, tokenizer):
     from rerank_audit.training.trainers import fit_documents
 

@@ -55,6 +55,8 @@ curve and the choice (``selection``).
 Checkpoints are written every ``save_steps`` (to resume a killed run) and, with selection,
 at each new best dev value; each costs a write of the adapter (or the weights) and the
 optimizer state, so ``save_steps`` is sized to the run's length (``bench/training.py``).
+The LM head of TRL's SFT and DPO losses projects only the positions that carry a label
+(:func:`label_positions_only`): the completion's, not the prompt's or the padding's.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ import json
 import logging
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -119,9 +122,11 @@ def train_reranker(
     """Train a re-ranker of ``method`` from ``base_model_path`` on ``data``; save it to ``output_dir``.
 
     In: ``method`` in METHODS; a Hugging Face causal LM folder (or id); ``data`` an ``sft
-    examples`` table for ``sft``, a ``query examples`` table for ``qlm_sft``, else a ``preference pairs`` table (answer pairs for ``dpo``,
+    examples`` table for ``sft``, a ``query examples`` table for ``qlm_sft``, an ``lce groups``
+    table for ``qlm_lce``, else a ``preference pairs`` table (answer pairs for ``dpo``,
     document pairs for ``dpo_pairs`` and ``reward``); ``hyper`` with the keys REQUIRED_HYPER
-    (+ OPTIONAL_HYPER; ``lora`` holds LORA_KEYS; ``beta`` is required for the DPO methods;
+    (+ OPTIONAL_HYPER; ``lora`` holds LORA_KEYS; ``beta`` is required for the DPO methods,
+    ``temperature`` for ``qlm_lce``;
     ``max_steps`` overrides ``epochs``); ``seed`` fixes weights initialisation and data order;
     ``dtype`` (the config's ``model.dtype``): float32 / bfloat16 / float16 loads the base
     weights in that dtype where the device supports it, so a large base model trains in
@@ -228,7 +233,8 @@ def _train_run(build: Mapping[str, Any], checkpoints: Path, hyper: Mapping[str, 
         logger.info("%s: resuming from %s", build["method"], resume_from)
     started = time.perf_counter()
     steps_before = _checkpoint_step(resume_from) if resume_from else 0
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with label_positions_only():
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     elapsed = time.perf_counter() - started
     steps = trainer.state.global_step
     return {
@@ -522,6 +528,33 @@ def _build_trainer(method: str, base: str, data: pd.DataFrame, tokenizer, checkp
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_LoggedProgress())
     return trainer
+
+
+@contextmanager
+def label_positions_only():
+    """While the context lasts, TRL's fused LM head projects only the positions that carry a label, on every device.
+
+    TRL's SFT and DPO losses (``fused_lm_head``) take log-probabilities only where a label
+    is set (the completion: an answer word, a query, a document), but outside CUDA/Triton
+    TRL projects *every* position onto the vocabulary (prompt and padding too) and masks
+    afterwards, so as not to recompile tile shapes on accelerators such as Neuron. A CPU
+    compiles nothing, so there the unlabelled positions are pure cost: the vocabulary
+    projection of an SFT yes/no example covers ~200 positions for 1 label. The loss and the
+    logged metrics are the same (computed on the labelled positions either way); TRL's
+    choice is one module-level function (``_use_triton``), replaced here for the duration.
+    A TRL without it is left as it is.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:
+        yield
+        return
+    trl_utils._use_triton = lambda device: original(device) or torch.device(device).type == "cpu"
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
 
 
 def _reward_pad_token(tokenizer) -> str:
