@@ -58,6 +58,8 @@ BASE_MODEL = resolve_base_model(config["model"]["base"], MODELS_DIR)
 RATIONALE_GENERATOR = resolve_base_model(config["rationale"]["generator"], MODELS_DIR)
 # How scorers run (batch, max length, dtype): re-ranking and training fit; explanations.
 SCORING = {stage: ScoringSettings.from_config(config, stage).as_dict() for stage in ("rerank", "explain")}
+# The weights' dtype a training loads the base model in: auto keeps float32 master weights.
+TRAINING_DTYPE = config["model"]["dtype"] if config["model"]["dtype"] in ("bfloat16", "float16") else "float32"
 # Rows of the report: each method, its fused row (rerank.fusion) right after it.
 REPORTED_METHODS = [name for m in config["methods"] for name in ([m, m + FUSED_SUFFIX] if m in FUSED_METHODS else [m])]
 # "Did training help?": each trained method against its untrained counterpart when that is
@@ -240,13 +242,10 @@ def training_scoring(wildcards):
     return {"max_length": SCORING["rerank"]["max_length"]} if method(wildcards.method).trainer == "lce" else {}
 
 
-# The weights' dtype a training loads the base model in: auto keeps float32 master weights.
-TRAINING_DTYPE = config["model"]["dtype"] if config["model"]["dtype"] in ("bfloat16", "float16") else "float32"
-
 
 def scorer_params(stage):
-    """The params of a rule that loads a method's scorer: the model, the method's own settings
-    (DPO beta, qlm template) and the stage's ScoringSettings (``scoring``, a dict)."""
+    """The params of every rule that loads a method's scorer. They are the model, the method's own
+    settings (DPO beta, qlm template) and the stage's ScoringSettings (``scoring``, a dict)."""
     return dict(base_model=BASE_MODEL, model_dir=scoring_model_dir, beta=scoring_beta, template=scoring_template, scoring=SCORING[stage])
 
 
