@@ -76,16 +76,7 @@ def probe_tests(
     result["p_holm"] = result.groupby(["dataset", "budget"], sort=False).p.transform(lambda p: holm(p.to_numpy()))
     result["significant"] = result.p_holm < alpha
     result["response"] = np.where(result.significant, np.where(result["mean"] > 0, "rises", "falls"), "none")
-    positions = pd.DataFrame(
-        {
-            "dataset": result.dataset.map(list(dict.fromkeys(result.dataset)).index),
-            "budget": result.budget.map(_budget_order(result.budget).index),
-            "method": result.method.map(method_order(list(result.method)).index),
-            "probe": result.probe.map(list(PROBES).index),
-        }
-    )
-    result = result.loc[positions.sort_values(list(positions.columns), kind="stable").index]
-    return result.astype({"queries": "int64"}).reset_index(drop=True)
+    return _in_table_order(result)
 
 
 REFERENCE_COLUMNS = [
@@ -132,16 +123,7 @@ def compare_with_reference(
     result["p_holm"] = result.groupby(["dataset", "budget"], sort=False).p.transform(lambda p: holm(p.to_numpy()))
     result["significant"] = result.p_holm < alpha
     result["direction"] = np.where(result.significant, np.where(result.difference > 0, "more", "less"), "none")
-    positions = pd.DataFrame(
-        {
-            "dataset": result.dataset.map(list(dict.fromkeys(result.dataset)).index),
-            "budget": result.budget.map(_budget_order(result.budget).index),
-            "method": result.method.map(method_order(list(result.method)).index),
-            "probe": result.probe.map(list(PROBES).index),
-        }
-    )
-    result = result.loc[positions.sort_values(list(positions.columns), kind="stable").index]
-    return result.astype({"queries": "int64"}).reset_index(drop=True)
+    return _in_table_order(result)
 
 
 def _budget_order(budgets: pd.Series) -> list[str]:
@@ -241,3 +223,18 @@ def accuracy_vs_shortcut(
         ax.set_title(f"{dataset}: ranking accuracy vs. response to query-word stuffing")
         ax.grid(alpha=0.3)
     return _save(figure, path)
+
+
+def _in_table_order(result: pd.DataFrame) -> pd.DataFrame:
+    """Rows by dataset (first seen), budget ("0" first), method (table order), probe (``PROBES`` order)."""
+    positions = pd.DataFrame(
+        {
+            "dataset": result.dataset.map(list(dict.fromkeys(result.dataset)).index),
+            "budget": result.budget.map(_budget_order(result.budget).index),
+            "method": result.method.map(method_order(list(result.method)).index),
+            "probe": result.probe.map(list(PROBES).index),
+        }
+    )
+    result = result.loc[positions.sort_values(list(positions.columns), kind="stable").index]
+    return result.astype({"queries": "int64"}).reset_index(drop=True)
+
