@@ -124,6 +124,15 @@ def test_document_pair_methods_have_no_untrained_scorer_to_run(method, base, not
     assert note in fit["base_note"]
 
 
+def test_a_model_kept_at_step_0_by_selection_says_so_and_scores_as_its_untrained_counterpart():
+    record = RECORD | {"steps": 0, "loss_first": None, "loss_last": None,
+                       "selection": {"choice": {"learning_rate": None, "step": 0, "value": 0.8, "untrained_value": 0.8, "trained": False}}}
+    groups = pd.DataFrame([(0, 0, "q1", "a"), (0, 1, "q1", "b"), (1, 0, "q2", "c"), (1, 1, "q2", "d")], columns=["group", "position", "query_id", "doc_id"])
+    fit = training_fit("qlm_lce", "1", groups, QUERIES, CORPUS, record, lambda method: QueryWordsScorer())
+    assert (fit["steps"], fit["pairs"], fit["accuracy"], fit["base_accuracy"]) == (0, 2, 1.0, 1.0)
+    assert "model selection kept the untrained model" in fit["note"]
+
+
 def test_qlm_sft_reports_no_accuracy_and_loads_no_model():
     def load(method):
         raise AssertionError("no scorer is needed without pairs")

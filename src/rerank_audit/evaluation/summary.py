@@ -175,7 +175,8 @@ def training_markdown(
                 notes.setdefault(fit[key], []).append(_name(fit["method"]))
     legend = (
         "> *Pair accuracy*: share of the method's own training pairs (a relevant document over a non-relevant one for the"
-        " same query: its document pairs, or for sft and dpo every such pair of its labelled examples) that its scorer"
+        " same query: its document pairs, for sft and dpo every such pair of its labelled examples, for qlm_lce each group's"
+        " relevant document over each of its negatives) that its scorer"
         " orders correctly, ties ½; *vs*: the untrained model of the same scoring family on the same pairs. 0.5 is chance."
     )
     legend += "".join(f"\n>\n> {_names(list(dict.fromkeys(names)))}: {note}." for note, names in notes.items())

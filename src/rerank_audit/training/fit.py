@@ -127,13 +127,16 @@ def training_fit(
     base model's for its ``untrained_scorer_method``); it is called only where pairs are scored.
     Out: a dict with method, budget, pairs, accuracy, base_accuracy (None where not
     defined), loss_first, loss_last, steps, and ``note`` / ``base_note`` saying why a value
-    is None or fixed.
+    is None or fixed (``note`` also says when model selection kept the untrained model).
     """
     fit = {"method": method, "budget": str(budget), "pairs": 0, "accuracy": None, "base_accuracy": None, "note": None, "base_note": None}
     fit |= {key: record.get(key) for key in ("loss_first", "loss_last", "steps")}
+    choice = (record.get("selection") or {}).get("choice")
+    if choice is not None and not choice["trained"]:
+        fit["note"] = "model selection kept the untrained model (no checkpoint beat step 0 on dev): it scores as the base model"
     kind = method_spec(method).training_table
     if kind in NO_PAIRS:
-        return fit | {"note": NO_PAIRS[kind], "base_note": NO_PAIRS[kind]}
+        return fit | {"note": fit["note"] or NO_PAIRS[kind], "base_note": NO_PAIRS[kind]}
     pairs = training_pairs(method, table, relevant_answer)
     fit["pairs"] = len(pairs)
     if pairs.empty:
