@@ -39,6 +39,11 @@ def _row_name(method: str, budget: str, budget_sizes: Mapping[str, int] | None) 
     return f"{display_name(method)} ({budget_label(budget, budget_sizes)})"
 
 
+def _short_name(method: str, budget: str) -> str:
+    """A method in a sentence: its display name, with "at budget b" when trained."""
+    return display_name(method) if budget == UNTRAINED_BUDGET else f"{display_name(method)} at budget {budget}"
+
+
 def _signed(value: float, digits: int) -> str:
     return MISSING if value is None or np.isnan(value) else f"{value:+.{digits}f}"
 
@@ -144,16 +149,16 @@ def _findings(tests, against, rows, probes, budget_sizes, digits) -> list[str]:
         present = [(m, b) for m, b in rows if (m, b, probe) in by_key.index]
         named = {
             response: [
-                f"{_row_name(m, b, budget_sizes)} ({_signed(by_key.loc[(m, b, probe)]['mean'], digits)}, Holm p {_p(by_key.loc[(m, b, probe)].p_holm)})"
+                f"{_short_name(m, b)} ({_signed(by_key.loc[(m, b, probe)]['mean'], digits)}, Holm p {_p(by_key.loc[(m, b, probe)].p_holm)})"
                 for m, b in present
                 if by_key.loc[(m, b, probe)].response == response
             ]
             for response in ("rises", "falls")
         }
-        quiet = [_row_name(m, b, budget_sizes) for m, b in present if by_key.loc[(m, b, probe)].response == "none"]
-        not_rising = [_row_name(m, b, budget_sizes) for m, b in present if by_key.loc[(m, b, probe)].response != "rises"]
+        quiet = [_short_name(m, b) for m, b in present if by_key.loc[(m, b, probe)].response == "none"]
+        not_rising = [_short_name(m, b) for m, b in present if by_key.loc[(m, b, probe)].response != "rises"]
         if probe == "marker":
-            text = f"**Marker insertion** ({PROBE_READING[probe]}) flags {_list(named['rises'])} (the score rises)" if named["rises"] else "**Marker insertion** flags no method (no score rises significantly)"
+            text = f"**Marker insertion** ({PROBE_READING[probe]}) flags {_list(named['rises'])}: the score rises" if named["rises"] else "**Marker insertion** flags no method: no score rises significantly"
             text += f"; not flagged: {_list(not_rising)}." if not_rising else "."
         elif probe == "stance":
             parts = []
@@ -182,7 +187,7 @@ def _reference_findings(against, probe, budget_sizes, digits) -> list[str]:
         return []
     said = {
         direction: [
-            f"{_row_name(r.method, r.budget, budget_sizes)} ({_signed(r.difference, digits)} spreads, Holm p {_p(r.p_holm)})"
+            f"{_short_name(r.method, r.budget)} ({_signed(r.difference, digits)} spreads, Holm p {_p(r.p_holm)})"
             for r in rows.itertuples()
             if r.direction == direction
         ]
@@ -200,7 +205,7 @@ def _overtake_description(tests, rows, budget_sizes) -> list[str]:
     if stuffing.empty:
         return []
     shares = [
-        f"{_row_name(m, b, budget_sizes)} {stuffing.loc[(m, b)].overtake_before:.2f} → {stuffing.loc[(m, b)].overtake_after:.2f}"
+        f"{_short_name(m, b)} {stuffing.loc[(m, b)].overtake_before:.2f} → {stuffing.loc[(m, b)].overtake_after:.2f}"
         for m, b in rows
         if (m, b) in stuffing.index
     ]
