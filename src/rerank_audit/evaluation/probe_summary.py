@@ -36,7 +36,7 @@ REFERENCE = "bm25"
 def _row_name(method: str, budget: str, budget_sizes: Mapping[str, int] | None) -> str:
     if budget == UNTRAINED_BUDGET:
         return display_name(method)
-    return f"{display_name(method)} ({budget_label(budget, budget_sizes)})"
+    return f"{display_name(method)}, {budget_label(budget, budget_sizes)}"
 
 
 def _short_name(method: str, budget: str) -> str:
