@@ -125,3 +125,28 @@ def test_when_step_0_is_chosen_the_saved_model_is_the_base_model(tmp_path, tiny_
     trained = load_scorer("qlm_lce", tmp_path, tiny_lm_dir, settings=SETTINGS, template=DEFAULT_QLM_TEMPLATE).score_pairs(queries, documents)
     base = load_scorer("qlm", tiny_lm_dir, settings=SETTINGS, template=DEFAULT_QLM_TEMPLATE).score_pairs(queries, documents)
     np.testing.assert_allclose(trained, base, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo", "dpo_pairs", "reward"])
+def test_every_trainer_selects_on_dev_with_its_own_scorer_and_saves_what_it_chose(method, tmp_path, tiny_lm_dir):
+    """The yes/no, DPO (scored against the adapter-disabled reference) and reward-head paths of selection:
+    the model saved, re-scored from its folder, has the dev value of the choice."""
+    from test_training import CORPUS, LORA, QRELS, QUERIES, hyper, training_data
+    from transformers import AutoTokenizer
+
+    from rerank_audit.models.scoring import load_scorer
+    from rerank_audit.training.selection import dev_measure
+    from rerank_audit.training.trainers import train_reranker
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    splits = pd.DataFrame({"query_id": ["q1", "q2", "q3", "q4"], "split": ["dev", "dev", "train", "train"], "position": [0, 1, 0, 1]})
+    grid = {"learning_rates": [1e-2], "epochs": 1, "eval_steps": 1, "measure": "nDCG@5"}
+    selection = DevSelection.from_config(grid, queries=QUERIES, corpus=CORPUS, qrels=QRELS, splits=splits, relevance_threshold=2)
+    settings = hyper(lora=LORA, max_length=128) | {"batch_size": 4}
+    record = train_reranker(method, tiny_lm_dir, training_data(method, tokenizer), tmp_path, settings, seed=0, scoring=SETTINGS, selection=selection)
+
+    chosen = record["selection"]
+    assert [row["step"] for row in chosen["dev_curve"]] == list(range(record["selection"]["runs"][0]["steps"] + 1))
+    saved = load_scorer(method, tmp_path, tiny_lm_dir, settings=SETTINGS, beta=settings["beta"])
+    value = dev_measure(lambda _: saved, QUERIES, CORPUS, QRELS, ["q1", "q2"], splits, measure="nDCG@5", relevance_threshold=2)(None)
+    assert value == pytest.approx(chosen["choice"]["value"], abs=1e-9)

@@ -106,7 +106,7 @@ SHIPPED = {
     ("climate-fever.yaml", "climate-fever-controls.yaml"): {"train": 12, "rerank": 32, "probe": 32, "probe_bm25": 4, "control_report": 1},
     # Model selection changes how each model trains, not which: the same models as the study.
     ("climate-fever.yaml", "tuning.yaml"): {"train": 6, "rerank": 16, "probe": 16, "probe_bm25": 2},
-    ("config.yaml", "tuning-demo.yaml"): {"train": 6, "rerank": 8, "probe": 8, "probe_bm25": 1},
+    ("config.yaml", "tuning-demo.yaml"): {"train": 2, "rerank": 3, "probe": 3, "probe_bm25": 1},
     ("learning-curve.yaml",): {"train": 6, "rerank": 8, "probe": 8, "probe_bm25": 1},
 }
 
