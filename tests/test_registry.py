@@ -35,6 +35,12 @@ def test_every_entry_names_a_scoring_module_a_training_table_and_an_untrained_co
             assert spec.training_table is None and spec.untrained is None, name
 
 
+def test_only_methods_whose_untrained_form_ranks_may_keep_step_0_in_model_selection():
+    # by hand: DPO scores policy - reference (0 everywhere at step 0); dpo_pairs and reward score
+    # with another family than zero-shot's (a new head / the document family)
+    assert {name for name, entry in REGISTRY.items() if entry.untrained_ranks} == {"sft", "qlm_sft", "qlm_lce"}
+
+
 def test_display_names_cover_methods_baselines_and_fused_rows():
     assert display_name("zeroshot") == "zero-shot"
     assert display_name("random") == "random order"

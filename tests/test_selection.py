@@ -67,6 +67,16 @@ def test_selection_needs_the_untrained_model_on_a_curve():
     assert select_checkpoint({1e-4: {0: 0.5, 10: 0.4}, 1e-3: {10: 0.45}}).step == 0
 
 
+def test_a_method_whose_untrained_form_ranks_nothing_gets_its_best_trained_step():
+    # DPO before training scores 0 everywhere (ties: a chance ranking); step 0 is reported, not chosen
+    curves = {1e-5: {0: 0.60, 10: 0.41, 20: 0.43}, 1e-4: {0: 0.60, 10: 0.45, 20: 0.44}}
+    choice = select_checkpoint(curves, untrained_selectable=False)
+    assert choice == Choice(learning_rate=1e-4, step=10, value=0.45, untrained_value=0.60)
+    assert select_checkpoint(curves).step == 0  # the same curves, step 0 selectable
+    with pytest.raises(ValueError, match="no trained step"):
+        select_checkpoint({1e-4: {0: 0.5}}, untrained_selectable=False)
+
+
 def test_selection_record_is_plain_json():
     curves = {1e-4: {0: 0.40, 10: 0.52}, 1e-5: {0: 0.40, 10: 0.45}}
     choice = select_checkpoint(curves)
@@ -205,6 +215,15 @@ def test_callback_keeps_no_checkpoint_when_training_only_hurts(tmp_path, tiny_lm
     assert trainer.state.best_model_checkpoint is None
     assert not (tmp_path / "checkpoint-2").exists()  # no checkpoint for a step that did not improve
     assert select_checkpoint({1e-3: callback.curve}).step == 0
+
+
+def test_callback_saves_the_best_trained_step_when_step_0_cannot_be_chosen(tmp_path, tiny_lm_dir, groups):
+    callback = DevSelectionCallback(_Scripted([0.50, 0.30, 0.40]), DEV, SPLITS, eval_steps=2, measure_name="nDCG@5", untrained_selectable=False)
+    trainer = _trainer(tmp_path, tiny_lm_dir, groups, callback, max_steps=4)
+    trainer.train()
+    assert callback.curve == {0: 0.50, 2: 0.30, 4: 0.40}
+    assert callback.best_step == 4
+    assert trainer.state.best_model_checkpoint == str(tmp_path / "checkpoint-4")
 
 
 def test_callback_scores_a_bf16_autocast_model_as_it_is_saved(tmp_path, tiny_lm_dir, groups):

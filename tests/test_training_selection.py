@@ -146,6 +146,7 @@ def test_every_trainer_selects_on_dev_with_its_own_scorer_and_saves_what_it_chos
     record = train_reranker(method, tiny_lm_dir, training_data(method, tokenizer), tmp_path, settings, seed=0, scoring=SETTINGS, selection=selection)
 
     chosen = record["selection"]
+    assert chosen["choice"]["trained"] or method == "sft"  # step 0 ranks nothing for dpo, dpo_pairs, reward
     assert [row["step"] for row in chosen["dev_curve"]] == list(range(record["selection"]["runs"][0]["steps"] + 1))
     saved = load_scorer(method, tmp_path, tiny_lm_dir, settings=SETTINGS, beta=settings["beta"])
     value = dev_measure(lambda _: saved, QUERIES, CORPUS, QRELS, ["q1", "q2"], splits, measure="nDCG@5", relevance_threshold=2)(None)

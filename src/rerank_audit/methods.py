@@ -49,6 +49,13 @@ class Method:
         """DPO-trained methods score β·(policy − reference): the implicit reward DPO optimises."""
         return self.trainer == "dpo"
 
+    @property
+    def untrained_ranks(self) -> bool:
+        """Whether its own scorer ranks before training (step 0 of model selection). Not for DPO
+        (policy = reference: the implicit reward is 0 everywhere), nor for a family other than
+        its untrained counterpart's (a new head: a random ranking)."""
+        return self.trained and not self.scored_against_reference and REGISTRY[self.untrained].family == self.family
+
 
 REGISTRY: dict[str, Method] = {
     m.name: m

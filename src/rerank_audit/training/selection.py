@@ -10,7 +10,11 @@ best (learning rate, step) over the grid:
 - ties go to the earliest step (step 0, the untrained model, before any trained one),
   then to the smallest learning rate: the least training that reaches the value;
 - step 0 is one model whatever the learning rate, so choosing it has no learning rate
-  (``Choice.learning_rate`` is None): training only hurt on dev, and the untrained model goes to test.
+  (``Choice.learning_rate`` is None): training only hurt on dev, and the untrained model goes to test;
+- for a method whose untrained form ranks nothing (``Method.untrained_ranks`` False: DPO's
+  implicit reward is 0 everywhere before training, a reward head is new), step 0 is recorded
+  but cannot be chosen: the best trained step goes to test, and the statistics hold it
+  against the method's untrained counterpart.
 
 Selection never sees a test query: the callback and :func:`dev_measure` take dev query ids
 and the splits table, and raise :class:`QueryLeakError` unless every id is a dev query;
@@ -137,21 +141,26 @@ class DevSelectionCallback(TrainerCallback):
     ``state.best_global_step`` / ``best_metric``; the Trainer then names it
     ``state.best_model_checkpoint`` and never rotates it away. No checkpoint is kept for
     step 0: when step 0 stays best, ``best_model_checkpoint`` is None and the best model is
-    the untrained one.
+    the untrained one. With ``untrained_selectable=False`` step 0 is recorded but never best.
     """
 
     def __init__(self, measure: Callable[[Any], float], dev_query_ids: Sequence[str], splits: pd.DataFrame, *,
-                 eval_steps: int, measure_name: str = "measure", untrained: bool = True):
+                 eval_steps: int, measure_name: str = "measure", untrained: bool = True, untrained_selectable: bool = True):
         if eval_steps < 1:
             raise ValueError(f"eval_steps must be >= 1, got {eval_steps}")
         self.dev_query_ids = check_dev_queries(dev_query_ids, splits)
         self.measure, self.eval_steps, self.measure_name, self.untrained = measure, eval_steps, measure_name, untrained
+        self.untrained_selectable = untrained_selectable
         self.curve: dict[int, float] = {}
 
     @property
     def best_step(self) -> int | None:
-        """The step of the highest value so far (the earliest among equals); None before any evaluation."""
-        return _best_of(sorted(self.curve.items()))[0] if self.curve else None
+        """The selectable step of the highest value so far (the earliest among equals); None before any."""
+        selectable = sorted(self._selectable().items())
+        return _best_of(selectable)[0] if selectable else None
+
+    def _selectable(self) -> dict[int, float]:
+        return {s: v for s, v in self.curve.items() if self.untrained_selectable or s != UNTRAINED_STEP}
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.curve = dev_curve(state.log_history, self.measure_name)
@@ -162,7 +171,7 @@ class DevSelectionCallback(TrainerCallback):
         step = state.global_step
         if step in self.curve or (step % self.eval_steps and step < state.max_steps):
             return
-        best = max(self.curve.values(), default=-math.inf)
+        best = max(self._selectable().values(), default=-math.inf)
         value = self._evaluate(state, model)
         if value > best:
             state.best_metric, state.best_global_step = value, step
@@ -234,13 +243,15 @@ def _best_of(candidates: Sequence[tuple[Any, float]]) -> tuple[Any, float]:
     return best
 
 
-def select_checkpoint(curves: Curves) -> Choice:
+def select_checkpoint(curves: Curves, *, untrained_selectable: bool = True) -> Choice:
     """The best (learning rate, step) of a grid by dev value (module docstring: ties, step 0).
 
     In: ``curves[learning_rate][step]`` = dev value (higher is better); step 0 (the untrained
     model) must be on at least one curve; its value is the highest recorded at step 0 (one
-    model: the values agree up to non-deterministic kernels). Raises ValueError for an
-    empty grid, a missing step 0, a negative step or a NaN value.
+    model: the values agree up to non-deterministic kernels). ``untrained_selectable=False``:
+    step 0 is reported (``untrained_value``) but not chosen. Raises ValueError for an
+    empty grid, a missing step 0, no trained step when step 0 cannot be chosen, a negative
+    step or a NaN value.
     """
     entries = [(float(rate), int(step), float(value)) for rate, curve in curves.items() for step, value in curve.items()]
     bad = [(rate, step, value) for rate, step, value in entries if step < 0 or math.isnan(value)]
@@ -252,7 +263,10 @@ def select_checkpoint(curves: Curves) -> Choice:
     if max(untrained) - min(untrained) > 1e-9:
         logger.warning("the untrained model's dev values differ between runs (%s); taking the highest", sorted(set(untrained)))
     trained = sorted((step, rate, value) for rate, step, value in entries if step != UNTRAINED_STEP)
-    (step, rate), value = _best_of([((UNTRAINED_STEP, None), max(untrained))] + [((step, rate), value) for step, rate, value in trained])
+    if not (trained or untrained_selectable):
+        raise ValueError("the dev curves hold no trained step, and step 0 cannot be chosen for this method")
+    candidates = [((UNTRAINED_STEP, None), max(untrained))] if untrained_selectable else []
+    (step, rate), value = _best_of(candidates + [((step, rate), value) for step, rate, value in trained])
     return Choice(learning_rate=rate, step=step, value=value, untrained_value=max(untrained))
 
 

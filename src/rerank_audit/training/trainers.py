@@ -257,6 +257,7 @@ def _train_grid(build: Mapping[str, Any], checkpoints: Path, hyper: Mapping[str,
     of ``training_config.json``: grid, dev curves, choice, and per run its steps and times).
     """
     method = build["method"]
+    untrained_selectable = method_spec(method).untrained_ranks
     scorer_settings = replace(build["scoring"], progress=False)
     curves, runs, history, best = {}, [], [], {}
     for index, rate in enumerate(selection.learning_rates):
@@ -268,7 +269,8 @@ def _train_grid(build: Mapping[str, Any], checkpoints: Path, hyper: Mapping[str,
                 return _dev_scorer(method, model, trainer, build, scorer_settings, run_hyper)
 
             return DevSelectionCallback(selection.measure_of(scorer_of), selection.dev_query_ids, selection.splits,
-                                        eval_steps=selection.eval_steps, measure_name=selection.measure, untrained=untrained)
+                                        eval_steps=selection.eval_steps, measure_name=selection.measure, untrained=untrained,
+                                        untrained_selectable=untrained_selectable)
 
         logger.info("%s: selection run %d/%d, learning rate %g, %g epochs", method, index + 1, len(selection.learning_rates), rate, selection.epochs)
         run = _train_run(build, checkpoints / _run_folder(rate), run_hyper, run_fingerprint, callback_of)
@@ -277,7 +279,7 @@ def _train_grid(build: Mapping[str, Any], checkpoints: Path, hyper: Mapping[str,
         runs.append({"learning_rate": rate} | {key: run[key] for key in ("steps", "resumed_from", "seconds", "seconds_per_step", "best_checkpoint")})
         del run
         gc.collect()
-    choice = select_checkpoint(curves)
+    choice = select_checkpoint(curves, untrained_selectable=untrained_selectable)
     record = selection_record(selection.grid, curves, choice, measure=selection.measure, dev_query_ids=selection.dev_query_ids)
     record["runs"] = runs
     # The model that goes to test: the chosen run's best checkpoint, or the untrained model (step 0).
