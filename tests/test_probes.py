@@ -229,6 +229,22 @@ def test_distractor_sentence_comes_from_another_querys_document_and_shares_no_qu
     assert {appended[("the wind", d)] for d in ("d3", "d4", "d5")} == {"ice snow snow snow"}
 
 
+def test_a_distractor_shares_no_word_that_bm25_indexes_with_the_query():
+    # "more" is a stop word for the explanations' list but a term for BM25: "More rain falls."
+    # would raise BM25's score of a "more ice" document, so it is never the distractor.
+    queries = pd.DataFrame({"query_id": ["qa", "qb"], "text": ["more ice", "wind"]})
+    corpus = pd.DataFrame({"doc_id": ["a1", "b1", "b2"], "title": "", "text": ["ice melts", "Wind blows. More rain falls.", "Storms gust."]})
+    qrels = pd.DataFrame({"query_id": ["qa", "qb", "qb"], "doc_id": ["a1", "b1", "b2"], "relevance": [1, 1, 1]})
+    index = bm25_index(corpus, k1=K1, b=B)
+    head = judged_candidates(index, queries, qrels)
+    appended = set()
+    for seed in range(12):
+        recording = RecordingScorer(bm25_pair_scorer(index, corpus))
+        probe_responses(recording, queries, corpus, head, qrels, method="bm25", budget="0", probes=["distractor"], seed=seed)
+        appended |= {document[len("ice melts ") :] for query, document in recording.calls[0] if query == "more ice" and document != "ice melts"}
+    assert appended == {"Wind blows.", "Storms gust."}  # qb's sentences that share no word with "more ice"
+
+
 # --- Statistics: t-test and Holm against scipy ------------------------------------------
 
 

@@ -77,6 +77,20 @@ def test_a_method_whose_untrained_form_ranks_nothing_gets_its_best_trained_step(
         select_checkpoint({1e-4: {0: 0.5}}, untrained_selectable=False)
 
 
+@pytest.mark.parametrize("method, drawn_steps", [("qlm_lce", {0, 10, 20}), ("dpo", {10, 20})])
+def test_the_dev_curve_figure_draws_step_0_only_where_the_untrained_form_ranks(tmp_path, method, drawn_steps):
+    from rerank_audit.evaluation.plots import dev_curves
+
+    curves = {1e-4: {0: 0.60, 10: 0.45, 20: 0.44}}
+    choice = select_checkpoint(curves, untrained_selectable=method == "qlm_lce")
+    record = {"method": method, "selection": selection_record({"learning_rates": [1e-4], "epochs": 1, "eval_steps": 10}, curves, choice,
+                                                            measure="nDCG@5", dev_query_ids=DEV)}
+    ax = dev_curves([record], tmp_path / "dev.png").axes[0]
+    drawn = {int(x) for line in ax.lines for x in line.get_xdata() if line.get_label() == "lr 0.0001"}
+    assert drawn == drawn_steps
+    assert any(line.get_label() == "untrained (step 0)" for line in ax.lines) == (method == "qlm_lce")
+
+
 def test_selection_record_is_plain_json():
     curves = {1e-4: {0: 0.40, 10: 0.52}, 1e-5: {0: 0.40, 10: 0.45}}
     choice = select_checkpoint(curves)

@@ -99,6 +99,9 @@ def test_selection_trains_the_grid_records_the_curves_and_saves_the_chosen_check
     assert chosen["choice"] == select_checkpoint(curves).as_dict()
     assert chosen["choice"]["trained"] and chosen["choice"]["value"] > chosen["choice"]["untrained_value"]
     assert record["steps"] == chosen["choice"]["step"] and [run["steps"] for run in chosen["runs"]] == [6, 6]
+    # "hyper": what the saved model trained with (the grid's rate and epochs), beside the configured values
+    assert (record["hyper"]["learning_rate"], record["hyper"]["epochs"]) == (chosen["choice"]["learning_rate"], 6)
+    assert record["hyper_configured"] == json.loads(json.dumps(_hyper()))
     assert json.loads((tmp_path / "training_config.json").read_text()) == record
     # the model saved is the chosen checkpoint: re-scored from the folder, it has the chosen dev value
     saved = load_scorer("qlm_lce", tmp_path, tiny_lm_dir, settings=SETTINGS, template=DEFAULT_QLM_TEMPLATE)

@@ -27,7 +27,7 @@ from rerank_audit.data.schemas import UNTRAINED_BUDGET
 from rerank_audit.evaluation.statistics import BASELINES, TEST_SPLIT
 from rerank_audit.evaluation.summary import method_order
 from rerank_audit.explain.measures import measure_of
-from rerank_audit.methods import display_name
+from rerank_audit.methods import display_name, method as method_spec
 from rerank_audit.io import atomic_path
 
 DPI = 150
@@ -478,7 +478,9 @@ def dev_curves(records: Sequence[Mapping], path: str | Path) -> Figure:
     ``budget``). Each panel plots the dev measure against the optimizer step for every
     learning rate of the grid (step 0, the untrained model, starts every line), the
     untrained level as a dotted horizontal line, and the chosen (learning rate, step) as a
-    ring. Records without ``selection`` are skipped; ValueError when none has one.
+    ring. For a method whose untrained form ranks nothing (``Method.untrained_ranks``
+    False: dpo, dpo_pairs, reward) step 0 is neither drawn nor a level: its value is that of
+    tied or random scores. Records without ``selection`` are skipped; ValueError when none has one.
     """
     selected = [record for record in records if record.get("selection")]
     if not selected:
@@ -493,14 +495,18 @@ def dev_curves(records: Sequence[Mapping], path: str | Path) -> Figure:
         curve = pd.DataFrame(selection["dev_curve"])
         choice = selection["choice"]
         untrained = choice["untrained_value"]
+        ranks = method_spec(record["method"]).untrained_ranks
         rates = sorted(curve.learning_rate.unique())
         for i, rate in enumerate(rates):
             line = curve[curve.learning_rate == rate].sort_values("step")
-            if 0 not in set(line.step):  # every run starts from the untrained model
+            if not ranks:
+                line = line[line.step > 0]
+            elif 0 not in set(line.step):  # every run starts from the untrained model
                 line = pd.concat([pd.DataFrame([{"learning_rate": rate, "step": 0, "value": untrained}]), line])
             colour = palette(i / max(1, len(rates) - 1) * 0.85)
             ax.plot(line.step, line.value, marker="o", markersize=3, color=colour, label=f"lr {rate:g}")
-        ax.axhline(untrained, color="grey", linestyle=UNTRAINED_LINESTYLE, linewidth=1.5, label="untrained (step 0)")
+        if ranks:
+            ax.axhline(untrained, color="grey", linestyle=UNTRAINED_LINESTYLE, linewidth=1.5, label="untrained (step 0)")
         ax.plot([choice["step"]], [choice["value"]], marker="o", markersize=11, markerfacecolor="none", markeredgecolor="red",
                 linestyle="none", label="chosen")
         budget = record.get("budget")

@@ -218,7 +218,7 @@ def accuracy_vs_shortcut(
                 ax.annotate(label, (x, row.mean), xytext=(6, 5), textcoords="offset points", fontsize=8, color=colours.get(method, "0.3"))
         ax.axvline(RANDOM_OVERTAKE, color="0.6", linestyle=":", linewidth=1)
         ax.set_xlim(-0.03, 1.03)
-        ax.set_xlabel("stuffing overtake rate: share of (relevant, stuffed non-relevant)\npairs where the stuffed document scores higher (hollow: before stuffing)")
+        ax.set_xlabel("stuffing overtake rate: mean over queries of the share of (relevant, stuffed\nnot-relevant) pairs where the stuffed document scores higher (hollow: before stuffing)")
         ax.set_ylabel(measure_label(accuracy))
         ax.set_title(f"{dataset}: ranking accuracy vs. response to query-word stuffing")
         ax.grid(alpha=0.3)

@@ -23,7 +23,8 @@ Which documents each probe edits, per query ("relevant": relevance >= ``relevanc
 - ``shuffle``, ``repetition``: every head document;
 - ``distractor``: every head document, with a sentence (seeded choice) from a document judged
   relevant to another of the given queries, neither judged for nor in the head of this one,
-  that shares no content word with this query, nor a part of one ("sea-level": sea, level)
+  that shares no word with this query, nor a part of one ("sea-level": sea, level), but
+  words that both ``text.words`` and BM25 (bm25s, English) count as stop words
   (documents of a query without such a sentence: skipped);
 - ``marker``: the head's documents not judged relevant that do not carry the marker;
 - ``stance`` (no edit; qrels with a ``label`` column): the query's relevant documents
@@ -43,6 +44,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+from bm25s.stopwords import STOPWORDS_EN
 
 from rerank_audit.explain.faithfulness import candidate_spreads, pair_seed
 from rerank_audit.explain.score_cache import ScoreCache, cached_scores
@@ -56,7 +58,7 @@ from rerank_audit.probe.edits import (
     stuff_query_words,
 )
 from rerank_audit.text.prompts import corpus_texts
-from rerank_audit.text.words import content_keys, word_key
+from rerank_audit.text.words import STOP_WORDS, bare_word, split_words, word_key
 
 log = logging.getLogger(__name__)
 _NON_WORD = re.compile(r"[\W_]+")
@@ -219,9 +221,15 @@ def _distractor(pool: pd.DataFrame, seed: int, corpus: pd.DataFrame, qrels: pd.D
     return pool.assign(edited=edited).dropna(subset=["edited"])
 
 
+# Words a distractor may share with the query: function words for the explanations' list and
+# for BM25's English stop words alike, so the sentence adds no term that BM25 (the reference) indexes.
+_SHARED_STOP_WORDS = STOP_WORDS & frozenset(STOPWORDS_EN)
+
+
 def _topic_keys(text: str) -> set[str]:
-    """Content-word keys of ``text``, also of the parts of words joined by punctuation ("sea-level": sea, level)."""
-    return content_keys(text) | content_keys(_NON_WORD.sub(" ", text))
+    """Keys of the words of ``text`` but ``_SHARED_STOP_WORDS``, also of the parts of words joined by punctuation ("sea-level": sea, level)."""
+    words = [w for w in split_words(text) + split_words(_NON_WORD.sub(" ", text)) if bare_word(w) not in _SHARED_STOP_WORDS]
+    return {key for key in map(word_key, words) if key}
 
 
 _EDITS: dict[str, Callable[..., pd.DataFrame]] = {

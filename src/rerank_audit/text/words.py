@@ -58,9 +58,14 @@ def _stemmer() -> Stemmer.Stemmer:
     return Stemmer.Stemmer("english")
 
 
+def bare_word(word: str) -> str:
+    """``word`` lowercased, its edge punctuation stripped (what stop-word lists are matched against)."""
+    return _EDGE_PUNCTUATION.sub("", word.lower())
+
+
 def word_key(word: str) -> str:
     """The matching key of a word: lowercased, edge punctuation stripped, stemmed ("" if none left)."""
-    bare = _EDGE_PUNCTUATION.sub("", word.lower())
+    bare = bare_word(word)
     return _stemmer().stemWord(bare) if bare else ""
 
 
@@ -68,7 +73,7 @@ def content_keys(text: str) -> set[str]:
     """Keys of the content words of ``text`` (stop words and punctuation-only words left out)."""
     keys = set()
     for word in split_words(text):
-        bare = _EDGE_PUNCTUATION.sub("", word.lower())
+        bare = bare_word(word)
         if bare and bare not in STOP_WORDS:
             keys.add(word_key(bare))
     return keys
@@ -76,5 +81,5 @@ def content_keys(text: str) -> set[str]:
 
 def is_content_word(word: str) -> bool:
     """Whether ``word`` has letters or digits and is not a stop word."""
-    bare = _EDGE_PUNCTUATION.sub("", word.lower())
+    bare = bare_word(word)
     return bool(bare) and bare not in STOP_WORDS
