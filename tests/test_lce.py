@@ -128,12 +128,16 @@ def _group_tables():
     return corpus, queries, qrels, run
 
 
-def test_lce_groups_put_judged_non_relevant_negatives_first_then_unjudged_candidates():
+def _toy_groups(query_ids=("q1", "q2"), negatives_per_group=3, unjudged_negatives=True):
     corpus, queries, qrels, run = _group_tables()
-    groups = lce_groups(
-        corpus, queries, qrels, run, ["q1", "q2"], negatives_per_group=3, max_positives_per_query=1,
-        relevance_threshold=2, seed=0, unjudged_negatives=True,
+    return lce_groups(
+        corpus, queries, qrels, run, list(query_ids), negatives_per_group=negatives_per_group, max_positives_per_query=1,
+        relevance_threshold=2, seed=0, unjudged_negatives=unjudged_negatives,
     )  # fmt: skip
+
+
+def test_lce_groups_put_judged_non_relevant_negatives_first_then_unjudged_candidates():
+    groups = _toy_groups()
     assert list(groups.columns) == GROUP_COLUMNS
     # q2 has no negative (m1 is graded 1 for it, so neither relevant nor negative): no group.
     assert groups.doc_id.tolist() == ["d1", "n2", "n1", "u1"]
@@ -144,11 +148,7 @@ def test_lce_groups_put_judged_non_relevant_negatives_first_then_unjudged_candid
 
 
 def test_lce_group_negatives_are_never_relevant_to_any_query():
-    corpus, queries, qrels, run = _group_tables()
-    groups = lce_groups(
-        corpus, queries, qrels, run, ["q1", "q2"], negatives_per_group=10, max_positives_per_query=1,
-        relevance_threshold=2, seed=0, unjudged_negatives=True,
-    )  # fmt: skip
+    groups, qrels = _toy_groups(negatives_per_group=10), _group_tables()[2]
     graded_anywhere = set(qrels.doc_id[qrels.relevance > 0])
     negatives = groups.doc_id[groups.position > 0]
     assert negatives.tolist() == ["n2", "n1", "u1", "u2"]  # d2 and m1 (graded for q2) left out
@@ -156,21 +156,13 @@ def test_lce_group_negatives_are_never_relevant_to_any_query():
 
 
 def test_lce_groups_without_the_switch_take_judged_negatives_only():
-    corpus, queries, qrels, run = _group_tables()
-    groups = lce_groups(
-        corpus, queries, qrels, run, ["q1", "q2"], negatives_per_group=10, max_positives_per_query=1,
-        relevance_threshold=2, seed=0, unjudged_negatives=False,
-    )  # fmt: skip
+    groups = _toy_groups(negatives_per_group=10, unjudged_negatives=False)
     assert groups.doc_id.tolist() == ["d1", "n2", "n1"]
 
 
 def test_lce_groups_fail_when_no_query_has_a_negative():
-    corpus, queries, qrels, run = _group_tables()
     with pytest.raises(NoNegativesError):
-        lce_groups(
-            corpus, queries, qrels, run, ["q2"], negatives_per_group=3, max_positives_per_query=1,
-            relevance_threshold=2, seed=0, unjudged_negatives=True,
-        )  # fmt: skip
+        _toy_groups(query_ids=["q2"])
 
 
 def test_group_dataset_holds_one_row_per_group_relevant_document_first(toy_tables):

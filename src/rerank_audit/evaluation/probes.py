@@ -70,13 +70,7 @@ def probe_tests(
                 "overtake_after": group.get("overtake_after", pd.Series(dtype=float)).mean(),
             }  # fmt: skip
         )
-    result = pd.DataFrame(rows, columns=PROBE_TEST_COLUMNS)
-    if result.empty:
-        return result
-    result["p_holm"] = result.groupby(["dataset", "budget"], sort=False).p.transform(lambda p: holm(p.to_numpy()))
-    result["significant"] = result.p_holm < alpha
-    result["response"] = np.where(result.significant, np.where(result["mean"] > 0, "rises", "falls"), "none")
-    return _in_table_order(result)
+    return _holm_per_budget(pd.DataFrame(rows, columns=PROBE_TEST_COLUMNS), alpha, "response", "mean", ("rises", "falls"))
 
 
 REFERENCE_COLUMNS = [
@@ -117,12 +111,17 @@ def compare_with_reference(
                 "t": t, "p": p, "alpha": alpha,
             }  # fmt: skip
         )
-    result = pd.DataFrame(rows, columns=REFERENCE_COLUMNS)
+    return _holm_per_budget(pd.DataFrame(rows, columns=REFERENCE_COLUMNS), alpha, "direction", "difference", ("more", "less"))
+
+
+def _holm_per_budget(result: pd.DataFrame, alpha: float, column: str, value: str, words: tuple[str, str]) -> pd.DataFrame:
+    """``result`` with p_holm (Holm over each dataset and budget), significant and ``column``:
+    ``words`` (above 0, below 0) by the sign of ``value`` where significant, else "none"."""
     if result.empty:
         return result
     result["p_holm"] = result.groupby(["dataset", "budget"], sort=False).p.transform(lambda p: holm(p.to_numpy()))
     result["significant"] = result.p_holm < alpha
-    result["direction"] = np.where(result.significant, np.where(result.difference > 0, "more", "less"), "none")
+    result[column] = np.where(result.significant, np.where(result[value] > 0, *words), "none")
     return _in_table_order(result)
 
 
