@@ -207,7 +207,9 @@ def train_reranker(
     if chosen is not None:
         # The hyper-parameters the saved model trained with (the grid's learning rate and epochs;
         # None for the untrained model), beside those configured.
-        record["hyper"], record["hyper_configured"] = chosen.pop("hyper"), record["hyper"]
+        choice = chosen["choice"]
+        trained_with = dict(selection.hyper_of(hyper, choice["learning_rate"])) if choice["trained"] else None
+        record["hyper"], record["hyper_configured"] = trained_with, record["hyper"]
         record["selection"] = chosen
     with atomic_path(output_dir / TRAINER_LOG) as tmp:
         tmp.write_text("".join(json.dumps(entry) + "\n" for entry in log_history))
@@ -295,10 +297,8 @@ def _train_grid(build: Mapping[str, Any], checkpoints: Path, hyper: Mapping[str,
             raise RuntimeError(f"{method}: the best checkpoint of learning rate {rate:g} is {checkpoint.name}, but step {choice.step} was chosen")
         trainer._load_from_checkpoint(str(checkpoint))
         record["model"] = f"learning rate {rate:g}, step {choice.step} ({checkpoint.name})"
-        record["hyper"] = dict(selection.hyper_of(hyper, rate))
     else:
         record["model"] = "the untrained base model (step 0)"
-        record["hyper"] = None
     logger.info("%s: dev %s chose %s: %.4f (untrained %.4f)", method, selection.measure, record["model"], choice.value, choice.untrained_value)
     return trainer, history, record
 
