@@ -146,7 +146,8 @@ def test_bm25_probe_responses_follow_from_its_formula(toy_bm25):
     assert table.loc[("stuffing", "q2"), ["overtake_before", "overtake_after"]].tolist() == [1.0, 1.0]
     # A bag of words does not see order: exactly 0, not approximately.
     assert table.loc["shuffle", "delta"].tolist() == [0.0, 0.0]
-    assert table.n_pairs.to_dict() == {(p, q): (1 if p == "stuffing" else 2) for p, q in table.index}
+    # Seed 3 leaves the two-word d2 and d3 in their order: no word changes, so they are not shuffle pairs.
+    assert table.n_pairs.to_dict() == {(p, q): (1 if p in ("stuffing", "shuffle") else 2) for p, q in table.index}
 
 
 def test_each_probe_is_scored_in_one_call_with_its_originals(toy_bm25):
@@ -155,11 +156,11 @@ def test_each_probe_is_scored_in_one_call_with_its_originals(toy_bm25):
     table = toy_responses(toy_bm25, probes=("shuffle", "stuffing"), scorer=recording)
     assert len(recording.calls) == 2
     shuffle_pairs, stuffing_pairs = recording.calls
-    # Shuffle: the 4 originals and their 4 shuffled copies. Stuffing: the stuffed d2 and d3
-    # (their originals were scored with the shuffle) and the relevant d1, d4 it is compared with.
-    originals = [("ice", "ice snow snow snow"), ("ice", "snow rain"), ("the wind", "rain wind"), ("the wind", "wind sea sea sea")]
-    assert set(originals) <= set(shuffle_pairs) and len(shuffle_pairs) == len(set(shuffle_pairs)) > 4
-    assert sorted(stuffing_pairs) == [("ice", "snow rain ice"), ("the wind", "rain wind wind")]
+    # Shuffle (seed 3 leaves d2 and d3 in their order): d1 and d4 and their shuffled copies.
+    # Stuffing: d2 and d3, stuffed and not, and the relevant d1, d4 it compares with (scored already).
+    originals = [("ice", "ice snow snow snow"), ("the wind", "wind sea sea sea")]
+    assert set(originals) <= set(shuffle_pairs) and len(shuffle_pairs) == len(set(shuffle_pairs)) == 4
+    assert sorted(stuffing_pairs) == [("ice", "snow rain"), ("ice", "snow rain ice"), ("the wind", "rain wind"), ("the wind", "rain wind wind")]
     assert list(table.reset_index().columns) == ["probe", "query_id"] + [c for c in PROBE_COLUMNS if c not in ("probe", "query_id")]
 
 
@@ -171,6 +172,24 @@ def test_stuffing_takes_the_lowest_ranked_document_when_no_candidate_is_judged_n
     table = probe_responses(recording, QUERIES, CORPUS, head, qrels, method="bm25", budget="0", probes=["stuffing"])
     assert ("ice", "rain wind ice") in recording.calls[0] and ("ice", "snow rain ice") not in recording.calls[0]
     assert table.n_pairs.tolist() == [1]
+
+
+def test_an_edit_that_changes_no_word_is_not_a_probed_pair():
+    class ByLength:
+        def score_pairs(self, queries, documents):
+            return np.array([float(len(d)) for d in documents])
+
+    ten_words = "ice sheets in Greenland lose mass as summers warm and lengthen"
+    corpus = pd.DataFrame({"doc_id": ["a", "b", "c"], "title": "", "text": ["glacier", ten_words, "snow snow"]})
+    queries = pd.DataFrame({"query_id": ["q1", "q2"], "text": ["ice", "is it the"]})  # q2: stop words only
+    qrels = pd.DataFrame({"query_id": ["q1", "q1", "q1", "q2"], "doc_id": ["a", "b", "c", "a"], "relevance": [0, 1, 0, 0]})
+    head = pd.DataFrame({"query_id": ["q1", "q1", "q1", "q2", "q2"], "doc_id": ["b", "a", "c", "a", "b"],
+                         "score": [61.0, 7.0, 9.0, 7.0, 61.0], "rank": [1, 2, 3, 1, 2]})  # fmt: skip
+    table = probe_responses(ByLength(), queries, corpus, head, qrels, method="m", budget="0", probes=["stuffing", "shuffle"], seed=1)
+    pairs = table.set_index(["probe", "query_id"]).n_pairs.to_dict()
+    # Shuffling "glacier" or "snow snow" changes no word: only q1's ten-word b, and q2's b, are shuffled.
+    # Stuffing q1's non-relevant a and c appends "ice"; q2 has no content word to append.
+    assert pairs == {("stuffing", "q1"): 2, ("shuffle", "q1"): 1, ("shuffle", "q2"): 1}
 
 
 # --- Each edit does only what it says ---------------------------------------------------

@@ -31,6 +31,9 @@ Which documents each probe edits, per query ("relevant": relevance >= ``relevanc
   labelled SUPPORTS and REFUTES, in queries with both; delta = (mean SUPPORTS score - mean
   REFUTES score) / spread over the SUPPORTS x REFUTES pairs (``n_pairs``).
 
+An edit that leaves the document's words as they are (a one-word document shuffled, a query
+with no content word stuffed) is not a probed pair; ``max_documents`` counts the changed ones.
+
 Edits are seeded per pair (``pair_seed`` of the seed and the pair's texts; the marker at the
 position a control with that seed would give the document), so results do not depend on the
 order of queries or documents.
@@ -123,7 +126,7 @@ def probe_responses(
         if probe == "stance":
             table = _stance(scorer, pool, qrels, relevance_threshold, corpus, cache)
         else:
-            edit = _EDITS[probe](pool, seed=seed, marker=marker, corpus=corpus, qrels=qrels, threshold=relevance_threshold)
+            edit = _changed(probe, _EDITS[probe](pool, seed=seed, marker=marker, corpus=corpus, qrels=qrels, threshold=relevance_threshold))
             table = _edit_responses(scorer, probe, _first(edit, max_documents), pool, cache)
         log.info("%s %s probe %s: %d queries, %d pairs", method, budget, probe, len(table), int(table.n_pairs.sum()))
         frames.append(table.assign(probe=probe))
@@ -165,6 +168,15 @@ def _judged_head(head: pd.DataFrame, qrels: pd.DataFrame, threshold: int) -> pd.
     pool["judged"] = pool.relevance.notna()
     pool["relevant"] = pool.relevance >= threshold
     return pool.sort_values(["query_id", "rank"], kind="stable").reset_index(drop=True)
+
+
+def _changed(probe: str, edits: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``edits`` whose edit changes the document's words (a one-word document shuffled, a
+    query without content words stuffed, change nothing: a Δ of 0 there would measure no response)."""
+    changed = np.array([split_words(e) != split_words(d) for e, d in zip(edits.edited, edits.document)], dtype=bool)
+    if not changed.all():
+        log.info("probe %s: %d edit(s) leave the document's words as they are; not probed", probe, int((~changed).sum()))
+    return edits[changed]
 
 
 def _first(pairs: pd.DataFrame, max_documents: int | None) -> pd.DataFrame:
