@@ -199,7 +199,7 @@ def accuracy_vs_shortcut(
         raise ValueError(f"no method has both {accuracy} and a stuffing overtake rate")
     datasets = list(dict.fromkeys(points.dataset))
     colours = _colours(list(points.method), methods)
-    figure = Figure(figsize=(7.5 * len(datasets), 5.0), layout="constrained")
+    figure = Figure(figsize=(9.0 * len(datasets), 5.0), layout="constrained")
     axes = figure.subplots(1, len(datasets), squeeze=False)[0]
     for ax, dataset in zip(axes, datasets):
         data = points[points.dataset == dataset]
@@ -209,12 +209,13 @@ def accuracy_vs_shortcut(
                 if np.isnan(x):
                     continue
                 style = {"bm25": {"marker": "s", "s": 70}, "random": {"marker": "D", "s": 55}}.get(method, {"marker": "o", "s": 55})
-                ax.scatter(x, row.mean, color=colours.get(method, "0.6"), edgecolors="white", zorder=3, **style)
+                label = "random order (chance)" if method == "random" else _row_label(method, row.budget)
+                ax.scatter(x, row.mean, color=colours.get(method, "0.6"), edgecolors="white", zorder=3, label=label, **style)
                 if method != "random" and not np.isnan(row.overtake_before):
                     ax.scatter(row.overtake_before, row.mean, facecolors="none", edgecolors=colours[method], s=40, zorder=2)
                     ax.plot([row.overtake_before, x], [row.mean, row.mean], color=colours[method], alpha=0.4, linewidth=1)
-                label = "random order (chance)" if method == "random" else _row_label(method, row.budget)
-                ax.annotate(label, (x, row.mean), xytext=(6, 5), textcoords="offset points", fontsize=8, color=colours.get(method, "0.3"))
+        # A legend, not labels at the points: methods of similar accuracy and overtake rate sit on top of each other.
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
         ax.axvline(RANDOM_OVERTAKE, color="0.6", linestyle=":", linewidth=1)
         ax.set_xlim(-0.03, 1.03)
         ax.set_xlabel("stuffing overtake rate: mean over queries of the share of (relevant, stuffed\nnot-relevant) pairs where the stuffed document scores higher (hollow: before stuffing)")
