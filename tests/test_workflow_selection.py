@@ -18,8 +18,11 @@ def test_qlm_lce_trains_and_with_selection_a_step_0_choice_reranks_with_the_base
     config["train"].update(unjudged_negatives=True, negatives_per_group=2)
     # the first test query (q4) has one BM25 candidate: no spread to normalise score drops by
     config["explain"].update(queries=1, top_documents=1, bottom_documents=0, normalisation="none")
+    config["probe"] = {"probes": []}  # no shortcut probes: no probe job, a report without its probe table
     snakemake(tmp_path, write_config(tmp_path, config))
     results = tmp_path / "results" / "tiny"
+    assert not (results / "probe").exists() and not (results / "report" / "probes.md").exists()
+    assert (results / "report" / "summary.md").exists()
     models = results / "models" / "qlm_lce" / "1"
     record = json.loads((models / "training_config.json").read_text())
     groups = pd.read_parquet(results / "train" / "1" / "lce_groups.parquet")

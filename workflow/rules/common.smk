@@ -52,6 +52,8 @@ FUSION_WEIGHT, FUSED_METHODS = fusion_settings(config["rerank"], config["methods
 TRAINED_METHODS = [m for m in config["methods"] if method(m).trained]
 # train.selection: checkpoints chosen on dev queries; the report draws their dev curves.
 SELECTION = "selection" in config["train"]
+# probe.probes: [] runs no shortcut probes (config/climate-fever.yaml; config/probes.yaml turns them on).
+PROBING = config["probe"]["probes"] != []
 BUDGETS = [str(b) for b in config["budgets"]]
 MODELS_DIR = "resources/models"
 BASE_MODEL = resolve_base_model(config["model"]["base"], MODELS_DIR)

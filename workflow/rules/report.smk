@@ -10,7 +10,7 @@ rule report:
         training_fits=training_fits,
         # train.selection: each model's training_config.json, with its dev curves.
         **({"training_configs": training_configs} if SELECTION else {}),
-        probes=probe_tables,
+        **({"probes": probe_tables} if PROBING else {}),
     output:
         stats="results/{dataset}/report/summary.parquet",
         summary=report("results/{dataset}/report/summary.md", caption="../report/summary.rst", category="Summary"),
@@ -23,10 +23,16 @@ rule report:
             caption="../report/examples.rst",
             category="Examples",
         ),
-        probe_tests="results/{dataset}/report/probes.parquet",
-        probes=report("results/{dataset}/report/probes.md", caption="../report/probes.rst", category="Shortcut probes"),
-        probe_figure=report("results/{dataset}/report/probes.png", caption="../report/probes.rst", category="Shortcut probes"),
-        shortcut=report("results/{dataset}/report/accuracy_vs_shortcut.png", caption="../report/accuracy_vs_shortcut.rst", category="Shortcut probes"),
+        **(
+            {
+                "probe_tests": "results/{dataset}/report/probes.parquet",
+                "probes": report("results/{dataset}/report/probes.md", caption="../report/probes.rst", category="Shortcut probes"),
+                "probe_figure": report("results/{dataset}/report/probes.png", caption="../report/probes.rst", category="Shortcut probes"),
+                "shortcut": report("results/{dataset}/report/accuracy_vs_shortcut.png", caption="../report/accuracy_vs_shortcut.rst", category="Shortcut probes"),
+            }
+            if PROBING
+            else {}
+        ),
         config=report("results/{dataset}/report/config.yaml", caption="../report/config.rst", category="Configuration"),
         **({"dev_curves": report("results/{dataset}/report/dev_curves.png", caption="../report/dev_curves.rst", category="Figures")} if SELECTION else {}),
     params:

@@ -40,16 +40,17 @@ if "dev_curves" in out.keys():  # train.selection: the dev curves of every train
     records = [json.loads(Path(path).read_text()) | {"budget": Path(path).parent.name} for path in snakemake.input.training_configs]
     plots.dev_curves(records, out.dev_curves)
 
-# Shortcut probes: each method's response (against none, and against BM25's), table and figures.
-dataset = snakemake.wildcards.dataset
-probes = pd.concat([read_table(path, schemas.PROBES) for path in snakemake.input.probes], ignore_index=True).assign(dataset=dataset)
-probe_options = dict(alpha=p.alpha, n_resamples=p.bootstrap, seed=p.seed)
-tests, against = probe_tests(probes, **probe_options), compare_with_reference(probes, **probe_options)
-write_table(tests, out.probe_tests, schemas.from_frame(tests))
-with atomic_path(out.probes) as tmp:
-    tmp.write_text(probes_markdown(tests, against, dataset, methods=p.methods, budget_sizes=budget_sizes))
-probe_figure(tests, out.probe_figure, methods=p.methods)
-accuracy_vs_shortcut(stats, tests, out.shortcut, accuracy=accuracy, methods=p.methods)
+# Shortcut probes (unless probe.probes is []): each method's response (against none, and against BM25's), table and figures.
+if "probes" in snakemake.input.keys():
+    dataset = snakemake.wildcards.dataset
+    probes = pd.concat([read_table(path, schemas.PROBES) for path in snakemake.input.probes], ignore_index=True).assign(dataset=dataset)
+    probe_options = dict(alpha=p.alpha, n_resamples=p.bootstrap, seed=p.seed)
+    tests, against = probe_tests(probes, **probe_options), compare_with_reference(probes, **probe_options)
+    write_table(tests, out.probe_tests, schemas.from_frame(tests))
+    with atomic_path(out.probes) as tmp:
+        tmp.write_text(probes_markdown(tests, against, dataset, methods=p.methods, budget_sizes=budget_sizes))
+    probe_figure(tests, out.probe_figure, methods=p.methods)
+    accuracy_vs_shortcut(stats, tests, out.shortcut, accuracy=accuracy, methods=p.methods)
 
 # One example page per method and budget, all on the same query: the first explained test query.
 queries = read_table(snakemake.input.queries, schemas.QUERIES).set_index("query_id").text
