@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_runner import snakemake, tiny_config, write_config, write_tiny_collection
+from workflow_runner import planned_rules, snakemake, tiny_config, write_config, write_tiny_collection
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +23,9 @@ def test_qlm_lce_trains_and_with_selection_a_step_0_choice_reranks_with_the_base
     results = tmp_path / "results" / "tiny"
     assert not (results / "probe").exists() and not (results / "report" / "probes.md").exists()
     assert (results / "report" / "summary.md").exists()
+    # Turning them on afterwards plans the probes (of BM25, qlm, qlm_lce) and the report, nothing else.
+    probing = dict(config, probe={"probes": None})
+    assert planned_rules(tmp_path, write_config(tmp_path, probing, "probing.yaml")) == {"probe": 2, "probe_bm25": 1, "report": 1, "all": 1}
     models = results / "models" / "qlm_lce" / "1"
     record = json.loads((models / "training_config.json").read_text())
     groups = pd.read_parquet(results / "train" / "1" / "lce_groups.parquet")

@@ -352,5 +352,8 @@ def final_outputs():
         return expand("results/{dataset}/evaluate/metrics.md", dataset=DATASETS)
     return [
         *expand("results/{dataset}/report/summary.md", dataset=DATASETS),
+        # Named too: turning the probes on after a finished study (config/probes.yaml) must not
+        # find the report's summary present and stop there.
+        *(expand("results/{dataset}/report/probes.md", dataset=DATASETS) if PROBING else []),
         *expand("results/{dataset}/control/summary.md", dataset=list(CONTROL_PAIRS)),
     ]
