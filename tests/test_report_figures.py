@@ -77,6 +77,16 @@ def test_learning_curves_draw_one_line_per_trained_method_and_the_references(tab
     assert "training queries" in ndcg.get_xlabel() and "nDCG@10" in ndcg.get_ylabel()
 
 
+def test_every_method_of_the_study_has_its_own_colour():
+    # The CLIMATE-FEVER study: 2 baselines, 8 methods, 3 fused rows; tab10 alone wraps at 10.
+    study = ["random", "bm25", "zeroshot", "sft", "dpo", "dpo_pairs", "reward", "qlm", "qlm+bm25", "qlm_sft", "qlm_sft+bm25", "qlm_lce", "qlm_lce+bm25"]
+    colours = plots.method_colours(study)
+    assert len(set(colours.values())) == len(study)
+    assert colours["bm25"][:3] == (0.0, 0.0, 0.0)
+    red, green, blue, _ = colours["random"]
+    assert red == green == blue and 0 < red < 1  # a grey: a baseline, not a method's colour
+
+
 def test_learning_curves_need_the_size_of_a_named_budget(tables, tmp_path):
     *_, stats = tables
     with pytest.raises(ValueError, match="budget_sizes"):

@@ -32,7 +32,7 @@ from rerank_audit.io import atomic_path
 
 DPI = 150
 ATTRIBUTION_COLORMAP = "RdBu_r"  # diverging: red raises the score, blue lowers it, white ~ 0
-REFERENCE_STYLES = {"bm25": {"color": "black", "linestyle": "--"}}
+REFERENCE_STYLES = {"bm25": {"color": "black", "linestyle": "--"}, "random": {"color": "0.55", "linestyle": "-."}}
 UNTRAINED_LINESTYLE = ":"  # an untrained method's level, drawn across the budgets
 
 # Axis label of a ranking measure: its name with its range (explainability measures carry their own unit).
@@ -48,11 +48,14 @@ def measure_label(measure: str) -> str:
 
 
 def method_colours(methods: Sequence[str]) -> dict[str, tuple]:
-    """One colour per method: the baselines black / grey, trained methods tab10 in ``method_order``."""
-    palette = matplotlib.colormaps["tab10"].colors
+    """One colour per method: BM25 black, random order grey, the others tab10 in ``method_order``.
+
+    More than 10 others (a study with fused rows has 11) take tab20, so no two share a colour.
+    """
     colours = {m: to_rgba(REFERENCE_STYLES[m]["color"]) for m in methods if m in REFERENCE_STYLES}
-    trained = [m for m in method_order(methods) if m not in REFERENCE_STYLES]
-    return colours | {m: palette[i % len(palette)] for i, m in enumerate(trained)}
+    others = [m for m in method_order(methods) if m not in REFERENCE_STYLES]
+    palette = matplotlib.colormaps["tab10" if len(others) <= 10 else "tab20"].colors
+    return colours | {m: palette[i % len(palette)] for i, m in enumerate(others)}
 
 
 def _name(method: str) -> str:
