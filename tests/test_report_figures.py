@@ -9,7 +9,7 @@ import pytest
 
 from rerank_audit.evaluation import plots
 from rerank_audit.evaluation.statistics import compare_methods
-from rerank_audit.evaluation.summary import summary_markdown
+from rerank_audit.evaluation.summary import selection_markdown as summary_markdown_selection, summary_markdown
 
 TRAINED = ["sft", "dpo", "reward"]
 BUDGETS = {"5": 0.02, "20": 0.06, "all": 0.10}
@@ -137,3 +137,35 @@ def test_summary_marks_significant_methods_and_generates_findings(tables):
     assert "Holm" in section and "bootstrap" in section
     assert "sft, dpo and reward rank significantly better than BM25 on nDCG@10" in section
     assert "the best-ranking method, reward" in section
+
+
+def _selection_record(method, curve, choice):
+    rows = [{"learning_rate": rate, "step": step, "value": value} for rate, step, value in curve]
+    grid = {"learning_rates": [1e-4, 1e-3], "epochs": 1, "eval_steps": 2, "measure": "nDCG@5"}
+    trained = choice[1] != 0
+    return {"method": method, "budget": "100", "selection": {
+        "measure": "nDCG@5", "dev_queries": 3, "grid": grid, "dev_curve": rows,
+        "choice": {"learning_rate": choice[0], "step": choice[1], "value": choice[2], "untrained_value": choice[3], "trained": trained},
+    }}  # fmt: skip
+
+
+def test_selection_table_shows_each_methods_choice_and_its_gain_over_step_0():
+    records = [
+        # Given out of order: rows follow the configured methods.
+        _selection_record("qlm_sft", [(1e-4, 0, 0.70), (1e-4, 2, 0.65), (1e-4, 4, 0.68), (1e-3, 2, 0.60), (1e-3, 4, 0.60)], (None, 0, 0.70, 0.70)),
+        _selection_record("sft", [(1e-4, 0, 0.50), (1e-4, 2, 0.60), (1e-4, 4, 0.55), (1e-3, 2, 0.40), (1e-3, 4, 0.45)], (1e-4, 2, 0.60, 0.50)),
+        # dpo's untrained model ranks nothing: no step-0 level, no gain.
+        _selection_record("dpo", [(1e-4, 0, 0.30), (1e-4, 2, 0.35), (1e-4, 4, 0.33), (1e-3, 2, 0.31), (1e-3, 4, 0.34)], (1e-4, 2, 0.35, 0.30)),
+        {"method": "reward", "budget": "100", "selection": None},  # trained without selection: no row
+    ]
+    table = summary_markdown_selection(records, methods=["zeroshot", "sft", "dpo", "reward", "qlm", "qlm_sft"])
+    rows = [line.split(" | ")[2:] for line in table.splitlines() if line.startswith("| ") and not line.startswith("| method") and "@" in line]
+    assert rows == [
+        ["0.500", "0.0001: 0.600 @ 2, 0.550 @ 4; 0.001: 0.450 @ 4, 0.450 @ 4", "lr 0.0001, step 2", "+0.100 |"],
+        ["–", "0.0001: 0.350 @ 2, 0.330 @ 4; 0.001: 0.340 @ 4, 0.340 @ 4", "lr 0.0001, step 2", "– |"],
+        # ties keep the earliest step (0.001: 0.600 at steps 2 and 4)
+        ["0.700", "0.0001: 0.680 @ 4, 0.680 @ 4; 0.001: 0.600 @ 2, 0.600 @ 4", "untrained (step 0)", "+0.000 |"],
+    ]
+    assert "dev nDCG@5 on 3 dev queries" in table
+    assert "Dev selection kept the untrained model for qlm_sft." in table
+    assert "dpo: the untrained model ranks nothing" in table

@@ -30,15 +30,17 @@ write_table(stats, out.stats, schemas.from_frame(stats))
 # Summary columns: the primary measures, then AP when measured (a full-depth view); metrics.md has them all.
 columns = list(dict.fromkeys([*p.primary_measures, *[m for m in ("AP",) if m in p.ranking_measures]]))
 training = [json.loads(Path(path).read_text()) for path in snakemake.input.training_fits]
+# train.selection: each model's training_config.json (grid, dev curves, choice), its budget from its folder.
+selections = [json.loads(Path(path).read_text()) | {"budget": Path(path).parent.name} for path in snakemake.input.get("training_configs", [])]
 with atomic_path(out.summary) as tmp:
-    tmp.write_text(summary_markdown(stats, explained, methods=p.methods, ranking_measures=columns, primary_measures=p.primary_measures, budget_sizes=budget_sizes, training=training))
+    tmp.write_text(summary_markdown(stats, explained, methods=p.methods, ranking_measures=columns, primary_measures=p.primary_measures,
+                                    budget_sizes=budget_sizes, training=training, selections=selections))
 faithfulness, accuracy = f"comprehensiveness@{p.k}", p.primary_measures[0]
 plots.learning_curves(stats, out.learning_curves, measures=(accuracy, faithfulness), budget_sizes=budget_sizes, methods=p.methods)
 plots.accuracy_vs_faithfulness(stats, out.scatter, accuracy=accuracy, faithfulness=faithfulness, budget_sizes=budget_sizes, methods=p.methods)
 plots.difference_distributions(per_query, out.differences, measure=accuracy, methods=p.methods, budget_sizes=budget_sizes)
 if "dev_curves" in out.keys():  # train.selection: the dev curves of every trained model
-    records = [json.loads(Path(path).read_text()) | {"budget": Path(path).parent.name} for path in snakemake.input.training_configs]
-    plots.dev_curves(records, out.dev_curves)
+    plots.dev_curves(selections, out.dev_curves)
 
 # Shortcut probes (unless probe.probes is []): each method's response (against none, and against BM25's), table and figures.
 if "probes" in snakemake.input.keys():

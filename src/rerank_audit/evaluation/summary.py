@@ -15,7 +15,7 @@ from scipy import stats as scipy_stats
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
 from rerank_audit.explain import measures
-from rerank_audit.methods import display_name
+from rerank_audit.methods import display_name, method as method_spec
 from rerank_audit.evaluation.statistics import BASELINES, RATIONALE_COMPREHENSIVENESS, compare_with_random
 
 RANKING_MEASURES = ("nDCG@10", "RR@10", "AP")
@@ -105,6 +105,7 @@ def summary_markdown(
     k: int | None = None,
     budget_sizes: Mapping[str, int] | None = None,
     training: Sequence[Mapping] | None = None,
+    selections: Sequence[Mapping] | None = None,
     digits: int = 3,
 ) -> str:
     """The report's summary.md: per dataset and budget a table, its legend and generated findings.
@@ -119,7 +120,9 @@ def summary_markdown(
     comprehensiveness / sufficiency (default: the smallest K present). ``budget_sizes``:
     budget -> number of training queries, for headings ("all" -> 240). ``training``: the
     training_fit.json records of the trained models (``training.fit.training_fit``), or None;
-    given, a Training table closes the summary (``training_markdown``).
+    given, a Training table closes the summary (``training_markdown``). ``selections``: the
+    training_config.json records of models trained with ``train.selection`` (each with
+    ``budget``), or None; given, a Model selection table follows (``selection_markdown``).
     """
     explain_means = _explain_means(explain, stats)
     if primary_measures is None:
@@ -144,6 +147,8 @@ def summary_markdown(
             sections.append("**Findings.** " + _findings(rows, means, tests, order, k, primary) + "\n")
     if training:
         sections.append(training_markdown(training, methods=methods, budget_sizes=budget_sizes, digits=digits))
+    if selections:
+        sections.append(selection_markdown(selections, methods=methods, budget_sizes=budget_sizes, digits=digits))
     return "\n".join(sections)
 
 
@@ -181,6 +186,64 @@ def training_markdown(
     )
     legend += "".join(f"\n>\n> {_names(list(dict.fromkeys(names)))}: {note}." for note, names in notes.items())
     return "\n".join(lines) + "\n\n" + legend + "\n"
+
+
+def selection_markdown(
+    records: Sequence[Mapping], *, methods: Sequence[str] | None = None, budget_sizes: Mapping[str, int] | None = None, digits: int = 3
+) -> str:
+    """Which checkpoint went to test, and did any trained step beat the untrained model on dev?
+
+    ``records``: ``training_config.json`` of each model trained with ``train.selection`` (dicts
+    with ``method``, ``budget`` and ``selection`` as ``training.selection.selection_record``
+    writes it); records without ``selection`` are skipped. One row per model: the dev value of
+    the untrained model (step 0), per learning rate its best dev value and step and its last
+    one (rise then fall shows there), the chosen (learning rate, step) and its dev gain over
+    step 0. A closing sentence names the methods for which dev kept the untrained model.
+    """
+    selected = [record for record in records if record.get("selection")]
+    if not selected:
+        return ""
+    order = method_order([record["method"] for record in selected], methods)
+    selected = sorted(selected, key=lambda record: order.index(record["method"]))
+    first = selected[0]["selection"]
+    lines = [
+        f"## Model selection — dev {first['measure']} on {first['dev_queries']} dev queries\n",
+        "| method | budget | untrained (step 0) | per learning rate: best @ step, last @ step | chosen → test | dev gain over step 0 |",
+        "|---|---|:---:|---|---|:---:|",
+    ]
+    kept, unranked = [], []
+    for record in selected:
+        selection, name = record["selection"], _name(record["method"])
+        choice, curve = selection["choice"], pd.DataFrame(selection["dev_curve"])
+        ranks = method_spec(record["method"]).untrained_ranks
+        runs = []
+        for rate, run in curve[curve.step > 0].groupby("learning_rate", sort=True):
+            best = run.loc[run.value.idxmax()]  # idxmax: the first (earliest) of equal values
+            last = run.loc[run.step.idxmax()]
+            runs.append(f"{rate:g}: {best.value:.{digits}f} @ {int(best.step)}, {last.value:.{digits}f} @ {int(last.step)}")
+        if choice["trained"]:
+            chosen = f"lr {choice['learning_rate']:g}, step {choice['step']}"
+        else:
+            chosen, kept = "untrained (step 0)", kept + [record["method"]]
+        untrained = _number(choice["untrained_value"], digits) if ranks else MISSING
+        gain = f"{choice['value'] - choice['untrained_value']:+.{digits}f}" if ranks else MISSING
+        if not ranks:
+            unranked.append(record["method"])
+        cells = [name, budget_label(str(record.get("budget", "all")), budget_sizes), untrained, "; ".join(runs), chosen, gain]
+        lines.append("| " + " | ".join(cells) + " |")
+    grid = first["grid"]
+    legend = (
+        f"> Every method trained at learning rates {', '.join(f'{rate:g}' for rate in grid['learning_rates'])} for"
+        f" {grid['epochs']:g} epoch(s), its dev {first['measure']} measured every {grid['eval_steps']} optimizer steps, at"
+        " the last step and at step 0 (the untrained model), on the dev queries' judged documents; the highest dev value"
+        " went to test (ties: the earliest step, then the smallest learning rate). No test query is read."
+    )
+    if unranked:
+        legend += (f"\n>\n> {_names(unranked)}: the untrained model ranks nothing (its scores tie), so step 0 cannot be chosen"
+                   " and the best trained step goes to test.")  # fmt: skip
+    sentence = (f"Dev selection kept the untrained model for {_names(kept)}." if kept
+                else "Dev selection chose a trained checkpoint for every method.")
+    return "\n".join(lines) + "\n\n" + legend + "\n\n" + sentence + "\n"
 
 
 def _number(value, digits: int) -> str:
