@@ -19,8 +19,11 @@ def test_qlm_lce_trains_and_with_selection_a_step_0_choice_reranks_with_the_base
     # the first test query (q4) has one BM25 candidate: no spread to normalise score drops by
     config["explain"].update(queries=1, top_documents=1, bottom_documents=0, normalisation="none")
     config["probe"] = {"probes": []}  # no shortcut probes: no probe job, a report without its probe table
-    snakemake(tmp_path, write_config(tmp_path, config))
     results = tmp_path / "results" / "tiny"
+    stale = results / "report" / "probes.md"  # as an earlier run with probes on left it
+    stale.parent.mkdir(parents=True)
+    stale.write_text("probe table of an earlier run\n")
+    snakemake(tmp_path, write_config(tmp_path, config))
     assert not (results / "probe").exists() and not (results / "report" / "probes.md").exists()
     assert (results / "report" / "summary.md").exists()
     # Turning them on afterwards plans the probes (of BM25, qlm, qlm_lce) and the report, nothing else.
@@ -53,3 +56,6 @@ def test_qlm_lce_trains_and_with_selection_a_step_0_choice_reranks_with_the_base
     dev = set(pd.read_parquet(results / "split" / "splits.parquet").query("split == 'dev'").query_id)
     assert dev and not dev & set(runs["qlm_lce"].query_id)
     assert (results / "report" / "dev_curves.png").stat().st_size > 0
+    summary = (results / "report" / "summary.md").read_text()
+    assert "## Model selection — dev Judged@10 on 1 dev queries" in summary
+    assert "Dev selection kept the untrained model for qlm_lce." in summary

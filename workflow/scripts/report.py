@@ -43,7 +43,15 @@ if "dev_curves" in out.keys():  # train.selection: the dev curves of every train
     plots.dev_curves(selections, out.dev_curves)
 
 # Shortcut probes (unless probe.probes is []): each method's response (against none, and against BM25's), table and figures.
-if "probes" in snakemake.input.keys():
+# With them off, a probe table of an earlier run would read as this run's: it goes (the probe stage's tables stay).
+PROBE_OUTPUTS = ("probes.parquet", "probes.md", "probes.png", "accuracy_vs_shortcut.png")
+if "probes" not in snakemake.input.keys():
+    for name in PROBE_OUTPUTS:
+        stale = Path(out.summary).parent / name
+        if stale.exists():
+            log.info("probes are off: removing %s of an earlier run", stale)
+            stale.unlink()
+else:
     dataset = snakemake.wildcards.dataset
     probes = pd.concat([read_table(path, schemas.PROBES) for path in snakemake.input.probes], ignore_index=True).assign(dataset=dataset)
     probe_options = dict(alpha=p.alpha, n_resamples=p.bootstrap, seed=p.seed)
