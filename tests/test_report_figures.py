@@ -156,16 +156,20 @@ def test_selection_table_shows_each_methods_choice_and_its_gain_over_step_0():
         _selection_record("sft", [(1e-4, 0, 0.50), (1e-4, 2, 0.60), (1e-4, 4, 0.55), (1e-3, 2, 0.40), (1e-3, 4, 0.45)], (1e-4, 2, 0.60, 0.50)),
         # dpo's untrained model ranks nothing: no step-0 level, no gain.
         _selection_record("dpo", [(1e-4, 0, 0.30), (1e-4, 2, 0.35), (1e-4, 4, 0.33), (1e-3, 2, 0.31), (1e-3, 4, 0.34)], (1e-4, 2, 0.35, 0.30)),
-        {"method": "reward", "budget": "100", "selection": None},  # trained without selection: no row
+        # reward's best is its last step at the highest rate: the grid's edge.
+        _selection_record("reward", [(1e-4, 0, 0.30), (1e-4, 2, 0.35), (1e-4, 4, 0.36), (1e-3, 2, 0.40), (1e-3, 4, 0.45)], (1e-3, 4, 0.45, 0.30)),
+        {"method": "qlm", "budget": "100", "selection": None},  # trained without selection: no row
     ]
     table = summary_markdown_selection(records, methods=["zeroshot", "sft", "dpo", "reward", "qlm", "qlm_sft"])
     rows = [line.split(" | ")[2:] for line in table.splitlines() if line.startswith("| ") and not line.startswith("| method") and "@" in line]
     assert rows == [
         ["0.500", "0.0001: 0.600 @ 2, 0.550 @ 4; 0.001: 0.450 @ 4, 0.450 @ 4", "lr 0.0001, step 2", "+0.100 |"],
         ["–", "0.0001: 0.350 @ 2, 0.330 @ 4; 0.001: 0.340 @ 4, 0.340 @ 4", "lr 0.0001, step 2", "– |"],
+        ["–", "0.0001: 0.360 @ 4, 0.360 @ 4; 0.001: 0.450 @ 4, 0.450 @ 4", "lr 0.001, step 4 (grid edge: highest learning rate and last step)", "– |"],
         # ties keep the earliest step (0.001: 0.600 at steps 2 and 4)
         ["0.700", "0.0001: 0.680 @ 4, 0.680 @ 4; 0.001: 0.600 @ 2, 0.600 @ 4", "untrained (step 0)", "+0.000 |"],
     ]
     assert "dev nDCG@5 on 3 dev queries" in table
     assert "Dev selection kept the untrained model for qlm_sft." in table
-    assert "dpo: the untrained model ranks nothing" in table
+    assert "dpo and reward: the untrained model ranks nothing" in table
+    assert "The choice lies at the grid's edge for reward:" in table

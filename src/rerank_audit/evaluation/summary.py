@@ -211,7 +211,7 @@ def selection_markdown(
         "| method | budget | untrained (step 0) | per learning rate: best @ step, last @ step | chosen → test | dev gain over step 0 |",
         "|---|---|:---:|---|---|:---:|",
     ]
-    kept, unranked = [], []
+    kept, unranked, edges = [], [], []
     for record in selected:
         selection, name = record["selection"], _name(record["method"])
         choice, curve = selection["choice"], pd.DataFrame(selection["dev_curve"])
@@ -223,6 +223,13 @@ def selection_markdown(
             runs.append(f"{rate:g}: {best.value:.{digits}f} @ {int(best.step)}, {last.value:.{digits}f} @ {int(last.step)}")
         if choice["trained"]:
             chosen = f"lr {choice['learning_rate']:g}, step {choice['step']}"
+            # The best at the grid's edge (its highest rate, its run's last step): a wider grid might do better.
+            edge = [label for label, at_edge in (
+                ("highest learning rate", choice["learning_rate"] == max(selection["grid"]["learning_rates"])),
+                ("last step", choice["step"] == curve.step[curve.learning_rate == choice["learning_rate"]].max()),
+            ) if at_edge]  # fmt: skip
+            chosen += f" (grid edge: {' and '.join(edge)})" if edge else ""
+            edges += [record["method"]] if edge else []
         else:
             chosen, kept = "untrained (step 0)", kept + [record["method"]]
         untrained = _number(choice["untrained_value"], digits) if ranks else MISSING
@@ -243,6 +250,8 @@ def selection_markdown(
                    " and the best trained step goes to test.")  # fmt: skip
     sentence = (f"Dev selection kept the untrained model for {_names(kept)}." if kept
                 else "Dev selection chose a trained checkpoint for every method.")
+    if edges:
+        sentence += f" The choice lies at the grid's edge for {_names(edges)}: a wider grid (higher rates, more epochs) might do better."
     return "\n".join(lines) + "\n\n" + legend + "\n\n" + sentence + "\n"
 
 
