@@ -246,7 +246,7 @@ def selection_markdown(
         " went to test (ties: the earliest step, then the smallest learning rate). No test query is read."
     )
     if unranked:
-        legend += (f"\n>\n> {_names(unranked)}: the untrained model ranks nothing (its scores tie), so step 0 cannot be chosen"
+        legend += (f"\n>\n> {_names(unranked)}: the untrained model ranks nothing (tied scores, or a reward head not yet trained), so step 0 cannot be chosen"
                    " and the best trained step goes to test.")  # fmt: skip
     sentence = (f"Dev selection kept the untrained model for {_names(kept)}." if kept
                 else "Dev selection chose a trained checkpoint for every method.")
