@@ -9,7 +9,7 @@ import pytest
 
 from rerank_audit.evaluation import plots
 from rerank_audit.evaluation.statistics import compare_methods
-from rerank_audit.evaluation.summary import selection_markdown as summary_markdown_selection, summary_markdown
+from rerank_audit.evaluation.summary import selection_markdown, summary_markdown
 
 TRAINED = ["sft", "dpo", "reward"]
 BUDGETS = {"5": 0.02, "20": 0.06, "all": 0.10}
@@ -160,7 +160,7 @@ def test_selection_table_shows_each_methods_choice_and_its_gain_over_step_0():
         _selection_record("reward", [(1e-4, 0, 0.30), (1e-4, 2, 0.35), (1e-4, 4, 0.36), (1e-3, 2, 0.40), (1e-3, 4, 0.45)], (1e-3, 4, 0.45, 0.30)),
         {"method": "qlm", "budget": "100", "selection": None},  # trained without selection: no row
     ]
-    table = summary_markdown_selection(records, methods=["zeroshot", "sft", "dpo", "reward", "qlm", "qlm_sft"])
+    table = selection_markdown(records, methods=["zeroshot", "sft", "dpo", "reward", "qlm", "qlm_sft"])
     rows = [line.split(" | ")[2:] for line in table.splitlines() if line.startswith("| ") and not line.startswith("| method") and "@" in line]
     assert rows == [
         ["0.500", "0.0001: 0.600 @ 2, 0.550 @ 4; 0.001: 0.450 @ 4, 0.450 @ 4", "lr 0.0001, step 2", "+0.100 |"],

@@ -213,7 +213,7 @@ def selection_markdown(
     ]
     kept, unranked, edges = [], [], []
     for record in selected:
-        selection, name = record["selection"], _name(record["method"])
+        selection = record["selection"]
         choice, curve = selection["choice"], pd.DataFrame(selection["dev_curve"])
         ranks = method_spec(record["method"]).untrained_ranks
         runs = []
@@ -228,15 +228,18 @@ def selection_markdown(
                 ("highest learning rate", choice["learning_rate"] == max(selection["grid"]["learning_rates"])),
                 ("last step", choice["step"] == curve.step[curve.learning_rate == choice["learning_rate"]].max()),
             ) if at_edge]  # fmt: skip
-            chosen += f" (grid edge: {' and '.join(edge)})" if edge else ""
-            edges += [record["method"]] if edge else []
+            if edge:
+                chosen += f" (grid edge: {' and '.join(edge)})"
+                edges.append(record["method"])
         else:
-            chosen, kept = "untrained (step 0)", kept + [record["method"]]
-        untrained = _number(choice["untrained_value"], digits) if ranks else MISSING
-        gain = f"{choice['value'] - choice['untrained_value']:+.{digits}f}" if ranks else MISSING
-        if not ranks:
+            chosen = "untrained (step 0)"
+            kept.append(record["method"])
+        if ranks:
+            untrained, gain = _number(choice["untrained_value"], digits), f"{choice['value'] - choice['untrained_value']:+.{digits}f}"
+        else:
+            untrained, gain = MISSING, MISSING
             unranked.append(record["method"])
-        cells = [name, budget_label(str(record.get("budget", "all")), budget_sizes), untrained, "; ".join(runs), chosen, gain]
+        cells = [_name(record["method"]), budget_label(str(record.get("budget", "all")), budget_sizes), untrained, "; ".join(runs), chosen, gain]
         lines.append("| " + " | ".join(cells) + " |")
     grid = first["grid"]
     legend = (
