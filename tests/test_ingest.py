@@ -198,6 +198,25 @@ def test_missing_source_path_is_named(tmp_path):
     expect_error(lambda: read_collection("climate-fever", claims=tmp_path / "nowhere.jsonl"), "nowhere.jsonl", "does not exist")
 
 
+def read_ratings_texts(tmp_path, ratings, documents="doc_id,title,text\nds1,T,Text.\nds2,T,Other text.\n"):
+    paths = {"documents": write(tmp_path / "docs.csv", documents), "ratings": write(tmp_path / "ratings.csv", ratings)}
+    return lambda: read_collection("ratings", **paths)
+
+
+@pytest.mark.parametrize("header", ["query", "query_id,query"], ids=["hashed-id", "given-id"])
+def test_ratings_queries_differing_only_in_case_are_one_query_with_the_first_spelling(tmp_path, header):
+    ids = "q2," if "query_id" in header else ""
+    c = read_ratings_texts(tmp_path, f"{header},doc_id,rating\n{ids}Snow alps,ds1,5\n{ids}snow  ALPS,ds2,7\n")()
+    query_id = "q2" if ids else query_id_of("snow alps")
+    assert records(c.queries) == [{"query_id": query_id, "text": "Snow alps"}]
+    assert records(c.qrels) == [{"query_id": query_id, "doc_id": "ds1", "relevance": 1}, {"query_id": query_id, "doc_id": "ds2", "relevance": 2}]
+
+
+def test_ratings_query_id_with_two_different_texts_is_reported(tmp_path):
+    read = read_ratings_texts(tmp_path, "query_id,query,doc_id,rating\nq7,sea level,ds1,5\nq7,snow,ds2,5\n")
+    expect_error(read, "ratings.csv, line 3: query id 'q7' has a different text than at line 2", "Fix: give each query id one text")
+
+
 def test_real_climate_fever_file_has_the_published_counts(climate_fever):
     c = read_collection("climate-fever", claims=climate_fever)
     assert (len(c.queries), len(c.corpus), len(c.qrels)) == (1535, 5240, 7675)

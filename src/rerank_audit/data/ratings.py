@@ -1,7 +1,8 @@
 """User ratings (query, doc, rating 0–10): the sparse feedback of a new search service.
 
 A rating at or above the first grade threshold is relevant; each further threshold reached
-adds one relevance grade (default thresholds 5, 7, 9 give grades 0–3).
+adds one relevance grade (default thresholds 5, 7, 9 give grades 0–3). Queries whose texts
+differ only in case or spacing are one query; its text is the first spelling.
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ def relevance_of(rating: int, grades: tuple[int, ...] = DEFAULT_GRADES) -> int:
     return sum(rating >= g for g in grades)
 
 
+def normalised(text: str) -> str:
+    """A query's text as compared: lower case, runs of white space as one space."""
+    return " ".join(text.lower().split())
+
+
 def query_id_of(text: str) -> str:
     """A stable id for a query logged without one: a hash of its normalised text."""
-    return "q" + hashlib.sha1(" ".join(text.lower().split()).encode()).hexdigest()[:10]
+    return "q" + hashlib.sha1(normalised(text).encode()).hexdigest()[:10]
 
 
 def read_ratings(documents: str | Path, ratings: str | Path, grades: tuple[int, ...] = DEFAULT_GRADES) -> Collection:
@@ -35,7 +41,7 @@ def read_ratings(documents: str | Path, ratings: str | Path, grades: tuple[int, 
         text = str(r["query"])
         query_id = str(r.get("query_id") or query_id_of(text))
         known = queries.setdefault(query_id, Record(str(ratings), where, {"query_id": query_id, "text": text}))
-        if known.fields["text"] != text:
+        if normalised(known.fields["text"]) != normalised(text):
             raise InputError(ratings, f"query id '{query_id}' has a different text than at {known.where}", where, "give each query id one text")
         rating = parse_int(str(ratings), where, r["rating"], "rating", 0, 10)
         fields = {"query_id": query_id, "doc_id": str(r["doc_id"]), "relevance": relevance_of(rating, tuple(grades))}
