@@ -154,7 +154,7 @@ def test_missing_csv_column_is_named(tmp_path):
 def test_duplicate_document_id_names_both_lines(tmp_path):
     write(tmp_path / "corpus.jsonl", '{"_id": "d1", "text": "a"}\n{"_id": "d1", "text": "b"}\n')
     write(tmp_path / "queries.jsonl", '{"_id": "q1", "text": "a"}\n')
-    write(tmp_path / "qrels" / "test.tsv", "q\tc\ts\nq1\td1\t1\n")
+    write(tmp_path / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\n")
     expect_error(lambda: read_collection("beir", folder=tmp_path), "corpus.jsonl, line 2", "duplicate document id 'd1' (first at line 1)")
 
 
@@ -215,6 +215,30 @@ def test_ratings_queries_differing_only_in_case_are_one_query_with_the_first_spe
 def test_ratings_query_id_with_two_different_texts_is_reported(tmp_path):
     read = read_ratings_texts(tmp_path, "query_id,query,doc_id,rating\nq7,sea level,ds1,5\nq7,snow,ds2,5\n")
     expect_error(read, "ratings.csv, line 3: query id 'q7' has a different text than at line 2", "Fix: give each query id one text")
+
+
+def read_beir_texts(tmp_path, corpus='{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": "b"}\n', queries='{"_id": "q1", "text": "a"}\n',
+                    qrels="query-id\tcorpus-id\tscore\nq1\td1\t1\n"):
+    for name, text in [("corpus.jsonl", corpus), ("queries.jsonl", queries), ("qrels/test.tsv", qrels)]:
+        write(tmp_path / name, text)
+    return lambda: read_collection("beir", folder=tmp_path)
+
+
+def test_beir_qrels_without_a_header_keep_their_first_judgement(tmp_path):
+    c = read_beir_texts(tmp_path, qrels="q1\td1\t1\nq1\td2\t0\n")()
+    assert records(c.qrels) == [{"query_id": "q1", "doc_id": "d1", "relevance": 1}, {"query_id": "q1", "doc_id": "d2", "relevance": 0}]
+
+
+@pytest.mark.parametrize(
+    "qrels, expected",
+    [
+        ("q1 d1 1\nq1 d2 0\n", "line 1: expected 3 tab-separated fields, found 1"),
+        ("qid\tdocid\trel\nq1\td1\t1\n", "line 1: score 'rel' is not an integer"),
+    ],
+    ids=["every-line-wrong", "unknown-header"],
+)
+def test_beir_qrels_first_line_that_is_neither_header_nor_judgement_is_reported_at_line_1(tmp_path, qrels, expected):
+    expect_error(read_beir_texts(tmp_path, qrels=qrels), f"test.tsv, {expected}", "Fix: ")
 
 
 def test_real_climate_fever_file_has_the_published_counts(climate_fever):

@@ -1,4 +1,4 @@
-"""BEIR folder: corpus.jsonl, queries.jsonl, qrels/{split}.tsv."""
+"""BEIR folder: corpus.jsonl, queries.jsonl, qrels/{split}.tsv (with or without its header line)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 from rerank_audit.data.collection import Collection, Record, build_collection, parse_int
 from rerank_audit.data.sources import delimited_rows, existing_path, jsonl_records, require_fields
 from rerank_audit.errors import InputError
+
+QRELS_HEADER = ("query-id", "corpus-id", "score")
 
 
 def read_beir(folder: str | Path, qrels_split: str = "test") -> Collection:
@@ -20,9 +22,10 @@ def read_beir(folder: str | Path, qrels_split: str = "test") -> Collection:
         fields = {"doc_id": str(record["_id"]), "title": record.get("title") or "", "text": record["text"]}
         documents.append(Record(str(corpus_path), where, fields))
     judgements = []
-    for where, row in delimited_rows(qrels_path, "BEIR qrels", "\t", header=True):
-        if len(row) < 3:
-            raise InputError(qrels_path, f"expected 3 tab-separated fields, found {len(row)}", where, "write query-id<TAB>corpus-id<TAB>score")
+    for where, row in delimited_rows(qrels_path, "BEIR qrels", "\t", header=QRELS_HEADER):
+        if len(row) != 3:
+            fix = "write query-id<TAB>corpus-id<TAB>score; a header line, if any, reads exactly that"
+            raise InputError(qrels_path, f"expected 3 tab-separated fields, found {len(row)}", where, fix)
         relevance = parse_int(str(qrels_path), where, row[2], "score")
         judgements.append(Record(str(qrels_path), where, {"query_id": row[0], "doc_id": row[1], "relevance": relevance}))
     judged = {r.fields["query_id"] for r in judgements}

@@ -51,14 +51,20 @@ def jsonl_records(path: str | Path, what: str) -> Iterator[tuple[str, dict]]:
         yield f"line {number}", record
 
 
-def delimited_rows(path: str | Path, what: str, delimiter: str, header: bool) -> Iterator[tuple[str, list[str]]]:
-    """Yield ``("line N", fields)`` for each non-blank row of a CSV/TSV file (header skipped)."""
+def delimited_rows(path: str | Path, what: str, delimiter: str, header: tuple[str, ...] = ()) -> Iterator[tuple[str, list[str]]]:
+    """Yield ``("line N", fields)`` for each non-blank row of a CSV/TSV file.
+
+    The first row is skipped when it is ``header`` (ignoring case and surrounding spaces): a
+    header is recognised by what it says, so a file without one loses no record.
+    """
     reader = csv.reader(io.StringIO(read_text(path, what)), delimiter=delimiter)
-    for index, row in enumerate(reader):
-        if index == 0 and header:
+    first = True
+    for row in reader:
+        if not any(field.strip() for field in row):
             continue
-        if row and any(field.strip() for field in row):
+        if not (first and header and [field.strip().lower() for field in row] == list(header)):
             yield f"line {reader.line_num}", row
+        first = False
 
 
 def table_records(path: str | Path, what: str, columns: list[str], optional: tuple[str, ...] = ()) -> Iterator[tuple[str, dict]]:

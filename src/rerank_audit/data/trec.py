@@ -20,7 +20,7 @@ def read_topics(path: str | Path) -> list[Record]:
     if "<top>" not in text.lower():
         return [
             Record(str(path), where, {"query_id": row[0].strip(), "text": row[1] if len(row) > 1 else ""})
-            for where, row in delimited_rows(path, "TREC topics file", "\t", header=False)
+            for where, row in delimited_rows(path, "TREC topics file", "\t")
         ]
     topics = []
     for block in _TOP.finditer(text):
@@ -36,13 +36,13 @@ def read_topics(path: str | Path) -> list[Record]:
 def read_trec(topics: str | Path, qrels: str | Path, collection: str | Path) -> Collection:
     """Read a TREC-style test collection; the collection tsv is ``docno<TAB>text`` or ``docno<TAB>title<TAB>text``."""
     documents = []
-    for where, row in delimited_rows(collection, "TREC collection", "\t", header=False):
+    for where, row in delimited_rows(collection, "TREC collection", "\t"):
         if len(row) not in (2, 3):
             raise InputError(collection, f"expected 2 or 3 tab-separated fields, found {len(row)}", where, "write docno<TAB>[title<TAB>]text")
         title, text = (row[1], row[2]) if len(row) == 3 else ("", row[1])
         documents.append(Record(str(collection), where, {"doc_id": row[0].strip(), "title": title, "text": text}))
     judgements = []
-    for where, line in delimited_rows(qrels, "TREC qrels", "\t", header=False):
+    for where, line in delimited_rows(qrels, "TREC qrels", "\t"):
         fields = " ".join(line).split()
         if len(fields) != 4:
             raise InputError(qrels, f"expected 4 fields 'qid iter docno rel', found {len(fields)}", where, "write one judgement per line")
