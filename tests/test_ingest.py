@@ -198,7 +198,7 @@ def test_missing_source_path_is_named(tmp_path):
     expect_error(lambda: read_collection("climate-fever", claims=tmp_path / "nowhere.jsonl"), "nowhere.jsonl", "does not exist")
 
 
-def read_ratings_texts(tmp_path, ratings, documents="doc_id,title,text\nds1,T,Text.\nds2,T,Other text.\n"):
+def read_ratings_texts(tmp_path, ratings="query,doc_id,rating\nq,ds1,5\n", documents="doc_id,title,text\nds1,T,Text.\nds2,T,Other text.\n"):
     paths = {"documents": write(tmp_path / "docs.csv", documents), "ratings": write(tmp_path / "ratings.csv", ratings)}
     return lambda: read_collection("ratings", **paths)
 
@@ -239,6 +239,103 @@ def test_beir_qrels_without_a_header_keep_their_first_judgement(tmp_path):
 )
 def test_beir_qrels_first_line_that_is_neither_header_nor_judgement_is_reported_at_line_1(tmp_path, qrels, expected):
     expect_error(read_beir_texts(tmp_path, qrels=qrels), f"test.tsv, {expected}", "Fix: ")
+
+
+def read_tiny(tmp_path, fmt, **texts):
+    """A reader of a tiny collection of format ``fmt``, with ``texts`` in place of its default files."""
+    if fmt == "climate-fever":
+        return lambda: read_collection("climate-fever", claims=write(tmp_path / "claims.jsonl", texts["claims"]))
+    return {"beir": read_beir_texts, "trec": read_trec_texts, "ratings": read_ratings_texts}[fmt](tmp_path, **texts)
+
+
+BEIR_HEAD, RATINGS_HEAD = "query-id\tcorpus-id\tscore\n", "query,doc_id,rating\n"
+
+
+@pytest.mark.parametrize(
+    "fmt, qrels, expected",
+    [
+        ("beir", BEIR_HEAD + "q1\td1\t1\textra\n", "test.tsv, line 2: expected 3 tab-separated fields, found 4. Fix: write query-id<TAB>"),
+        ("beir", BEIR_HEAD + "q1\td1\n", "test.tsv, line 2: expected 3 tab-separated fields, found 2. Fix: write query-id<TAB>"),
+        ("trec", "1 0 A 1\n1 0 A\n", "qrels.txt, line 2: expected 4 fields 'qid iter docno rel', found 3. Fix: "),
+        ("ratings", RATINGS_HEAD + "q,ds1,5\nq,ds2\n", "ratings.csv, line 3: expected 3 comma-separated fields, found 2. Fix: give every row"),
+        ("ratings", RATINGS_HEAD + "q,ds1,5,9\n", "ratings.csv, line 2: expected 3 comma-separated fields, found 4. Fix: give every row"),
+        ("beir", BEIR_HEAD + "q1\td1\t1\nq1\td1\t0\n", "test.tsv, line 3: duplicate judgement of (q1, d1) (first at line 2). Fix: keep one"),
+        ("trec", "1 0 A 1\n1 0 A 0\n", "qrels.txt, line 2: duplicate judgement of (1, A) (first at line 1). Fix: keep one"),
+        ("ratings", "query_id,query,doc_id,rating\nq1,snow,ds1,5\nq1,snow,ds1,9\n", "ratings.csv, line 3: duplicate judgement of (q1, ds1) (first at line 2). Fix: keep one"),
+        ("beir", BEIR_HEAD + "q1\td1\thigh\n", "test.tsv, line 2: score 'high' is not an integer. Fix: write score as a whole number"),
+        ("trec", "1 0 A 0.5\n", "qrels.txt, line 1: relevance '0.5' is not an integer. Fix: write relevance as a whole number"),
+        ("ratings", RATINGS_HEAD + "q,ds1,five\n", "ratings.csv, line 2: rating 'five' is not an integer. Fix: write rating as a whole number"),
+    ],
+    ids=["beir-4-fields", "beir-2-fields", "trec-3-fields", "ratings-2-fields", "ratings-4-fields", "beir-duplicate", "trec-duplicate",
+         "ratings-duplicate", "beir-grade", "trec-grade", "ratings-grade"],
+)
+def test_bad_judgement_is_reported(tmp_path, fmt, qrels, expected):
+    """A wrong field count, a duplicate judgement, a grade that is not a whole number."""
+    expect_error(read_tiny(tmp_path, fmt, **{"ratings" if fmt == "ratings" else "qrels": qrels}), expected)
+
+
+def test_empty_query_text_is_reported(tmp_path):
+    expect_error(read_beir_texts(tmp_path, queries='{"_id": "q1", "text": " "}\n'), "queries.jsonl, line 1: empty text for query 'q1'", "Fix: ")
+
+
+@pytest.mark.parametrize(
+    "fmt, file, sources",
+    [
+        ("climate-fever", "claims.jsonl", {"claims": ""}),
+        ("beir", "queries.jsonl", {"queries": ""}),
+        ("beir", "qrels/test.tsv", {"qrels": "\n"}),
+        ("beir", "qrels/test.tsv", {"qrels": "query-id\tcorpus-id\tscore\n"}),
+        ("trec", "qrels.txt", {"qrels": ""}),
+        ("ratings", "ratings.csv", {"ratings": "query,doc_id,rating\n"}),
+    ],
+    ids=["claims", "beir-queries", "beir-qrels-blank", "beir-qrels-header-only", "trec-qrels", "ratings-header-only"],
+)
+def test_empty_file_is_reported(tmp_path, fmt, file, sources):
+    expect_error(read_tiny(tmp_path, fmt, **sources), f"{file}: the file has no records", "Fix: add records to the ")
+
+
+def test_json_line_that_is_not_an_object_is_reported(tmp_path):
+    read = read_beir_texts(tmp_path, queries='{"_id": "q1", "text": "a"}\n["q2", "b"]\n')
+    expect_error(read, "queries.jsonl, line 2: the line is a JSON array, not a JSON object", "Fix: write the line as a JSON object")
+
+
+@pytest.mark.parametrize(
+    "evidences, expected",
+    [("a sentence", "'evidences' is a string, not a JSON array"), (["a sentence"], "evidence 1 is a string, not a JSON object")],
+    ids=["evidences-string", "evidence-string"],
+)
+def test_climate_fever_evidence_that_is_not_an_object_is_reported(tmp_path, evidences, expected):
+    path = write(tmp_path / "c.jsonl", json.dumps({"claim_id": "1", "claim": "c", "evidences": evidences}) + "\n")
+    expect_error(lambda: read_collection("climate-fever", claims=path), f"c.jsonl, line 1: {expected}", "Fix: write")
+
+
+def ratings_parquet(tmp_path, frame):
+    """A ratings source as Parquet beside a one-document CSV."""
+    frame.to_parquet(tmp_path / "ratings.parquet")
+    docs = write(tmp_path / "docs.csv", "doc_id,title,text\nds1,T,Text.\n")
+    return lambda: read_collection("ratings", documents=docs, ratings=tmp_path / "ratings.parquet")
+
+
+@pytest.mark.parametrize("content", [b"", b"doc_id,title,text\nds1,T,Text.\n", b"PAR1 cut short"], ids=["empty", "csv-named-parquet", "truncated"])
+def test_corrupt_parquet_source_is_reported(tmp_path, content):
+    docs = write(tmp_path / "docs.parquet", content, mode="wb")
+    write(tmp_path / "ratings.csv", "query,doc_id,rating\nq,ds1,5\n")
+    expect_error(lambda: read_collection("ratings", documents=docs, ratings=tmp_path / "ratings.csv"), "docs.parquet: not a readable Parquet file", "Fix: ")
+
+
+def test_parquet_source_with_a_missing_column_names_the_schema_and_the_columns_found(tmp_path):
+    read = ratings_parquet(tmp_path, pd.DataFrame({"query": ["q"], "doc": ["ds1"], "rating": [5]}))
+    expect_error(read, "ratings.parquet, schema: missing column(s) ['doc_id']", "found ['query', 'doc', 'rating']")
+
+
+def test_parquet_column_of_lists_is_reported_not_read_as_text(tmp_path):
+    read = ratings_parquet(tmp_path, pd.DataFrame({"query": [["sea", "level"]], "doc_id": ["ds1"], "rating": [5]}))
+    expect_error(read, "ratings.parquet, schema: column 'query' has type list<element: string>", "Fix: store")
+
+
+def test_null_query_in_a_parquet_source_is_an_empty_text_not_the_word_none(tmp_path):
+    read = ratings_parquet(tmp_path, pd.DataFrame({"query": [None], "doc_id": ["ds1"], "rating": [5]}))
+    expect_error(read, "ratings.parquet, row 1: empty text for query", "Fix: give the query a text")
 
 
 def test_real_climate_fever_file_has_the_published_counts(climate_fever):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rerank_audit.data.collection import Collection, Record, build_collection
-from rerank_audit.data.sources import jsonl_records, require_fields
+from rerank_audit.data.sources import jsonl_records, require_fields, require_json
 from rerank_audit.errors import InputError
 
 RELEVANT_LABELS = {"SUPPORTS": 1, "REFUTES": 1, "NOT_ENOUGH_INFO": 0}
@@ -30,7 +30,9 @@ def read_climate_fever(claims: str | Path) -> Collection:
         require_fields(path, where, record, ["claim_id", "claim", "evidences"])
         query_id = str(record["claim_id"])
         queries.append(Record(path, where, {"query_id": query_id, "text": record["claim"]}))
-        for evidence in record["evidences"]:
+        require_json(path, where, record["evidences"], "'evidences'", list)
+        for number, evidence in enumerate(record["evidences"], start=1):
+            require_json(path, where, evidence, f"evidence {number}", dict)
             require_fields(path, where, evidence, ["evidence_id", "evidence_label", "article", "evidence"])
             doc_id = doc_id_of(evidence["evidence_id"])
             fields = {"doc_id": doc_id, "title": evidence["article"], "text": evidence["evidence"]}
