@@ -6,7 +6,6 @@ the scorer from the config; the config checks run at parse time without torch.
 """
 
 import importlib
-import subprocess
 import sys
 from dataclasses import fields
 
@@ -19,7 +18,7 @@ from rerank_audit.config import check_config, load_config
 from rerank_audit.explain.score_cache import PAIRS_PER_CALL
 from rerank_audit.methods import REGISTRY, TRAINING_COLUMNS, display_name, method
 from rerank_audit.models.settings import ScoringSettings
-from workflow_runner import REPO, snakemake, tiny_config, write_config, write_tiny_collection
+from workflow_runner import REPO, run_bounded, snakemake, tiny_config, write_config, write_tiny_collection
 
 CONFIG = REPO / "config" / "config.yaml"
 
@@ -74,7 +73,7 @@ def test_parsing_the_snakefile_and_a_dry_run_import_no_torch(tmp_path):
     """python -X importtime lists every module a process imports: torch must not be among them."""
     command = [sys.executable, "-X", "importtime", "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO),
                "--configfile", str(REPO / "config" / "climate-fever.yaml"), "--dry-run", "--quiet"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    result = run_bounded(command, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "snakemake" in imported and "rerank_audit.methods" in imported  # the check reads the real import list

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +16,26 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 DEFAULT_PROFILE = REPO / "profiles" / "default"
+# Each Snakemake run of the suite takes a few minutes at most: one that hangs fails its test
+# here, with its output, instead of blocking CI until the job's own limit.
+SNAKEMAKE_TIMEOUT_S = 20 * 60
+
+
+def run_bounded(command: Sequence[str], timeout_s: float = SNAKEMAKE_TIMEOUT_S, **popen) -> subprocess.CompletedProcess:
+    """Run ``command`` with its text output captured. Past ``timeout_s`` it is killed with every
+    process it started (it runs in a session of its own) and an AssertionError shows the end of its output."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **popen)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s)
+    except BaseException as err:  # the timeout, or an interrupt (the terminal's Ctrl-C does not reach another session)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=60)
+        if isinstance(err, subprocess.TimeoutExpired):
+            started = " ".join(map(str, command[:3]))
+            raise AssertionError(f"{started} ... did not finish within {timeout_s} s and was killed:\n{stdout[-4000:]}\n{stderr[-8000:]}") from None
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def write_config(workdir: Path, config: dict, name: str = "config.yaml") -> Path:
@@ -33,8 +56,8 @@ def snakemake_command(workdir: Path, configfile: Path | Sequence[Path], *args: s
 
 def snakemake(workdir: Path, configfile: Path | Sequence[Path], *args: str, check: bool = True, profile: Path = DEFAULT_PROFILE,
               env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``snakemake_command``; with ``check``, a failure raises with the end of its output."""
-    result = subprocess.run(snakemake_command(workdir, configfile, *args, profile=profile), capture_output=True, text=True, env=env)
+    """Run ``snakemake_command`` (bounded by ``SNAKEMAKE_TIMEOUT_S``); with ``check``, a failure raises with the end of its output."""
+    result = run_bounded(snakemake_command(workdir, configfile, *args, profile=profile), env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
     return result
