@@ -10,6 +10,7 @@ from tiny_model import build_tiny_model  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CLIMATE_FEVER = SHARED_DATA / "climate-fever" / "climate-fever.jsonl"
+BUNDLED = REPO / "resources" / "models" / "smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +33,17 @@ def tokenizer(tiny_lm_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_lm_dir)
+
+
+@pytest.fixture(scope="session")
+def bundled_dir(tmp_path_factory) -> Path:
+    """The converted SmolLM2-135M-Instruct, once per test session: the pipeline's folder, else converted into tmp (≈25 s)."""
+    if (BUNDLED / "model.safetensors").is_file():
+        return BUNDLED
+    pytest.importorskip("gguf")
+    from rerank_audit.models.bundled import convert_bundled
+
+    return convert_bundled(tmp_path_factory.mktemp("bundled") / "smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="session")

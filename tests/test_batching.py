@@ -30,21 +30,102 @@ def test_a_token_budget_fills_each_batch_by_its_longest_sequence():
 
 def test_a_fixed_batch_size_overrides_the_token_budget(model_and_tokenizer):
     model, _ = model_and_tokenizer
-    assert batching_for(ScoringSettings(batch_size=16, batch_tokens=4096), model) == Batching(rows=16)
-    assert batching_for(ScoringSettings(batch_tokens=4096), model) == Batching(tokens=4096)
+    rows = batching_for(ScoringSettings(batch_size=16, batch_tokens=4096), model)
+    assert (rows.rows, rows.tokens) == (16, None)
+    tokens = batching_for(ScoringSettings(batch_tokens=4096), model)
+    assert (tokens.rows, tokens.tokens, tokens.prefix_tokens) == (None, 4096, 4096)
     assert batching_for(ScoringSettings(), model).tokens == token_budget(model)
 
 
-def test_the_cpu_budget_is_the_last_level_cache_over_one_layers_activations_per_token(tiny_lm_dir, monkeypatch):
+def _tiny_costs(model, width=4):
+    """Per-token bytes of the tiny Llama (hidden 32, MLP 64, 2 layers, 2 of 4 heads for keys/values, head dim 8), by hand."""
+    c = model.config
+    assert (c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_key_value_heads, c.num_attention_heads) == (32, 64, 2, 2, 4)
+    cache = 2 * 2 * (2 * 8) * width  # keys and values, 2 layers, 2 heads x 8
+    activations = (3 * 32 + 2 * 16 + 4 * 64) * width  # hidden x3, k and v, the MLP's gate, up, activation and product
+    fixed = 1024 * c.vocab_size * (4 + 4 + width)  # float32 logits, their log-sum-exp temporary, the model-dtype original
+    return cache, activations, fixed
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """The machine the budget reads, set by the test: its cache, MemAvailable, cgroup and this process's resident memory."""
+    from rerank_audit.models import batching
+
+    facts = {"cache": 64 << 20, "available": 16 << 30, "cgroup": None, "resident": 1 << 30}
+    monkeypatch.setattr(batching, "_last_level_cache_bytes", lambda: facts["cache"])
+    monkeypatch.setattr(batching, "_meminfo_bytes", lambda field: facts["available"] if field == "MemAvailable" else None)
+    monkeypatch.setattr(batching, "_cgroup_headroom", lambda: facts["cgroup"])
+    monkeypatch.setattr(batching, "_resident_bytes", lambda: facts["resident"])
+    return facts
+
+
+def test_the_cpu_budget_is_the_last_level_cache_over_one_layers_activations_per_token(tiny_lm_dir, machine):
     from rerank_audit.models import batching
 
     model = load_causal_lm(tiny_lm_dir, "cpu", "float32")  # the CPU's budget, also on a GPU machine
-    config = model.config
-    per_token = (4 * config.hidden_size + 2 * config.intermediate_size) * 4  # float32
-    monkeypatch.setattr(batching, "_last_level_cache_bytes", lambda: 1000 * per_token)
+    _, activations, _ = _tiny_costs(model)
+    machine["cache"] = 1000 * activations
     assert token_budget(model) == 1000
-    monkeypatch.setattr(batching, "_last_level_cache_bytes", lambda: 10 * per_token)
+    machine["cache"] = 10 * activations
     assert token_budget(model) == batching.TOKEN_BOUNDS[0]  # never below the floor
+
+
+def test_the_budget_is_bounded_by_the_least_memory_the_job_has_and_says_which(tiny_lm_dir, machine):
+    model = load_causal_lm(tiny_lm_dir, "cpu", "float32")
+    cache, activations, fixed = _tiny_costs(model)
+    per_token = 2 * cache + activations  # the batch's cache and activations, and as many cached prefix positions
+    machine["cache"] = 1 << 40  # the CPU cache bounds nothing here
+    machine["available"] = 2 * (fixed + 5000 * per_token)  # half of it is the scorer's: 5000 tokens
+    batching = batching_for(ScoringSettings(), model)
+    assert (batching.tokens, batching.prefix_tokens) == (5000, 5000)
+    assert "bounded by memory" in batching.reason and "MemAvailable" in batching.reason
+    machine["cgroup"] = 2 * (fixed + 3000 * per_token)  # a cgroup with less headroom bounds it
+    assert token_budget(model) == 3000 and "cgroup" in batching_for(ScoringSettings(), model).reason
+    # the job's own memory: mem_mb less what the process already holds (1 GB)
+    machine["cgroup"], machine["available"] = None, 16 << 30
+    batching = batching_for(ScoringSettings(memory_mb=1024 + 64), model)
+    assert batching.tokens == ((64 << 20) // 2 - fixed) // per_token and "mem_mb 1088" in batching.reason
+
+
+def test_a_set_budget_that_the_memory_cannot_hold_is_kept_with_a_warning(tiny_lm_dir, machine, caplog):
+    model = load_causal_lm(tiny_lm_dir, "cpu", "float32")
+    machine["available"] = 1 << 20
+    assert batching_for(ScoringSettings(batch_tokens=100_000), model).tokens == 100_000
+    assert "batch_tokens 100000 needs" in caplog.text
+
+
+def test_a_rules_declared_memory_gives_its_job_the_planned_budget(tiny_lm_dir, machine):
+    """mem_mb from scoring_memory_mb(tokens=T): a job holding the runtime and the weights is left T tokens."""
+    import json
+
+    from rerank_audit.models.batching import RUNTIME_BYTES, parameter_count, scoring_memory_mb
+
+    model = load_causal_lm(tiny_lm_dir, "cpu", "float32")
+    config = json.loads((tiny_lm_dir / "config.json").read_text())
+    assert parameter_count(config) == sum(p.numel() for p in model.parameters() if p.dim() > 1)  # all but the norms
+    machine["cache"] = 1 << 40
+    mem_mb = scoring_memory_mb(config, 4, tokens=6000)
+    machine["resident"] = RUNTIME_BYTES + 4 * parameter_count(config)
+    assert 6000 <= batching_for(ScoringSettings(memory_mb=mem_mb), model).tokens <= 6000 + 2**20 // (2 * sum(_tiny_costs(model)[:2]))
+
+
+def test_cgroup_headroom_reads_v2_and_v1_and_no_limit(tmp_path):
+    from rerank_audit.models.batching import _cgroup_headroom
+
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "memory.max").write_text("4294967296\n")
+    (tmp_path / "v2" / "memory.current").write_text("1073741824\n")
+    assert _cgroup_headroom(tmp_path / "v2") == 3 << 30
+    (tmp_path / "v2" / "memory.max").write_text("max\n")
+    assert _cgroup_headroom(tmp_path / "v2") is None
+    (tmp_path / "v1" / "memory").mkdir(parents=True)
+    (tmp_path / "v1" / "memory" / "memory.limit_in_bytes").write_text("2147483648\n")
+    (tmp_path / "v1" / "memory" / "memory.usage_in_bytes").write_text("536870912\n")
+    assert _cgroup_headroom(tmp_path / "v1") == (2 << 30) - (512 << 20)
+    (tmp_path / "v1" / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert _cgroup_headroom(tmp_path / "v1") is None
+    assert _cgroup_headroom(tmp_path / "none") is None
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +151,38 @@ def test_each_batch_pays_for_the_widest_cached_prefix_among_its_own_rows():
     # Suffixes [6, 5, 5, 4] with prefixes [0, 0, 10, 0]: [6, 5] cost 2 x 6 = 12; adding the third
     # (prefix 10) would cost 3 x (6 + 10) = 48 > 20, so it starts a batch: 1 x 15, then with [4]: 2 x (5 + 10) = 30 > 20.
     assert Batching(tokens=20).split([6, 5, 5, 4], extra=[0, 0, 10, 0]) == [range(0, 2), range(2, 3), range(3, 4)]
+
+
+def test_mixed_singleton_and_long_prefix_groups_score_as_alone_with_every_chunk_cache_within_its_bound(model_and_tokenizer, monkeypatch):
+    """The workload that ran an explain job out of memory: many documents scored once (no own
+    prefix) beside documents scored for many queries (a long shared prompt). Each chunk's cached
+    prefixes, padding included, stay within prefix_tokens, and the scores equal each pair run
+    alone, without prefix reuse, in float32."""
+    from rerank_audit.models.scoring import engine
+
+    model, tokenizer = model_and_tokenizer
+    text = "Glacier mass balance in the Alps, retreat rates per decade, and snow cover in spring. " * 2
+    long_documents = [f"{site} {text}" for site in ("Aletsch", "Rhone", "Gorner", "Morteratsch", "Pasterze", "Hintereis", "Mer de Glace", "Argentiere")]
+    queries, documents = [], []
+    for k, document in enumerate(long_documents):  # documents scored for a few masked queries each
+        queries += ["glacier retreat alps", "glacier alps", "retreat", "snow cover spring"][: 2 + k % 3]
+        documents += [document] * (2 + k % 3)
+    for k in range(12):  # masked documents, each scored once
+        queries.append("glacier retreat alps")
+        documents.append(" ".join(text.split()[k:]))
+    stored = []
+    encode = engine._encode_prefixes
+
+    def recording(*args, **kwargs):
+        cache = encode(*args, **kwargs)
+        stored.append(cache.rests[0][0].shape[0] * cache.rests[0][0].shape[2] if cache.rests else 0)  # rows x widest rest
+        return cache
+
+    monkeypatch.setattr(engine, "_encode_prefixes", recording)
+    alone = QueryLikelihoodScorer(model, tokenizer, settings=ScoringSettings(batch_size=1, prefix_reuse=False)).score_pairs(queries, documents)
+    prompt = len(tokenizer(f"Dataset description: {long_documents[0]}")["input_ids"])
+    tokens = 5 * prompt // 2  # the cached prompts of two long documents fit, three do not
+    batched = QueryLikelihoodScorer(model, tokenizer, settings=ScoringSettings(batch_tokens=tokens)).score_pairs(queries, documents)
+    assert np.abs(batched - alone).max() <= 1e-5
+    assert sum(positions > 0 for positions in stored) > 1  # several chunks with cached rests
+    assert all(positions <= tokens for positions in stored), stored  # rows x widest rest: padding counted

@@ -18,7 +18,6 @@ from rerank_audit.text.prompts import DEFAULT_QLM_TEMPLATE
 from rerank_audit.models.loading import load_causal_lm, load_tokenizer
 from rerank_audit.models.settings import ScoringSettings
 
-BUNDLED = Path(__file__).resolve().parents[1] / "resources" / "models" / "smollm2-135m-instruct"
 TOLERANCE = 1e-4
 MAX_LENGTH = 48
 LONG_DOCUMENT = "Snow water equivalent in the Alps from satellite passive microwave. " * 12
@@ -152,10 +151,10 @@ def test_a_custom_template_is_what_the_model_reads(lm, tokenizer):
     assert scorer.prompt_ids(["snow"], ["Alps"]) == [tokenizer("Document: Alps\nSearch query: snow")["input_ids"]]
 
 
-@pytest.mark.skipif(not (BUNDLED / "config.json").is_file(), reason=f"bundled model not converted at {BUNDLED}")
-def test_bundled_model_ranks_the_planted_passage_above_an_unrelated_one(device):
-    tokenizer = load_tokenizer(BUNDLED)
-    scorer = QueryLikelihoodScorer(load_causal_lm(BUNDLED, device, "float32"), tokenizer)
+@pytest.mark.slow
+def test_bundled_model_ranks_the_planted_passage_above_an_unrelated_one(bundled_dir, device):
+    tokenizer = load_tokenizer(bundled_dir)
+    scorer = QueryLikelihoodScorer(load_causal_lm(bundled_dir, device, "float32"), tokenizer)
     unrelated = "Opera: The opera premiered in Vienna in 1786 to a full house."
     cases = [
         ("Arctic sea ice is shrinking.", "Sea ice: Arctic sea ice extent has declined sharply since satellite records began in 1979."),

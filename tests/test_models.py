@@ -447,20 +447,6 @@ TOY_RANKING = [
 ]
 
 
-BUNDLED = Path(__file__).resolve().parents[1] / "resources" / "models" / "smollm2-135m-instruct"
-
-
-@pytest.fixture(scope="module")
-def bundled_dir(tmp_path_factory) -> Path:
-    """The converted SmolLM2-135M-Instruct: the pipeline's folder, else converted into tmp (≈25 s)."""
-    if (BUNDLED / "model.safetensors").is_file():
-        return BUNDLED
-    pytest.importorskip("gguf")
-    from rerank_audit.models.bundled import convert_bundled
-
-    return convert_bundled(tmp_path_factory.mktemp("bundled") / "smollm2-135m-instruct")
-
-
 def _climate_fever_pairs(path: Path, claims: int, per_claim: int) -> list[tuple[str, str]]:
     """(claim, evidence as document_text) of the first ``claims`` claims, ``per_claim`` evidences each."""
     import itertools

@@ -27,7 +27,7 @@ pairs = pairs_to_explain(
     bottom_documents=p.bottom_documents,
     depth=p.depth,
 )
-scorer = load_scorer(w.method, p.model_dir, p.base_model, settings=ScoringSettings(**p.scoring), beta=p.beta, template=p.template)
+scorer = load_scorer(w.method, p.model_dir, p.base_model, settings=ScoringSettings.of_job(snakemake), beta=p.beta, template=p.template)
 cache = {}  # attribution and faithfulness score many of the same masked pairs
 ids = dict(query_ids=pairs.query_id.tolist(), doc_ids=pairs.doc_id.tolist())
 texts = (pairs["query"].tolist(), pairs.document.tolist())

@@ -35,7 +35,7 @@ else:
 
     method, budget = w.method, w.budget
     torch.set_num_threads(snakemake.threads)
-    scorer = load_scorer(w.method, p.model_dir, p.base_model, settings=ScoringSettings(**p.scoring), beta=p.beta, template=p.template)
+    scorer = load_scorer(w.method, p.model_dir, p.base_model, settings=ScoringSettings.of_job(snakemake), beta=p.beta, template=p.template)
     scores = read_table(snakemake.input.reranked, schemas.RUN)
 applicable = applicable_probes(qrels, p.marker)
 probes = applicable if p.probes is None else [name for name in p.probes if name in applicable]

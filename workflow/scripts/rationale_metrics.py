@@ -25,7 +25,7 @@ items = rationale_items(
     read_table(inp.corpus, schemas.CORPUS),
 )
 items = with_rationales(items, read_table(inp.rationales, schemas.RATIONALES), inp.rationales)
-scorer = load_scorer(w.method, p.model_dir, p.base_model, settings=ScoringSettings(**p.scoring), beta=p.beta, template=p.template)
+scorer = load_scorer(w.method, p.model_dir, p.base_model, settings=ScoringSettings.of_job(snakemake), beta=p.beta, template=p.template)
 faithful = rationale_comprehensiveness(
     scorer, items["query"].tolist(), items.document.tolist(), items.rationale.tolist(), n_random=p.random_sets, seed=p.seed,
     normalisation=p.normalisation, pairs_per_call=p.pairs_per_call, query_ids=items.query_id.tolist(), doc_ids=items.doc_id.tolist(),

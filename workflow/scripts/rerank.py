@@ -17,7 +17,7 @@ p, w = snakemake.params, snakemake.wildcards
 splits = read_table(snakemake.input.splits, schemas.SPLITS)
 first_stage = read_table(snakemake.input.run, schemas.RUN)
 first_stage = first_stage[first_stage.query_id.isin(splits.query_id[splits.split == "test"])]
-scorer = load_scorer(w.method, p.model_dir, p.base_model, settings=ScoringSettings(**p.scoring), beta=p.beta, template=p.template)
+scorer = load_scorer(w.method, p.model_dir, p.base_model, settings=ScoringSettings.of_job(snakemake), beta=p.beta, template=p.template)
 run = rerank_candidates(
     scorer,
     first_stage,

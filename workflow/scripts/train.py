@@ -35,6 +35,6 @@ train_reranker(
     seed=p.seed,
     dtype=p.dtype,
     template=p.template,
-    scoring=ScoringSettings(**p.scoring),
+    scoring=ScoringSettings.of_job(snakemake),
     selection=selection,
 )

@@ -24,7 +24,7 @@ p, w = snakemake.params, snakemake.wildcards
 def scorer(method):
     """The trained model's scorer for its own method, the base model's for an untrained one (as rule rerank loads them)."""
     model_dir = p.model_dir if method_spec(method).trained else p.base_model
-    return load_scorer(method, model_dir, p.base_model, settings=ScoringSettings(**p.scoring), beta=p.beta, template=p.template)
+    return load_scorer(method, model_dir, p.base_model, settings=ScoringSettings.of_job(snakemake), beta=p.beta, template=p.template)
 
 record = json.loads(Path(snakemake.input.model[0]).read_text())
 fit = training_fit(

@@ -1,40 +1,107 @@
-"""How many sequences go into one forward pass: a fixed count, or a token budget sized for the device.
+"""How many sequences go into one forward pass, and how much memory the scorer may hold: counted in bytes.
 
-A batch of length-sorted sequences costs about (rows × longest row) tokens of activations and
-key/value cache. With a token budget, short sequences travel in large batches and long ones in
-small batches, so a GPU stays busy on short claims and does not run out of memory on long
-documents. The budget is sized from the device at run time, never assumed:
+What a scorer holds while it runs (:mod:`.scoring.engine`), per token of a forward pass:
+its keys and values in every layer (the pass keeps its cache: a cached prefix continues in
+it) and one layer's activations at a time; per cached prefix position, its keys and values
+in every layer; and, whatever the batch's size, the vocabulary logits of up to
+``LOGIT_ROWS`` scored positions (:class:`TokenCost`). A batch of length-sorted sequences
+costs (rows × (longest row + widest cached prefix)) tokens; the prefixes cached at once hold
+at most as many positions as one batch (``Batching.prefix_tokens``), so a budget of T tokens
+needs ``TokenCost.bytes_for(T)`` bytes.
 
-- CUDA: the free memory, divided by what one token costs in this model (its key/value cache
-  for every layer, kept for a chunk of prefixes, and one layer's activations);
-- CPU: the last-level cache, divided by one layer's activations per token, so that a batch's
-  working set stays in cache.
+The budget is sized at run time, never assumed, and the log says what bounded it:
+
+- memory: ``MEMORY_SHARE`` of what the job can still allocate — on a GPU its free memory;
+  on the CPU the least of MemAvailable, the cgroup's limit less its usage, and the job's
+  own ``memory_mb`` (Snakemake's ``resources.mem_mb``) less its resident memory;
+- on the CPU also speed: the last-level cache over one layer's activations per token, so a
+  batch's working set stays in cache.
+
+:func:`scoring_memory_mb` is the same accounting run the other way: the memory a job needs
+to score at a budget, which the rules declare (``resources: mem_mb``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
-# Share of the free GPU memory a batch may plan to use (the rest: allocator slack, logits, other jobs).
-GPU_MEMORY_SHARE = 0.4
-# Queries whose prefixes are cached together: enough pairs for this many batches. Bounds the
-# memory of the prefix cache (held beside the batch itself) while leaving room to sort by length.
+# Share of the memory the job can still allocate that a scorer plans to fill; the rest is
+# allocator slack (freed blocks the C heap keeps), the caller's data and Python objects.
+MEMORY_SHARE = 0.5
+# Queries whose sequences are sorted by length together: enough for this many batches.
 BATCHES_PER_CHUNK = 8
 TOKEN_BOUNDS = (512, 262_144)
 DEFAULT_CACHE_BYTES = 8 << 20  # when the CPU's last-level cache cannot be read
+# Scored positions per vocabulary projection (the logits of token log-probabilities).
+LOGIT_ROWS = 1024
+# The budget a rule's declared memory is sized for: batches of this many tokens score at
+# full speed on CPUs and small GPUs (bench/scoring.py); a job given more memory
+# (--set-resources RULE:mem_mb=...) sizes its batches up to what it is given.
+PLANNED_TOKENS = 8192
+# Resident memory of a scoring job besides the weights: Python, torch, transformers, tokenizer.
+RUNTIME_BYTES = 700 << 20
+_FLOAT32 = 4
+
+
+@dataclass(frozen=True)
+class TokenCost:
+    """Bytes the scorer holds per token of a forward pass, and per pass whatever its size.
+
+    ``cache``: the token's keys and values in every layer. ``activations``: one layer's
+    working set per token (hidden states, q/k/v, the MLP's gate, up and product).
+    ``fixed``: per pass, the float32 vocabulary logits of ``LOGIT_ROWS`` scored positions,
+    their model-dtype original and the log-sum-exp's temporary.
+    """
+
+    cache: int
+    activations: int
+    fixed: int
+
+    @classmethod
+    def of(cls, config: Mapping | object, element_size: int) -> "TokenCost":
+        """From a transformers config (or its dict) and the weights' element size in bytes."""
+        get = config.get if isinstance(config, Mapping) else lambda key, default=None: getattr(config, key, default)
+        hidden, heads = get("hidden_size"), get("num_attention_heads")
+        kv_dim = (get("num_key_value_heads") or heads) * (get("head_dim") or hidden // heads)
+        intermediate = get("intermediate_size") or 4 * hidden
+        return cls(
+            cache=2 * get("num_hidden_layers") * kv_dim * element_size,
+            activations=(3 * hidden + 2 * kv_dim + 4 * intermediate) * element_size,
+            fixed=LOGIT_ROWS * get("vocab_size") * (2 * _FLOAT32 + element_size),
+        )
+
+    @classmethod
+    def of_model(cls, model) -> "TokenCost":
+        return cls.of(model.config.get_text_config(), next(model.parameters()).element_size())
+
+    @property
+    def per_budget_token(self) -> int:
+        """Bytes per token of the budget: the batch's cache and activations, and as many cached prefix positions."""
+        return 2 * self.cache + self.activations
+
+    def bytes_for(self, tokens: int) -> int:
+        return self.fixed + tokens * self.per_budget_token
+
+    def tokens_for(self, available: float) -> int:
+        return max(0, int((available - self.fixed) // self.per_budget_token))
 
 
 @dataclass(frozen=True)
 class Batching:
-    """At most ``rows`` sequences and ``tokens`` padded tokens per forward pass (None: no limit)."""
+    """At most ``rows`` sequences and ``tokens`` padded tokens per forward pass (None: no limit);
+    the prefixes cached at once hold at most ``prefix_tokens`` key/value positions (None: no limit).
+    ``reason``: what sized the budget, for the log."""
 
     rows: int | None = None
     tokens: int | None = None
+    prefix_tokens: int | None = None
+    reason: str = ""
 
     def split(self, lengths: Sequence[int], extra: int | Sequence[int] = 0) -> list[range]:
         """Consecutive batches of items whose ``lengths`` are sorted longest first.
@@ -57,39 +124,136 @@ class Batching:
         return batches
 
     def describe(self) -> str:
-        return f"{self.rows} sequences" if self.rows is not None else f"{self.tokens} tokens"
+        size = f"{self.rows} sequences" if self.rows is not None else f"{self.tokens} tokens"
+        return f"{size} ({self.reason})" if self.reason else size
 
 
 def batching_for(settings, model) -> Batching:
-    """``settings.batch_size`` sequences when set; else a budget of ``settings.batch_tokens``
-    tokens (None: :func:`token_budget` of ``model``). ``settings``: a ScoringSettings."""
+    """The batches of ``settings`` (a ScoringSettings) for ``model`` on its device.
+
+    ``batch_size`` sequences when set, else ``batch_tokens`` tokens, else the budget sized
+    here (see the module docstring); cached prefixes hold at most as many positions as one
+    batch of the budget. A set size that needs more memory than the job has is kept, with a
+    warning.
+    """
+    cost = TokenCost.of_model(model)
+    device = next(model.parameters()).device
+    available, source = available_memory(device, settings.memory_mb)
+    usable = MEMORY_SHARE * available
+    fits = cost.tokens_for(usable)
+    memory = f"memory: {_gb(usable)} of {_gb(available)} {source} at {cost.per_budget_token / 1e3:.1f} kB a token"
     if settings.batch_size is not None:
-        return Batching(rows=int(settings.batch_size))
-    tokens = int(settings.batch_tokens) if settings.batch_tokens is not None else token_budget(model)
-    return Batching(tokens=tokens)
+        return Batching(rows=int(settings.batch_size), prefix_tokens=max(fits, TOKEN_BOUNDS[0]), reason=f"set; prefixes by {memory}")
+    if settings.batch_tokens is not None:
+        tokens = int(settings.batch_tokens)
+        if tokens > fits:
+            logger.warning("batch_tokens %d needs %s, more than the %s this job may use (%s)", tokens, _gb(cost.bytes_for(tokens)), _gb(usable), memory)
+        return Batching(tokens=tokens, prefix_tokens=tokens, reason="set")
+    candidates = [(fits, memory)]
+    if device.type != "cuda":
+        cache = _last_level_cache_bytes()
+        candidates.append((int(cache / cost.activations), f"CPU cache: {cache >> 20} MiB at {cost.activations / 1e3:.1f} kB a token"))
+    tokens, reason = min(candidates)
+    if tokens < TOKEN_BOUNDS[0]:
+        logger.warning("%s allows %d tokens a batch; scoring at the floor of %d", reason, tokens, TOKEN_BOUNDS[0])
+    tokens = min(max(tokens, TOKEN_BOUNDS[0]), TOKEN_BOUNDS[1])
+    others = "; ".join(f"{why} allows {n}" for n, why in candidates if why != reason)
+    return Batching(tokens=tokens, prefix_tokens=tokens, reason=f"bounded by {reason}" + (f"; {others}" if others else ""))
 
 
-def token_budget(model) -> int:
-    """Padded tokens per forward pass for ``model`` on its device (see the module docstring)."""
+def token_budget(model, settings=None) -> int:
+    """Padded tokens per forward pass for ``model`` on its device, sized as :func:`batching_for` sizes an auto budget."""
+    from .settings import ScoringSettings
+
+    return batching_for((settings or ScoringSettings()).but(batch_size=None, batch_tokens=None), model).tokens
+
+
+def scoring_memory_mb(config: Mapping, element_size: int, tokens: int = PLANNED_TOKENS, copies: int = 1) -> int:
+    """MB a job needs to score with the model of ``config`` (a config.json dict) at a budget of ``tokens``.
+
+    ``copies`` of the weights (a fully fine-tuned DPO policy and its reference: 2), the
+    runtime, and the scorer's bytes for ``tokens`` over ``MEMORY_SHARE`` (the job's budget
+    is sized from that share of its memory, so a job given this much scores at ``tokens``).
+    """
+    weights = copies * parameter_count(config) * element_size
+    working = TokenCost.of(config, element_size).bytes_for(tokens) / MEMORY_SHARE
+    return math.ceil((RUNTIME_BYTES + weights + working) / 2**20)
+
+
+def parameter_count(config: Mapping) -> int:
+    """Parameters of a decoder-only transformer of ``config`` (embeddings, attention, gated MLP; norms left out)."""
+    hidden, heads, layers = config["hidden_size"], config["num_attention_heads"], config["num_hidden_layers"]
+    head_dim = config.get("head_dim") or hidden // heads
+    kv_dim = (config.get("num_key_value_heads") or heads) * head_dim
+    intermediate = config.get("intermediate_size") or 4 * hidden
+    embeddings = config["vocab_size"] * hidden * (1 if config.get("tie_word_embeddings", True) else 2)
+    return embeddings + layers * (2 * hidden * heads * head_dim + 2 * hidden * kv_dim + 3 * hidden * intermediate)
+
+
+# --------------------------------------------------------------------------------------
+# the memory a job has
+
+
+def available_memory(device, memory_mb: int | None = None) -> tuple[int, str]:
+    """(bytes the job can still allocate on ``device``, what bounded it).
+
+    CUDA: the device's free memory. CPU: the least of MemAvailable, the cgroup's limit less
+    its usage (v2 or v1), and ``memory_mb`` (the job's own memory) less this process's
+    resident memory.
+    """
     import torch
 
-    parameter = next(model.parameters())
-    config = model.config.get_text_config()
-    width = parameter.element_size()
-    hidden = config.hidden_size
-    layers = config.num_hidden_layers
-    heads = config.num_attention_heads
-    kv_dim = (getattr(config, "num_key_value_heads", None) or heads) * (getattr(config, "head_dim", None) or hidden // heads)
-    activations = (4 * hidden + 2 * getattr(config, "intermediate_size", 4 * hidden)) * width
-    if parameter.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(parameter.device)
-        per_token = (BATCHES_PER_CHUNK + 1) * 2 * layers * kv_dim * width + activations
-        tokens = GPU_MEMORY_SHARE * free / per_token
-    else:
-        tokens = _last_level_cache_bytes() / activations
-    budget = int(min(max(tokens, TOKEN_BOUNDS[0]), TOKEN_BOUNDS[1]))
-    logger.debug("token budget %d per forward pass on %s (%s)", budget, parameter.device, "free memory" if parameter.device.type == "cuda" else "CPU cache")
-    return budget
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free, "free on the GPU"
+    bounds = [(_meminfo_bytes("MemAvailable"), "MemAvailable")]
+    cgroup = _cgroup_headroom()
+    if cgroup is not None:
+        bounds.append((cgroup, "under the cgroup limit"))
+    if memory_mb:
+        bounds.append((memory_mb * 2**20 - _resident_bytes(), f"left of the job's mem_mb {memory_mb}"))
+    bytes_, source = min((b, s) for b, s in bounds if b is not None)
+    return max(bytes_, 0), source
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+def _meminfo_bytes(field: str) -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory (VmRSS), 0 where /proc cannot tell."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _cgroup_headroom(root: str | Path = "/sys/fs/cgroup") -> int | None:
+    """The cgroup's memory limit less its usage (v2: memory.max, v1: memory/memory.limit_in_bytes); None: no limit."""
+    root = Path(root)
+    for limit, usage in (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            text = (root / limit).read_text().strip()
+            if text == "max" or int(text) >= 1 << 60:  # v1 writes "no limit" as a huge number
+                return None
+            return int(text) - int((root / usage).read_text())
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _last_level_cache_bytes() -> int:

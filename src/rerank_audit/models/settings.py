@@ -23,7 +23,9 @@ class ScoringSettings:
     (the document's end is cut to fit; None: no limit). ``dtype``: ``auto`` (bfloat16 where
     measured faster) or float32 / bfloat16 / float16. ``device``: None picks CUDA when a GPU
     is visible, else the CPU. ``prefix_reuse``: run the tokens a query's sequences share once.
-    ``progress``: a progress bar (None: for long jobs only).
+    ``progress``: a progress bar (None: for long jobs only). ``memory_mb``: the job's memory
+    (Snakemake's ``resources.mem_mb``), which bounds the batches with what the machine has
+    (None: the machine's and the cgroup's alone).
     """
 
     batch_size: int | None = None
@@ -33,6 +35,7 @@ class ScoringSettings:
     device: str | None = None
     prefix_reuse: bool = True
     progress: bool | None = None
+    memory_mb: int | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], stage: str = "rerank") -> "ScoringSettings":
@@ -47,6 +50,14 @@ class ScoringSettings:
             max_length=config["rerank"]["max_length"],
             dtype=config["model"]["dtype"],
         )
+
+    @classmethod
+    def of_job(cls, snakemake) -> "ScoringSettings":
+        """The settings a rule passed as ``params.scoring`` (a dict), bounded by the job's ``resources.mem_mb``.
+
+        The memory is a resource, not a parameter: a job given more or less of it re-sizes its
+        batches and re-runs nothing."""
+        return cls(**snakemake.params.scoring, memory_mb=snakemake.resources.get("mem_mb"))
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values, for a Snakemake ``params`` entry (rebuilt with ``ScoringSettings(**d)``)."""

@@ -22,22 +22,20 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ...text.truncation import fit_document
-from ..batching import BATCHES_PER_CHUNK, Batching, batching_for
+from ..batching import BATCHES_PER_CHUNK, LOGIT_ROWS, Batching, batching_for
 from ..settings import ScoringSettings
 from ..loading import load_causal_lm
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BETA = 0.1  # TRL DPOConfig's default
-# Token positions per vocabulary projection in token_log_probs: bounds the logits' memory.
-_LOGIT_ROWS = 1024
 # Show a progress bar from this many pairs on.
 _PROGRESS_MIN_PAIRS = 128
 
@@ -128,33 +126,77 @@ def _pad_right(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = N
     return ids, mask
 
 
-def _encode_prefixes(
-    backbone, prefixes: list[list[int]], batching: Batching, pad_id: int, device, shared: int = 0
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per layer (keys, values) of ``prefixes``, shape [len(prefixes), heads, max prefix length, head dim].
+KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), [rows, kv heads, positions, head dim]
 
-    The first ``shared`` tokens, common to all prefixes, run once. Prefixes are
-    right-padded; the key/value slots past a prefix's end hold padding that the suffix pass
-    masks out.
+
+@dataclass
+class _PrefixCache:
+    """The cached prefixes of one chunk: ``common`` tokens that all its sequences share, once,
+    and each group's own rest beyond them, one right-padded row per group that has one.
+
+    A group without a rest reads row 0 with all its positions masked. Padding slots hold
+    zeros, never uninitialised memory (a masked NaN would still poison the attention's
+    weighted sum).
     """
-    base: list[tuple[torch.Tensor, torch.Tensor]] = []
-    if shared:
-        out = backbone(input_ids=torch.tensor([prefixes[0][:shared]], device=device), use_cache=True)
-        base = [(layer.keys, layer.values) for layer in out.cache.layers]
-    rests = [p[shared:] for p in prefixes]
-    if not any(rests):
-        return [(k.expand(len(prefixes), -1, -1, -1), v.expand(len(prefixes), -1, -1, -1)) for k, v in base]
-    width = max(len(r) for r in rests)
-    parts = []
-    for rows in batching.split([width] * len(rests), extra=shared):
-        batch = rests[rows.start : rows.stop]
-        # padded to one width so that the batches concatenate; slots past a prefix are masked later
-        rows = [r + [pad_id] * (width - len(r)) for r in batch]
-        out = _forward(backbone, rows, [shared] * len(batch), [0] * len(batch), base, pad_id, device, keep_cache=True)
-        parts.append([(layer.keys, layer.values) for layer in out.cache.layers])
-    return [
-        (torch.cat([p[layer][0] for p in parts]), torch.cat([p[layer][1] for p in parts])) for layer in range(len(parts[0]))
-    ]
+
+    common: int
+    common_kv: KeyValues  # [1, ...]; empty when common is 0
+    rests: KeyValues  # [groups with a rest, ..., widest rest, ...]; empty when no group has one
+    row: dict[int, int]  # group -> its row in rests
+    rest: dict[int, int]  # group -> its rest's length
+
+    def for_batch(self, groups: Sequence) -> tuple[int, list[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+        """(width, each row's prefix length, per layer the rows' prefix keys and values) of a batch whose rows belong to ``groups``.
+
+        The layers are built one at a time as the batch's cache takes them (a generator: its
+        cache then holds the only reference, and frees each layer's prefix once the layer
+        has appended its own keys); ``width`` is the common prefix and the widest rest among the rows.
+        """
+        rest = max(self.rest.get(g, 0) for g in groups)
+        lengths = [self.common + self.rest.get(g, 0) for g in groups]
+
+        def layers():
+            index = torch.tensor([self.row.get(g, 0) for g in groups], device=self.rests[0][0].device) if rest else None
+            for layer in range(len(self.common_kv or self.rests)):
+                parts = []
+                if self.common:
+                    parts.append([t.expand(len(groups), -1, -1, -1) for t in self.common_kv[layer]])
+                if rest:
+                    parts.append([t[index, :, :rest] for t in self.rests[layer]])
+                yield tuple(torch.cat(pair, dim=2) if len(pair) > 1 else pair[0] for pair in zip(*parts))
+
+        return self.common + rest, lengths, layers()
+
+
+def _encode_prefixes(backbone, common_ids: list[int], rests: dict[int, list[int]], batching: Batching, pad_id: int, device) -> _PrefixCache:
+    """The keys and values of ``common_ids`` (once) and of each group's ``rests`` after them.
+
+    The rests run in length-sorted batches; each batch's keys and values are copied into
+    rows allocated once for the chunk, so no second copy of the chunk's cache is ever made.
+    """
+    common_kv: KeyValues = []
+    if common_ids:
+        out = backbone(input_ids=torch.tensor([common_ids], device=device), use_cache=True)
+        common_kv = [(layer.keys, layer.values) for layer in out.cache.layers]
+    cache = _PrefixCache(len(common_ids), common_kv, [], {}, {})
+    groups = sorted((g for g in rests if rests[g]), key=lambda g: len(rests[g]), reverse=True)
+    if not groups:
+        return cache
+    cache.row = {g: r for r, g in enumerate(groups)}
+    cache.rest = {g: len(rests[g]) for g in groups}
+    for rows in batching.split([len(rests[g]) for g in groups], extra=len(common_ids)):
+        batch = groups[rows.start : rows.stop]
+        out = _forward(backbone, [rests[g] for g in batch], *cache.for_batch([None] * len(batch)), pad_id, device, keep_cache=True)
+        width = len(rests[batch[0]])
+        for layer, part in enumerate(out.cache.layers):
+            if not cache.rests:  # allocated on the first batch, the widest: its shapes are known then
+                widest = (len(groups), part.keys.shape[1], width, part.keys.shape[3])
+                cache.rests = [tuple(torch.zeros(widest, dtype=part.keys.dtype, device=device) for _ in range(2)) for _ in out.cache.layers]
+            keys, values = cache.rests[layer]
+            keys[rows.start : rows.stop, :, :width] = part.keys[:, :, cache.common :]
+            values[rows.start : rows.stop, :, :width] = part.values[:, :, cache.common :]
+        del out
+    return cache
 
 
 def sum_head_over_positions(
@@ -177,6 +219,10 @@ def sum_head_over_positions(
     Sequences of several groups share a batch: each row sees its own group's prefix and
     continues its own positions. The result equals running each full sequence alone, up to
     floating-point error.
+
+    Memory is bounded by construction (:mod:`..batching`): each forward pass holds at most
+    the budget's tokens, and a chunk caches its groups' own prefixes in at most
+    ``prefix_tokens`` key/value positions, padding included, released before the next chunk.
     """
     device = next(backbone.parameters()).device
     batching = batching_for(settings, backbone)
@@ -193,14 +239,21 @@ def sum_head_over_positions(
             prefix_len[group] = 0
 
     # Chunks of whole groups, ordered by prefix length so that a chunk's prefixes pad little.
-    chunks, chunk, count = [], [], 0
+    # A chunk holds about BATCHES_PER_CHUNK batches (counted in sequences, or in tokens), and
+    # its groups' own prefixes, each padded to the widest, at most prefix_tokens positions.
+    unit = batching.rows if batching.rows is not None else batching.tokens
+    chunks, chunk, count, cached = [], [], 0, 0
     for group in sorted(members, key=prefix_len.get):
-        chunk.append(group)
-        # a chunk holds about BATCHES_PER_CHUNK batches: counted in sequences, or in tokens
-        count += len(members[group]) if batching.rows is not None else sum(len(sequences[i].ids) for i in members[group])
-        if count >= BATCHES_PER_CHUNK * (batching.rows if batching.rows is not None else batching.tokens):
+        own = prefix_len[group]
+        if chunk and own and batching.prefix_tokens is not None and (cached + 1) * own > batching.prefix_tokens:
             chunks.append(chunk)
-            chunk, count = [], 0
+            chunk, count, cached = [], 0, 0
+        chunk.append(group)
+        cached += own > 0
+        count += len(members[group]) if batching.rows is not None else sum(len(sequences[i].ids) for i in members[group])
+        if count >= BATCHES_PER_CHUNK * unit:
+            chunks.append(chunk)
+            chunk, count, cached = [], 0, 0
     if chunk:
         chunks.append(chunk)
 
@@ -226,12 +279,9 @@ def sum_head_over_positions(
     show = settings.progress if settings.progress is not None else len(sequences) >= _PROGRESS_MIN_PAIRS
     with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="pair", disable=not show) as bar:
         for chunk, common in zip(chunks, shared):
-            cached = [g for g in chunk if prefix_len[g] > 0]
-            cache_row = {g: r for r, g in enumerate(cached)}
-            prefix_kv = []
-            if cached:
-                prefixes = [sequences[members[g][0]].ids[: prefix_len[g]] for g in cached]
-                prefix_kv = _encode_prefixes(backbone, prefixes, batching, pad_id, device, shared=common)
+            first = sequences[members[chunk[0]][0]].ids
+            rests = {g: sequences[members[g][0]].ids[common : prefix_len[g]] for g in chunk if prefix_len[g] > common}
+            prefixes = _encode_prefixes(backbone, first[:common], rests, batching, pad_id, device)
             # Length bucketing: similar suffix lengths share a batch.
             order = sorted(
                 (i for g in chunk for i in members[g]),
@@ -241,15 +291,9 @@ def sum_head_over_positions(
             suffixes = [len(sequences[i].ids) - prefix_len[groups[i]] for i in order]
             for rows in batching.split(suffixes, extra=[prefix_len[groups[i]] for i in order]):
                 batch = order[rows.start : rows.stop]
-                offsets = [prefix_len[groups[i]] for i in batch]
+                width, offsets, prefix = prefixes.for_batch([groups[i] for i in batch])
                 hidden = _forward(
-                    backbone,
-                    [sequences[i].ids[p:] for i, p in zip(batch, offsets)],
-                    offsets,
-                    [cache_row.get(groups[i], 0) for i in batch],
-                    prefix_kv,
-                    pad_id,
-                    device,
+                    backbone, [sequences[i].ids[p:] for i, p in zip(batch, offsets)], width, offsets, prefix, pad_id, device
                 ).last_hidden_state
                 rows, cols, owners, following = [], [], [], []
                 for r, (i, p) in enumerate(zip(batch, offsets)):
@@ -265,31 +309,28 @@ def sum_head_over_positions(
                 )
                 np.add.at(scores, owners, values.double().cpu().numpy())
                 bar.update(len(batch))
+                del hidden
+            del prefixes  # before the next chunk's are built
     return scores
 
 
-def _forward(backbone, suffixes, offsets, cache_rows, prefix_kv, pad_id, device, keep_cache: bool = False):
+def _forward(backbone, suffixes, width: int, offsets: Sequence[int], prefix: Iterable, pad_id, device, keep_cache: bool = False):
     """The backbone's output on ``suffixes``, row r continuing a cached prefix of ``offsets[r]`` tokens.
 
-    The prefix is row ``cache_rows[r]`` of ``prefix_kv`` (offset 0: no prefix). Suffixes
-    are right-padded, so padding only ever follows the tokens that matter. With
-    ``keep_cache`` the output's cache holds prefix and suffix keys/values.
+    ``prefix``: per layer the rows' prefix keys and values, ``width`` positions (0: no
+    prefix), each row's prefix left-aligned in them and right-padded (masked). Suffixes are right-padded, so
+    padding only ever follows the tokens that matter. With ``keep_cache`` the output's cache
+    holds prefix and suffix keys/values.
     """
     from transformers import DynamicCache
 
     ids, suffix_mask = _pad_right(suffixes, pad_id)
-    width = max(offsets)
     mask = np.zeros((len(suffixes), width + ids.shape[1]), dtype=np.int64)
     for r, p in enumerate(offsets):
         mask[r, :p] = 1
     mask[:, width:] = suffix_mask
     positions = np.asarray(offsets)[:, None] + np.arange(ids.shape[1])[None, :]
-    cache = None
-    if width > 0:
-        index = torch.tensor(cache_rows, device=device)
-        cache = DynamicCache(
-            ddp_cache_data=[(k[index, :, :width], v[index, :, :width]) for k, v in prefix_kv], config=backbone.config
-        )
+    cache = DynamicCache(ddp_cache_data=prefix, config=backbone.config) if width else None
     return backbone(
         input_ids=torch.from_numpy(ids).to(device),
         attention_mask=torch.from_numpy(mask).to(device),
@@ -355,14 +396,14 @@ def token_log_probs(model, hidden: torch.Tensor, following: torch.Tensor) -> tor
     """log P(following[i] | hidden[i]) under ``model``, float32 [len(following)].
 
     ``hidden``: final hidden states [n, hidden size]; ``following``: the token ids they
-    predict [n]. The vocabulary is projected ``_LOGIT_ROWS`` rows at a time, so n can be
+    predict [n]. The vocabulary is projected ``LOGIT_ROWS`` rows at a time, so n can be
     every completion token of a batch without holding n × vocabulary logits at once.
     """
     out = torch.empty(len(following), dtype=torch.float32, device=hidden.device)
-    for start in range(0, len(following), _LOGIT_ROWS):
-        logits = final_logits(model, hidden[start : start + _LOGIT_ROWS])
-        target = following[start : start + _LOGIT_ROWS, None]
-        out[start : start + _LOGIT_ROWS] = logits.gather(1, target)[:, 0] - torch.logsumexp(logits, dim=-1)
+    for start in range(0, len(following), LOGIT_ROWS):
+        logits = final_logits(model, hidden[start : start + LOGIT_ROWS])
+        target = following[start : start + LOGIT_ROWS, None]
+        out[start : start + LOGIT_ROWS] = logits.gather(1, target)[:, 0] - torch.logsumexp(logits, dim=-1)
     return out
 
 
