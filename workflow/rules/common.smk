@@ -1,5 +1,6 @@
 # Helpers shared by all rules: config validation, paths, input functions.
 # Nothing imported here loads torch: parsing the Snakefile (a dry run too) stays fast.
+import errno
 import os
 import re
 from types import SimpleNamespace as Namespace
@@ -9,6 +10,7 @@ from snakemake.utils import validate
 from rerank_audit.config import check_config, control_pairs, fusion_settings, qlm_template
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
 from rerank_audit.methods import method
+from rerank_audit.models.batching import PLANNED_TOKENS, model_config, scoring_memory_mb
 from rerank_audit.models.bundled import BUNDLED_PREFIX, resolve_base_model
 from rerank_audit.models.settings import ScoringSettings
 from rerank_audit.rerank import FUSED_SUFFIX
@@ -249,6 +251,49 @@ def scorer_params(stage):
     """The params of every rule that loads a method's scorer. They are the model, the method's own
     settings (DPO beta, qlm template) and the stage's ScoringSettings (``scoring``, a dict)."""
     return dict(base_model=BASE_MODEL, model_dir=scoring_model_dir, beta=scoring_beta, template=scoring_template, scoring=SCORING[stage])
+
+
+# The weights' element size a job's memory is declared for: auto may load float32 (on a CPU
+# without fast bf16), so it is declared as float32.
+WEIGHT_BYTES = 2 if config["model"]["dtype"] in ("bfloat16", "float16") else 4
+# Declared when a model's config.json cannot be read at scheduling (a hub id, offline).
+FALLBACK_MEM_MB = 8000
+
+
+def planned_tokens(stage):
+    """The token budget a stage's declared memory is sized for: its set batch_tokens (or
+    batch_size x max_length), else PLANNED_TOKENS (rerank_audit.models.batching)."""
+    scoring = SCORING[stage]
+    if scoring["batch_tokens"] is not None:
+        return scoring["batch_tokens"]
+    if scoring["batch_size"] is not None and scoring["max_length"]:
+        return scoring["batch_size"] * scoring["max_length"]
+    return PLANNED_TOKENS
+
+
+def weight_copies(wildcards):
+    """Copies of the base weights a method's scorer holds: two for a DPO-trained method fully
+    fine-tuned (its policy and the base as reference), else one (an adapter is disabled instead)."""
+    spec = method(wildcards.method)
+    return 2 if spec.scored_against_reference and not train_hyper(wildcards)["lora"].get("enabled", True) else 1
+
+
+def memory_mb(model, tokens, copies=weight_copies):
+    """A rule's resources.mem_mb: what a job scoring with ``model`` at a budget of ``tokens`` needs
+    (rerank_audit.models.batching.scoring_memory_mb), read from the model's config.json when the
+    job is scheduled. Before its inputs exist (a dry run) Snakemake shows <TBD> and asks again."""
+
+    def mem_mb(wildcards, input):
+        missing = [f for f in input if not os.path.exists(f)]
+        if missing:
+            raise FileNotFoundError(errno.ENOENT, "not built yet", missing[0])
+        try:
+            shape = model_config(model)
+        except Exception:  # a hub id whose config cannot be fetched here
+            return FALLBACK_MEM_MB
+        return scoring_memory_mb(shape, WEIGHT_BYTES, tokens, copies(wildcards) if callable(copies) else copies)
+
+    return mem_mb
 
 
 def method_budgets():

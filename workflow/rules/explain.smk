@@ -22,7 +22,7 @@ rule explain:
         "benchmarks/{dataset}/explain/{method}/{budget}.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=memory_mb(BASE_MODEL, planned_tokens("explain")),
         runtime=240,
     conda:
         "../envs/rerank-audit.yaml"
@@ -56,7 +56,7 @@ rule rationale:
         "benchmarks/{dataset}/rationale/{method}/{budget}.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=memory_mb(RATIONALE_GENERATOR, PLANNED_TOKENS, copies=1),
         runtime=120,
     conda:
         "../envs/rerank-audit.yaml"
@@ -94,7 +94,7 @@ rule rationale_metrics:
         "benchmarks/{dataset}/rationale_metrics/{method}/{budget}.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=memory_mb(BASE_MODEL, planned_tokens("explain")),
         runtime=60,
     conda:
         "../envs/rerank-audit.yaml"

@@ -16,7 +16,7 @@ rule rerank:
         "benchmarks/{dataset}/rerank/{method}/{budget}.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=memory_mb(BASE_MODEL, planned_tokens("rerank")),
         runtime=120,
     conda:
         "../envs/rerank-audit.yaml"

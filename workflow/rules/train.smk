@@ -108,7 +108,8 @@ rule training_fit:
         "benchmarks/{dataset}/training_fit/{method}/{budget}.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
+        # the trained and the untrained scorer
+        mem_mb=memory_mb(BASE_MODEL, planned_tokens("rerank"), copies=2),
         runtime=120,
     conda:
         "../envs/rerank-audit.yaml"

@@ -23,6 +23,7 @@ to score at a budget, which the rules declare (``resources: mem_mb``).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -166,6 +167,17 @@ def token_budget(model, settings=None) -> int:
     from .settings import ScoringSettings
 
     return batching_for((settings or ScoringSettings()).but(batch_size=None, batch_tokens=None), model).tokens
+
+
+def model_config(model: str | Path) -> dict:
+    """The (text) config.json of a model folder, else of a hub id (from huggingface_hub's cache, or downloaded)."""
+    if Path(model).is_dir():
+        config = json.loads((Path(model) / "config.json").read_text())
+    else:
+        from huggingface_hub import hf_hub_download
+
+        config = json.loads(Path(hf_hub_download(str(model), "config.json")).read_text())
+    return config.get("text_config", config)
 
 
 def scoring_memory_mb(config: Mapping, element_size: int, tokens: int = PLANNED_TOKENS, copies: int = 1) -> int:

@@ -60,8 +60,9 @@ class ScoringSettings:
         return cls(**snakemake.params.scoring, memory_mb=snakemake.resources.get("mem_mb"))
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain values, for a Snakemake ``params`` entry (rebuilt with ``ScoringSettings(**d)``)."""
-        return asdict(self)
+        """Plain values, for a Snakemake ``params`` entry (rebuilt with ``ScoringSettings(**d)``); the
+        memory is left out: a job's resource, it changes no result."""
+        return {k: v for k, v in asdict(self).items() if k != "memory_mb"}
 
     def but(self, **changes) -> "ScoringSettings":
         return replace(self, **changes)
