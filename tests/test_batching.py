@@ -110,6 +110,20 @@ def test_a_rules_declared_memory_gives_its_job_the_planned_budget(tiny_lm_dir, m
     assert 6000 <= batching_for(ScoringSettings(memory_mb=mem_mb), model).tokens <= 6000 + 2**20 // (2 * sum(_tiny_costs(model)[:2]))
 
 
+def test_the_bundled_models_scoring_job_declares_4321_mb():
+    """SmolLM2-135M (its config.json) in float32 at 8192 tokens, by hand: the runtime 700 MiB
+    (734,003,200 B); weights 4 x (49152 x 576 tied embeddings + 30 x (2 x 576 x 576 q/o +
+    2 x 576 x 192 k/v + 3 x 576 x 1536 MLP)) = 4 x 134,479,872 = 537,919,488 B; working memory
+    (1024 x 49152 x 12 logits + 8192 x (2 x 46,080 cache + 33,024 activations)) / 0.5 =
+    3,258,974,208 B; in all 4,530,896,896 B = 4320.99 MiB."""
+    from rerank_audit.models.batching import scoring_memory_mb
+
+    config = {"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64,
+              "num_hidden_layers": 30, "vocab_size": 49152, "tie_word_embeddings": True}
+    assert scoring_memory_mb(config, 4) == 4321
+    assert scoring_memory_mb(config, 4, copies=2) == 4834  # a second copy of the weights: 537,919,488 B = 513 MiB more
+
+
 def test_cgroup_headroom_reads_v2_and_v1_and_no_limit(tmp_path):
     from rerank_audit.models.batching import _cgroup_headroom
 
