@@ -13,7 +13,10 @@ from rerank_audit.evaluation.statistics import (
     compare_with_random,
     explain_per_query,
     holm,
+    holm_levels,
+    minimal_detectable_effect,
     paired_t_test,
+    tost_paired,
 )
 from rerank_audit.evaluation.summary import summary_markdown
 
@@ -63,6 +66,59 @@ def test_holm_steps_down_stays_monotone_and_caps_at_one():
     adjusted = holm([0.02, np.nan, 0.01])  # NaN: not tested, not counted in m = 2
     assert adjusted[[0, 2]] == pytest.approx([0.02, 0.02])
     assert math.isnan(adjusted[1])
+
+
+def test_holm_levels_are_alpha_over_the_tests_left_at_each_step():
+    # ranked by raw p: 0.01 (i = 1 of m = 3) -> 0.05 / 3, 0.03 (i = 2) -> 0.05 / 2, 0.04 (i = 3) -> 0.05
+    assert holm_levels([0.01, 0.04, 0.03], 0.05) == pytest.approx([0.05 / 3, 0.05, 0.05 / 2])
+    levels = holm_levels([0.02, np.nan, 0.01], 0.05)  # NaN: not tested, not counted in m = 2
+    assert levels[[0, 2]] == pytest.approx([0.05, 0.025]) and math.isnan(levels[1])
+
+
+def test_minimal_detectable_effect_matches_the_hand_computed_approximations():
+    """sd 0.2 over n = 16 pairs at alpha 0.05, power 0.8: sd / sqrt(n) = 0.2 / 4 = 0.05.
+
+    Normal approximation: (z_0.975 + z_0.80) sd / sqrt(n) = (1.959964 + 0.841621) * 0.05
+    = 2.801585 * 0.05 = 0.140079. t correction, quantiles of Student's t with n - 1 = 15
+    degrees of freedom: (t_0.975,15 + t_0.80,15) * 0.05 = (2.131450 + 0.866245) * 0.05
+    = 2.997695 * 0.05 = 0.149885. The exact noncentral-t effect lies above the normal
+    approximation (it ignores that sd is estimated) and, at 15 degrees of freedom, within
+    0.1% of the t-corrected one.
+    """
+    mde = minimal_detectable_effect(0.2, 16, 0.05, power=0.8)
+    assert mde == pytest.approx(0.149885, rel=1e-3)
+    assert mde > 0.140079 * 1.05
+    assert minimal_detectable_effect(0.4, 16, 0.05) == pytest.approx(2 * mde)  # linear in sd; power 0.8 by default
+
+
+def test_minimal_detectable_effect_shrinks_with_pairs_and_grows_with_stringency():
+    by_n = [minimal_detectable_effect(1.0, n, 0.05) for n in (2, 3, 5, 10, 50, 200)]
+    assert all(a > b for a, b in zip(by_n, by_n[1:]))
+    by_alpha = [minimal_detectable_effect(1.0, 20, a) for a in (0.1, 0.05, 0.01, 0.05 / 96)]
+    assert all(a < b for a, b in zip(by_alpha, by_alpha[1:]))
+    by_power = [minimal_detectable_effect(1.0, 20, 0.05, power=p) for p in (0.5, 0.8, 0.9, 0.99)]
+    assert all(a < b for a, b in zip(by_power, by_power[1:]))
+    assert math.isnan(minimal_detectable_effect(1.0, 1, 0.05)) and math.isnan(minimal_detectable_effect(float("nan"), 10, 0.05))
+    assert minimal_detectable_effect(0.0, 10, 0.05) == 0.0  # no variance: any shift is rejected
+
+
+def test_tost_shows_equivalence_within_the_margin_and_not_outside_it():
+    # Differences SFT - BM25 = [0.1, 0.2, 0.0, 0.3]: mean 0.15, se = sqrt(0.05 / 3) / 2 = 1 / sqrt(240).
+    # Margin 0.4: t_lower = (0.15 + 0.4) sqrt(240) = 8.5206, t_upper = (0.15 - 0.4) sqrt(240) = -sqrt(15)
+    # = -3.8730 on 3 degrees of freedom. One-sided p's from t's closed-form CDF with 3 df,
+    # 1/2 + (x / (1 + x^2) + atan x) / pi with x = |t| / sqrt(3): p_lower = 0.001698 and, with
+    # x = sqrt(5), p_upper = 1/2 - (sqrt(5) / 6 + 1.150262) / pi = 0.015233. TOST p is the larger.
+    p, equivalent = tost_paired(SFT, BM25, margin=0.4, alpha=0.05)
+    assert p == pytest.approx(student_t3_two_sided_p(math.sqrt(15)) / 2) and p == pytest.approx(0.015233, abs=1e-6)
+    assert equivalent
+    # Margin 0.05, below the mean difference: t_upper = 0.10 sqrt(240) = 1.5492, p_upper = 1 - p_one_sided(1.5492) = 0.8904.
+    p, equivalent = tost_paired(SFT, BM25, margin=0.05, alpha=0.05)
+    assert p == pytest.approx(1 - student_t3_two_sided_p(0.10 * math.sqrt(240)) / 2) and p == pytest.approx(0.8904, abs=1e-4)
+    assert not equivalent
+    assert tost_paired(BM25, BM25, margin=0.01, alpha=0.05) == (0.0, True)  # identical: no variance, inside any margin
+    assert math.isnan(tost_paired([1.0], [0.0], margin=0.5, alpha=0.05)[0])
+    with pytest.raises(ValueError, match="margin"):
+        tost_paired(SFT, BM25, margin=0.0, alpha=0.05)
 
 
 def test_bootstrap_ci_contains_the_mean_narrows_with_n_and_is_seeded():
@@ -145,6 +201,24 @@ def test_compare_methods_rows_equal_hand_computation():
     bm25 = row.loc[("bm25", "nDCG@10")]
     assert bm25["mean"] == pytest.approx(0.35)  # the "all" split's zeros are not used
     assert pd.isna(bm25.bm25_p) and pd.isna(bm25.untrained_p) and pd.isna(bm25.bm25_significant)
+
+
+def test_a_rows_mde_is_the_detectable_effect_of_its_own_differences_at_its_holm_level():
+    stats = compare_methods(tiny_per_query(), measures=["nDCG@10", "AP"], untrained={"sft": "zeroshot"}, n_resamples=50)
+    row = stats.set_index(["method", "measure"])
+    sft, ap = row.loc[("sft", "nDCG@10")], row.loc[("sft", "AP")]
+    # Budget 10's family, m = 4, ranked by raw p (see the hand computation above): AP vs bm25
+    # (i = 1, alpha / 4), nDCG@10 vs bm25 and vs zeroshot (tied, i = 2 and 3: alpha / 3 and
+    # alpha / 2), AP vs zeroshot (i = 4, alpha). Differences: AP vs bm25 [0.1, 0.1, 0.3, 0.3],
+    # sd sqrt(0.04 / 3); nDCG@10 [0.1, 0.2, 0.0, 0.3], sd SD; AP vs zeroshot [-0.1, -0.1, 0.1], sd sqrt(0.04 / 3).
+    assert ap.bm25_mde == pytest.approx(minimal_detectable_effect(math.sqrt(0.04 / 3), 4, 0.05 / 4, power=0.8))
+    assert sorted([sft.bm25_mde, sft.untrained_mde]) == pytest.approx(
+        [minimal_detectable_effect(SD, 4, 0.05 / 2), minimal_detectable_effect(SD, 4, 0.05 / 3)]
+    )
+    assert ap.untrained_mde == pytest.approx(minimal_detectable_effect(math.sqrt(0.04 / 3), 3, 0.05))
+    # Budget 0: zeroshot vs bm25 on both measures (AP: 3 pairs); nDCG@10's differences are all 0.
+    assert row.loc[("zeroshot", "nDCG@10"), "bm25_mde"] == 0.0
+    assert row.loc[("bm25", "nDCG@10")].filter(like="_mde").isna().all() and pd.isna(sft.random_mde)  # untested
 
 
 def test_holm_family_is_primary_measures_x_methods_x_comparisons_and_other_measures_are_untested():
@@ -241,6 +315,7 @@ def test_compare_with_random_marks_attributions_that_beat_random_words():
     test = tests.iloc[0]
     assert (test["diff"], test.t, test.p) == (pytest.approx(0.15), pytest.approx(T), pytest.approx(student_t3_two_sided_p(T)))
     assert test.p_holm == pytest.approx(test.p)  # one test in the family
+    assert test.mde == pytest.approx(minimal_detectable_effect(SD, 4, 0.05))  # differences [0.1, 0.2, 0.0, 0.3], level alpha
     assert not test.faithful  # p = 0.10: not significant at 0.05
 
 
@@ -269,6 +344,10 @@ def test_rationale_comprehensiveness_is_tested_against_random_words_in_the_same_
         ("dpo", "rationale_comprehensiveness"): 3 * p,
     })  # fmt: skip
     assert stated.faithful and unstated.significant and not unstated.faithful  # below random is significant, not faithful
+    # Holm levels: the two rationale tests (tied) alpha / 3 and alpha / 2, comprehensiveness@5 (largest p) alpha.
+    sd = 0.1 / math.sqrt(3)
+    assert sorted([stated.mde, unstated.mde]) == pytest.approx([minimal_detectable_effect(sd, 4, a) for a in (0.05 / 2, 0.05 / 3)])
+    assert tests.loc[("sft", "comprehensiveness@5"), "mde"] == pytest.approx(minimal_detectable_effect(SD, 4, 0.05))
 
 
 def _top_table(qlm):

@@ -14,15 +14,21 @@ sft, qlm for qlm_sft: ``rerank_audit.methods``). bm25 is also compared with rand
 The same functions serve ranking measures (nDCG@10, AP, ...) and explainability measures in
 the same long format (``explain_per_query`` turns the explain stage's tables into it:
 measure names such as "comprehensiveness@5").
+
+A test that finds nothing states what it could have found: every Holm-adjusted test carries
+its minimal detectable effect at 80% power (``POWER``) at the level Holm's step-down gave it
+(``mde`` columns). ``tost_paired`` tests equivalence within a margin, for "equal" claims.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import optimize as scipy_optimize
 from scipy import stats as scipy_stats
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
@@ -40,7 +46,8 @@ STAT_COLUMNS = [
     "untrained_method",  # the reference of the "untrained" comparison (None: not a trained method)
 ]  # fmt: skip
 # Per-comparison columns, prefixed "<comparison>_" (e.g. "bm25_p_holm"); NaN / NA where untested.
-BASELINE_COLUMNS = ["queries", "diff", "t", "p", "p_holm", "dz", "significant"]
+BASELINE_COLUMNS = ["queries", "diff", "t", "p", "p_holm", "dz", "significant", "mde"]
+POWER = 0.8  # the power at which a test's minimal detectable effect (``mde`` columns) is stated
 
 def bootstrap_ci(values, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean of ``values``.
@@ -120,16 +127,103 @@ def holm(p_values) -> np.ndarray:
     monotone in the raw ones and never exceed 1. NaN entries (comparisons not made) stay NaN
     and do not count towards m.
     """
-    p = np.asarray(p_values, dtype=np.float64).ravel()
+    p, order = _holm_order(p_values)
     adjusted = np.full_like(p, np.nan)
-    tested = np.flatnonzero(~np.isnan(p))
-    if len(tested) == 0:
-        return adjusted
-    order = tested[np.argsort(p[tested], kind="stable")]
     m = len(order)
     stepped = np.minimum(1.0, (m - np.arange(m)) * p[order])
     adjusted[order] = np.maximum.accumulate(stepped)
     return adjusted
+
+
+def holm_levels(p_values, alpha: float) -> np.ndarray:
+    """The level each test faces in Holm's step-down, in the input order.
+
+    The test ranked i-th (1-based) by raw p among the m finite p-values is compared with
+    alpha / (m - i + 1): alpha / m for the smallest p, alpha for the largest; ties keep
+    their input order, as in ``holm``. NaN entries stay NaN and do not count towards m.
+    """
+    p, order = _holm_order(p_values)
+    levels = np.full_like(p, np.nan)
+    levels[order] = alpha / (len(order) - np.arange(len(order)))
+    return levels
+
+
+def _holm_order(p_values) -> tuple[np.ndarray, np.ndarray]:
+    """(p as float64, the positions of its finite entries sorted by p ascending, stably)."""
+    p = np.asarray(p_values, dtype=np.float64).ravel()
+    tested = np.flatnonzero(~np.isnan(p))
+    return p, tested[np.argsort(p[tested], kind="stable")]
+
+
+def minimal_detectable_effect(sd: float, n: int, alpha: float, power: float = POWER) -> float:
+    """The smallest true mean paired difference a two-sided paired t-test detects with ``power``.
+
+    ``sd``: standard deviation of the paired differences (in the measure's units); ``n``:
+    number of pairs; ``alpha``: the test's two-sided level; ``power`` in (alpha, 1). Returns
+    the effect delta >= 0 in the measure's units at which the exact power of the test,
+    P(|T| > t_{1-alpha/2, n-1}) with T noncentral t (n - 1 degrees of freedom, noncentrality
+    delta sqrt(n) / sd, ``scipy.stats.nct``), equals ``power``, solved numerically. The normal
+    approximation (z_{1-alpha/2} + z_power) sd / sqrt(n) lies below it; the same with t
+    quantiles of n - 1 degrees of freedom is within 1% of it at alpha 0.05 from 5 pairs on, and
+    further below it at small levels with few pairs (5% at 10 pairs and alpha 0.0005). NaN for
+    n < 2, a NaN ``sd`` or ``alpha``, or where scipy cannot evaluate the power (few pairs at
+    tiny levels: 2 pairs below alpha 1e-4, 3 below 1e-9); 0.0 for sd = 0 (``paired_t_test``
+    then rejects any non-zero difference).
+    """
+    if not n >= 2 or np.isnan(sd) or np.isnan(alpha):
+        return float("nan")
+    if not 0 < alpha < power < 1:
+        raise ValueError(f"need 0 < alpha < power < 1, got alpha {alpha}, power {power}")
+    if sd == 0:
+        return 0.0
+    df, critical = n - 1, scipy_stats.t.ppf(1 - alpha / 2, n - 1)
+
+    def shortfall(dz: float) -> float:
+        shift = dz * np.sqrt(n)
+        # The far tail's probability; scipy gives NaN there for a large shift, where it is 0.
+        against = np.nan_to_num(scipy_stats.nct.cdf(-critical, df, shift))
+        return scipy_stats.nct.sf(critical, df, shift) + against - power
+
+    # scipy's noncentral t warns or gives NaN where it loses accuracy (1 degree of freedom and
+    # shifts of thousands): NaN then rather than a wrong effect.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        try:
+            # Bracket the standardised effect from the t-quantile approximation (power rises with it).
+            high = (critical + scipy_stats.t.ppf(power, df)) / np.sqrt(n)
+            while shortfall(high) < 0:
+                high *= 2
+            return float(sd * scipy_optimize.brentq(shortfall, 0.0, high, xtol=1e-12))
+        except (RuntimeWarning, SystemError, ValueError):  # scipy's C code raises the warning as SystemError
+            return float("nan")
+
+
+def tost_paired(a, b, margin: float, alpha: float) -> tuple[float, bool]:
+    """Schuirmann's two one-sided paired t-tests (TOST) of equivalence: |mean(a - b)| < margin.
+
+    Same alignment as ``paired_t_test``. ``margin`` > 0 in the measure's units. With d = a - b
+    over n pairs and se = sd(d) / sqrt(n): p_lower = P(T > (mean(d) + margin) / se) tests
+    H0 mean <= -margin, p_upper = P(T < (mean(d) - margin) / se) tests H0 mean >= margin, T
+    Student's t with n - 1 degrees of freedom. Returns (p, equivalent): p = max(p_lower,
+    p_upper), equivalent = p < alpha (both nulls rejected: the 1 - 2 alpha CI of the mean
+    lies within +-margin). Zero variance: p = 0.0 if |mean(d)| < margin else 1.0. Fewer than
+    two pairs: (nan, False).
+    """
+    if not margin > 0:
+        raise ValueError(f"the equivalence margin must be positive, got {margin}")
+    d = _paired_differences(a, b)
+    n = len(d)
+    if n < 2:
+        return float("nan"), False
+    mean, sd = d.mean(), d.std(ddof=1)
+    if sd == 0:
+        p = 0.0 if abs(mean) < margin else 1.0
+    else:
+        se = sd / np.sqrt(n)
+        p_lower = scipy_stats.t.sf((mean + margin) / se, df=n - 1)
+        p_upper = scipy_stats.t.cdf((mean - margin) / se, df=n - 1)
+        p = float(max(p_lower, p_upper))
+    return p, bool(p < alpha)
 
 
 def _ordered(values: Sequence[str], first: Sequence[str]) -> list[str]:
@@ -174,7 +268,11 @@ def compare_methods(
     ``confidence`` = ci_level with ``n_resamples`` = resamples) and, for every comparison c
     in ``COMPARISONS``, the columns c_queries, c_diff (mean of method -
     reference over the pairs), c_t, c_p, c_p_holm, c_dz (Cohen's d_z) and c_significant
-    (c_p_holm < alpha; NA when untested).
+    (c_p_holm < alpha; NA when untested), and c_mde: the minimal detectable effect of that
+    test (``minimal_detectable_effect`` at ``POWER``, in the measure's units) from the SD of
+    its paired differences and c_queries, at the level it faces in Holm's step-down: alpha /
+    (m - i + 1) for the test ranked i-th by raw p among the m tests of its family
+    (``holm_levels``); NaN when untested.
     """
     missing = {"dataset", "method", "budget", "split", "query_id", "measure", "value"} - set(per_query.columns)
     if missing:
@@ -231,14 +329,18 @@ def compare_methods(
                     rows.append(row)
 
     columns = STAT_COLUMNS + [f"{b}_{c}" for b in COMPARISONS for c in BASELINE_COLUMNS]
-    result = pd.DataFrame(rows, columns=columns)
+    # "<comparison>_sd": the SD of each test's differences, dropped once its mde is computed.
+    result = pd.DataFrame(rows, columns=columns + [f"{b}_sd" for b in COMPARISONS])
     # Holm family: one dataset, one budget; every (method, primary measure, comparison) tested.
     p_columns = [f"{b}_p" for b in COMPARISONS]
+    levels = pd.DataFrame(np.nan, index=result.index, columns=list(COMPARISONS))
     for _, family in result.groupby(["dataset", "budget"], sort=False):
-        adjusted = holm(family[p_columns].to_numpy(dtype=np.float64).ravel()).reshape(len(family), len(COMPARISONS))
-        result.loc[family.index, [f"{b}_p_holm" for b in COMPARISONS]] = adjusted
+        p = family[p_columns].to_numpy(dtype=np.float64).ravel()
+        result.loc[family.index, [f"{b}_p_holm" for b in COMPARISONS]] = holm(p).reshape(len(family), len(COMPARISONS))
+        levels.loc[family.index] = holm_levels(p, alpha).reshape(len(family), len(COMPARISONS))
     result = _with_top_tests(result, table, tested_measures)
     for comparison in COMPARISONS:
+        result[f"{comparison}_mde"] = _detectable(result.pop(f"{comparison}_sd"), result[f"{comparison}_queries"], levels[comparison])
         tested = result[f"{comparison}_p_holm"].notna()
         flag = pd.array([pd.NA] * len(result), dtype="boolean")
         flag[tested.to_numpy()] = (result.loc[tested, f"{comparison}_p_holm"] < alpha).to_numpy()
@@ -287,15 +389,24 @@ def _comparison_test(values: pd.Series, method: str, comparison: str, against: s
     if len(method_values) == 0:
         return untested
     t, p = paired_t_test(method_values, reference_values)
+    differences = method_values - reference_values
     return {
+        f"{comparison}_sd": float(differences.std(ddof=1)),
         f"{comparison}_queries": len(method_values),
-        f"{comparison}_diff": float((method_values - reference_values).mean()),
+        f"{comparison}_diff": float(differences.mean()),
         f"{comparison}_t": t,
         f"{comparison}_p": p,
         f"{comparison}_p_holm": np.nan,  # filled per family by compare_methods
         f"{comparison}_dz": cohens_dz(method_values, reference_values),
         f"{comparison}_significant": np.nan,
+        f"{comparison}_mde": np.nan,  # filled by compare_methods from the Holm level
     }
+
+
+def _detectable(sd, n, level) -> list[float]:
+    """``minimal_detectable_effect`` at ``POWER`` of each test, from equal-length sequences of
+    the SDs of its differences, its pairs and its level (NaN where untested)."""
+    return [minimal_detectable_effect(s, q, a) for s, q, a in zip(sd, n, level)]
 
 
 def explain_per_query(
@@ -355,9 +466,12 @@ def compare_with_random(explain: pd.DataFrame, k: int | None = None, alpha: floa
     correction within one dataset and budget across methods x measures (x K).
 
     Returns dataset, budget, method, measure (e.g. "comprehensiveness@5"), queries, mean,
-    random_mean, diff (mean - random_mean), t, p, p_holm, significant (p_holm < alpha) and
+    random_mean, diff (mean - random_mean), t, p, p_holm, significant (p_holm < alpha),
     faithful (significant and diff in the faithful direction: comprehensiveness above random,
-    sufficiency below).
+    sufficiency below) and mde: the minimal detectable effect of the test
+    (``minimal_detectable_effect`` at ``POWER``) from the SD of its paired differences and
+    queries, at its level in Holm's step-down: alpha / (m - i + 1) for the test ranked i-th by
+    raw p among the m tests of its dataset and budget (``holm_levels``).
     """
     table = explain[explain.split == TEST_SPLIT].dropna(subset=["value"])
     tested = []  # (measure, its random baseline, the faithful direction), in the table's order
@@ -378,20 +492,24 @@ def compare_with_random(explain: pd.DataFrame, k: int | None = None, alpha: floa
                 continue
             actual, random = actual.align(random, join="inner")
             t, p = paired_t_test(actual, random)
+            differences = actual - random
             rows.append(
                 {
                     "dataset": dataset, "budget": budget, "method": method, "measure": measure,
                     "queries": len(actual), "mean": float(actual.mean()), "random_mean": float(random.mean()),
-                    "diff": float((actual - random).mean()), "t": t, "p": p, "direction": direction,
+                    "diff": float(differences.mean()), "t": t, "p": p, "direction": direction,
+                    "sd": float(differences.std(ddof=1)),
                 }  # fmt: skip
             )
     columns = [
-        "dataset", "budget", "method", "measure", "queries", "mean", "random_mean", "diff", "t", "p", "p_holm", "significant", "faithful",
+        "dataset", "budget", "method", "measure", "queries", "mean", "random_mean", "diff", "t", "p", "p_holm", "significant", "faithful", "mde",
     ]  # fmt: skip
     if not rows:
         return pd.DataFrame(columns=columns)
     result = pd.DataFrame(rows)
-    result["p_holm"] = result.groupby(["dataset", "budget"], sort=False).p.transform(lambda p: holm(p.to_numpy()))
+    families = result.groupby(["dataset", "budget"], sort=False).p
+    result["p_holm"] = families.transform(lambda p: holm(p.to_numpy()))
     result["significant"] = result.p_holm < alpha
     result["faithful"] = result.significant & (result["diff"] * result.direction > 0)
+    result["mde"] = _detectable(result.sd, result.queries, families.transform(lambda p: holm_levels(p.to_numpy(), alpha)))
     return result[columns]
