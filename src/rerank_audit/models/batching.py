@@ -51,6 +51,29 @@ _FLOAT32 = 4
 
 
 @dataclass(frozen=True)
+class _Shape:
+    """The sizes of a decoder-only transformer that its memory depends on."""
+
+    hidden: int
+    heads: int
+    head_dim: int
+    kv_dim: int
+    intermediate: int
+    layers: int
+    vocab: int
+    tied: bool
+
+    @classmethod
+    def of(cls, config: Mapping | object) -> "_Shape":
+        """From a transformers config or its dict (config.json)."""
+        get = config.get if isinstance(config, Mapping) else lambda key, default=None: getattr(config, key, default)
+        hidden, heads = get("hidden_size"), get("num_attention_heads")
+        head_dim = get("head_dim") or hidden // heads
+        return cls(hidden, heads, head_dim, (get("num_key_value_heads") or heads) * head_dim, get("intermediate_size") or 4 * hidden,
+                   get("num_hidden_layers"), get("vocab_size"), bool(get("tie_word_embeddings", True)))
+
+
+@dataclass(frozen=True)
 class TokenCost:
     """Bytes the scorer holds per token of a forward pass, and per pass whatever its size.
 
@@ -67,14 +90,11 @@ class TokenCost:
     @classmethod
     def of(cls, config: Mapping | object, element_size: int) -> "TokenCost":
         """From a transformers config (or its dict) and the weights' element size in bytes."""
-        get = config.get if isinstance(config, Mapping) else lambda key, default=None: getattr(config, key, default)
-        hidden, heads = get("hidden_size"), get("num_attention_heads")
-        kv_dim = (get("num_key_value_heads") or heads) * (get("head_dim") or hidden // heads)
-        intermediate = get("intermediate_size") or 4 * hidden
+        shape = _Shape.of(config)
         return cls(
-            cache=2 * get("num_hidden_layers") * kv_dim * element_size,
-            activations=(3 * hidden + 2 * kv_dim + 4 * intermediate) * element_size,
-            fixed=LOGIT_ROWS * get("vocab_size") * (2 * _FLOAT32 + element_size),
+            cache=2 * shape.layers * shape.kv_dim * element_size,
+            activations=(3 * shape.hidden + 2 * shape.kv_dim + 4 * shape.intermediate) * element_size,
+            fixed=LOGIT_ROWS * shape.vocab * (2 * _FLOAT32 + element_size),
         )
 
     @classmethod
@@ -194,12 +214,9 @@ def scoring_memory_mb(config: Mapping, element_size: int, tokens: int = PLANNED_
 
 def parameter_count(config: Mapping) -> int:
     """Parameters of a decoder-only transformer of ``config`` (embeddings, attention, gated MLP; norms left out)."""
-    hidden, heads, layers = config["hidden_size"], config["num_attention_heads"], config["num_hidden_layers"]
-    head_dim = config.get("head_dim") or hidden // heads
-    kv_dim = (config.get("num_key_value_heads") or heads) * head_dim
-    intermediate = config.get("intermediate_size") or 4 * hidden
-    embeddings = config["vocab_size"] * hidden * (1 if config.get("tie_word_embeddings", True) else 2)
-    return embeddings + layers * (2 * hidden * heads * head_dim + 2 * hidden * kv_dim + 3 * hidden * intermediate)
+    s = _Shape.of(config)
+    embeddings = s.vocab * s.hidden * (1 if s.tied else 2)
+    return embeddings + s.layers * (2 * s.hidden * s.heads * s.head_dim + 2 * s.hidden * s.kv_dim + 3 * s.hidden * s.intermediate)
 
 
 # --------------------------------------------------------------------------------------
@@ -233,9 +250,10 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
-def _meminfo_bytes(field: str) -> int | None:
+def _proc_bytes(path: str, field: str) -> int | None:
+    """A "field: N kB" line of a /proc file, in bytes; None where it cannot be read."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in Path(path).read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
@@ -243,15 +261,13 @@ def _meminfo_bytes(field: str) -> int | None:
     return None
 
 
+def _meminfo_bytes(field: str) -> int | None:
+    return _proc_bytes("/proc/meminfo", field)
+
+
 def _resident_bytes() -> int:
     """This process's resident memory (VmRSS), 0 where /proc cannot tell."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_bytes("/proc/self/status", "VmRSS") or 0
 
 
 def _cgroup_headroom(root: str | Path = "/sys/fs/cgroup") -> int | None:
