@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from rerank_audit.evaluation.statistics import (
     bootstrap_ci,
@@ -270,8 +271,33 @@ def test_trained_methods_are_compared_with_their_own_untrained_counterpart():
     # Budget 0's family: zeroshot and qlm against bm25 (random is absent), m = 2.
     assert row.loc["qlm", "bm25_p_holm"] == pytest.approx(min(1.0, 2 * row.loc["qlm", "bm25_p"]))
     findings = summary_markdown(stats, methods=["zeroshot", "qlm", "sft", "qlm_sft"]).split("**Findings.**")[1]
-    assert "sft (vs zero-shot, +0.150)" in findings and "qlm_sft (vs qlm, +0.200)" in findings
+    # Each "no significant change" carries the effect its test could have found.
+    for method, text in (("sft", "sft (vs zero-shot, +0.150"), ("qlm_sft", "qlm_sft (vs qlm, +0.200")):
+        assert f"{text}; detectable: ±{row.loc[method, 'untrained_mde']:.3f})" in findings
     assert "qlm (vs" not in findings and "zero-shot (vs" not in findings
+    assert row.untrained_tost_p.isna().all()  # no margin: no equivalence test
+
+
+def test_equivalence_is_tested_within_the_configured_margin():
+    # qlm_sft - qlm = [0.1, 0.1, 0.3, 0.3]: mean 0.2, se = sqrt(0.04 / 3) / 2. Within +-0.5 the
+    # two one-sided t statistics are (0.2 + 0.5) / se and (0.2 - 0.5) / se, 3 degrees of freedom.
+    rows = []
+    for q, z, s_, ql, qs in zip(["q1", "q2", "q3", "q4"], BM25, SFT, [0.1, 0.1, 0.1, 0.1], [0.2, 0.2, 0.4, 0.4]):
+        for method, budget, value in [("bm25", "0", z), ("zeroshot", "0", z), ("qlm", "0", ql), ("sft", "10", s_), ("qlm_sft", "10", qs)]:
+            rows.append(("toy", method, budget, "test", q, "nDCG@10", value))
+    untrained = {"sft": "zeroshot", "qlm_sft": "qlm"}
+    se = math.sqrt(0.04 / 3) / 2
+    expected = max(scipy_stats.t.sf(0.7 / se, 3), scipy_stats.t.cdf(-0.3 / se, 3))
+    wide = compare_methods(per_query_table(rows), untrained=untrained, n_resamples=50, equivalence_margin=0.5).set_index("method")
+    assert wide.loc["qlm_sft", "untrained_tost_p"] == pytest.approx(expected)
+    # Holm over the budget's four TOSTs (sft and qlm_sft, each vs bm25 and vs its untrained model).
+    assert wide.loc["qlm_sft", "untrained_tost_p_holm"] >= wide.loc["qlm_sft", "untrained_tost_p"]
+    assert wide.loc["qlm_sft", "untrained_tost_p_holm"] <= min(1.0, 4 * expected)
+    narrow = compare_methods(per_query_table(rows), untrained=untrained, n_resamples=50, equivalence_margin=0.05).set_index("method")
+    assert not narrow.loc["qlm_sft", "untrained_equivalent"]  # a mean of 0.2 is not within +-0.05
+    assert pd.isna(narrow.loc["qlm", "untrained_equivalent"])  # untrained: no such comparison
+    findings = summary_markdown(narrow.reset_index(), methods=["zeroshot", "qlm", "sft", "qlm_sft"]).split("**Findings.**")[1]
+    assert "qlm_sft (vs qlm, +0.200; detectable: ±" in findings and "; not shown equivalent)" in findings
 
 
 def test_compare_methods_rejects_repeated_queries_and_unknown_measures():

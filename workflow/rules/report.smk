@@ -43,6 +43,7 @@ rule report:
             primary_measures=primary_measures,
             bootstrap=config["report"]["bootstrap_resamples"],
             alpha=config["report"]["alpha"],
+            equivalence_margin=config["report"]["equivalence_margin"],
             seed=config["report"]["seed"],
             k=max(config["explain"]["ks"]),
             top_documents=config["explain"]["top_documents"],

@@ -23,7 +23,10 @@ options = dict(n_resamples=p.bootstrap, seed=p.seed, alpha=p.alpha, untrained=p.
 # Ranking and explainability measures are separate Holm families; of the ranking measures
 # only the primary ones are tested, the rest get means and confidence intervals.
 stats = pd.concat(
-    [compare_methods(per_query, measures=p.ranking_measures, primary=p.primary_measures, **options), compare_methods(explained, **options)],
+    [
+        compare_methods(per_query, measures=p.ranking_measures, primary=p.primary_measures, equivalence_margin=p.equivalence_margin, **options),
+        compare_methods(explained, **options),
+    ],
     ignore_index=True,
 )
 write_table(stats, out.stats, schemas.from_frame(stats))

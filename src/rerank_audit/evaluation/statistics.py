@@ -46,7 +46,7 @@ STAT_COLUMNS = [
     "untrained_method",  # the reference of the "untrained" comparison (None: not a trained method)
 ]  # fmt: skip
 # Per-comparison columns, prefixed "<comparison>_" (e.g. "bm25_p_holm"); NaN / NA where untested.
-BASELINE_COLUMNS = ["queries", "diff", "t", "p", "p_holm", "dz", "significant", "mde"]
+BASELINE_COLUMNS = ["queries", "diff", "t", "p", "p_holm", "dz", "significant", "mde", "tost_p", "tost_p_holm", "equivalent"]
 POWER = 0.8  # the power at which a test's minimal detectable effect (``mde`` columns) is stated
 
 def bootstrap_ci(values, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
@@ -241,6 +241,7 @@ def compare_methods(
     seed: int = 0,
     confidence: float = 0.95,
     alpha: float = 0.05,
+    equivalence_margin: float | None = None,
 ) -> pd.DataFrame:
     """Mean, bootstrap CI and paired tests against each comparison, per dataset x budget x method x measure.
 
@@ -273,6 +274,12 @@ def compare_methods(
     its paired differences and c_queries, at the level it faces in Holm's step-down: alpha /
     (m - i + 1) for the test ranked i-th by raw p among the m tests of its family
     (``holm_levels``); NaN when untested.
+
+    ``equivalence_margin`` (in the measures' units; None: no equivalence tests): every tested
+    comparison also gets Schuirmann's TOST (``tost_paired``) of |mean difference| <
+    margin: c_tost_p, c_tost_p_holm (Holm over the same family's TOSTs: a separate family,
+    as each answers another question) and c_equivalent (c_tost_p_holm < alpha). A
+    difference that is neither significant nor equivalent is one the data cannot decide.
     """
     missing = {"dataset", "method", "budget", "split", "query_id", "measure", "value"} - set(per_query.columns)
     if missing:
@@ -325,7 +332,7 @@ def compare_methods(
                     for comparison in COMPARISONS:
                         against = untrained.get(method) if comparison == "untrained" else comparison
                         compared = reference.get((against, measure)) if measure in tested_measures else None
-                        row.update(_comparison_test(values, method, comparison, against, compared))
+                        row.update(_comparison_test(values, method, comparison, against, compared, equivalence_margin, alpha))
                     rows.append(row)
 
     columns = STAT_COLUMNS + [f"{b}_{c}" for b in COMPARISONS for c in BASELINE_COLUMNS]
@@ -338,6 +345,8 @@ def compare_methods(
         p = family[p_columns].to_numpy(dtype=np.float64).ravel()
         result.loc[family.index, [f"{b}_p_holm" for b in COMPARISONS]] = holm(p).reshape(len(family), len(COMPARISONS))
         levels.loc[family.index] = holm_levels(p, alpha).reshape(len(family), len(COMPARISONS))
+        tost = family[[f"{b}_tost_p" for b in COMPARISONS]].to_numpy(dtype=np.float64).ravel()
+        result.loc[family.index, [f"{b}_tost_p_holm" for b in COMPARISONS]] = holm(tost).reshape(len(family), len(COMPARISONS))
     result = _with_top_tests(result, table, tested_measures)
     for comparison in COMPARISONS:
         result[f"{comparison}_mde"] = _detectable(result.pop(f"{comparison}_sd"), result[f"{comparison}_queries"], levels[comparison])
@@ -345,6 +354,10 @@ def compare_methods(
         flag = pd.array([pd.NA] * len(result), dtype="boolean")
         flag[tested.to_numpy()] = (result.loc[tested, f"{comparison}_p_holm"] < alpha).to_numpy()
         result[f"{comparison}_significant"] = flag
+        equivalent = pd.array([pd.NA] * len(result), dtype="boolean")
+        tested = result[f"{comparison}_tost_p_holm"].notna()
+        equivalent[tested.to_numpy()] = (result.loc[tested, f"{comparison}_tost_p_holm"] < alpha).to_numpy()
+        result[f"{comparison}_equivalent"] = equivalent
         result[f"{comparison}_queries"] = result[f"{comparison}_queries"].astype("Int64")
     return result.astype({"queries": "int64", "resamples": "int64"})
 
@@ -379,9 +392,11 @@ def _with_top_tests(result: pd.DataFrame, table: pd.DataFrame, tested_measures: 
     return result
 
 
-def _comparison_test(values: pd.Series, method: str, comparison: str, against: str | None, reference: pd.Series | None) -> dict:
+def _comparison_test(
+    values: pd.Series, method: str, comparison: str, against: str | None, reference: pd.Series | None, margin: float | None, alpha: float
+) -> dict:
     """The ``comparison`` columns of one compare_methods row: ``method`` against the method
-    ``against`` (its values ``reference``); NaN when no test is made."""
+    ``against`` (its values ``reference``); NaN when no test is made (the TOST: without ``margin``)."""
     untested = {f"{comparison}_{c}": np.nan for c in BASELINE_COLUMNS}
     if reference is None or method == against or (method, against) == ("random", "bm25"):
         return untested
@@ -400,6 +415,9 @@ def _comparison_test(values: pd.Series, method: str, comparison: str, against: s
         f"{comparison}_dz": cohens_dz(method_values, reference_values),
         f"{comparison}_significant": np.nan,
         f"{comparison}_mde": np.nan,  # filled by compare_methods from the Holm level
+        f"{comparison}_tost_p": tost_paired(method_values, reference_values, margin, alpha)[0] if margin is not None else np.nan,
+        f"{comparison}_tost_p_holm": np.nan,  # filled per family by compare_methods
+        f"{comparison}_equivalent": np.nan,
     }
 
 

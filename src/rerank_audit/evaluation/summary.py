@@ -34,8 +34,12 @@ def _name(method: str) -> str:
 
 
 def _names(methods: Sequence[str]) -> str:
-    names = [_name(m) for m in methods]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return _join([_name(m) for m in methods])
+
+
+def _join(texts: Sequence[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " and " + texts[-1]
 
 
 def budget_label(budget: str, budget_sizes: Mapping[str, int] | None = None) -> str:
@@ -315,6 +319,10 @@ def _legend(stats, dataset, budget, k, random_tested, explained: bool, primary_m
         "Holm–Bonferroni correction over primary measures × methods × comparisons (vs random order, BM25 and, for trained "
         "methods, their untrained counterpart: the same scorer before training, named in the findings) at the same budget "
         f"({families or 'no tests'}), α = {alpha:g}. "
+        "A difference that is not significant comes with *detectable*, the effect its test had 80% power to find at its "
+        "Holm level (from the SD of the per-query differences), and, where report.equivalence_margin is set, whether two "
+        "one-sided tests (TOST, Holm over the same family) show it *equivalent* to none within that margin; neither "
+        "significant nor equivalent: the data cannot tell. "
         "Random order: each test query's re-ranked head (the candidates the methods re-order) shuffled, the measure "
         "averaged over seeded shuffles per query — the floor a re-ranker must beat. "
         "Random order, BM25 and the untrained methods (budget 0) are shared by every budget.",
@@ -372,7 +380,7 @@ def _findings(rows, means, tests, order, k, measure: str = PRIMARY_MEASURE) -> s
             verb = "ranks" if len(worse) == 1 else "rank"
             sentences.append(f"{_names(worse.index)} {verb} significantly worse ({_signed(worse.bm25_diff)}).")
         if len(neither):
-            sentences.append(f"The difference is not significant for {_names(neither.index)} ({_signed(neither.bm25_diff)}).")
+            sentences.append(f"The difference is not significant for {_undecided(neither, 'bm25')}.")
         trained = primary[primary.untrained_p.notna()] if "untrained_p" in primary else primary.iloc[0:0]
         if len(trained):
             significant = trained.untrained_significant.fillna(False).astype(bool)
@@ -386,7 +394,7 @@ def _findings(rows, means, tests, order, k, measure: str = PRIMARY_MEASURE) -> s
             text += f"significantly improved {measure} for {against(gain)}" if len(gain) else f"improved {measure} significantly for no method"
             text += f" and significantly lowered it for {against(loss)}." if len(loss) else "."
             if len(same):
-                text += f" No significant change for {against(same)}."
+                text += f" No significant change for {_undecided(same, 'untrained')}."
             sentences.append(text)
     sentences += _random_findings(rows, order, measure)
     if tests is not None and k is not None:
@@ -403,13 +411,29 @@ def _findings(rows, means, tests, order, k, measure: str = PRIMARY_MEASURE) -> s
     return " ".join(sentences) if sentences else "Not enough data for findings."
 
 
+def _undecided(rows: pd.DataFrame, comparison: str) -> str:
+    """Methods (the index of ``rows``, compare_methods rows) whose ``comparison`` found no
+    significant difference, each with its difference, the effect the test could have found
+    (80% power at its Holm level) and, where tested, whether TOST shows it equivalent."""
+    described = []
+    for method, row in rows.iterrows():
+        against = f"vs {_name(row.untrained_method)}, " if comparison == "untrained" else ""
+        text = f"{_name(method)} ({against}{row[f'{comparison}_diff']:+.3f}; detectable: ±{row[f'{comparison}_mde']:.3f}"
+        if pd.notna(row.get(f"{comparison}_tost_p_holm", np.nan)):
+            text += "; equivalent by TOST" if _is_true(row[f"{comparison}_equivalent"]) else "; not shown equivalent"
+        described.append(text + ")")
+    return _join(described)
+
+
 def _beats_random(tests: pd.DataFrame, order, effect: str) -> str:
-    """One finding over a measure's tests against random words: the methods where it holds, and the rest."""
+    """One finding over a measure's tests against random words: the methods where it holds, and
+    the rest, each with the difference its test could have found (80% power at its Holm level)."""
     beat = [m for m in order if m in set(tests[tests.faithful].method)]
-    rest = [m for m in order if m in set(tests.method) and m not in beat]
+    rest = tests.set_index("method").reindex([m for m in order if m in set(tests.method) and m not in beat])
+    detectable = _join([f"{_name(m)} ±{mde:.2f}" for m, mde in rest.mde.items()]) if len(rest) else ""
     if not beat:
-        return f"For no method, {effect}."
-    return f"For {_names(beat)}, {effect}" + (f"; not for {_names(rest)}." if rest else ".")
+        return f"For no method, {effect} (differences it could have detected at 80% power: {detectable})."
+    return f"For {_names(beat)}, {effect}" + (f"; not for {_names(list(rest.index))} (detectable: {detectable})." if len(rest) else ".")
 
 
 def _lexical_findings(means) -> list[str]:
@@ -455,10 +479,7 @@ def _random_findings(rows, order, measure) -> list[str]:
         return [f"Every method, BM25 included, ranks significantly better than a random order of the same candidates on {measure}."]
     rest = tested[~beaten]
     verb = "does" if len(rest) == 1 else "do"
-    return [
-        f"{_names(rest.index)} {verb} not rank significantly better than a random order of the same candidates on {measure} "
-        f"(mean per-query difference {_signed(rest.random_diff)})."
-    ]
+    return [f"{_names(rest.index)} {verb} not rank significantly better than a random order of the same candidates on {measure}: {_undecided(rest, 'random')}."]
 
 
 def _accuracy_vs_faithfulness_findings(rows, means, order, k, primary: str = PRIMARY_MEASURE) -> list[str]:
