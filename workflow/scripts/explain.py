@@ -5,6 +5,8 @@ from rerank_audit.logs import log_to
 log = log_to(snakemake.log[0])
 claim_gpu()
 
+import time
+
 import torch
 
 from rerank_audit.data import schemas
@@ -27,19 +29,38 @@ pairs = pairs_to_explain(
     bottom_documents=p.bottom_documents,
     depth=p.depth,
 )
+
+
+class Stopwatch:
+    """Logs the seconds of each part of the job, and the masked pairs it scored: bench/explain_cost.py reads them."""
+
+    def __init__(self) -> None:
+        self.started, self.scored = time.perf_counter(), 0
+
+    def lap(self, part: str, cache: dict | None = None) -> None:
+        now, scored = time.perf_counter(), len(cache) if cache is not None else self.scored
+        log.info("explain timing: %s %.1f s" + (", %d evaluations" if cache is not None else ""), part, now - self.started,
+                 *([scored - self.scored] if cache is not None else []))  # fmt: skip
+        self.started, self.scored = now, scored
+
+
+watch = Stopwatch()
 scorer = load_scorer(w.method, p.model_dir, p.base_model, settings=ScoringSettings.of_job(snakemake), beta=p.beta, template=p.template)
+watch.lap("model load")
 cache = {}  # attribution and faithfulness score many of the same masked pairs
 ids = dict(query_ids=pairs.query_id.tolist(), doc_ids=pairs.doc_id.tolist())
 texts = (pairs["query"].tolist(), pairs.document.tolist())
 attributions = explain_pairs(
     scorer, *texts, exact_levels=p.exact_levels, max_evaluations=p.max_evaluations, cache=cache, pairs_per_call=p.pairs_per_call, **ids
 )
+watch.lap("attributions", cache)
 attributions = attributions.assign(method=w.method, budget=w.budget)
 spreads = candidate_spreads(reranked_head(run, p.depth))  # candidate_std: each query's spread of the method's scores
 faithful = faithfulness(
     scorer, *texts, attributions, ks=p.ks, n_random=p.random_sets, seed=p.seed, deletion_steps=p.deletion_steps,
     normalisation=p.normalisation, cache=cache, pairs_per_call=p.pairs_per_call, candidate_spread=spreads, marker=p.marker, **ids,
 )
+watch.lap("faithfulness", cache)
 write_table(attributions, snakemake.output.attributions, schemas.ATTRIBUTIONS)
 write_table(top_keywords(attributions, p.keywords), snakemake.output.keywords, schemas.ATTRIBUTIONS)
 write_table(faithful.assign(method=w.method, budget=w.budget), snakemake.output.faithfulness, schemas.FAITHFULNESS)

@@ -7,6 +7,7 @@ import yaml
 from rerank_audit.logs import log_to
 from rerank_audit.data import schemas
 from rerank_audit.evaluation import plots
+from rerank_audit.evaluation.instruments import instruments_markdown, instruments_table
 from rerank_audit.evaluation.probe_summary import probes_markdown
 from rerank_audit.evaluation.probes import accuracy_vs_shortcut, compare_with_reference, probe_figure, probe_tests
 from rerank_audit.evaluation.statistics import compare_methods
@@ -61,7 +62,9 @@ else:
     tests, against = probe_tests(probes, **probe_options), compare_with_reference(probes, **probe_options)
     write_table(tests, out.probe_tests, schemas.from_frame(tests))
     with atomic_path(out.probes) as tmp:
-        tmp.write_text(probes_markdown(tests, against, dataset, methods=p.methods, budget_sizes=budget_sizes))
+        # The stuffing probe beside the attributions' lexical excess: do white box and black box agree?
+        white_black = instruments_table(stats, tests[tests.dataset == dataset])
+        tmp.write_text(probes_markdown(tests, against, dataset, methods=p.methods, budget_sizes=budget_sizes) + "\n" + instruments_markdown(white_black, p.alpha))
     probe_figure(tests, out.probe_figure, methods=p.methods)
     accuracy_vs_shortcut(stats, tests, out.shortcut, accuracy=accuracy, methods=p.methods)
 

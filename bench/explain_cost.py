@@ -1,0 +1,114 @@
+"""Where an explain job's time goes: the explain rule of a finished run, re-run by the code of a
+commit before and by this checkout's HEAD, side by side.
+
+For each code, a git worktree gets hard links to the run's ``results/`` and
+``resources/models/`` (nothing of the run is changed or deleted) and runs ``snakemake
+--forcerun explain`` on every explain output of the run, at the config's settings, one job
+at a time on ``--cores``. Printed per method: the job's seconds (its benchmark file: the
+rule time, process start, imports and model load included), the distinct masked pairs it
+scored (model evaluations, from its log), and the after / before ratio; then the stage's
+total. Where the job logs them (this checkout), the parts: model load, attributions and
+faithfulness (each with the masked pairs it added), and the rest (process start, imports,
+the precision probe, reading and writing tables).
+
+    .venv/bin/python bench/explain_cost.py --run-dir /path/to/finished/demo/clone --before 2c3650e
+        [--configfile config/config.yaml] [--cores 2]
+
+The run directory is a finished ``snakemake`` run of the same config (a clone where the
+first Quickstart command ran).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EVALUATIONS = re.compile(r"explained \d+ pairs of \d+ queries; (\d+) distinct masked pairs scored")
+PART = re.compile(r"explain timing: ([a-z ]+?) ([\d.]+) s(?:, (\d+) evaluations)?")
+
+
+def worktree(commit: str, run_dir: Path, into: Path) -> Path:
+    """A detached worktree of ``commit`` at ``into`` with hard links to the run's results and models."""
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-f", "--detach", str(into), commit], check=True, capture_output=True)
+    for part in ("results", "resources/models"):
+        (into / part).parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-al", str(run_dir / part), str(into / part)], check=True)
+    return into
+
+
+def explain_jobs(run_dir: Path) -> list[Path]:
+    """The explain outputs (attributions.parquet) of the finished run, relative to its folder."""
+    found = sorted(run_dir.glob("results/*/explain/*/*/attributions.parquet"))
+    if not found:
+        raise SystemExit(f"{run_dir}: no results/*/explain/*/*/attributions.parquet; finish a run there first")
+    return [path.relative_to(run_dir) for path in found]
+
+
+def rerun(tree: Path, targets: list[Path], args) -> dict[str, dict]:
+    """Re-run the explain jobs in ``tree``; per method/budget its seconds, evaluations and logged parts."""
+    env = dict(os.environ) | {"PYTHONPATH": str(tree / "src")}
+    command = [sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--configfile", args.configfile, "--forcerun", "explain",
+               "--rerun-triggers", "mtime", "--nolock", *map(str, targets)]  # fmt: skip
+    done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"snakemake failed in {tree}:\n{done.stderr[-3000:]}")
+    jobs = {}
+    for target in targets:
+        dataset, method, budget = target.parts[1], target.parts[3], target.parts[4]
+        benchmark = tree / "benchmarks" / dataset / "explain" / method / f"{budget}.tsv"
+        log = (tree / "logs" / dataset / "explain" / method / f"{budget}.log").read_text()
+        evaluations = EVALUATIONS.search(log)
+        jobs[f"{method}/{budget}"] = {
+            "seconds": float(benchmark.read_text().splitlines()[1].split("\t")[0]),
+            "evaluations": int(evaluations.group(1)) if evaluations else None,
+            "parts": {m.group(1): (float(m.group(2)), m.group(3)) for m in PART.finditer(log)},
+        }
+    return jobs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-dir", type=Path, required=True, help="a finished run of --configfile (a clone's root)")
+    parser.add_argument("--before", required=True, help="the commit whose code runs first")
+    parser.add_argument("--configfile", default="config/config.yaml")
+    parser.add_argument("--cores", type=int, default=2)
+    args = parser.parse_args()
+    run_dir = args.run_dir.resolve()
+    targets = explain_jobs(run_dir)
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    scratch = Path(tempfile.mkdtemp(prefix="explain-cost-"))
+    codes = {f"before ({args.before})": args.before, f"after ({head})": head}
+    results = {}
+    try:
+        for name, commit in codes.items():
+            results[name] = rerun(worktree(commit, run_dir, scratch / commit), targets, args)
+    finally:
+        for commit in codes.values():
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(scratch / commit)], capture_output=True)
+    (before_name, before), (after_name, after) = results.items()
+    print(f"{len(targets)} explain jobs of {run_dir} ({args.configfile}), {args.cores} cores, one job at a time\n")
+    print(f"| job | {before_name} s | evaluations | {after_name} s | evaluations | after / before |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for job in before:
+        b, a = before[job], after[job]
+        print(f"| {job} | {b['seconds']:.1f} | {b['evaluations']} | {a['seconds']:.1f} | {a['evaluations']} | {a['seconds'] / b['seconds']:.2f}x |")
+    total_before, total_after = (sum(j["seconds"] for j in r.values()) for r in (before, after))
+    print(f"| **stage** | **{total_before:.0f}** | | **{total_after:.0f}** | | **{total_after / total_before:.2f}x** |")
+    parts = {job: j["parts"] | {"rest": (j["seconds"] - sum(t for t, _ in j["parts"].values()), None)} for job, j in after.items() if j["parts"]}
+    if parts:
+        print(f"\nWhere {after_name}'s time goes (seconds; masked pairs scored):\n")
+        names = list(dict.fromkeys(name for p in parts.values() for name in p))
+        print("| job | " + " | ".join(names) + " |")
+        print("|---|" + "---:|" * len(names))
+        for job, p in parts.items():
+            cells = [(f"{p[n][0]:.1f}" + (f" ({p[n][1]})" if p[n][1] else "")) if n in p else "" for n in names]
+            print(f"| {job} | " + " | ".join(cells) + " |")
+
+if __name__ == "__main__":
+    main()
