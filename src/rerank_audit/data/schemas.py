@@ -128,6 +128,7 @@ RATIONALES = pa.schema(
 )
 # Score differences divided by scale (explain/faithfulness.py); one row per pair and k;
 # marker_*: a known-answer control's planted word alone (NaN elsewhere).
+# simulatability, sign_agreement (+ _random: attributions permuted): per pair, repeated over k (explain/simulatability.py).
 FAITHFULNESS = pa.schema(
     [
         ("method", pa.string()),

@@ -33,6 +33,10 @@ Known-answer and rationale checks, by the same arithmetic (removed words, normal
   random document words. A rationale whose stated reasons do not move the score is not the
   model's reasoning, whatever it says.
 
+Counterfactual simulatability (``simulatability``): do the attributions, summed, predict the
+score change of word removals they never saw (random sets, and the marker on controls)?
+Rank correlation and sign agreement, next to the same with the attributions permuted.
+
 Only document words are removed; the query stays whole. K larger than the document is
 clipped to its length. Removed words are deleted, as in the attributions (``attribution``).
 
@@ -63,6 +67,7 @@ from tqdm.auto import tqdm
 
 from rerank_audit.explain.rationale import stated_reason_keys
 from rerank_audit.explain import measures
+from rerank_audit.explain.simulatability import MIN_EDITS, held_out_edits, pair_simulatability
 from rerank_audit.explain.score_cache import PAIRS_PER_CALL, ScoreCache, cached_scores
 from rerank_audit.text.words import content_keys, join_kept, word_key, word_segments
 from rerank_audit.models.scorer import Scorer
@@ -191,6 +196,9 @@ def faithfulness(
     doc_ids: Sequence[str] | None = None,
     candidate_spread: pd.Series | None = None,
     marker: str | None = None,
+    simulatability_edits: int = 8,
+    simulatability_max_words: int = 5,
+    simulatability_permutations: int = 20,
 ) -> pd.DataFrame:
     """Faithfulness metrics of ``attributions`` (as from ``explain_pairs``) for each pair and K.
 
@@ -202,13 +210,19 @@ def faithfulness(
     ``attributions`` (default: the pair index as str, as ``explain_pairs`` does).
     ``candidate_spread``: query_id -> the method's score spread over that query's candidates
     (``candidate_spreads``); needed by, and only by, ``"candidate_std"``. ``marker``: the
-    planted word of a known-answer control (None elsewhere).
+    planted word of a known-answer control (None elsewhere). ``simulatability_edits``: random
+    word removals per pair whose score change the attributions must predict, each of 1 to
+    ``simulatability_max_words`` words (the marker's removal is one more edit);
+    ``simulatability_permutations``: permutations of the attributions in its baseline
+    (``simulatability`` module; they cost no model evaluation).
 
     Returns one row per (pair, k): query_id, doc_id, k, score (f(q, d)), scale (the
     normaliser), comprehensiveness, sufficiency, their ``_random`` means, deletion_auc,
     deletion_auc_random, lexical_shortcut, lexical_baseline, lexical_excess,
     marker_comprehensiveness and its ``_random`` mean (per pair, repeated over k; NaN without
-    ``marker`` or where the document lacks it). All score differences are divided by ``scale``.
+    ``marker`` or where the document lacks it), simulatability, sign_agreement and their
+    ``_random`` means (per pair, repeated over k; scale-free). All score differences are
+    divided by ``scale``.
     """
     if len(queries) != len(documents):
         raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
@@ -216,6 +230,13 @@ def faithfulness(
         raise ValueError(f"unknown normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
     if n_random < 1 or deletion_steps < 1 or pairs_per_call < 1 or any(k < 1 for k in ks):
         raise ValueError(f"n_random, deletion_steps, pairs_per_call and every k must be >= 1 (got {n_random}, {deletion_steps}, {pairs_per_call}, {list(ks)})")
+    if simulatability_edits < MIN_EDITS or simulatability_max_words < 1 or simulatability_permutations < 1:
+        raise ValueError(
+            f"simulatability_edits must be >= {MIN_EDITS} (a rank correlation needs them), simulatability_max_words and "
+            f"simulatability_permutations >= 1 (got {simulatability_edits}, {simulatability_max_words}, {simulatability_permutations}); "
+            "set them in the config's explain section"
+        )
+    simulated = dict(edits=simulatability_edits, max_words=simulatability_max_words, permutations=simulatability_permutations)
     query_ids = [str(i) for i in range(len(queries))] if query_ids is None else list(query_ids)
     doc_ids = [str(i) for i in range(len(documents))] if doc_ids is None else list(doc_ids)
     cache = {} if cache is None else cache
@@ -229,7 +250,7 @@ def faithfulness(
     with tqdm(total=len(queries), desc="faithfulness", unit="pair") as progress:
         for start in range(0, len(queries), pairs_per_call):
             chunk = range(start, min(start + pairs_per_call, len(queries)))
-            chunk_plans = [_pair_plan(queries[i], segments[i], document_values[i], ks, n_random, seed, fractions, marker) for i in chunk]
+            chunk_plans = [_pair_plan(queries[i], segments[i], document_values[i], ks, n_random, seed, fractions, marker, simulated) for i in chunk]
             pair_queries = [queries[i] for i, plan in zip(chunk, chunk_plans) for _ in plan["documents"]]
             cached_scores(scorer, pair_queries, [doc for plan in chunk_plans for doc in plan["documents"]], cache)
             plans.extend(chunk_plans)
@@ -251,6 +272,8 @@ def faithfulness(
         without_marker, without_random = plan["marker"]
         marker_drop = drop(without_marker) if without_marker is not None else float("nan")
         marker_random = float(np.mean([drop(doc) for doc in without_random])) if without_marker is not None else float("nan")
+        measured = np.array([cache[(queries[i], doc)] for doc in plan["edited"]]) - full[i]
+        simulation = pair_simulatability(document_values[i], plan["edits"], measured, plan["permutations"])
         for k, (without_top, only_top, without_random, only_random) in plan["by_k"].items():
             rows.append(
                 {
@@ -270,6 +293,7 @@ def faithfulness(
                     "lexical_excess": shortcut - baseline,
                     "marker_comprehensiveness": marker_drop,
                     "marker_comprehensiveness_random": marker_random,
+                    **simulation,
                 }
             )
     return pd.DataFrame(rows, columns=FAITHFULNESS_COLUMNS).astype({"k": "int64"})
@@ -298,12 +322,17 @@ def _removal_plan(segments: list[str], removed: np.ndarray, random_orders: list[
 
 def _pair_plan(
     query: str, segments: list[str], values: np.ndarray, ks: Sequence[int], n_random: int, seed: int, fractions: np.ndarray,
-    marker: str | None = None,
+    marker: str | None, simulated: dict[str, int],
 ) -> dict:
-    """Every masked document one pair's metrics need, grouped by metric."""
+    """Every masked document one pair's metrics need, grouped by metric; ``simulated``: edits,
+    max_words and permutations of its simulatability."""
     document = join_kept(segments, np.ones(len(segments), dtype=bool))
     order = np.argsort(-values, kind="stable")
     random_orders = _random_orders(len(segments), n_random, seed, query, document)
+    marker_positions = matching_positions(segments, {word_key(marker)}) if marker else np.zeros(0, np.int64)
+    # The held-out edits and the permutations: a stream of their own, apart from the random word sets.
+    edit_rng = np.random.default_rng([pair_seed(seed, query, document), 1])
+    edits = held_out_edits(len(segments), edit_rng, edits=simulated["edits"], max_words=simulated["max_words"], marker_positions=marker_positions)
     by_k = {}
     for k in ks:
         top = order[: min(k, len(segments))]
@@ -319,7 +348,10 @@ def _pair_plan(
         "by_k": by_k,
         "deletion": _deletion_documents(segments, order, fractions),
         "deletion_random": [_deletion_documents(segments, r, fractions) for r in random_orders],
-        "marker": _removal_plan(segments, matching_positions(segments, {word_key(marker)}) if marker else np.zeros(0, np.int64), random_orders),
+        "marker": _removal_plan(segments, marker_positions, random_orders),
+        "edits": edits,
+        "edited": [_without(segments, removed) for removed in edits],
+        "permutations": [edit_rng.permutation(len(segments)) for _ in range(simulated["permutations"])],
     }
     without_marker, without_random = plan["marker"]
     plan["documents"] = (
@@ -328,6 +360,7 @@ def _pair_plan(
         + plan["deletion"]
         + [doc for curve in plan["deletion_random"] for doc in curve]
         + ([without_marker, *without_random] if without_marker is not None else [])
+        + plan["edited"]
     )
     return plan
 

@@ -4,8 +4,9 @@ the summary and the plots all read.
 Each measure is a column of one table: ``faithfulness`` (per explained pair and K, from
 the attributions: explain/faithfulness.py) or ``rationale`` (per pair, from the written
 rationale: explain/rationale.py and ``rationale_comprehensiveness``). A measure with a
-random-words baseline has a second column ``<name>_random``; one tested against it says in
-which direction it is more faithful than random words.
+random baseline (random words; for simulatability, the attributions permuted) has a second
+column ``<name>_random``; one tested against it says in which direction it is more faithful
+than its baseline.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ MEASURES = (
     Measure("lexical_baseline", "faithfulness", SHARE),
     Measure("lexical_excess", "faithfulness", "shortcut − baseline, −1–1", header="lexical excess"),
     Measure("marker_comprehensiveness", "faithfulness", SCORE_DROP, random=True),  # known-answer controls only
+    # Counterfactual simulatability (explain/simulatability.py): random = the attributions permuted within the pair.
+    Measure("simulatability", "faithfulness", "Spearman ρ of predicted and\nmeasured score changes, −1–1", random=True, direction=1.0, header="simulatability vs permuted (↑)"),
+    Measure("sign_agreement", "faithfulness", SHARE, random=True, direction=1.0, header="sign agreement vs permuted (↑)"),
     Measure("rationale_comprehensiveness", "rationale", SCORE_DROP, random=True, direction=1.0, header="rationale compr. vs random (↑)"),
     Measure("keyword_coverage", "rationale", SHARE, header="keyword coverage (↑)"),
     Measure("verdict_agreement", "rationale", SHARE, by_end=True, header="verdict agreement (↑)"),
