@@ -58,7 +58,9 @@ attributions = attributions.assign(method=w.method, budget=w.budget)
 spreads = candidate_spreads(reranked_head(run, p.depth))  # candidate_std: each query's spread of the method's scores
 faithful = faithfulness(
     scorer, *texts, attributions, ks=p.ks, n_random=p.random_sets, seed=p.seed, deletion_steps=p.deletion_steps,
-    normalisation=p.normalisation, cache=cache, pairs_per_call=p.pairs_per_call, candidate_spread=spreads, marker=p.marker, **ids,
+    normalisation=p.normalisation, cache=cache, pairs_per_call=p.pairs_per_call, candidate_spread=spreads, marker=p.marker,
+    simulatability_edits=p.simulatability_edits, simulatability_max_words=p.simulatability_max_words,
+    simulatability_permutations=p.simulatability_permutations, **ids,
 )
 watch.lap("faithfulness", cache)
 write_table(attributions, snakemake.output.attributions, schemas.ATTRIBUTIONS)

@@ -341,10 +341,15 @@ def _legend(stats, dataset, budget, k, random_tested, explained: bool, primary_m
             text += (
                 f" {FAITHFUL} / {UNFAITHFUL}: the attribution is significantly more / less faithful than {k} random words,"
                 " and in the rationale column, removing the words the rationale gives as reasons drops the score"
-                " significantly more / less than removing as many random words (paired t-tests per method, Holm over"
-                f" methods × {{comprehensiveness, sufficiency, rationale comprehensiveness}} at the same budget, α = {alpha:g})."
+                " significantly more / less than removing as many random words; in the simulatability columns, the"
+                " attributions predict held-out word removals significantly better / worse than when permuted (paired"
+                f" t-tests per method, Holm over methods × {{{_tested_measures()}}} at the same budget, α = {alpha:g})."
             )
         text += (
+            " Simulatability: Spearman correlation between the score changes of held-out random word removals (and,"
+            " on a known-answer control, the marker's) and what the attributions predict for them (minus the removed"
+            " words' summed attributions); sign agreement: the share of those edits whose change has the predicted"
+            " sign; each vs the same with the pair's attributions permuted."
             " Lexical shortcut: share of positive attribution on document words that also occur in the query, vs its"
             " baseline, the share of the document's words that occur in the query (what evenly spread attribution"
             " gets); lexical excess = shortcut − baseline (> 0: attribution favours query words beyond their share)."
@@ -354,6 +359,11 @@ def _legend(stats, dataset, budget, k, random_tested, explained: bool, primary_m
         )
         parts += [text, f"{MISSING}: not available (BM25 has no attributions or rationales)."]
     return "\n>\n".join(f"> {p}" for p in parts) + "\n"
+
+
+def _tested_measures() -> str:
+    """The measures tested against their baselines, as the legend names them ("rationale comprehensiveness", ...)."""
+    return ", ".join(m.name.replace("_", " ") for m in measures.MEASURES if m.direction)
 
 
 def _signed(values: Sequence[float]) -> str:
@@ -406,6 +416,10 @@ def _findings(rows, means, tests, order, k, measure: str = PRIMARY_MEASURE) -> s
         if len(stated):
             effect = "removing the words the rationale gives as reasons lowers the score significantly more than removing as many random words"
             sentences.append(_beats_random(stated, order, effect))
+    simulated = tests[tests.measure == "simulatability"] if tests is not None else ()
+    if len(simulated):
+        effect = "the attributions predict the score changes of held-out word removals significantly better than the same attributions permuted"
+        sentences.append(_beats_random(simulated, order, effect))
     sentences += _accuracy_vs_faithfulness_findings(rows, means, order, k, measure)
     sentences += _lexical_findings(means) + _verdict_findings(means, order)
     return " ".join(sentences) if sentences else "Not enough data for findings."
