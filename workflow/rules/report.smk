@@ -6,6 +6,7 @@ rule report:
         queries="results/{dataset}/ingest/queries.parquet",
         attributions=attribution_tables,
         rationales=rationale_texts,
+        rationale_metrics=rationale_tables,
         runs=reranked_runs,
         training_fits=training_fits,
         # train.selection: each model's training_config.json, with its dev curves.
@@ -33,6 +34,8 @@ rule report:
             if PROBING
             else {}
         ),
+        verdict_auc="results/{dataset}/report/verdict_auc.parquet",
+        verdict_table=report("results/{dataset}/report/verdict_auc.md", caption="../report/verdict_auc.rst", category="Summary"),
         config=report("results/{dataset}/report/config.yaml", caption="../report/config.rst", category="Configuration"),
         **({"dev_curves": report("results/{dataset}/report/dev_curves.png", caption="../report/dev_curves.rst", category="Figures")} if SELECTION else {}),
     params:

@@ -5,13 +5,15 @@ from rerank_audit.logs import log_to
 log = log_to(snakemake.log[0])
 claim_gpu()
 
+import pandas as pd
 import torch
 
 from rerank_audit.data import schemas
-from rerank_audit.explain.rationale import write_rationales
+from rerank_audit.explain.rationale import verdict_log_odds, write_rationales
 from rerank_audit.explain.selection import explained_head, rationale_items
 from rerank_audit.io import read_table, write_table
 from rerank_audit.models.loading import load_causal_lm, load_tokenizer
+from rerank_audit.models.settings import ScoringSettings
 
 torch.set_num_threads(snakemake.threads)
 p, w = snakemake.params, snakemake.wildcards
@@ -22,6 +24,10 @@ items = rationale_items(
     read_table(snakemake.input.queries, schemas.QUERIES),
     read_table(snakemake.input.corpus, schemas.CORPUS),
 )
-texts = write_rationales(load_causal_lm(p.generator, dtype=p.dtype), load_tokenizer(p.generator), items.to_dict("records"), p.max_new_tokens, p.batch_size, p.show_decision)
-items = items.assign(rationale=texts, generator=p.generator, method=w.method, budget=w.budget)
-write_table(items, snakemake.output.rationales, schemas.RATIONALES)
+generator, tokenizer, records = load_causal_lm(p.generator, dtype=p.dtype), load_tokenizer(p.generator), items.to_dict("records")
+texts = write_rationales(generator, tokenizer, records, p.max_new_tokens, p.batch_size, p.show_decision)
+# The writer's verdict as a probability, with its rationale and from the input alone: two forward passes, no generation.
+settings = ScoringSettings(max_length=None, dtype=p.dtype, memory_mb=snakemake.resources.get("mem_mb"))
+log_odds = verdict_log_odds(generator, tokenizer, records, texts, settings=settings, show_decision=p.show_decision)
+items = pd.concat([items.reset_index(drop=True), log_odds], axis=1)
+write_table(items.assign(rationale=texts, generator=p.generator, method=w.method, budget=w.budget), snakemake.output.rationales, schemas.RATIONALES)

@@ -12,6 +12,7 @@ from rerank_audit.evaluation.probe_summary import probes_markdown
 from rerank_audit.evaluation.probes import accuracy_vs_shortcut, compare_with_reference, probe_figure, probe_tests
 from rerank_audit.evaluation.statistics import compare_methods
 from rerank_audit.evaluation.summary import summary_markdown
+from rerank_audit.evaluation.verdict import verdict_auc, verdict_markdown
 from rerank_audit.io import atomic_path, read_table, write_table
 
 log = log_to(snakemake.log[0])
@@ -36,9 +37,17 @@ columns = list(dict.fromkeys([*p.primary_measures, *[m for m in ("AP",) if m in 
 training = [json.loads(Path(path).read_text()) for path in snakemake.input.training_fits]
 # train.selection: each model's training_config.json (grid, dev curves, choice), its budget from its folder.
 selections = [json.loads(Path(path).read_text()) | {"budget": Path(path).parent.name} for path in snakemake.input.get("training_configs", [])]
+# The writer's verdict as a probability: its AUC against each method's decision, with and without the explanation.
+dataset = snakemake.wildcards.dataset
+rationale_pairs = [read_table(path, schemas.RATIONALE_METRICS) for path in snakemake.input.rationale_metrics]
+verdict = verdict_auc(pd.concat(rationale_pairs, ignore_index=True) if rationale_pairs else pd.DataFrame(columns=schemas.RATIONALE_METRICS.names),
+                      dataset, n_resamples=p.bootstrap, seed=p.seed)
+write_table(verdict, out.verdict_auc, schemas.from_frame(verdict))
+with atomic_path(out.verdict_table) as tmp:
+    tmp.write_text(verdict_markdown(verdict, dataset, methods=p.methods, budget_sizes=budget_sizes))
 with atomic_path(out.summary) as tmp:
     tmp.write_text(summary_markdown(stats, explained, methods=p.methods, ranking_measures=columns, primary_measures=p.primary_measures,
-                                    budget_sizes=budget_sizes, training=training, selections=selections))
+                                    budget_sizes=budget_sizes, training=training, selections=selections, verdict_auc=verdict))
 faithfulness, accuracy = f"comprehensiveness@{p.k}", p.primary_measures[0]
 plots.learning_curves(stats, out.learning_curves, measures=(accuracy, faithfulness), budget_sizes=budget_sizes, methods=p.methods)
 plots.accuracy_vs_faithfulness(stats, out.scatter, accuracy=accuracy, faithfulness=faithfulness, budget_sizes=budget_sizes, methods=p.methods)
@@ -56,7 +65,6 @@ if "probes" not in snakemake.input.keys():
             log.info("probes are off: removing %s of an earlier run", stale)
             stale.unlink()
 else:
-    dataset = snakemake.wildcards.dataset
     probes = pd.concat([read_table(path, schemas.PROBES) for path in snakemake.input.probes], ignore_index=True).assign(dataset=dataset)
     probe_options = dict(alpha=p.alpha, n_resamples=p.bootstrap, seed=p.seed)
     tests, against = probe_tests(probes, **probe_options), compare_with_reference(probes, **probe_options)

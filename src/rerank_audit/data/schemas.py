@@ -113,6 +113,10 @@ ATTRIBUTIONS = pa.schema(
         ("attribution", pa.float64()),
     ]
 )
+# The writer's log-odds of "relevant" after its rationale, and asked about query and document
+# alone (explain/rationale.py verdict_log_odds); optional: tables written before them read as NaN.
+VERDICT_COLUMNS = ("verdict_log_odds", "verdict_log_odds_input_only")
+VERDICT_LOG_ODDS = [pa.field(name, pa.float64(), metadata=OPTIONAL) for name in VERDICT_COLUMNS]
 RATIONALES = pa.schema(
     [
         ("method", pa.string()),
@@ -124,6 +128,7 @@ RATIONALES = pa.schema(
         ("keywords", pa.list_(pa.string())),
         ("rationale", pa.string()),
         ("generator", pa.string()),
+        *VERDICT_LOG_ODDS,
     ]
 )
 # Score differences divided by scale (explain/faithfulness.py); one row per pair and k;
@@ -155,6 +160,7 @@ RATIONALE_METRICS = pa.schema(
         ("verdict", pa.bool_()),
         ("rationale_words", pa.int64()),
         *[(name, pa.float64()) for name in measures.columns("rationale")],
+        *VERDICT_LOG_ODDS,
     ]
 )
 

@@ -110,6 +110,7 @@ def summary_markdown(
     budget_sizes: Mapping[str, int] | None = None,
     training: Sequence[Mapping] | None = None,
     selections: Sequence[Mapping] | None = None,
+    verdict_auc: pd.DataFrame | None = None,
     digits: int = 3,
 ) -> str:
     """The report's summary.md: per dataset and budget a table, its legend and generated findings.
@@ -127,6 +128,8 @@ def summary_markdown(
     given, a Training table closes the summary (``training_markdown``). ``selections``: the
     training_config.json records of models trained with ``train.selection`` (each with
     ``budget``), or None; given, a Model selection table follows (``selection_markdown``).
+    ``verdict_auc``: ``evaluation.verdict.verdict_auc`` rows, or None; given, the findings say
+    what the writer's verdict tells about each method's decision (``verdict_auc_findings``).
     """
     explain_means = _explain_means(explain, stats)
     if primary_measures is None:
@@ -148,7 +151,8 @@ def summary_markdown(
             sections.append(_table(rows, means, tests, order, ranking_measures, k, digits))
             random_tested = tests is not None and not tests.empty
             sections.append(_legend(stats, dataset, budget, k, random_tested, bool(_explain_columns(means, k)), primary_measures))
-            sections.append("**Findings.** " + _findings(rows, means, tests, order, k, primary) + "\n")
+            verdict = [] if verdict_auc is None else verdict_auc_findings(_rows_for(verdict_auc, dataset, budget), order)
+            sections.append("**Findings.** " + " ".join([_findings(rows, means, tests, order, k, primary), *verdict]) + "\n")
     if training:
         sections.append(training_markdown(training, methods=methods, budget_sizes=budget_sizes, digits=digits))
     if selections:
@@ -478,6 +482,30 @@ def _verdict_findings(means, order) -> list[str]:
     return [
         "Verdict agreement (rationale vs the method's decision), top- vs bottom-explained documents: " + "; ".join(pairs) + "."
     ]
+
+
+def verdict_auc_findings(auc: pd.DataFrame, order) -> list[str]:
+    """The writer's verdict AUC per method with and without the explanation (``evaluation.verdict``
+    rows of one table), and for which methods the explanation adds to the input alone (CI of the
+    difference above 0)."""
+    auc = auc.dropna(subset=["auc"]).set_index("method")
+    methods = [m for m in order if m in auc.index]
+    if not methods:
+        return []
+    level = f"{float(auc.ci_level.iloc[0]):.0%}"
+    values = "; ".join(f"{_name(m)} {auc.auc[m]:.2f} vs {auc.auc_input_only[m]:.2f}" for m in methods)
+    added = [m for m in methods if auc.added_ci_low[m] > 0]
+    lost = [m for m in methods if auc.added_ci_high[m] < 0]
+    text = (
+        "The rationale writer's verdict, read as its log-odds of \"relevant\", separates each method's top from its bottom "
+        f"documents with AUC {values} (with the explanation vs from the query and document alone). "
+    )
+    if added:
+        text += f"The explanation adds to the input alone for {_names(added)} ({level} CI of the difference above 0)"
+    else:
+        text += f"For no method does the explanation add to what the input alone tells ({level} CI of the difference above 0)"
+    text += f"; it lowers the AUC for {_names(lost)}." if lost else "."
+    return [text]
 
 
 def _random_findings(rows, order, measure) -> list[str]:

@@ -14,6 +14,9 @@ Checks (all words compared by ``words.word_key``: lowercased, punctuation-stripp
 - keyword coverage: share of the distinct keywords the rationale mentions;
 - verdict agreement: the rationale's verdict (``rationale_verdict``) equals the model's
   decision (``model_decisions``); a rationale that states no verdict does not agree;
+- the verdict as a probability (``verdict_log_odds``): the writer's log-odds of "relevant"
+  after its own rationale, and when asked about the query and the document alone, which
+  ``evaluation.verdict`` turns into AUCs against the method's decision;
 - unsupported-word rate: share of the rationale's content words (stop words and the task's
   own vocabulary such as "document" or "relevant" left out) found in neither the query nor
   the document.
@@ -27,7 +30,17 @@ from typing import Mapping, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
+from rerank_audit.data.schemas import VERDICT_COLUMNS
+from rerank_audit.text import prompts
 from rerank_audit.text.words import is_content_word, split_words, word_key
+
+# Asked after the rationale, in the writer's own turn, to read its verdict as a probability: the
+# answer follows "Answer:" as in the yes/no scorers (prompts.ANSWER_PREFIX), so their answer token
+# ids apply. In the writer's turn, not as a new user turn: with hand-written rationales that say
+# "relevant" or "not relevant", SmolLM2-135M-Instruct's log-odds moved by +0.5 to +0.9 between the
+# two here, by +0.02 to +0.15 after a user turn asking the same (12 CLIMATE-FEVER pairs): a new
+# turn reads the question afresh rather than the writer's own conclusion.
+VERDICT_QUESTION = "Is the document relevant to the search query?"
 
 RATIONALE_INSTRUCTION = (
     "In 2 to 4 sentences, explain why the document is or is not relevant to the search query. "
@@ -52,11 +65,11 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _VERDICT_TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
-def rationale_prompt(tokenizer, item: Mapping, show_decision: bool = False) -> str:
-    """The generator's chat prompt for one item (query, document, keywords, attributions).
+def rationale_request(item: Mapping, show_decision: bool = False) -> str:
+    """The user turn that asks the generator for a rationale of one item (query, document, keywords, attributions).
 
-    With ``show_decision`` the prompt also gives the item's rank among the ``head_size``
-    documents the search engine re-ranked (the method's decision: upper half relevant).
+    With ``show_decision`` it also gives the item's rank among the ``head_size`` documents the
+    search engine re-ranked (the method's decision: upper half relevant).
     """
     influential = "\n".join(f"- {word}: {value:+.3g}" for word, value in zip(item["keywords"], item["attributions"]))
     ranked = (
@@ -65,14 +78,45 @@ def rationale_prompt(tokenizer, item: Mapping, show_decision: bool = False) -> s
         if show_decision
         else ""
     )
-    user = (
+    return (
         f"Search query: {item['query']}\n\nDocument: {item['document']}\n\n{ranked}"
         "The words that most influenced the search engine's relevance score (positive values pushed the document up, "
         f"negative values pushed it down):\n{influential}\n\n{RATIONALE_INSTRUCTION}"
     )
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
-    return f"User: {user}\nAssistant: "
+
+
+def rationale_prompt(tokenizer, item: Mapping, show_decision: bool = False) -> str:
+    """The generator's chat prompt for one item: ``rationale_request`` as the user turn, then the assistant header."""
+    return prompts.chat(tokenizer, rationale_request(item, show_decision))
+
+
+def verdict_prompt(tokenizer, item: Mapping, rationale: str, show_decision: bool = False) -> str:
+    """The writer's turn continued to a yes/no answer: ``rationale_prompt``, the ``rationale``, then
+    ``VERDICT_QUESTION`` and ``prompts.ANSWER_PREFIX``."""
+    return f"{rationale_prompt(tokenizer, item, show_decision)}{rationale}\n\n{VERDICT_QUESTION} {prompts.ANSWER_PREFIX}"
+
+
+def verdict_log_odds(model, tokenizer, items: Sequence[Mapping], rationales: Sequence[str], *, settings, show_decision: bool = False) -> pd.DataFrame:
+    """The writer's log-odds of "relevant" (yes) against "not relevant" (no), read from its answer tokens.
+
+    ``items`` as for ``write_rationales``, ``rationales`` the writer's texts in that order,
+    ``settings`` a ``ScoringSettings`` (batching; ``max_length`` is not applied). Returns, in
+    ``items`` order, float64 columns ``verdict_log_odds`` (after ``verdict_prompt``: the writer
+    has seen the keywords, their attributions, the rank with ``show_decision``, and its own
+    rationale) and ``verdict_log_odds_input_only`` (after ``prompts.pointwise_prompt``: the same
+    question about the query and the document alone, the baseline of leakage-adjusted
+    simulatability). Each is one forward pass per prompt, no generation
+    (``scoring.yesno.answer_log_odds``: logsumexp over the yes variants minus over the no variants).
+    """
+    from rerank_audit.models.scoring.engine import group_ids
+    from rerank_audit.models.scoring.yesno import answer_log_odds
+
+    groups = group_ids([item["query"] for item in items])
+    with_explanation = [verdict_prompt(tokenizer, item, r, show_decision) for item, r in zip(items, rationales, strict=True)]
+    input_only = [prompts.pointwise_prompt(tokenizer, item["query"], item["document"]) for item in items]
+    return pd.DataFrame(
+        {name: answer_log_odds(model, tokenizer, texts, groups, settings=settings, desc=name) for name, texts in zip(VERDICT_COLUMNS, (with_explanation, input_only))}
+    )
 
 
 def write_rationales(
@@ -172,12 +216,14 @@ def unsupported_word_rate(rationale: str, query: str, document: str, task_words:
 
 
 def with_rationales(items: pd.DataFrame, rationales: pd.DataFrame, source: str = "rationales") -> pd.DataFrame:
-    """``items`` (``selection.rationale_items``) with the ``rationale`` text of each pair from ``rationales`` (RATIONALES rows).
+    """``items`` (``selection.rationale_items``) with the ``rationale`` text of each pair from ``rationales`` (RATIONALES rows),
+    and the writer's log-odds (``VERDICT_COLUMNS``) where ``rationales`` has them.
 
     A pair of ``items`` without its rationale is an error naming ``source``: the rationales
     were written for another explained head.
     """
-    merged = items.merge(rationales[["query_id", "doc_id", "rationale"]], on=["query_id", "doc_id"], how="left", validate="one_to_one")
+    carried = ["rationale", *[c for c in VERDICT_COLUMNS if c in rationales.columns]]
+    merged = items.merge(rationales[["query_id", "doc_id", *carried]], on=["query_id", "doc_id"], how="left", validate="one_to_one")
     missing = merged[merged.rationale.isna()]
     if len(missing):
         first = missing.iloc[0]

@@ -33,7 +33,7 @@ def document_text(title: str, text: str) -> str:
     return f"{title}: {text}" if title else text
 
 
-def _chat(tokenizer, user: str) -> str:
+def chat(tokenizer, user: str) -> str:
     """``user`` as one chat turn followed by the assistant header (plain text if no template)."""
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
@@ -42,7 +42,7 @@ def _chat(tokenizer, user: str) -> str:
 
 def pointwise_prompt(tokenizer, query: str, document: str) -> str:
     """The full pointwise prompt, ending with ``ANSWER_PREFIX`` where the model answers yes / no."""
-    return _chat(tokenizer, f"{POINTWISE_INSTRUCTION}\n\nSearch query: {query}\n\nDocument: {document}") + ANSWER_PREFIX
+    return chat(tokenizer, f"{POINTWISE_INSTRUCTION}\n\nSearch query: {query}\n\nDocument: {document}") + ANSWER_PREFIX
 
 
 def answer_variants(word: str) -> list[str]:
@@ -96,7 +96,7 @@ def pointwise_completions(tokenizer) -> tuple[str, str]:
 
 def document_prompt(tokenizer, query: str) -> str:
     """The prompt of a document preference: the query as the user's request."""
-    return _chat(tokenizer, f"{DOCUMENT_INSTRUCTION} {query}")
+    return chat(tokenizer, f"{DOCUMENT_INSTRUCTION} {query}")
 
 
 def corpus_texts(corpus, doc_ids) -> list[str]:
