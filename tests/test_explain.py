@@ -340,7 +340,8 @@ def test_explain_outputs_write_with_the_data_model_schemas(tmp_path):
         scorer, [QUERY, QUERY], [DOCUMENT, OTHER], attributions, ks=[1], n_random=2, seed=0, deletion_steps=2, cache=cache, candidate_spread=spreads, **ids
     )
     frame = pd.DataFrame(
-        {"query": [QUERY], "document": [DOCUMENT], "keywords": [["glacier"]], "rationale": ["Relevant."], "relevant": [True], "end": ["top"]}
+        {"query": [QUERY], "document": [DOCUMENT], "keywords": [["glacier"]], "rationale": ["Relevant."], "relevant": [True], "end": ["top"],
+         "verdict_log_odds": [0.4], "verdict_log_odds_input_only": [-0.1]}  # fmt: skip
     )
     stated = rationale_comprehensiveness(scorer, [QUERY], [DOCUMENT], ["The glacier."], n_random=2, seed=0, candidate_spread=spreads, **{k: v[:1] for k, v in ids.items()})
     checks = rationale_metrics(frame).assign(query_id="q1", doc_id="d1").merge(stated, on=["query_id", "doc_id"])
