@@ -111,11 +111,12 @@ def test_findings_name_the_methods_whose_explanation_adds_to_the_input():
     from rerank_audit.evaluation.summary import verdict_auc_findings
 
     table = pd.DataFrame(
-        {"method": ["sft", "qlm"], "auc": [0.8, 0.55], "auc_input_only": [0.6, 0.5], "added_ci_low": [0.05, -0.2],
+        {"method": ["sft", "qlm"], "auc": [0.8, 0.55], "auc_input_only": [0.6, 0.5], "added": [0.2, 0.05], "added_ci_low": [0.05, -0.2],
          "added_ci_high": [0.35, 0.3], "ci_level": 0.95}
     )  # fmt: skip
     assert verdict_auc_findings(table, ["qlm", "sft"]) == [
-        'The rationale writer\'s verdict, read as its log-odds of "relevant", separates each method\'s top from its bottom '
-        "documents with AUC qlm 0.55 vs 0.50; sft 0.80 vs 0.60 (with the explanation vs from the query and document alone). "
+        'The rationale writer\'s verdict, read as its log-odds of "relevant", predicts each method\'s decision (top vs bottom '
+        "of its head) with AUC, with the explanation vs from the query and document alone: qlm 0.55 vs 0.50 (added +0.05 "
+        "[-0.20, +0.30]); sft 0.80 vs 0.60 (added +0.20 [+0.05, +0.35]). "
         "The explanation adds to the input alone for sft (95% CI of the difference above 0)."
     ]

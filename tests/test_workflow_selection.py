@@ -26,6 +26,10 @@ def test_qlm_lce_trains_and_with_selection_a_step_0_choice_reranks_with_the_base
     snakemake(tmp_path, write_config(tmp_path, config))
     assert not (results / "probe").exists() and not (results / "report" / "probes.md").exists()
     assert (results / "report" / "summary.md").exists()
+    # The writer's verdict read as a probability, carried to the report's verdict AUC table.
+    rationales = pd.read_parquet(results / "rationale" / "qlm" / "0" / "rationales.parquet")
+    assert rationales.verdict_log_odds.notna().all() and rationales.verdict_log_odds_input_only.notna().all()
+    assert (results / "report" / "verdict_auc.md").read_text().startswith("# Verdict AUC: tiny")
     # Turning them on afterwards plans the probes (of BM25, qlm, qlm_lce) and the report, nothing else.
     probing = dict(config, probe={"probes": None})
     assert planned_rules(tmp_path, write_config(tmp_path, probing, "probing.yaml")) == {"probe": 2, "probe_bm25": 1, "report": 1, "all": 1}

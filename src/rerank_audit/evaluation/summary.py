@@ -485,20 +485,23 @@ def _verdict_findings(means, order) -> list[str]:
 
 
 def verdict_auc_findings(auc: pd.DataFrame, order) -> list[str]:
-    """The writer's verdict AUC per method with and without the explanation (``evaluation.verdict``
-    rows of one table), and for which methods the explanation adds to the input alone (CI of the
-    difference above 0)."""
+    """The writer's verdict AUC per method with and without the explanation and their difference with
+    its CI (``evaluation.verdict`` rows of one table: the CI says what a null could have found),
+    and for which methods the explanation adds to the input alone (CI of the difference above 0)."""
     auc = auc.dropna(subset=["auc"]).set_index("method")
     methods = [m for m in order if m in auc.index]
     if not methods:
         return []
     level = f"{float(auc.ci_level.iloc[0]):.0%}"
-    values = "; ".join(f"{_name(m)} {auc.auc[m]:.2f} vs {auc.auc_input_only[m]:.2f}" for m in methods)
+    values = "; ".join(
+        f"{_name(m)} {auc.auc[m]:.2f} vs {auc.auc_input_only[m]:.2f} (added {auc.added[m]:+.2f} [{auc.added_ci_low[m]:+.2f}, {auc.added_ci_high[m]:+.2f}])"
+        for m in methods
+    )
     added = [m for m in methods if auc.added_ci_low[m] > 0]
     lost = [m for m in methods if auc.added_ci_high[m] < 0]
     text = (
-        "The rationale writer's verdict, read as its log-odds of \"relevant\", separates each method's top from its bottom "
-        f"documents with AUC {values} (with the explanation vs from the query and document alone). "
+        "The rationale writer's verdict, read as its log-odds of \"relevant\", predicts each method's decision (top vs bottom "
+        f"of its head) with AUC, with the explanation vs from the query and document alone: {values}. "
     )
     if added:
         text += f"The explanation adds to the input alone for {_names(added)} ({level} CI of the difference above 0)"
