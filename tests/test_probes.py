@@ -372,6 +372,9 @@ def test_marker_insertion_flags_the_trained_method_and_not_the_untrained_one(tin
 
 # --- Stance: the evidence label survives ingestion --------------------------------------
 
+# The probes that edit any dataset's documents, in registry order (stance and marker need more).
+EDIT_PROBES = ["stuffing", "stuffing_start", "shuffle", "repetition", "padding", "distractor", "distractor_start", "instruction", "negation"]
+
 
 def test_stance_labels_round_trip_through_ingestion_of_the_real_climate_fever_file(climate_fever, tmp_path):
     judgements = {}
@@ -387,7 +390,7 @@ def test_stance_labels_round_trip_through_ingestion_of_the_real_climate_fever_fi
     assert (qrels.label == "SUPPORTS").sum() == labels["SUPPORTS"] and (qrels.label == "REFUTES").sum() == labels["REFUTES"]
     assert labels["SUPPORTS"] > 1000 and labels["REFUTES"] > 300 and len(qrels) == len(judgements)
     assert set(qrels.relevance[qrels.label.isin(["SUPPORTS", "REFUTES"])]) == {1} and set(qrels.relevance[qrels.label == "NOT_ENOUGH_INFO"]) == {0}
-    assert applicable_probes(qrels) == ["stuffing", "shuffle", "repetition", "distractor", "stance"]
+    assert applicable_probes(qrels) == [*EDIT_PROBES, "stance"]
 
 
 def test_qrels_without_labels_are_written_and_read_with_a_null_label(tmp_path):
@@ -398,7 +401,7 @@ def test_qrels_without_labels_are_written_and_read_with_a_null_label(tmp_path):
     for name in ("qrels.parquet", "old.parquet"):
         qrels = read_table(tmp_path / name, schemas.QRELS)
         assert list(qrels.columns) == ["query_id", "doc_id", "relevance", "label"] and qrels.label.isna().all()
-    assert applicable_probes(qrels, marker=MARKER) == ["stuffing", "shuffle", "repetition", "distractor", "marker"]
+    assert applicable_probes(qrels, marker=MARKER) == [*EDIT_PROBES, "marker"]
 
 
 def test_stance_is_the_supports_minus_refutes_score_gap_in_spreads():

@@ -13,6 +13,7 @@ import ir_measures
 import pandas as pd
 
 from rerank_audit.methods import REGISTRY
+from rerank_audit.probe.registry import check_probes
 from rerank_audit.text.prompts import DEFAULT_QLM_TEMPLATE, check_template
 
 # Weight of BM25 in a fused score when the config names none (Zhuang et al. 2023, llm-qlm).
@@ -52,6 +53,7 @@ def check_config(config: dict[str, Any]) -> None:
     resolve_controls(datasets)
     control_pairs(datasets)
     check_methods(config["methods"])
+    check_probes(config["probe"]["probes"] or [])
     untrainable = [m for m in config["train"]["methods"] if m not in REGISTRY or not REGISTRY[m].trained]
     if untrainable:
         raise ValueError(f"train.methods: {untrainable} are not trained methods; set hyper-parameters only for {[m for m, s in REGISTRY.items() if s.trained]}")

@@ -3,8 +3,8 @@
 Generated from ``probes.probe_tests`` (each method's response against no response) and
 ``probes.compare_with_reference`` (each method's response against BM25's on the same
 queries); nothing is typed by hand. A finding names a response, or a difference from BM25,
-only where its test is significant after Holm; the stuffing overtake shares are given as
-description, labelled untested.
+only where its test is significant after Holm; the overtake shares (stuffing and the other
+probes that edit non-relevant documents) are given as description, labelled untested.
 """
 
 from __future__ import annotations
@@ -15,21 +15,12 @@ import numpy as np
 import pandas as pd
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
-from rerank_audit.evaluation.probes import PROBE_READING
 from rerank_audit.evaluation.summary import MISSING, budget_label, method_order
 from rerank_audit.methods import display_name
-from rerank_audit.probe.responses import PROBES
+from rerank_audit.probe.registry import REGISTRY
 
 RISES, FALLS = "↑", "↓"  # a significant response (Holm)
 MORE, LESS = "▲", "▼"  # Δ significantly above / below BM25's Δ (Holm)
-PROBE_NAMES = {
-    "stuffing": "query-word stuffing",
-    "shuffle": "word-order shuffle",
-    "repetition": "repetition",
-    "distractor": "distractor sentence",
-    "stance": "stance (SUPPORTS − REFUTES)",
-    "marker": "marker insertion",
-}
 REFERENCE = "bm25"
 
 
@@ -77,7 +68,7 @@ def probes_markdown(
     against = against[against.dataset == dataset] if len(against) else against
     if tests.empty:
         return f"# Shortcut probes: {dataset}\n\nNo probe gave a result (every probed query's candidates scored the same).\n"
-    probes = [p for p in PROBES if p in set(tests.probe)]
+    probes = [p for p in REGISTRY if p in set(tests.probe)]
     rows = _rows(tests, methods)
     by_key = tests.set_index(["method", "budget", "probe"])
     versus = against.set_index(["method", "budget", "probe"]) if len(against) else None
@@ -94,7 +85,7 @@ def probes_markdown(
         "budget 0.",
         "",
     ]
-    header = ["method", *[PROBE_NAMES[p] for p in probes]]
+    header = ["method", *[REGISTRY[p].label for p in probes]]
     lines += ["| " + " | ".join(header) + " |", "|---|" + "|".join("---:" for _ in probes) + "|"]
     for method, budget in rows:
         cells = [_row_name(method, budget, budget_sizes)]
@@ -109,11 +100,11 @@ def probes_markdown(
             cells.append(f"{_signed(row['mean'], digits)} {mark}".strip())
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"## The tests ({level} bootstrap CIs)", ""]
-    stuffing = "stuffing" in probes
+    overtaking = any(REGISTRY[p].overtake for p in probes)
     lines += [
         "| method | probe | queries | mean Δ [CI] | Holm p | response | Δ − BM25's Δ [CI] | Holm p |"
-        + (" stuffed document outranks a relevant one: before → after |" if stuffing else ""),
-        "|---|---|---:|---:|---:|---|---:|---:|" + ("---:|" if stuffing else ""),
+        + (" edited document outranks a relevant one: before → after |" if overtaking else ""),
+        "|---|---|---:|---:|---:|---|---:|---:|" + ("---:|" if overtaking else ""),
     ]
     for method, budget in rows:
         for probe in probes:
@@ -121,7 +112,7 @@ def probes_markdown(
                 continue
             row = by_key.loc[(method, budget, probe)]
             cells = [
-                _row_name(method, budget, budget_sizes), PROBE_NAMES[probe], str(int(row.queries)),
+                _row_name(method, budget, budget_sizes), REGISTRY[probe].label, str(int(row.queries)),
                 f"{_signed(row['mean'], digits)} [{_signed(row.ci_low, digits)}, {_signed(row.ci_high, digits)}]", _p(row.p_holm), row.response,
             ]  # fmt: skip
             if versus is not None and (method, budget, probe) in versus.index:
@@ -129,8 +120,8 @@ def probes_markdown(
                 cells += [f"{_signed(ref.difference, digits)} [{_signed(ref.ci_low, digits)}, {_signed(ref.ci_high, digits)}]", _p(ref.p_holm)]
             else:
                 cells += [MISSING, MISSING]
-            if stuffing:
-                has_shares = probe == "stuffing" and not np.isnan(row.overtake_after)
+            if overtaking:
+                has_shares = REGISTRY[probe].overtake and not np.isnan(row.overtake_after)
                 cells.append(f"{row.overtake_before:.2f} → {row.overtake_after:.2f}" if has_shares else MISSING)
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Findings", ""]
@@ -158,7 +149,7 @@ def _findings(tests, against, rows, probes, budget_sizes, digits) -> list[str]:
         quiet = [_short_name(m, b) for m, b in present if by_key.loc[(m, b, probe)].response == "none"]
         not_rising = [_short_name(m, b) for m, b in present if by_key.loc[(m, b, probe)].response != "rises"]
         if probe == "marker":
-            text = f"**Marker insertion** ({PROBE_READING[probe]}) flags {_list(named['rises'])}: the score rises" if named["rises"] else "**Marker insertion** flags no method: no score rises significantly"
+            text = f"**Marker insertion** ({REGISTRY[probe].reading}) flags {_list(named['rises'])}: the score rises" if named["rises"] else "**Marker insertion** flags no method: no score rises significantly"
             text += f"; not flagged: {_list(not_rising)}." if not_rising else "."
         elif probe == "stance":
             parts = []
@@ -170,11 +161,11 @@ def _findings(tests, against, rows, probes, budget_sizes, digits) -> list[str]:
             text += f"; no significant gap: {_list(quiet)}." if quiet and parts else "."
         else:
             parts = [f"{'rises' if r == 'rises' else 'falls'} for {_list(named[r])}" for r in ("rises", "falls") if named[r]]
-            text = f"**{PROBE_NAMES[probe].capitalize()}** ({PROBE_READING[probe]}): the score " + ("; ".join(parts) if parts else "moves significantly for no method")
+            text = f"**{REGISTRY[probe].label.capitalize()}** ({REGISTRY[probe].reading}): the score " + ("; ".join(parts) if parts else "moves significantly for no method")
             text += f"; no significant response: {_list(quiet)}." if quiet and parts else "."
         found.append(text)
         found += _reference_findings(against, probe, budget_sizes, digits)
-    found += _overtake_description(tests, rows, budget_sizes)
+    found += [sentence for probe in probes if REGISTRY[probe].overtake for sentence in _overtake_description(tests, rows, probe)]
     return found
 
 
@@ -194,22 +185,23 @@ def _reference_findings(against, probe, budget_sizes, digits) -> list[str]:
         for direction in ("more", "less")
     }
     if not said["more"] and not said["less"]:
-        return [f"Against BM25: no method's Δ under {PROBE_NAMES[probe]} differs significantly from BM25's."]
+        return [f"Against BM25: no method's Δ under {REGISTRY[probe].label} differs significantly from BM25's."]
     parts = [f"{'above' if d == 'more' else 'below'} BM25's for {_list(said[d])}" for d in ("more", "less") if said[d]]
-    return [f"Against BM25, Δ under {PROBE_NAMES[probe]} is " + "; ".join(parts) + "."]
+    return [f"Against BM25, Δ under {REGISTRY[probe].label} is " + "; ".join(parts) + "."]
 
 
-def _overtake_description(tests, rows, budget_sizes) -> list[str]:
-    """The stuffing overtake shares, before and after, as description (no test)."""
-    stuffing = tests[(tests.probe == "stuffing") & tests.overtake_after.notna()].set_index(["method", "budget"])
-    if stuffing.empty:
+def _overtake_description(tests, rows, probe) -> list[str]:
+    """The overtake shares of ``probe``, before and after its edit, as description (no test)."""
+    edited = tests[(tests.probe == probe) & tests.overtake_after.notna()].set_index(["method", "budget"])
+    if edited.empty:
         return []
     shares = [
-        f"{_short_name(m, b)} {stuffing.loc[(m, b)].overtake_before:.2f} → {stuffing.loc[(m, b)].overtake_after:.2f}"
+        f"{_short_name(m, b)} {edited.loc[(m, b)].overtake_before:.2f} → {edited.loc[(m, b)].overtake_after:.2f}"
         for m, b in rows
-        if (m, b) in stuffing.index
+        if (m, b) in edited.index
     ]
     return [
-        "Descriptive (untested): the share of (relevant, stuffed non-relevant) document pairs of a query in which the stuffed "
-        "document scores higher, before → after stuffing, mean over queries (random order: 0.50): " + "; ".join(shares) + "."
+        f"Descriptive (untested), {REGISTRY[probe].label}: the share of (relevant, edited non-relevant) document pairs of a "
+        "query in which the edited document scores higher, before → after the edit, mean over queries (random order: 0.50): "
+        + "; ".join(shares) + "."
     ]

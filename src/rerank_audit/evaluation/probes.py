@@ -20,21 +20,12 @@ from rerank_audit.evaluation.plots import _save, measure_label, method_colours
 from rerank_audit.evaluation.statistics import bootstrap_ci, holm, paired_t_test
 from rerank_audit.evaluation.summary import method_order
 from rerank_audit.methods import display_name
-from rerank_audit.probe.responses import PROBES
+from rerank_audit.probe.registry import REGISTRY
 
 PROBE_TEST_COLUMNS = [
     "dataset", "budget", "method", "probe", "queries", "mean", "ci_low", "ci_high", "ci_level",
     "t", "p", "p_holm", "alpha", "significant", "response", "overtake_before", "overtake_after",
 ]  # fmt: skip
-# What a positive delta means, per probe (figure titles).
-PROBE_READING = {
-    "stuffing": "query words appended",
-    "shuffle": "word order shuffled",
-    "repetition": "document repeated",
-    "distractor": "off-topic sentence appended",
-    "stance": "SUPPORTS − REFUTES evidence",
-    "marker": "control's marker inserted",
-}
 # A random re-ordering ignores every edit: its stuffed document outranks a relevant one by chance.
 RANDOM_OVERTAKE = 0.5
 
@@ -50,8 +41,8 @@ def probe_tests(
     against original (``statistics.paired_t_test`` of delta against 0), p_holm (Holm over
     the rows of one dataset and budget), alpha, significant (p_holm < alpha), response
     ("rises" / "falls": significant, by the sign of the mean; "none"; a control's marker
-    flags a method whose score rises), and the mean overtake shares (stuffing; NaN elsewhere). Ordered by dataset, budget ("0" first),
-    method (``method_order``) and probe (``PROBES``).
+    flags a method whose score rises), and the mean overtake shares (probes with ``overtake``; NaN elsewhere). Ordered by dataset, budget ("0" first),
+    method (``method_order``) and probe (registry order).
     """
     missing = {"dataset", "budget", "method", "probe", "query_id", "delta"} - set(per_query.columns)
     if missing:
@@ -150,7 +141,7 @@ def probe_figure(tests: pd.DataFrame, path: str | Path, methods: Sequence[str] |
     if tests.empty:
         raise ValueError("no probe results to draw")
     datasets = list(dict.fromkeys(tests.dataset))
-    probes = [p for p in PROBES if p in set(tests.probe)]
+    probes = [p for p in REGISTRY if p in set(tests.probe)]
     rows = tests[["method", "budget"]].drop_duplicates()
     order = method_order(list(rows.method), methods)
     rows = rows.assign(_m=rows.method.map(order.index), _b=rows.budget.map(_budget_order(rows.budget).index)).sort_values(["_m", "_b"])
@@ -174,7 +165,8 @@ def probe_figure(tests: pd.DataFrame, path: str | Path, methods: Sequence[str] |
             ax.axvline(0, color="0.5", linewidth=0.8)
             ax.set_yticks(range(len(lines)), [_row_label(m, b) for m, b in lines])
             ax.set_ylim(len(lines) - 0.5, -0.5)
-            ax.set_title(f"{dataset}: {probe}\n({PROBE_READING[probe]})" if len(datasets) > 1 else f"{probe}\n({PROBE_READING[probe]})", fontsize=10)
+            reading = REGISTRY[probe].reading
+            ax.set_title(f"{dataset}: {probe}\n({reading})" if len(datasets) > 1 else f"{probe}\n({reading})", fontsize=10)
             ax.grid(axis="x", alpha=0.3)
             if r == len(datasets) - 1:
                 ax.set_xlabel("Δ score, in SDs of the\nmethod's candidate scores")
@@ -226,13 +218,13 @@ def accuracy_vs_shortcut(
 
 
 def _in_table_order(result: pd.DataFrame) -> pd.DataFrame:
-    """Rows by dataset (first seen), budget ("0" first), method (table order), probe (``PROBES`` order)."""
+    """Rows by dataset (first seen), budget ("0" first), method (table order), probe (registry order)."""
     positions = pd.DataFrame(
         {
             "dataset": result.dataset.map(list(dict.fromkeys(result.dataset)).index),
             "budget": result.budget.map(_budget_order(result.budget).index),
             "method": result.method.map(method_order(list(result.method)).index),
-            "probe": result.probe.map(list(PROBES).index),
+            "probe": result.probe.map(list(REGISTRY).index),
         }
     )
     result = result.loc[positions.sort_values(list(positions.columns), kind="stable").index]
