@@ -20,8 +20,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from bm25s.stopwords import STOPWORDS_EN
 from rank_bm25 import BM25Okapi
 from scipy import stats
+from Stemmer import Stemmer
 
 from rerank_audit.data import schemas
 from rerank_audit.data.control import derive_control
@@ -30,19 +32,26 @@ from rerank_audit.evaluation.probe_summary import probes_markdown
 from rerank_audit.evaluation.probes import accuracy_vs_shortcut, compare_with_reference, probe_figure, probe_tests
 from rerank_audit.io import read_table, write_table
 from rerank_audit.probe.edits import (
+    FILLER_WORDS,
+    RELEVANCE_CLAIMS,
     append_distractor,
     insert_marker_word,
+    moved_to_start,
+    negate,
+    pad_with_filler,
     query_content_words,
     repeat_document,
     sentences,
     shuffle_words,
     stuff_query_words,
 )
+from rerank_audit.probe.pairs import topic_keys
+from rerank_audit.probe.registry import REGISTRY
 from rerank_audit.probe.responses import PROBE_COLUMNS, applicable_probes, probe_head, probe_responses
 from rerank_audit.retrieval.bm25 import bm25_candidates, bm25_index, judged_candidates
 from rerank_audit.retrieval.bm25_scorer import bm25_pair_scorer
 from rerank_audit.text.prompts import corpus_texts
-from rerank_audit.text.words import content_keys, is_content_word, split_words, word_key
+from rerank_audit.text.words import STOP_WORDS, content_keys, is_content_word, split_words, word_key
 
 K1, B = 1.2, 0.75
 CORPUS = pd.DataFrame(
@@ -262,6 +271,141 @@ def test_a_distractor_shares_no_word_that_bm25_indexes_with_the_query():
         probe_responses(recording, queries, corpus, head, qrels, method="bm25", budget="0", probes=["distractor"], seed=seed)
         appended |= {document[len("ice melts ") :] for query, document in recording.calls[0] if query == "more ice" and document != "ice melts"}
     assert appended == {"Wind blows.", "Storms gust."}  # qb's sentences that share no word with "more ice"
+
+
+# --- The field's newer probes: injected instruction, negation, position, neutral padding -----
+
+
+def test_negation_inserts_not_after_the_first_auxiliary_and_nothing_else():
+    text = "Sea ice: Arctic sea ice extent is shrinking. Models can agree."
+    negated = negate(text)
+    assert negated == "Sea ice: Arctic sea ice extent is not shrinking. Models can agree."
+    words = split_words(negated)
+    assert words.pop(words.index("is") + 1) == "not" and words == split_words(text)
+    # "is," ends a clause (punctuation attached): the first auxiliary is "Can", in any case.
+    assert negate("The answer is, models\nCan  help.") == "The answer is, models\nCan not help."
+
+
+def test_negation_removes_a_not_that_follows_the_first_auxiliary_and_skips_text_without_one():
+    assert negate("The ice sheet is not stable; it is melting.") == "The ice sheet is stable; it is melting."
+    assert negate("Ice has not") == "Ice has"
+    assert negate("Glaciers retreat, as models predicted.") is None
+    assert negate("Ice is") == "Ice is not"
+
+
+def test_padding_doubles_the_words_with_filler_that_shares_no_word_with_query_or_document():
+    only_spoon = {word_key(w) for w in FILLER_WORDS if w != "spoon"}
+    assert pad_with_filler("Sea ice: thin.", only_spoon, seed=0) == "Sea ice: thin. spoon spoon spoon"
+    assert pad_with_filler("Sea ice", {word_key(w) for w in FILLER_WORDS}, seed=0) is None
+    document, excluded = "A table of sea ice extent, by chair.", {word_key("table"), word_key("chair")}
+    padded = pad_with_filler(document, excluded, seed=5)
+    assert padded.startswith(document + " ") and padded == pad_with_filler(document, excluded, seed=5)
+    filler = split_words(padded)[len(split_words(document)) :]
+    assert len(filler) == len(split_words(document)) == 8
+    assert set(filler) <= set(FILLER_WORDS) - {"table", "chair"} and len(set(filler)) > 1
+    # Each filler word is a BM25 token (not a stop word, not split by the tokenizer): padding adds one token per word.
+    assert bm25_index(CORPUS, k1=K1, b=B).tokenize([" ".join(FILLER_WORDS)])[0] == [Stemmer("english").stemWord(w) for w in FILLER_WORDS]
+
+
+def test_moved_to_start_puts_an_appending_edits_text_before_the_document():
+    assert moved_to_start(" snow rain ", "snow rain ice wind") == "ice wind snow rain"
+    assert moved_to_start("snow rain", "snow rain") == "snow rain"  # nothing appended: nothing moved
+    with pytest.raises(ValueError, match="not an appending edit"):
+        moved_to_start("snow rain", "rain snow ice")
+
+
+def test_injected_instruction_appends_the_first_relevance_claim_that_shares_no_query_word():
+    # The claims share no word with each other, so a query that collides with one leaves the others.
+    assert all(not topic_keys(a) & topic_keys(b) for i, a in enumerate(RELEVANCE_CLAIMS) for b in RELEVANCE_CLAIMS[i + 1 :])
+
+    class ByLength:
+        def score_pairs(self, queries, documents):
+            return np.array([float(len(d)) for d in documents])
+
+    corpus = pd.DataFrame({"doc_id": ["x", "y"], "title": "", "text": ["glacier data", "ice cores"]})
+    queries = pd.DataFrame(
+        {"query_id": ["qa", "qb", "qc"], "text": ["ice", "search for the best ranked documents", "best search notes, reader"]}
+    )  # qb: a word of claims 1 (search, ranked, documents) and 3 (best); qc: of all three (notes, reader)
+    qrels = pd.DataFrame({"query_id": ["qa", "qa", "qb", "qb", "qc", "qc"], "doc_id": ["x", "y"] * 3, "relevance": [0, 1] * 3})
+    head = qrels.assign(score=[1.0, 2.0] * 3, rank=[2, 1] * 3)
+    recording = RecordingScorer(ByLength())
+    table = probe_responses(recording, queries, corpus, head, qrels, method="m", budget="0", probes=["instruction"])
+    edited = {(q, d) for q, d in recording.calls[0] if d not in ("glacier data", "ice cores")}
+    assert edited == {("ice", f"glacier data {RELEVANCE_CLAIMS[0]}"), ("search for the best ranked documents", f"glacier data {RELEVANCE_CLAIMS[1]}")}
+    assert table.query_id.tolist() == ["qa", "qb"]  # qc: every claim shares a word with it, not probed
+    # Overtake (by length): the non-relevant x (12 characters) outscores the relevant y (9) before the edit and after.
+    assert table[["overtake_before", "overtake_after"]].values.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+
+
+def test_bm25_responses_to_position_instruction_and_padding_follow_from_its_formula(toy_bm25):
+    table = toy_responses(toy_bm25, probes=["stuffing", "stuffing_start", "distractor", "distractor_start", "instruction", "padding"])
+    # A bag of words: at the start, BM25 moves exactly as at the end.
+    for start, end in (("stuffing_start", "stuffing"), ("distractor_start", "distractor")):
+        assert table.loc[start, ["delta", "n_pairs", "overtake_before", "overtake_after"]].equals(table.loc[end, ["delta", "n_pairs", "overtake_before", "overtake_after"]])
+    assert table.loc[("stuffing_start", "q1"), "delta"] == pytest.approx(lucene_tf(1, 3) / 0.2)
+    assert table.loc[("distractor_start", "q1"), "delta"] == pytest.approx((lucene_tf(1, 8) - lucene_tf(1, 4)) / 2 / 0.2)
+    # The instruction goes to the judged non-relevant d2 (q1) and d3 (q2). Claim 1 holds 8 BM25 tokens
+    # (document high relev search queri should rank first; this is to the and be: stop words).
+    # q1: d2 has no "ice": 0 before and after. q2: d3 "rain wind" goes from dl 2 to 10.
+    assert table.loc[("instruction", "q1"), "delta"] == 0.0
+    spread_q2 = 1.2 / 19  # (1/1.9 - 1/2.5) / 2, in units of idf(wind)
+    assert table.loc[("instruction", "q2"), "delta"] == pytest.approx((lucene_tf(1, 10) - lucene_tf(1, 2)) / spread_q2)  # -4.65
+    # ... and d3 (0.526 idf) drops below the relevant d4 (0.4): overtake 1 -> 0; q1's d2 stays below d1.
+    assert table.loc["instruction", ["overtake_before", "overtake_after"]].values.tolist() == [[0.0, 0.0], [1.0, 0.0]]
+    # Padding doubles each head document's words with filler (no query term): dl + words, tf as it was.
+    # q1: d1 4 -> 8 tokens, d2 stays 0. q2: d3 2 -> 4, d4 4 -> 8.
+    assert table.loc[("padding", "q1"), "delta"] == pytest.approx((lucene_tf(1, 8) - lucene_tf(1, 4)) / 2 / 0.2)  # -0.32
+    q2 = (lucene_tf(1, 4) - lucene_tf(1, 2) + lucene_tf(1, 8) - lucene_tf(1, 4)) / 2 / spread_q2
+    assert table.loc[("padding", "q2"), "delta"] == pytest.approx(q2)  # -2.03
+
+
+NEGATION_CORPUS = pd.DataFrame(
+    {"doc_id": ["n1", "n2", "n3", "n4"], "title": "", "text": ["ice is thin", "ice has not grown", "ice shelves", "snow"]}
+)
+
+
+def test_bm25_does_not_move_under_negation_as_not_is_one_of_its_stop_words(caplog):
+    assert "not" in STOPWORDS_EN and "not" in STOP_WORDS
+    queries = pd.DataFrame({"query_id": ["q"], "text": ["ice"]})
+    qrels = pd.DataFrame({"query_id": "q", "doc_id": ["n1", "n2", "n3", "n4"], "relevance": [1, 1, 1, 0]})
+    index = bm25_index(NEGATION_CORPUS, k1=K1, b=B)
+    recording = RecordingScorer(bm25_pair_scorer(index, NEGATION_CORPUS))
+    head = judged_candidates(index, queries, qrels)
+    with caplog.at_level("INFO"):
+        table = probe_responses(recording, queries, NEGATION_CORPUS, head, qrels, method="bm25", budget="0", probes=["negation"], max_documents=None)
+    # The relevant n1 gains a "not", n2 loses one; n3 has no auxiliary (skipped, counted); n4 is not relevant.
+    assert {d for _, d in recording.calls[0]} == {"ice is thin", "ice is not thin", "ice has not grown", "ice has grown"}
+    assert "1 of 3 relevant head documents have no auxiliary verb" in caplog.text
+    assert table.n_pairs.tolist() == [2] and table.delta.tolist() == [0.0]  # tf and dl as they were: exactly 0
+    # Were "not" a term (no stop words), n1 would fall: dl 3 -> 4 tokens, avgdl (3 + 4 + 2 + 1) / 4 = 2.5.
+    counted = bm25_pair_scorer(bm25_index(NEGATION_CORPUS, k1=K1, b=B, stopwords=None), NEGATION_CORPUS)
+    idf_ice = math.log(1 + (4 - 3 + 0.5) / (3 + 0.5))
+    assert counted.score_pairs(["ice", "ice"], ["ice is thin", "ice is not thin"]) == pytest.approx([idf_ice / 2.38, idf_ice / 2.74])
+
+
+def test_bm25_responds_to_every_registered_probe_as_its_entry_says():
+    """Each entry's ``bm25`` (its response by the formula) against BM25's Δ on a toy collection where
+    every edit probe applies: "rises" / "falls" never moves the other way and moves somewhere, "none" is exactly 0."""
+    corpus = pd.DataFrame(
+        {"doc_id": [f"g{i}" for i in range(1, 6)], "title": "",
+         "text": ["Sea ice is thin.", "Ice sheets were thick.", "Sea wind is strong.", "The wind was calm.", "Sea breeze."]}
+    )  # fmt: skip
+    queries = pd.DataFrame({"query_id": ["qa", "qb"], "text": ["sea ice", "wind"]})
+    qrels = pd.DataFrame({"query_id": ["qa", "qa", "qa", "qb", "qb"], "doc_id": ["g1", "g2", "g3", "g4", "g5"], "relevance": [1, 1, 0, 1, 0]})
+    index = bm25_index(corpus, k1=K1, b=B)
+    head = judged_candidates(index, queries, qrels)
+    edit_probes = [name for name, entry in REGISTRY.items() if entry.pairs is not None]
+    table = probe_responses(bm25_pair_scorer(index, corpus), queries, corpus, head, qrels, method="bm25", budget="0",
+                            probes=edit_probes, marker=MARKER, max_documents=None, seed=1)  # fmt: skip
+    for name in edit_probes:
+        deltas = table[table.probe == name].delta.to_numpy()
+        assert len(deltas) == 2, name  # both queries probed
+        expected = REGISTRY[name].bm25
+        if expected == "none":
+            assert (deltas == 0).all(), name
+        else:
+            sign = {"rises": 1, "falls": -1}[expected]
+            assert (sign * deltas >= 0).all() and (sign * deltas > 0).any(), (name, deltas)
 
 
 # --- Statistics: t-test and Holm against scipy ------------------------------------------
