@@ -29,8 +29,9 @@ stop words removed, dl in tokens) by the formula, for a head document that holds
 - distractor (end or start), injected instruction: no query term added (by construction), dl
   grows by the sentence's tokens: falls;
 - neutral padding: no query term added, dl grows by one token per word of the document: falls;
-- negation: "not" is one of BM25's English stop words, so tf and dl are unchanged: exactly 0
-  (with ``retrieve.stopwords: null``, dl + 1: falls a little);
+- negation: "not" (inserted, or removed where it follows the auxiliary) is one of BM25's English
+  stop words, so tf and dl are unchanged: exactly 0 (with ``retrieve.stopwords: null``, dl ± 1:
+  a small move, down where "not" is inserted);
 - marker: one token longer, the marker is in no query: falls;
 - stance: no edit; SUPPORTS and REFUTES evidence differ in their words: either.
 """
