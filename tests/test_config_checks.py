@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from rerank_audit.config import check_config, load_config
+from rerank_audit.config import check_config, dataset_sources, load_config
 from rerank_audit.data.splits import check_fits, split_queries
 from workflow_runner import REPO, snakemake, tiny_config, write_config, write_tiny_collection
 
@@ -52,11 +52,42 @@ def test_selection_with_a_dev_split_passes_and_an_unknown_measure_stops():
 
 
 def test_a_split_larger_than_the_queries_or_rounding_to_no_test_query_stops():
-    ids = [f"q{i}" for i in range(10)]
-    with pytest.raises(ValueError, match=r"split.test \(8: 8 queries\) and split.dev \(4: 4\) exceed the 10 evaluable queries"):
-        split_queries(ids, seed=1, dev=4, test=8)
-    with pytest.raises(ValueError, match=r"split.test: 0.01 of 10 evaluable queries rounds to no test query"):
+    ids = [f"q{i}" for i in range(8)]
+    with pytest.raises(ValueError) as error:
+        split_queries(ids, seed=1, dev=0, test=20)
+    assert str(error.value) == (
+        "split.test (20 queries) and split.dev (0 queries) ask for 20 of the 8 evaluable queries (those with a relevant "
+        "judgement). Fix: lower split.test or split.dev, as shares (e.g. split.test: 0.5) or as counts that add up to at most 8"
+    )
+    with pytest.raises(ValueError, match=r"split.test \(0.75: 6 queries\) and split.dev \(3 queries\) ask for 9 of the 8 evaluable"):
+        split_queries(ids, seed=1, dev=3, test=0.75)
+    with pytest.raises(ValueError, match=r"split.test: 0.01 of 8 evaluable queries rounds to no test query"):
         split_queries(ids, seed=1, dev=0, test=0.01)
+    with pytest.raises(ValueError, match=r"no query has a relevant judgement, .* relevance_threshold"):
+        split_queries([], seed=1, dev=0, test=0.5)
+
+
+def test_a_split_that_leaves_no_training_query_stops_only_where_methods_train():
+    ids = [f"q{i}" for i in range(8)]
+    with pytest.raises(ValueError) as error:
+        split_queries(ids, seed=1, dev=2, test=6, trains=True)
+    assert str(error.value) == (
+        "split.test (6 queries) and split.dev (2 queries) take all 8 evaluable queries (those with a relevant judgement): no "
+        "training query is left for the trained methods. Fix: lower split.test or split.dev, as shares (e.g. split.test: 0.5) "
+        "or as counts that add up to at most 7"
+    )
+    # untrained methods only: every query may be a test query
+    assert split_queries(ids, seed=1, dev=0, test=8).split.value_counts().to_dict() == {"test": 8}
+    assert split_queries(ids, seed=1, dev=1, test=6, trains=True).split.value_counts().to_dict() == {"test": 6, "dev": 1, "train": 1}
+
+
+def test_a_missing_source_path_is_named_by_its_config_key(tmp_path):
+    spec = {"sources": {"folder": str(tmp_path / "my-beir"), "extra": str(tmp_path)}, "download": {"claims": {}}}
+    with pytest.raises(ValueError, match=r"^datasets.mine.sources.folder: '.*my-beir' does not exist .* add datasets.mine.download.folder"):
+        dataset_sources("mine", spec, downloaded=str)
+    # an absent path with a download entry is read from the download; a present one as it is
+    spec["download"]["folder"] = {}
+    assert dataset_sources("mine", spec, downloaded=lambda role: f"downloads/{role}") == {"folder": "downloads/folder", "extra": str(tmp_path)}
 
 
 def test_budgets_and_explained_queries_above_the_split_stop_naming_the_key():

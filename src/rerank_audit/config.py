@@ -7,7 +7,8 @@ in a job. Imports no torch: a Snakefile parse stays fast.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import os
+from typing import Any, Callable, Mapping
 
 import ir_measures
 import pandas as pd
@@ -209,6 +210,27 @@ def control_pairs(datasets: dict[str, dict]) -> dict[str, str]:
             raise ValueError(f"datasets.{name} and datasets.{pairs[aligned]} are both flipped versions of {aligned!r}; keep one")
         pairs[aligned] = name
     return pairs
+
+
+def dataset_sources(name: str, spec: Mapping[str, Any], downloaded: Callable[[str], str]) -> dict[str, str]:
+    """Each raw source of dataset ``name`` (its config entry ``spec``), by role: the configured path,
+    or ``downloaded(role)`` where that path does not exist and ``spec["download"]`` names the role.
+
+    Raises ValueError naming the config key of a path that neither exists nor has a download.
+    """
+    downloads = spec.get("download", {})
+    found = {}
+    for role, path in spec["sources"].items():
+        if os.path.exists(path):
+            found[role] = path
+        elif role in downloads:
+            found[role] = downloaded(role)
+        else:
+            raise ValueError(
+                f"datasets.{name}.sources.{role}: {path!r} does not exist (relative paths are read from {os.getcwd()}). "
+                f"Fix: correct the path, or add datasets.{name}.download.{role} with its url and sha256"
+            )
+    return found
 
 
 def check_test_queries_unseen(splits: pd.DataFrame, model_splits: pd.DataFrame, models_from: str) -> None:

@@ -1,13 +1,14 @@
 # Helpers shared by all rules: config validation, paths, input functions.
 # Nothing imported here loads torch: parsing the Snakefile (a dry run too) stays fast.
 import errno
+import functools
 import os
 import re
 from types import SimpleNamespace as Namespace
 
 from snakemake.utils import validate
 
-from rerank_audit.config import check_config, control_pairs, fusion_settings, qlm_template
+from rerank_audit.config import check_config, control_pairs, dataset_sources, fusion_settings, qlm_template
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
 from rerank_audit.methods import method
 from rerank_audit.models.batching import PLANNED_TOKENS, model_config, scoring_memory_mb
@@ -115,13 +116,9 @@ def download_path(dataset, role):
 
 
 def source_files(wildcards):
-    """Each raw source of a dataset: its configured path, or the download when that path is absent."""
-    spec = dataset_config(wildcards)
-    downloads = spec.get("download", {})
-    return {
-        role: path if os.path.exists(path) or role not in downloads else download_path(wildcards.dataset, role)
-        for role, path in spec["sources"].items()
-    }
+    """Each raw source of a dataset: its configured path, or the download when that path is absent;
+    a path with neither stops the DAG naming its config key."""
+    return dataset_sources(wildcards.dataset, dataset_config(wildcards), functools.partial(download_path, wildcards.dataset))
 
 
 def download_spec(wildcards):

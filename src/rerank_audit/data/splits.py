@@ -18,24 +18,43 @@ def _count(size: float, total: int) -> int:
     return int(round(size * total)) if size < 1 else int(size)
 
 
-def split_queries(query_ids: list[str], seed: int, dev: float, test: float) -> pd.DataFrame:
+def _shown(size: float, count: int) -> str:
+    """A split size as the config wrote it, with its count of queries ("0.5: 4 queries", "20 queries")."""
+    return f"{size}: {count} queries" if 0 < size < 1 else f"{count} queries"
+
+
+def split_queries(query_ids: list[str], seed: int, dev: float, test: float, *, trains: bool = False) -> pd.DataFrame:
     """Shuffle ``query_ids`` with ``seed`` and cut test, then dev, the rest is train.
 
     Returns (query_id, split, position); position is the order within the split, so
     ``budget_queries`` can take nested prefixes of the training queries. The result depends
-    only on the sorted ids and the seed, never on input order.
+    only on the sorted ids and the seed, never on input order. ``trains``: models are trained
+    on the training queries, so a split that leaves none is refused. The errors name the keys
+    ``split.test`` and ``split.dev``, the counts and the fix.
     """
     ids = np.array(sorted(query_ids), dtype=object)
-    order = np.random.default_rng(seed).permutation(len(ids))
-    n_test, n_dev = _count(test, len(ids)), _count(dev, len(ids))
-    if n_test + n_dev > len(ids):
+    total = len(ids)
+    if total == 0:
         raise ValueError(
-            f"split.test ({test}: {n_test} queries) and split.dev ({dev}: {n_dev}) exceed the {len(ids)} evaluable queries "
-            "(with a relevant judgement); lower them"
+            "no query has a relevant judgement, so there is nothing to split. Fix: check the dataset's qrels and its "
+            "relevance_threshold (a query needs a judgement at or above it)"
         )
+    order = np.random.default_rng(seed).permutation(total)
+    n_test, n_dev = _count(test, total), _count(dev, total)
     if n_test == 0:
-        raise ValueError(f"split.test: {test} of {len(ids)} evaluable queries rounds to no test query; raise it")
-    names = ["test"] * n_test + ["dev"] * n_dev + ["train"] * (len(ids) - n_test - n_dev)
+        raise ValueError(f"split.test: {test} of {total} evaluable queries rounds to no test query; raise it")
+    taken = n_test + n_dev
+    if taken > total or (trains and taken == total):
+        asked = f"split.test ({_shown(test, n_test)}) and split.dev ({_shown(dev, n_dev)})"
+        if taken > total:
+            problem = f"{asked} ask for {taken} of the {total} evaluable queries (those with a relevant judgement)"
+        else:
+            problem = f"{asked} take all {total} evaluable queries (those with a relevant judgement): no training query is left for the trained methods"
+        raise ValueError(
+            f"{problem}. Fix: lower split.test or split.dev, as shares (e.g. split.test: 0.5) or as counts that add up to "
+            f"at most {total - 1 if trains else total}"
+        )
+    names = ["test"] * n_test + ["dev"] * n_dev + ["train"] * (total - taken)
     frame = pd.DataFrame({"query_id": ids[order], "split": names})
     frame["position"] = frame.groupby("split").cumcount().astype("int64")
     return frame.reset_index(drop=True)
