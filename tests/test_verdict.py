@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rerank_audit.evaluation.verdict import _resampled_auc, roc_auc, verdict_auc, verdict_markdown
+from rerank_audit.evaluation.auc import resampled_auc, roc_auc
+from rerank_audit.evaluation.verdict import verdict_auc, verdict_markdown
 from rerank_audit.explain.rationale import verdict_log_odds, verdict_prompt
 from rerank_audit.models.settings import ScoringSettings
 from rerank_audit.text import prompts
@@ -26,7 +27,7 @@ def test_a_bootstrap_resample_weighs_a_pair_as_often_as_it_was_drawn():
     scores, labels = np.array([0.2, 0.5, 0.5, 0.9, 0.1]), np.array([True, True, False, False, False])
     counts = np.array([[2, 0, 1, 1, 3], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
     expected = [roc_auc(np.repeat(scores, c), np.repeat(labels, c)) for c in counts]
-    np.testing.assert_allclose(_resampled_auc(scores, labels, counts.astype(float)), expected)
+    np.testing.assert_allclose(resampled_auc(scores, labels, counts.astype(float)), expected)
 
 
 def _pairs(log_odds: np.ndarray, relevant: np.ndarray, method: str = "zeroshot") -> pd.DataFrame:

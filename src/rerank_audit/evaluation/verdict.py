@@ -20,39 +20,14 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from rerank_audit.evaluation.auc import query_resample_weights, resampled_auc, roc_auc
+
 WITH, INPUT_ONLY = "verdict_log_odds", "verdict_log_odds_input_only"
 COLUMNS = [
     "dataset", "budget", "method", "queries", "pairs", "relevant_pairs", "auc", "auc_ci_low", "auc_ci_high",
     "auc_input_only", "auc_input_only_ci_low", "auc_input_only_ci_high", "added", "added_ci_low", "added_ci_high",
     "ci_level", "resamples", "note",
 ]  # fmt: skip
-
-
-def _wins(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """[positives, negatives]: 1 where the positive scores higher, 1/2 for a tie, else 0."""
-    positive, negative = scores[labels][:, None], scores[~labels][None, :]
-    return (positive > negative) + 0.5 * (positive == negative)
-
-
-def roc_auc(scores, labels) -> float:
-    """Area under the ROC curve of ``scores`` for the binary ``labels`` (True: positive).
-
-    The Mann–Whitney statistic over (positive, negative) pairs: the share the positive scores
-    higher, ties counted 1/2. NaN when either class is absent.
-    """
-    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
-    if labels.all() or not labels.any():
-        return float("nan")
-    return float(_wins(scores, labels).mean())
-
-
-def _resampled_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """AUC under each row of pair ``weights`` [resamples, pairs] (how often each pair was drawn); NaN
-    for a resample that drew one class only."""
-    positive, negative = weights[:, labels], weights[:, ~labels]
-    wins = ((positive @ _wins(scores, labels)) * negative).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return wins / (positive.sum(axis=1) * negative.sum(axis=1))
 
 
 def verdict_auc(
@@ -79,14 +54,12 @@ def verdict_auc(
             row["note"] = f"no AUC: all {len(group)} explained pairs are {'relevant' if labels.any() else 'not relevant'} by the method's decision"
             rows.append(row)
             continue
-        codes, queries = pd.factorize(group.query_id)
-        # Each resample's draws of each query, spread to its pairs: the pair weights.
-        weights = rng.multinomial(len(queries), np.full(len(queries), 1 / len(queries)), size=n_resamples)[:, codes].astype(np.float64)
+        weights = query_resample_weights(group.query_id, n_resamples, rng)
         resampled = {}
         for name, column in (("auc", WITH), ("auc_input_only", INPUT_ONLY)):
             scores = group[column].to_numpy(dtype=np.float64)
             row[name] = roc_auc(scores, labels)
-            resampled[name] = _resampled_auc(scores, labels, weights)
+            resampled[name] = resampled_auc(scores, labels, weights)
         row["added"] = row["auc"] - row["auc_input_only"]
         resampled["added"] = resampled["auc"] - resampled["auc_input_only"]
         for name, values in resampled.items():
