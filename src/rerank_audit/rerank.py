@@ -85,6 +85,19 @@ def fuse_with_first_stage(run: pd.DataFrame, first_stage: pd.DataFrame, depth: i
     return _reordered(head, tail, run.method.iloc[0] + FUSED_SUFFIX, str(run.budget.iloc[0]))
 
 
+def judged_head(run: pd.DataFrame, qrels: pd.DataFrame, depth: int, relevance_threshold: int) -> pd.DataFrame:
+    """The judged documents of each query's top-``depth`` head of ``run``, with their scores and labels.
+
+    ``run``: a first-stage or re-ranked run (a re-ranker's head fills its top ``depth`` ranks,
+    so both give the same documents, each with its own scores); ``qrels``: QRELS rows.
+    Unjudged documents are left out (their relevance is unknown). Returns the run's columns
+    for those documents and ``relevant`` (relevance >= ``relevance_threshold``).
+    """
+    head, _ = _head_and_tail(run, depth)
+    judged = head.merge(qrels[["query_id", "doc_id", "relevance"]], on=["query_id", "doc_id"], how="inner")
+    return judged.assign(relevant=judged.pop("relevance") >= relevance_threshold).reset_index(drop=True)
+
+
 def _head_and_tail(first_stage: pd.DataFrame, depth: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     run = first_stage.sort_values(["query_id", "rank"])
     return run[run["rank"] <= depth].copy(), run[run["rank"] > depth].copy()
