@@ -82,7 +82,7 @@ def _cauchy_p(t: float) -> float:
 
 def test_gain_per_bucket_means_and_holm_by_hand(separation):
     gains = gain_by_separation(_per_query(), separation, "nDCG@10", buckets=3, alpha=0.05, n_resamples=200)
-    assert set(gains.method) == {"zeroshot", "qlm", "sft"}  # random order and BM25 are not rows
+    assert set(gains.method) == {"random", "zeroshot", "qlm", "sft"}  # BM25 is the reference, random order the control
     cell = gains.set_index(["method", "budget", "bucket"])
     zeroshot_low = cell.loc[("zeroshot", "0", 1)]
     assert (zeroshot_low.queries, zeroshot_low.bm25_mean, zeroshot_low["mean"], zeroshot_low.gain) == pytest.approx((2, 0.3, 0.6, 0.3))
@@ -91,18 +91,19 @@ def test_gain_per_bucket_means_and_holm_by_hand(separation):
     assert cell.loc[("zeroshot", "0", 2)].queries == 1 and np.isnan(cell.loc[("zeroshot", "0", 2)].p)  # one query: no test
     assert (cell.loc[("zeroshot", "0", 3)].separation_low, cell.loc[("zeroshot", "0", 3)].separation_high) == (1.0, 1.0)
     # Over 2 queries with gains d1, d2, t = (d1 + d2) / |d1 - d2|: zeroshot low t = 3, high t = -2, qlm low t = 1.5,
-    # qlm high identical values (p = 1). Holm over these 4 of budget 0 (the one-query middle buckets untested):
-    # p ascending 0.2048 (x4), 0.2952 (x3), 0.3743 (x2), 1 (x1), each at least the one before.
+    # qlm high identical values (p = 1); random order a constant -0.5 (p = 0, low and high). Holm over these 6 of
+    # budget 0 (the one-query middle buckets untested): p ascending 0 (x6), 0 (x5), 0.2048 (x4), 0.2952 (x3),
+    # 0.3743 (x2), 1 (x1), each at least the one before.
     p = {"zl": _cauchy_p(3), "zh": _cauchy_p(2), "ql": _cauchy_p(1.5)}
     assert cell.loc[("zeroshot", "0", 1)].p == pytest.approx(p["zl"])
     assert cell.loc[("qlm", "0", 3)].p == 1.0
-    holm_0 = {("zeroshot", 1): 4 * p["zl"], ("zeroshot", 3): 3 * p["zh"], ("qlm", 1): 3 * p["zh"], ("qlm", 3): 1.0}
+    holm_0 = {("random", 1): 0.0, ("random", 3): 0.0, ("zeroshot", 1): 4 * p["zl"], ("zeroshot", 3): 3 * p["zh"], ("qlm", 1): 3 * p["zh"], ("qlm", 3): 1.0}
     for (method, bucket), expected in holm_0.items():
         assert cell.loc[(method, "0", bucket)].p_holm == pytest.approx(expected)
     # sft (budget 10) is its own family of 2: 2 x 0.2048, then max(0.2952, that).
     assert cell.loc[("sft", "10", 1)].p_holm == pytest.approx(2 * p["zl"])
     assert cell.loc[("sft", "10", 3)].p_holm == pytest.approx(2 * p["zl"])
-    assert not gains.significant.any()
+    assert gains.significant.tolist() == [m == "random" and b != 2 for m, b in zip(gains.method, gains.bucket)]
     assert gains.dtypes[["bucket", "queries", "gain", "p_holm", "significant"]].astype(str).tolist() == ["int64", "int64", "float64", "float64", "bool"]
 
 
@@ -117,6 +118,7 @@ def test_the_finding_names_who_gains_where_bm25_separates_least_and_best(separat
     assert "1 query whose judged head holds one class only" in text
     assert (
         "No training (budget 0): where BM25 separates relevant from non-relevant least, low (AUC 0.00–0.25, 2 queries), "
-        "zero-shot and qlm gain over BM25; where it separates best, high (AUC 1.00, 2 queries), "
-        "no method gains over BM25; zero-shot falls behind it."
+        "zero-shot and qlm gain over BM25 (random order of the same head: -0.50 [-0.50, -0.50]); where it separates best, "
+        "high (AUC 1.00, 2 queries), no method gains over BM25; zero-shot falls behind it (random order of the same head: "
+        "-0.50 [-0.50, -0.50])."
     ) in text

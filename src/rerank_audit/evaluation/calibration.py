@@ -33,12 +33,14 @@ from matplotlib.figure import Figure
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
 from rerank_audit.evaluation.auc import query_resample_weights, resampled_auc, roc_auc
-from rerank_audit.evaluation.plots import _save, method_colours
+from rerank_audit.evaluation.plots import _save
 from rerank_audit.evaluation.summary import MISSING, _join, budget_label, method_order
 from rerank_audit.methods import display_name
 from rerank_audit.rerank import judged_head
 
 EXTREMES_BIMODALITY = 5 / 9  # a uniform distribution's bimodality coefficient
+# The two classes look the same in every panel (each panel is titled with its method).
+CLASS_STYLES = {True: {"color": "tab:blue", "histtype": "stepfilled", "alpha": 0.45}, False: {"color": "tab:red", "histtype": "step"}}
 COLUMNS = [
     "dataset", "budget", "method", "queries", "pairs", "relevant_pairs", "auc", "auc_ci_low", "auc_ci_high",
     "ci_level", "resamples", "bimodality", "extremes", "note",
@@ -125,7 +127,6 @@ def calibration_figure(pairs: pd.DataFrame, table: pd.DataFrame, path: str | Pat
     panels = _panels(table, methods)
     if not panels:
         raise ValueError("no judged head documents to draw")
-    colour = method_colours([m for m, _ in panels])
     columns = min(4, len(panels))
     rows = -(-len(panels) // columns)
     figure = Figure(figsize=(3.2 * columns, 2.6 * rows + 0.6), layout="constrained")
@@ -134,7 +135,7 @@ def calibration_figure(pairs: pd.DataFrame, table: pd.DataFrame, path: str | Pat
     stats = table.set_index(["method", "budget"])
     for ax, (method, budget) in zip(axes.flat, panels):
         group = pairs[(pairs.method == method) & (pairs.budget == budget)]
-        for relevant, style in ((True, {"color": colour[method], "histtype": "stepfilled", "alpha": 0.45}), (False, {"color": "0.25", "histtype": "step"})):
+        for relevant, style in CLASS_STYLES.items():
             z = group.z[group.relevant == relevant]
             if len(z):
                 ax.hist(z, bins=bins, density=True, linewidth=1.2, label=f"{'relevant' if relevant else 'not relevant'} ({len(z)})", **style)

@@ -17,6 +17,9 @@ query's relevant from its non-relevant documents explains their errors (Hagströ
   measure (per query: the method's value minus BM25's), its mean with a percentile bootstrap
   CI, a paired t-test, Holm over methods x buckets of a dataset and budget, and the minimal
   detectable effect of each test at the level Holm gave it (as ``statistics.compare_methods``).
+  Random order of the same head is a row too, the control: bucketing by BM25's own
+  separation favours any re-ordering where BM25 orders badly (regression to the mean), so a
+  method helps where word overlap fails as far as it gains more than random order there.
 """
 
 from __future__ import annotations
@@ -92,8 +95,10 @@ def gain_by_separation(
     """Each method's gain over BM25 on ``measure``, per bucket of BM25's separation (columns ``GAIN_COLUMNS``).
 
     ``per_query``: the per-query metrics table (test split used; NaN values dropped); BM25 is
-    its method "bm25" (budget "0"), random order is left out (it re-orders nothing on
-    purpose). ``separation``: ``bm25_separation`` of the same dataset, bucketed by
+    its method "bm25" (budget "0"). Random order (budget "0") is a row like the methods: bucketing
+    by BM25's own separation favours *any* re-ordering where BM25 orders badly, so a method
+    helps where word overlap fails only as far as it gains more than random order there.
+    ``separation``: ``bm25_separation`` of the same dataset, bucketed by
     ``separation_buckets``. Per (dataset, budget, method, bucket) with at least one query that
     both the method and BM25 have: queries, bm25_mean and mean (the method's), gain (their
     mean difference) with its percentile bootstrap CI (``statistics.bootstrap_ci``), t and p of
@@ -108,7 +113,7 @@ def gain_by_separation(
     reference = table[(table.method == REFERENCE) & (table.budget == UNTRAINED_BUDGET)]
     ranges = separation.set_index("query_id").separation.groupby(bucket).agg(["min", "max"])
     rows = []
-    for (dataset, budget, method), group in table[~table.method.isin([REFERENCE, RANDOM_METHOD])].groupby(["dataset", "budget", "method"], sort=False):
+    for (dataset, budget, method), group in table[table.method != REFERENCE].groupby(["dataset", "budget", "method"], sort=False):
         own, bm25 = group.set_index("query_id").value.align(reference[reference.dataset == dataset].set_index("query_id").value, join="inner")
         in_bucket = own.groupby(bucket.reindex(own.index)).groups
         for b, queries in sorted(in_bucket.items()):
@@ -160,21 +165,24 @@ def _bucket_headers(separation: pd.DataFrame, buckets: int, digits: int) -> dict
 def _verdict(rows: pd.DataFrame, order: Sequence[str]) -> str:
     """What the Holm-significant gains of one bucket say, e.g. "SFT gains over BM25, QLM falls behind it"."""
     def names(selected: pd.DataFrame) -> list[str]:
-        return [display_name(m) for m in order if m in set(selected.method)]
+        return [display_name(m) for m in order if m in set(selected.method) and m != RANDOM_METHOD]
 
+    random = rows[rows.method == RANDOM_METHOD]
+    chance = f" (random order of the same head: {random.gain.iloc[0]:+.2f} [{random.ci_low.iloc[0]:+.2f}, {random.ci_high.iloc[0]:+.2f}])" if len(random) else ""
+    rows = rows[rows.method != RANDOM_METHOD]
     above, below = names(rows[rows.significant & (rows.gain > 0)]), names(rows[rows.significant & (rows.gain < 0)])
     if not above and not below:
         detectable = rows.mde.dropna()
         if detectable.empty:
-            return "no method differs significantly from BM25"
+            return "no method differs significantly from BM25" + chance
         low, high = detectable.min(), detectable.max()
         effects = f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f} to {high:.2f}"
-        return f"no method differs significantly from BM25 (its tests detect differences of {effects} with 80% power)"
+        return f"no method differs significantly from BM25 (its tests detect differences of {effects} with 80% power){chance}"
     gains = f"{_join(above)} {'gains' if len(above) == 1 else 'gain'} over BM25" if above else "no method gains over BM25"
     if not below:
-        return gains
+        return gains + chance
     falls = f"{_join(below)} {'falls' if len(below) == 1 else 'fall'} behind it"
-    return f"{gains}, {falls}" if above else f"{gains}; {falls}"
+    return (f"{gains}, {falls}" if above else f"{gains}; {falls}") + chance
 
 
 def separation_findings(gains: pd.DataFrame, separation: pd.DataFrame, buckets: int, order: Sequence[str],
@@ -237,7 +245,9 @@ def separation_markdown(
         "whose judged head holds one class only (or no judged document) left out. BM25 row: its mean "
         f"{measure} in the bucket. Method rows: the mean gain over BM25 per query ({measure}, method − BM25) "
         f"[{level:.0%} percentile bootstrap CI, {resamples} resamples of the bucket's queries]; {BETTER} / {WORSE}: "
-        "significantly above / below BM25 (paired t-test, Holm over methods × buckets per budget). Low word overlap "
+        "significantly above / below BM25 (paired t-test, Holm over methods × buckets per budget). Random order (the same "
+        "head shuffled) is the control: bucketing by BM25's own separation favours any re-ordering where BM25 orders badly, "
+        "so a method helps where word overlap fails as far as it gains more than random order there. Low word overlap "
         "between a query and its relevant documents is where BM25 separates least (Hagström et al. 2025).",
         "",
         "**Findings.** " + " ".join(separation_findings(gains, separation, buckets, order, budget_sizes, digits)),
