@@ -8,6 +8,9 @@ rule report:
         rationales=rationale_texts,
         rationale_metrics=rationale_tables,
         runs=reranked_runs,
+        # Separation and calibration: BM25's run (its heads and scores) and the judgements.
+        bm25_run="results/{dataset}/retrieve/bm25.parquet",
+        qrels="results/{dataset}/ingest/qrels.parquet",
         training_fits=training_fits,
         # train.selection: each model's training_config.json, with its dev curves.
         **({"training_configs": training_configs} if SELECTION else {}),
@@ -36,6 +39,11 @@ rule report:
         ),
         verdict_auc="results/{dataset}/report/verdict_auc.parquet",
         verdict_table=report("results/{dataset}/report/verdict_auc.md", caption="../report/verdict_auc.rst", category="Summary"),
+        separation="results/{dataset}/report/separation.parquet",
+        separation_table=report("results/{dataset}/report/separation.md", caption="../report/separation.rst", category="Summary"),
+        calibration="results/{dataset}/report/calibration.parquet",
+        calibration_table=report("results/{dataset}/report/calibration.md", caption="../report/calibration.rst", category="Summary"),
+        calibration_figure=report("results/{dataset}/report/calibration.png", caption="../report/calibration.rst", category="Figures"),
         config=report("results/{dataset}/report/config.yaml", caption="../report/config.rst", category="Configuration"),
         **({"dev_curves": report("results/{dataset}/report/dev_curves.png", caption="../report/dev_curves.rst", category="Figures")} if SELECTION else {}),
     params:
@@ -50,6 +58,9 @@ rule report:
             seed=config["report"]["seed"],
             k=max(config["explain"]["ks"]),
             top_documents=config["explain"]["top_documents"],
+            depth=config["rerank"]["depth"],
+            relevance_threshold=relevance_threshold,
+            separation_buckets=config["report"]["separation_buckets"],
         ),
     log:
         "logs/{dataset}/report.log",

@@ -7,9 +7,11 @@ import yaml
 from rerank_audit.logs import log_to
 from rerank_audit.data import schemas
 from rerank_audit.evaluation import plots
+from rerank_audit.evaluation.calibration import calibration_figure, calibration_markdown, calibration_table, standardised_heads
 from rerank_audit.evaluation.instruments import instruments_markdown, instruments_table
 from rerank_audit.evaluation.probe_summary import probes_markdown
 from rerank_audit.evaluation.probes import accuracy_vs_shortcut, compare_with_reference, probe_figure, probe_tests
+from rerank_audit.evaluation.separation import bm25_separation, gain_by_separation, separation_markdown
 from rerank_audit.evaluation.statistics import compare_methods
 from rerank_audit.evaluation.summary import summary_markdown
 from rerank_audit.evaluation.verdict import verdict_auc, verdict_markdown
@@ -55,6 +57,24 @@ plots.difference_distributions(per_query, out.differences, measure=accuracy, met
 if "dev_curves" in out.keys():  # train.selection: the dev curves of every trained model
     plots.dev_curves(selections, out.dev_curves)
 
+# From the runs and the judgements alone (no new scoring), on the judged documents of each test query's re-ranked head:
+# the gain over BM25 by how well BM25 separates relevant from non-relevant (separation.md), and each method's calibration.
+qrels = read_table(snakemake.input.qrels, schemas.QRELS)
+bm25_run = read_table(snakemake.input.bm25_run, schemas.RUN)
+runs = [read_table(path, schemas.RUN) for path in snakemake.input.runs]
+test_queries = splits.query_id[splits.split == "test"].tolist()
+separation = bm25_separation(bm25_run, qrels, test_queries, p.depth, p.relevance_threshold)
+gains = gain_by_separation(per_query, separation, accuracy, p.separation_buckets, alpha=p.alpha, n_resamples=p.bootstrap, seed=p.seed)
+write_table(gains, out.separation, schemas.from_frame(gains))
+with atomic_path(out.separation_table) as tmp:
+    tmp.write_text(separation_markdown(gains, separation, dataset, accuracy, p.separation_buckets, methods=p.methods, budget_sizes=budget_sizes))
+scores = standardised_heads([bm25_run, *runs], qrels, test_queries, p.depth, p.relevance_threshold)
+calibration = calibration_table(scores, dataset, n_resamples=p.bootstrap, seed=p.seed)
+write_table(calibration, out.calibration, schemas.from_frame(calibration))
+with atomic_path(out.calibration_table) as tmp:
+    tmp.write_text(calibration_markdown(calibration, dataset, methods=p.methods, budget_sizes=budget_sizes))
+calibration_figure(scores, calibration, out.calibration_figure, methods=p.methods)
+
 # Shortcut probes (unless probe.probes is []): each method's response (against none, and against BM25's), table and figures.
 # With them off, a probe table of an earlier run would read as this run's: it goes (the probe stage's tables stay).
 PROBE_OUTPUTS = ("probes.parquet", "probes.md", "probes.png", "accuracy_vs_shortcut.png")
@@ -78,14 +98,14 @@ else:
 
 # One example page per method and budget, all on the same query: the first explained test query.
 queries = read_table(snakemake.input.queries, schemas.QUERIES).set_index("query_id").text
-for attributions_path, rationales_path, run_path in zip(snakemake.input.attributions, snakemake.input.rationales, snakemake.input.runs):
+for attributions_path, rationales_path, run in zip(snakemake.input.attributions, snakemake.input.rationales, runs):
     attributions = read_table(attributions_path, schemas.ATTRIBUTIONS)
     rationales = read_table(rationales_path, schemas.RATIONALES)
     if attributions.empty:
         continue
     method, budget = attributions.method.iloc[0], attributions.budget.iloc[0]
     query_id = attributions.query_id.iloc[0]
-    documents = plots.attribution_documents(attributions, read_table(run_path, schemas.RUN), method, budget, query_id, top=p.top_documents)
+    documents = plots.attribution_documents(attributions, run, method, budget, query_id, top=p.top_documents)
     texts = dict(zip(rationales.doc_id[rationales.query_id == query_id], rationales.rationale[rationales.query_id == query_id]))
     title = f"{method} (budget {budget}): query {query_id}"
     plots.example_page(queries[query_id], documents, texts, Path(out.examples) / f"{method}-{budget}.png", title=title)

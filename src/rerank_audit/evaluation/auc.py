@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from rerank_audit.evaluation.summary import MISSING
+
 
 def _wins(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """[positives, negatives]: 1 where the positive scores higher, 1/2 for a tie, else 0."""
@@ -50,3 +52,12 @@ def resampled_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -
     wins = ((positive @ _wins(scores, labels)) * negative).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return wins / (positive.sum(axis=1) * negative.sum(axis=1))
+
+
+def interval_cell(row, name: str, digits: int = 2, sign: str = "") -> str:
+    """A table cell "value [low, high]" of ``row[name]`` and its ``<name>_ci_low`` / ``<name>_ci_high``; "–" when NaN.
+
+    ``sign``: "+" to sign the numbers (a difference)."""
+    if pd.isna(row[name]):
+        return MISSING
+    return f"{row[name]:{sign}.{digits}f} [{row[f'{name}_ci_low']:{sign}.{digits}f}, {row[f'{name}_ci_high']:{sign}.{digits}f}]"

@@ -32,7 +32,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
-from rerank_audit.evaluation.auc import query_resample_weights, resampled_auc, roc_auc
+from rerank_audit.evaluation.auc import interval_cell, query_resample_weights, resampled_auc, roc_auc
 from rerank_audit.evaluation.plots import _save
 from rerank_audit.evaluation.summary import MISSING, _join, budget_label, method_order
 from rerank_audit.methods import display_name
@@ -125,8 +125,10 @@ def calibration_figure(pairs: pd.DataFrame, table: pd.DataFrame, path: str | Pat
     z; densities, so classes of different sizes compare. Returns the Figure, written as PNG to ``path``.
     """
     panels = _panels(table, methods)
-    if not panels:
-        raise ValueError("no judged head documents to draw")
+    if not panels:  # still a figure, as the report declares it
+        figure = Figure(figsize=(5, 1.5))
+        figure.text(0.5, 0.5, "No test query's re-ranked head holds a judged document.", ha="center", va="center")
+        return _save(figure, path)
     columns = min(4, len(panels))
     rows = -(-len(panels) // columns)
     figure = Figure(figsize=(3.2 * columns, 2.6 * rows + 0.6), layout="constrained")
@@ -140,7 +142,7 @@ def calibration_figure(pairs: pd.DataFrame, table: pd.DataFrame, path: str | Pat
             if len(z):
                 ax.hist(z, bins=bins, density=True, linewidth=1.2, label=f"{'relevant' if relevant else 'not relevant'} ({len(z)})", **style)
         row = stats.loc[(method, budget)]
-        auc = MISSING if np.isnan(row.auc) else f"{row.auc:.2f} [{row.auc_ci_low:.2f}, {row.auc_ci_high:.2f}]"
+        auc = interval_cell(row, "auc")
         ax.set_title(f"{_panel_title(method, budget)}\nAUC {auc}, BC {row.bimodality:.2f}", fontsize=9)
         ax.legend(fontsize=7, frameon=False)
         ax.grid(alpha=0.3)
@@ -178,7 +180,7 @@ def calibration_markdown(table: pd.DataFrame, dataset: str, methods: Sequence[st
     notes = []
     for method, budget in _panels(table, methods):
         row = table[(table.method == method) & (table.budget == budget)].iloc[0]
-        auc = MISSING if np.isnan(row.auc) else f"{row.auc:.{digits}f} [{row.auc_ci_low:.{digits}f}, {row.auc_ci_high:.{digits}f}]"
+        auc = interval_cell(row, "auc", digits)
         bimodality = MISSING if np.isnan(row.bimodality) else f"{row.bimodality:.{digits}f}"
         lines.append(f"| {display_name(method)} | {budget_label(budget, budget_sizes)} | {row.queries} | {row.pairs} ({row.relevant_pairs}) | "
                      f"{auc} | {bimodality} | {'yes' if row.extremes else 'no'} |")  # fmt: skip

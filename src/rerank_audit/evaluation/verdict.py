@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from rerank_audit.evaluation.auc import query_resample_weights, resampled_auc, roc_auc
+from rerank_audit.evaluation.auc import interval_cell, query_resample_weights, resampled_auc, roc_auc
 
 WITH, INPUT_ONLY = "verdict_log_odds", "verdict_log_odds_input_only"
 COLUMNS = [
@@ -82,11 +82,6 @@ def verdict_markdown(table: pd.DataFrame, dataset: str, methods: Sequence[str] |
     if table.empty:
         return "\n".join(lines + ["No explained pair has the writer's log-odds (rationales written before they were read).", ""])
 
-    def cell(row, name, sign=""):
-        if pd.isna(row[name]):
-            return MISSING
-        return f"{row[name]:{sign}.{digits}f} [{row[f'{name}_ci_low']:{sign}.{digits}f}, {row[f'{name}_ci_high']:{sign}.{digits}f}]"
-
     lines += ["| method | budget | queries | pairs (relevant) | AUC with explanation | AUC input only | added by the explanation |",
               "|---|---|---:|---:|:---:|:---:|:---:|"]  # fmt: skip
     order = method_order(list(table.method), methods)
@@ -97,7 +92,7 @@ def verdict_markdown(table: pd.DataFrame, dataset: str, methods: Sequence[str] |
             row = rows.loc[method]
             lines.append(
                 f"| {display_name(method)} | {budget_label(budget, budget_sizes)} | {row.queries} | {row.pairs} ({row.relevant_pairs}) | "
-                f"{cell(row, 'auc')} | {cell(row, 'auc_input_only')} | {cell(row, 'added', '+')} |"
+                f"{interval_cell(row, 'auc', digits)} | {interval_cell(row, 'auc_input_only', digits)} | {interval_cell(row, 'added', digits, '+')} |"
             )
             if row.note:
                 notes.append(f"{display_name(method)} ({budget_label(budget, budget_sizes)}): {row.note}.")
