@@ -122,3 +122,8 @@ def test_the_finding_names_who_gains_where_bm25_separates_least_and_best(separat
         "high (AUC 1.00, 2 queries), no method gains over BM25; zero-shot falls behind it (random order of the same head: "
         "-0.50 [-0.50, -0.50])."
     ) in text
+    # sft (budget 10) is read beside the same control.
+    assert (
+        "Budget 10 training queries: where BM25 separates relevant from non-relevant least, low (AUC 0.00–0.25, 2 queries), "
+        "sft gains over BM25 (random order of the same head: -0.50 [-0.50, -0.50]); where it"
+    ) in text

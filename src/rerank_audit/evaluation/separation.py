@@ -162,14 +162,14 @@ def _bucket_headers(separation: pd.DataFrame, buckets: int, digits: int) -> dict
     return headers
 
 
-def _verdict(rows: pd.DataFrame, order: Sequence[str]) -> str:
-    """What the Holm-significant gains of one bucket say, e.g. "SFT gains over BM25, QLM falls behind it"."""
-    def names(selected: pd.DataFrame) -> list[str]:
-        return [display_name(m) for m in order if m in set(selected.method) and m != RANDOM_METHOD]
+def _verdict(rows: pd.DataFrame, random: pd.DataFrame, order: Sequence[str]) -> str:
+    """What the Holm-significant gains of one bucket's methods (``rows``) say, beside random order's gain
+    there (``random``: its row, or none), e.g. "sft gains over BM25, qlm falls behind it (random order ...)"."""
 
-    random = rows[rows.method == RANDOM_METHOD]
+    def names(selected: pd.DataFrame) -> list[str]:
+        return [display_name(m) for m in order if m in set(selected.method)]
+
     chance = f" (random order of the same head: {random.gain.iloc[0]:+.2f} [{random.ci_low.iloc[0]:+.2f}, {random.ci_high.iloc[0]:+.2f}])" if len(random) else ""
-    rows = rows[rows.method != RANDOM_METHOD]
     above, below = names(rows[rows.significant & (rows.gain > 0)]), names(rows[rows.significant & (rows.gain < 0)])
     if not above and not below:
         detectable = rows.mde.dropna()
@@ -189,14 +189,17 @@ def separation_findings(gains: pd.DataFrame, separation: pd.DataFrame, buckets: 
                         budget_sizes: Mapping[str, int] | None = None, digits: int = 2) -> list[str]:
     """One sentence per budget: do the re-rankers help where BM25 separates least, and where it separates best?"""
     headers = _bucket_headers(separation, buckets, digits)
-    budgets = list(dict.fromkeys(gains.budget))
+    # Random order (budget 0) is every budget's control.
+    random, methods = gains[gains.method == RANDOM_METHOD], gains[gains.method != RANDOM_METHOD]
+    budgets = list(dict.fromkeys(methods.budget))
     sentences = []
     for budget in budgets:
-        rows = gains[gains.budget == budget]
+        rows = methods[methods.budget == budget]
         prefix = f"{budget_label(budget, budget_sizes).capitalize()}: w" if len(budgets) > 1 else "W"
+        low, high = (_verdict(rows[rows.bucket == b], random[random.bucket == b], order) for b in (1, buckets))
         sentences.append(
-            f"{prefix}here BM25 separates relevant from non-relevant least, {headers[1]}, {_verdict(rows[rows.bucket == 1], order)}; "
-            f"where it separates best, {headers[buckets]}, {_verdict(rows[rows.bucket == buckets], order)}."
+            f"{prefix}here BM25 separates relevant from non-relevant least, {headers[1]}, {low}; "
+            f"where it separates best, {headers[buckets]}, {high}."
         )
     return sentences
 
