@@ -13,9 +13,11 @@ from typing import Any, Callable, Mapping
 import ir_measures
 import pandas as pd
 
-from rerank_audit.methods import REGISTRY
+from rerank_audit.methods import REGISTRY, check_registry
 from rerank_audit.probe.registry import check_probes
 from rerank_audit.text.prompts import DEFAULT_QLM_TEMPLATE, check_template
+from rerank_audit.training.registry import trainer_kind
+from rerank_audit.training.settings import check_training
 
 # Weight of BM25 in a fused score when the config names none (Zhuang et al. 2023, llm-qlm).
 DEFAULT_FUSION_WEIGHT = 0.2
@@ -53,6 +55,7 @@ def check_config(config: dict[str, Any]) -> None:
     datasets = config["datasets"]
     resolve_controls(datasets)
     control_pairs(datasets)
+    check_registry()
     check_methods(config["methods"])
     check_probes(config["probe"]["probes"] or [])
     untrainable = [m for m in config["train"]["methods"] if m not in REGISTRY or not REGISTRY[m].trained]
@@ -69,7 +72,8 @@ def check_config(config: dict[str, Any]) -> None:
     fusion_settings(config["rerank"], config["methods"])
     check_split_sizes(config["split"])
     check_selection(config["train"], config["split"])
-    check_lce_length(config["train"])
+    check_scorer_token_length(config["train"])
+    check_training(config)
     if config["rerank"]["depth"] > config["retrieve"]["k"] and any(spec.get("candidates", "bm25") == "bm25" for spec in datasets.values()):
         raise ValueError(
             f"rerank.depth ({config['rerank']['depth']}) is above retrieve.k ({config['retrieve']['k']}): the methods would "
@@ -111,9 +115,9 @@ def check_selection(train: Mapping[str, Any], split: Mapping[str, Any]) -> None:
     check_measures([selection["measure"]], [], "train.selection.measure")
 
 
-def check_lce_length(train: Mapping[str, Any]) -> None:
-    """Raise when a max_length is set for a method of the lce trainer, which trains on the scorer's tokens."""
-    set_for = [name for name, hyper in train["methods"].items() if REGISTRY[name].trainer == "lce" and "max_length" in hyper]
+def check_scorer_token_length(train: Mapping[str, Any]) -> None:
+    """Raise when a max_length is set for a method whose trainer trains on the scorer's tokens (lce: no ``fits_documents``)."""
+    set_for = [name for name, hyper in train["methods"].items() if not trainer_kind(REGISTRY[name].trainer).fits_documents and "max_length" in hyper]
     if set_for:
         raise ValueError(
             f"train.methods.{set_for[0]}.max_length: {set_for[0]} trains on the tokens it is scored on, cut to "

@@ -9,7 +9,7 @@ Imports nothing heavy: a Snakefile parse and a dry run read it.
 | field            | meaning                                                                          |
 |------------------|----------------------------------------------------------------------------------|
 | ``family``       | the scoring module under ``models.scoring`` (yesno, document, reward, likelihood) |
-| ``trainer``      | the trainer (TRL's ``sft``, ``dpo``, ``reward``; ``lce``: ``training.lce``); None: the base model as it is |
+| ``trainer``      | its trainer kind, an entry of :mod:`rerank_audit.training.registry` (``sft``, ``dpo``, ``reward``, ``lce``); None: the base model as it is |
 | ``training_table`` | the table of rule ``training_data`` the trainer reads (None when untrained)    |
 | ``untrained``    | the untrained method it is compared with ("did training help?")                  |
 | ``display``      | its name in tables and figures                                                   |
@@ -18,7 +18,12 @@ Imports nothing heavy: a Snakefile parse and a dry run read it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from rerank_audit.training.registry import TRAINERS, trainer_kind
 
 # Training tables that rule training_data writes, with the columns a trainer reads.
 TRAINING_COLUMNS = {
@@ -47,7 +52,7 @@ class Method:
     @property
     def scored_against_reference(self) -> bool:
         """DPO-trained methods score β·(policy − reference): the implicit reward DPO optimises."""
-        return self.trainer == "dpo"
+        return self.trained and trainer_kind(self.trainer).scored_against_reference
 
     @property
     def untrained_ranks(self) -> bool:
@@ -96,3 +101,34 @@ def display_name(name: str) -> str:
 
 def trained_methods() -> list[str]:
     return [m.name for m in REGISTRY.values() if m.trained]
+
+
+# A scoring family is a module of models/scoring with ``from_folder`` (models/scoring/__init__.py);
+# read as text, since importing the package loads torch.
+SCORING_MODULES = Path(__file__).parent / "models" / "scoring"
+
+
+@cache
+def scoring_families() -> tuple[str, ...]:
+    return tuple(sorted(path.stem for path in SCORING_MODULES.glob("*.py") if re.search(r"^def from_folder\(", path.read_text(), re.M)))
+
+
+def check_registry() -> None:
+    """Raise unless every entry names a scoring family, a trainer kind of the trainer registry with a training
+    table it reads (one of ``TRAINING_COLUMNS``) and an untrained counterpart, or none of the three."""
+    for name, entry in REGISTRY.items():
+        where = f"rerank_audit/methods.py, method {name!r}"
+        if entry.family not in scoring_families():
+            raise ValueError(f"{where}: family {entry.family!r} is not a scoring family; use one of {', '.join(scoring_families())}")
+        if not entry.trained:
+            if entry.training_table is not None or entry.untrained is not None:
+                raise ValueError(f"{where}: an untrained method has no training_table and no untrained counterpart; remove them or set a trainer")
+            continue
+        if entry.trainer not in TRAINERS:
+            raise ValueError(f"{where}: trainer {entry.trainer!r} is not a trainer kind; use one of {', '.join(TRAINERS)} (rerank_audit/training/registry.py)")
+        tables = trainer_kind(entry.trainer).tables
+        if entry.training_table not in TRAINING_COLUMNS or entry.training_table not in tables:
+            raise ValueError(f"{where}: training_table {entry.training_table!r} is not a table the {entry.trainer} trainer reads; use one of {', '.join(tables)}")
+        if entry.untrained not in REGISTRY or REGISTRY[entry.untrained].trained:
+            untrained = [m for m, e in REGISTRY.items() if not e.trained]
+            raise ValueError(f"{where}: untrained {entry.untrained!r} is not an untrained method; use one of {', '.join(untrained)}")
