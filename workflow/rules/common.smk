@@ -15,6 +15,8 @@ from rerank_audit.models.batching import PLANNED_TOKENS, model_config, scoring_m
 from rerank_audit.models.bundled import BUNDLED_PREFIX, resolve_base_model
 from rerank_audit.models.settings import ScoringSettings
 from rerank_audit.rerank import FUSED_SUFFIX
+from rerank_audit.training.registry import trainer_kind
+from rerank_audit.training.settings import TrainingSettings
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -63,8 +65,9 @@ BASE_MODEL = resolve_base_model(config["model"]["base"], MODELS_DIR)
 RATIONALE_GENERATOR = resolve_base_model(config["rationale"]["generator"], MODELS_DIR)
 # How scorers run (batch, max length, dtype): re-ranking and training fit; explanations.
 SCORING = {stage: ScoringSettings.from_config(config, stage).as_dict() for stage in ("rerank", "explain")}
-# The weights' dtype a training loads the base model in: auto keeps float32 master weights.
-TRAINING_DTYPE = config["model"]["dtype"] if config["model"]["dtype"] in ("bfloat16", "float16") else "float32"
+# How each trained method trains: train.defaults under train.methods.{method}, model.dtype, the keys its
+# trainer requires (rerank_audit.training.settings), merged once here.
+TRAINING = {m: TrainingSettings.for_method(config, m) for m in TRAINED_METHODS}
 # Rows of the report: each method, its fused row (rerank.fusion) right after it.
 REPORTED_METHODS = [name for m in config["methods"] for name in ([m, m + FUSED_SUFFIX] if m in FUSED_METHODS else [m])]
 # "Did training help?": each trained method against its untrained counterpart when that is
@@ -170,16 +173,9 @@ def generator_input(wildcards):
     return model_dependency(config["rationale"]["generator"], RATIONALE_GENERATOR)
 
 
-def train_hyper(wildcards):
-    """The method's hyper-parameters: train.defaults overridden by train.methods.{method}; the
-    lce trainer (qlm_lce) also takes train.temperature."""
-    defaults = config["train"]["defaults"]
-    own = config["train"]["methods"].get(wildcards.method, {})
-    merged = {**defaults, **own}
-    merged["lora"] = {**defaults.get("lora", {}), **own.get("lora", {})}
-    if method(wildcards.method).trainer == "lce":
-        merged["temperature"] = config["train"]["temperature"]
-    return merged
+def training_settings(wildcards):
+    """The method's TrainingSettings as plain values (rebuilt in the job with TrainingSettings.from_dict)."""
+    return TRAINING[wildcards.method].as_dict()
 
 
 def selection_inputs(wildcards):
@@ -200,9 +196,9 @@ def training_configs(wildcards):
 
 
 def scoring_beta(wildcards):
-    """DPO's β for scoring dpo and dpo_pairs: the method's train beta (train.defaults merged
-    under train.methods.{method}), the one it was trained with; None where no beta is set."""
-    return train_hyper(wildcards).get("beta")
+    """DPO's β for scoring dpo and dpo_pairs: the beta the method was trained with (its TrainingSettings);
+    None for a method whose trainer takes none."""
+    return TRAINING[wildcards.method].beta if wildcards.method in TRAINING else None
 
 
 def dataset_qlm_template(wildcards):
@@ -237,10 +233,10 @@ def scoring_model_dir(wildcards):
 def training_scoring(wildcards):
     """The scoring settings a training reads, and only those (a change of anything else re-trains
     nothing): all of them with train.selection (dev checkpoints are scored), the max length
-    for the lce trainer (it trains on the tokens it is scored on), else none."""
+    for a trainer kind that trains on the tokens it is scored on (lce: no fits_documents), else none."""
     if config["train"].get("selection"):
         return SCORING["rerank"]
-    return {"max_length": SCORING["rerank"]["max_length"]} if method(wildcards.method).trainer == "lce" else {}
+    return {} if trainer_kind(method(wildcards.method).trainer).fits_documents else {"max_length": SCORING["rerank"]["max_length"]}
 
 
 
@@ -272,7 +268,7 @@ def weight_copies(wildcards):
     """Copies of the base weights a method's scorer holds: two for a DPO-trained method fully
     fine-tuned (its policy and the base as reference), else one (an adapter is disabled instead)."""
     spec = method(wildcards.method)
-    return 2 if spec.scored_against_reference and not train_hyper(wildcards)["lora"].get("enabled", True) else 1
+    return 2 if spec.scored_against_reference and not TRAINING[wildcards.method].lora.enabled else 1
 
 
 def memory_mb(model, tokens, copies=weight_copies):

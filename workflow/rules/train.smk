@@ -68,9 +68,8 @@ rule train:
     params:
         **named_params(
             base_model=BASE_MODEL,
-            hyper=train_hyper,
+            training=training_settings,
             seed=config["train"]["seed"],
-            dtype=TRAINING_DTYPE,
             template=scoring_template,
             scoring=training_scoring,
             selection=config["train"].get("selection"),

@@ -13,6 +13,7 @@ from rerank_audit.data import schemas
 from rerank_audit.io import read_table
 from rerank_audit.models.settings import ScoringSettings
 from rerank_audit.training.selection import DevSelection
+from rerank_audit.training.settings import TrainingSettings
 from rerank_audit.training.trainers import train_reranker
 
 torch.set_num_threads(snakemake.threads)
@@ -31,9 +32,8 @@ train_reranker(
     p.base_model,
     read_table(snakemake.input.data),
     Path(snakemake.output.model).parent,
-    p.hyper,
+    TrainingSettings.from_dict(p.training),
     seed=p.seed,
-    dtype=p.dtype,
     template=p.template,
     scoring=ScoringSettings.of_job(snakemake),
     selection=selection,

@@ -1,4 +1,8 @@
-"""Training: examples from qrels and BM25 hard negatives (``examples``), TRL trainers (``trainers``).
+"""Training: examples from qrels and BM25 hard negatives (``examples``); the trainer registry
+(``registry``) and the training settings (``settings``), read at parse time; documents cut to
+fit (``fit_documents``); checkpoints (``checkpoints``); building a trainer (``build``) and a
+training run (``trainers``).
 
-``trainers`` imports torch / transformers / TRL; import it only where a model is trained.
+``build``, ``trainers``, ``lce`` and ``selection`` import torch / transformers / TRL; import
+them only where a model is trained.
 """

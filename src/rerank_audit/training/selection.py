@@ -40,6 +40,7 @@ from transformers import TrainerCallback
 
 from rerank_audit.evaluation.ranking import parse_measures, per_query_measures
 from rerank_audit.text.prompts import corpus_texts
+from rerank_audit.training.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -295,10 +296,6 @@ def selection_record(grid: Mapping[str, Any], curves: Curves, choice: Choice, *,
     }
 
 
-# Hyper-parameters the grid sets for every method alike (train.selection replaces them).
-GRID_KEYS = ("learning_rate", "epochs", "max_steps")
-
-
 @dataclass(frozen=True, eq=False)
 class DevSelection:
     """Model selection as configured (``train.selection``) with the dev tables it scores on.
@@ -346,9 +343,9 @@ class DevSelection:
         """The grid as configured, for ``training_config.json``."""
         return {"learning_rates": list(self.learning_rates), "epochs": self.epochs, "eval_steps": self.eval_steps, "measure": self.measure}
 
-    def hyper_of(self, hyper: Mapping[str, Any], learning_rate: float) -> dict[str, Any]:
-        """A method's hyper-parameters for one run of the grid: its own, with the grid's learning rate and epochs."""
-        return {key: value for key, value in hyper.items() if key not in GRID_KEYS} | {"learning_rate": learning_rate, "epochs": self.epochs}
+    def settings_of(self, settings: TrainingSettings, learning_rate: float) -> TrainingSettings:
+        """A method's settings for one run of the grid: its own, with the grid's learning rate and epochs (no max_steps)."""
+        return settings.but(learning_rate=learning_rate, epochs=self.epochs, max_steps=None)
 
     def fingerprint(self) -> dict[str, Any]:
         """What makes two selections the same (resuming a run of the grid reuses its recorded dev curve)."""
