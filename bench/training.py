@@ -1,11 +1,12 @@
 """Training speed per optimizer step: the avoidable costs of a training run, measured side by side in one run.
 
-Trains one method (``--method``: sft, qlm_sft, dpo, dpo_pairs or reward) on the demo's
-training table (built here from the embedded demo collection with the pipeline's own
-functions and ``--config``'s train settings: split, BM25, negatives), with the trainer the
-pipeline builds (``trainers._build_trainer``: the config's ``train.defaults`` merged with
-``train.methods.<method>``, LoRA, bf16 as ``auto`` resolves it here). One run, so that the
-settings share the machine's load (the development machine is shared):
+Trains one method (``--method``: any trained method of the method registry) on the demo's
+training table (the one its registry entry names, built here from the embedded demo
+collection with the pipeline's own functions and ``--config``'s train settings: split, BM25,
+negatives), with the trainer the pipeline builds (``build.build_trainer`` with the method's
+``TrainingSettings.for_method``: ``train.defaults`` merged with ``train.methods.<method>``,
+LoRA, ``model.dtype``, bf16 as ``auto`` resolves it here). One run, so that the settings
+share the machine's load (the development machine is shared):
 
 - the LM head: ``--steps`` optimizer steps alternate between TRL's projection of every
   position (its choice outside CUDA/Triton) and only the positions that carry a label
@@ -39,13 +40,19 @@ from pathlib import Path
 import torch
 import transformers
 
-from rerank_audit.config import load_config
+from rerank_audit.config import load_config, qlm_template
 from rerank_audit.data.ingest import read_collection
 from rerank_audit.data.splits import budget_queries, evaluable_queries, split_queries
+from rerank_audit.methods import method as method_spec, trained_methods
 from rerank_audit.models.bundled import resolve_base_model
+from rerank_audit.models.settings import ScoringSettings
 from rerank_audit.retrieval.bm25 import bm25_candidates, bm25_index
 from rerank_audit.training import examples
-from rerank_audit.training.trainers import _build_trainer, _weights_dtype, fit_documents, label_positions_only
+from rerank_audit.training.build import build_trainer
+from rerank_audit.training.fit_documents import fit_documents
+from rerank_audit.training.registry import trainer_kind
+from rerank_audit.training.settings import TrainingSettings
+from rerank_audit.training.trainers import label_positions_only
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scoring import matmul_peak  # bench/scoring.py, beside this file
@@ -54,7 +61,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def demo_training_table(config: dict, method: str, tokenizer):
-    """The demo's training table of ``method`` for budget "all", built as rule training_data builds it."""
+    """The demo's training table of ``method`` (its registry entry's ``training_table``) for budget "all",
+    built as rule training_data builds it."""
     spec = config["datasets"]["demo"]
     collection = read_collection(spec["format"], **{role: REPO / path for role, path in spec["sources"].items()}, **spec.get("options", {}))
     threshold, train = spec.get("relevance_threshold", 1), config["train"]
@@ -63,13 +71,20 @@ def demo_training_table(config: dict, method: str, tokenizer):
     run = bm25_candidates(bm25_index(collection.corpus), queries, config["retrieve"]["k"])
     tables = dict(corpus=collection.corpus, queries=collection.queries, qrels=collection.qrels, run=run, train_query_ids=budget_queries(splits, "all"))
     common = dict(relevance_threshold=threshold, seed=train["seed"])
-    if method == "qlm_sft":
-        return examples.query_examples(**tables, template=spec["qlm_template"], max_positives_per_query=train["max_positives_per_query"], **common)
-    if method in ("sft", "dpo"):
-        table = examples.sft_examples(**tables, tokenizer=tokenizer, negatives_per_positive=train["negatives_per_positive"],
-                                      max_positives_per_query=train["max_positives_per_query"], **common)
-        return examples.answer_pairs(table) if method == "dpo" else table
-    return examples.preference_pairs(**tables, tokenizer=tokenizer, pairs_per_query=train["pairs_per_query"], **common)
+    negatives = dict(common, unjudged_negatives=train.get("unjudged_negatives", False))
+    positives = dict(max_positives_per_query=train["max_positives_per_query"])
+
+    def sft_examples():
+        return examples.sft_examples(**tables, tokenizer=tokenizer, negatives_per_positive=train["negatives_per_positive"], **positives, **negatives)
+
+    builders = {
+        "sft_examples": sft_examples,
+        "answer_pairs": lambda: examples.answer_pairs(sft_examples()),
+        "document_pairs": lambda: examples.preference_pairs(**tables, tokenizer=tokenizer, pairs_per_query=train["pairs_per_query"], **negatives),
+        "query_examples": lambda: examples.query_examples(**tables, template=qlm_template(spec), **positives, **common),
+        "lce_groups": lambda: examples.lce_groups(**tables, negatives_per_group=train["negatives_per_group"], **positives, **negatives),
+    }
+    return builders[method_spec(method).training_table]()
 
 
 class _Alternating:
@@ -98,7 +113,7 @@ class _Alternating:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--method", default="qlm_sft", choices=["sft", "qlm_sft", "dpo", "dpo_pairs", "reward"])
+    parser.add_argument("--method", default="qlm_sft", choices=trained_methods())
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps, alternating the two head settings (>= 4, even)")
     parser.add_argument("--saves", type=int, default=3, help="timed checkpoint saves")
     parser.add_argument("--save-steps", type=int, nargs=2, default=[5, 50], metavar=("BEFORE", "AFTER"), help="save_steps before and after")
@@ -110,17 +125,21 @@ def main() -> None:
     config = load_config(args.config)
     base = resolve_base_model(config["model"]["base"], str(REPO / "resources" / "models"))
     tokenizer = transformers.AutoTokenizer.from_pretrained(base)
-    own = config["train"]["methods"].get(args.method, {})
-    hyper = config["train"]["defaults"] | own | {"lora": config["train"]["defaults"]["lora"] | own.get("lora", {})}
-    data, _ = fit_documents(args.method, demo_training_table(config, args.method, tokenizer), tokenizer, int(hyper["max_length"]))
+    configured = TrainingSettings.for_method(config, args.method)
+    data = demo_training_table(config, args.method, tokenizer)
+    if trainer_kind(method_spec(args.method).trainer).fits_documents:
+        data, _ = fit_documents(args.method, data, tokenizer, configured.max_length)
     seed = config["train"]["seed"]
+    scoring = ScoringSettings.from_config(config)  # the lce trainer trains on the scorer's max_length
 
     with tempfile.TemporaryDirectory() as folder:
-        settings = hyper | {"max_steps": args.steps, "save_steps": 10 * args.steps, "logging_steps": 1}
+        settings = configured.but(max_steps=args.steps, save_steps=10 * args.steps, logging_steps=1)
         transformers.set_seed(seed)
-        trainer = _build_trainer(args.method, base, data, tokenizer, Path(folder), settings, seed, _weights_dtype(None))
-        print(f"{args.method}: {len(data)} training rows, batch {hyper['batch_size']}, max_length {hyper['max_length']}, "
-              f"LoRA r={hyper['lora'].get('r')}, bf16 autocast {trainer.args.bf16}, {args.steps} steps, {torch.get_num_threads()} threads", flush=True)
+        trainer = build_trainer(args.method, base, data, tokenizer, Path(folder), settings, seed,
+                                template=qlm_template(config["datasets"]["demo"]), scoring=scoring)
+        print(f"{args.method}: {len(data)} training rows, batch {settings.batch_size}, max_length {trainer.args.max_length}, "
+              f"LoRA r={settings.lora.r if settings.lora.enabled else None}, weights {settings.precision()[0]}, bf16 autocast {trainer.args.bf16}, "
+              f"{args.steps} steps, {torch.get_num_threads()} threads", flush=True)
         steps = _Alternating(trainer)
         trainer.train()
         ended = time.perf_counter()  # the last step ends before its final save (save_steps > steps: only the end save)
@@ -155,7 +174,7 @@ def main() -> None:
     vocab, hidden = head.weight.shape
     backbone = sum(p.numel() for name, p in inner.named_parameters() if "lora_" not in name)
     backbone -= inner.get_input_embeddings().weight.numel() + (0 if inner.config.tie_word_embeddings else head.weight.numel())
-    dtype = torch.bfloat16 if trainer.args.bf16 else torch.float32
+    dtype = torch.bfloat16 if trainer.args.bf16 or settings.precision()[0] == "bfloat16" else torch.float32
     peak = matmul_peak(torch.device("cpu"), dtype)
     useful = (4 * backbone * tokens + 6 * vocab * hidden * labelled) / 1e9
     print(f"backbone {backbone / 1e6:.1f} M parameters (embeddings and head excluded), head {vocab} x {hidden}; {tokens:.0f} real tokens, "
