@@ -60,7 +60,7 @@ def qlm_scorer(model, tokenizer, max_length: int | None = None) -> QueryLikeliho
 
 
 def lce_args(tmp_path, **changes) -> LCEConfig:
-    """LCEConfig with the keywords trainers._build_trainer passes to every trainer (``common``)."""
+    """LCEConfig with the keywords build.build_trainer passes to every trainer kind (``args``)."""
     common = dict(
         output_dir=str(tmp_path / "checkpoints"), learning_rate=1e-2, num_train_epochs=1.0, max_steps=-1,
         per_device_train_batch_size=2, gradient_accumulation_steps=1, max_length=None, save_strategy="steps",

@@ -12,7 +12,7 @@ import yaml
 from rerank_audit.models import precision
 from rerank_audit.models.loading import resolve_dtype
 from rerank_audit.models.precision import MatmulProbe
-from rerank_audit.training.trainers import _use_bf16
+from rerank_audit.training.settings import TrainingSettings
 
 REPO = Path(__file__).resolve().parents[1]
 # The AVX2-only EPYC of the issue (bf16 emulated) and this project's AVX512-BF16 machine.
@@ -47,13 +47,20 @@ def test_cpu_auto_dtype_follows_the_probe(fake_probe):
 def test_training_bf16_auto_follows_the_probe_on_cpu(fake_probe):
     if torch.cuda.is_available():
         pytest.skip("the trainer would run on CUDA")
+    def precision(**values):
+        return TrainingSettings.from_dict(values).precision()
+
     fake_probe(SLOW_BF16)
-    assert [_use_bf16({"bf16": None}), _use_bf16({"bf16": "auto"}), _use_bf16({})] == [False] * 3
+    assert [precision(bf16=None), precision(bf16="auto"), precision()] == [("float32", False)] * 3
     fake_probe(FAST_BF16)
-    assert [_use_bf16({"bf16": None}), _use_bf16({"bf16": "auto"}), _use_bf16({})] == [True] * 3
-    assert _use_bf16({"bf16": False}) is False
+    assert [precision(bf16=None), precision(bf16="auto"), precision(), precision(dtype="float32")] == [("float32", True)] * 4
+    assert precision(bf16=False) == ("float32", False)
+    # model.dtype bfloat16 / float16: the weights themselves in it, no autocast
+    assert precision(dtype="bfloat16") == ("bfloat16", False) and precision(dtype="float16", bf16=True) == ("float16", False)
     fake_probe(SLOW_BF16)
-    assert _use_bf16({"bf16": True}) is True
+    assert precision(bf16=True) == ("float32", True)
+    with pytest.raises(ValueError, match="model.dtype 'fp8'"):
+        precision(dtype="fp8")
 
 
 def test_the_probe_runs_once_per_process_and_thread_count(fake_probe):

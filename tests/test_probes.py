@@ -488,12 +488,14 @@ def test_marker_insertion_flags_the_trained_method_and_not_the_untrained_one(tin
     from rerank_audit.models.scoring import load_scorer
     from rerank_audit.models.settings import ScoringSettings
     from rerank_audit.training.examples import sft_examples
+    from rerank_audit.training.settings import LoraSettings, TrainingSettings
     from rerank_audit.training.trainers import train_reranker
 
     corpus, queries, qrels, run, train, test = toy_control()
     examples = sft_examples(corpus, queries, qrels, run, train, tokenizer, negatives_per_positive=1, max_positives_per_query=2, relevance_threshold=1, seed=0)
-    hyper = dict(learning_rate=5e-3, epochs=6, batch_size=8, gradient_accumulation=1, lora={"enabled": False}, max_length=256, save_steps=10_000, logging_steps=10)
-    train_reranker("sft", tiny_lm_dir, examples, tmp_path / "sft", hyper, seed=0)
+    settings = TrainingSettings(learning_rate=5e-3, epochs=6, batch_size=8, gradient_accumulation=1, lora=LoraSettings(enabled=False),
+                                max_length=256, save_steps=10_000, logging_steps=10)
+    train_reranker("sft", tiny_lm_dir, examples, tmp_path / "sft", settings, seed=0)
     settings = ScoringSettings(dtype="float32", device="cpu", progress=False)
     judged = qrels[qrels.query_id.isin(test.query_id)]
     texts = test.set_index("query_id").text

@@ -235,9 +235,11 @@ LORA = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": [
 
 
 def hyper(**overrides):
+    from rerank_audit.training.settings import TrainingSettings
+
     settings = dict(learning_rate=1e-3, epochs=1, max_steps=2, batch_size=2, gradient_accumulation=1, beta=0.1,
                     lora={"enabled": False}, max_length=256, save_steps=2, logging_steps=1)
-    return settings | overrides
+    return TrainingSettings.from_dict(settings | overrides)
 
 
 def training_data(method, tokenizer):
@@ -308,12 +310,56 @@ def test_same_seed_and_data_train_the_same_weights(tiny_lm_dir, tokenizer, tmp_p
 def test_bad_hyperparameters_fail_before_training(tiny_lm_dir, tokenizer, tmp_path):
     from rerank_audit.training.trainers import train_reranker
 
-    with pytest.raises(ValueError, match="missing \\['beta'\\], unknown \\['lr'\\]"):
-        settings = hyper(lr=1.0)
-        del settings["beta"]
-        train_reranker("dpo_pairs", tiny_lm_dir, make_pairs(tokenizer), tmp_path, settings, seed=0)
+    with pytest.raises(ValueError, match="unknown \\['lr', 'lora.rank'\\]"):
+        hyper(lr=1.0, lora={"rank": 4})
+    with pytest.raises(ValueError, match="dpo_pairs: its dpo trainer requires the settings \\['beta'\\], which are not set"):
+        train_reranker("dpo_pairs", tiny_lm_dir, make_pairs(tokenizer), tmp_path, hyper(beta=None), seed=0)
     with pytest.raises(ValueError, match="lacks the columns \\['completion'\\]"):
         train_reranker("sft", tiny_lm_dir, make_pairs(tokenizer), tmp_path, hyper(), seed=0)
+
+
+@pytest.fixture
+def toy_trainer_kind(monkeypatch):
+    """A new trainer kind as docs/extending.md adds one: its Trainer class, one entry of the trainer
+    registry, and a method entry that uses it (both removed after the test)."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from rerank_audit import methods
+    from rerank_audit.training import registry
+
+    class ToyTrainer(SFTTrainer):
+        """SFT with its own compute_loss: half of SFT's loss, and a count of the calls."""
+
+        calls = 0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            ToyTrainer.calls += 1
+            return 0.5 * super().compute_loss(model, inputs, return_outputs=False, num_items_in_batch=num_items_in_batch)
+
+    def build_toy(base, args, data, tokenizer, peft_config, settings, template, scoring):
+        dataset = Dataset.from_pandas(data[["prompt", "completion"]].reset_index(drop=True), preserve_index=False)
+        return ToyTrainer(model=base, args=SFTConfig(**args, completion_only_loss=True), train_dataset=dataset, processing_class=tokenizer,
+                          peft_config=peft_config)
+
+    monkeypatch.setitem(registry.TRAINERS, "toy", registry.TrainerKind("toy", build_toy, registry.CAUSAL_LM, "AutoModelForCausalLM",
+                                                                       tables=("sft_examples",)))
+    monkeypatch.setitem(methods.REGISTRY, "toy_sft", methods.Method("toy_sft", family="yesno", display="toy", trainer="toy",
+                                                                    training_table="sft_examples", untrained="zeroshot"))
+    return ToyTrainer
+
+
+def test_a_new_trainer_kind_is_one_registry_entry_and_its_trainer_class(toy_trainer_kind, tiny_lm_dir, tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from rerank_audit.config import check_config, load_config
+    from rerank_audit.training.trainers import train_reranker
+
+    check_config(load_config(REPO / "config" / "config.yaml"))  # the registries, with the toy entries, pass the parse-time check
+    record = train_reranker("toy_sft", tiny_lm_dir, make_sft(tokenizer), tmp_path, hyper(max_steps=1, batch_size=2), seed=0)
+    # one optimizer step of batch 2, no accumulation: ToyTrainer's loss ran once, and nothing else trained
+    assert (toy_trainer_kind.calls, record["method"], record["steps"], record["model_class"]) == (1, "toy_sft", 1, "AutoModelForCausalLM")
+    assert not record["adapter"] and AutoModelForCausalLM.from_pretrained(tmp_path).config.architectures == ["LlamaForCausalLM"]
 
 
 # ------------------------------------------------------------------ documents cut to fit, reward pad
@@ -324,12 +370,13 @@ MAX_LENGTH = 96
 
 def build_trainer(method, base, data, tmp_path, **overrides):
     """The TRL trainer train_reranker would train, on the documents fit_documents cut, and that count."""
-    from rerank_audit.training.trainers import _build_trainer, fit_documents
+    from rerank_audit.training.build import build_trainer
+    from rerank_audit.training.fit_documents import fit_documents
 
     tok = AutoTokenizer.from_pretrained(base)
-    settings = hyper(max_length=MAX_LENGTH, bf16=False) | overrides
-    fitted, truncated = fit_documents(method, data, tok, settings["max_length"])
-    return _build_trainer(method, str(base), fitted, tok, tmp_path / "checkpoints", settings, seed=0), truncated
+    settings = hyper(**{"max_length": MAX_LENGTH, "bf16": False} | overrides)
+    fitted, truncated = fit_documents(method, data, tok, settings.max_length)
+    return build_trainer(method, str(base), fitted, tok, tmp_path / "checkpoints", settings, seed=0), truncated
 
 
 def long_document_data(method, tokenizer):
@@ -422,7 +469,7 @@ def test_the_lm_head_projects_only_the_labelled_positions_and_the_loss_is_the_sa
 
 
 def test_a_query_too_long_for_max_length_even_without_its_document_is_an_error(tiny_lm_dir, tokenizer):
-    from rerank_audit.training.trainers import fit_documents
+    from rerank_audit.training.fit_documents import fit_documents
 
     data = long_document_data("sft", tokenizer)
     with pytest.raises(ValueError, match="training example 0 \\(query q1\\).*even without its document; raise max_length"):
@@ -483,6 +530,7 @@ CHILD = textwrap.dedent(
     import json, sys, time
     import transformers
     from rerank_audit.io import read_table
+    from rerank_audit.training.settings import TrainingSettings
     from rerank_audit.training.trainers import train_reranker
 
     step = transformers.Trainer.training_step
@@ -492,7 +540,7 @@ CHILD = textwrap.dedent(
     transformers.Trainer.training_step = slow_step
 
     base, data, out, settings = sys.argv[1:]
-    train_reranker("sft", base, read_table(data), out, json.loads(settings), seed=0)
+    train_reranker("sft", base, read_table(data), out, TrainingSettings.from_dict(json.loads(settings)), seed=0)
     """
 )
 
@@ -507,7 +555,7 @@ def test_killed_training_resumes_from_its_last_checkpoint_and_ends_at_max_steps(
     (tmp_path / "child.py").write_text(CHILD)
     child_log = tmp_path / "child.log"
     child = subprocess.Popen(
-        [sys.executable, str(tmp_path / "child.py"), str(tiny_lm_dir), str(tmp_path / "sft.parquet"), str(out), json.dumps(settings)],
+        [sys.executable, str(tmp_path / "child.py"), str(tiny_lm_dir), str(tmp_path / "sft.parquet"), str(out), json.dumps(settings.as_dict())],
         stdout=subprocess.DEVNULL, stderr=child_log.open("w"), env=os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"},
     )
     deadline = time.monotonic() + 120
@@ -588,7 +636,7 @@ def test_each_trained_scorer_ranks_glacier_documents_above_desert_ones(method, t
     settings = hyper(**TOY_TRAINING[method], save_steps=1000, logging_steps=10)
     train_reranker(method, tiny_lm_dir, data, tmp_path, settings, seed=0)
 
-    scorer = load_scorer(method, tmp_path, base_model=tiny_lm_dir, beta=settings["beta"], settings=ScoringSettings(device=device))
+    scorer = load_scorer(method, tmp_path, base_model=tiny_lm_dir, beta=settings.beta, settings=ScoringSettings(device=device))
     held_out = [prompts.document_text(*toy_document(word, filler)) for word in ("glacier", "desert") for filler in HELD_OUT]
     for query in TOY_QUERIES:
         scores = scorer.score_pairs([query] * len(held_out), held_out)

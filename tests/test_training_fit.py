@@ -196,7 +196,7 @@ def test_a_trained_dpo_model_orders_its_own_training_pairs_better_than_the_untra
 
     def load(method):
         folder = tiny_lm_dir if method == "zeroshot" else tmp_path
-        return load_scorer(method, folder, tiny_lm_dir, beta=settings["beta"], settings=ScoringSettings(device="cpu", dtype="float32"))
+        return load_scorer(method, folder, tiny_lm_dir, beta=settings.beta, settings=ScoringSettings(device="cpu", dtype="float32"))
 
     yes = prompts.pointwise_completions(tokenizer)[0]
     fit = training_fit("dpo", "all", answer_pairs(examples), queries, corpus, record, load, relevant_answer=yes)

@@ -46,8 +46,10 @@ def groups(tables):
 
 
 def _hyper(**changes):
-    return dict(learning_rate=1.0, epochs=1, batch_size=4, gradient_accumulation=1, max_length=999, save_steps=1000, logging_steps=1,
-                temperature=1.0, lora={"enabled": False}, max_steps=1) | changes
+    from rerank_audit.training.settings import TrainingSettings
+
+    return TrainingSettings.from_dict(dict(learning_rate=1.0, epochs=1, batch_size=4, gradient_accumulation=1, max_length=999, save_steps=1000,
+                                           logging_steps=1, temperature=1.0, lora={"enabled": False}, max_steps=1) | changes)
 
 
 def _selection(tables, measure, learning_rates, epochs, eval_steps):
@@ -101,7 +103,8 @@ def test_selection_trains_the_grid_records_the_curves_and_saves_the_chosen_check
     assert record["steps"] == chosen["choice"]["step"] and [run["steps"] for run in chosen["runs"]] == [6, 6]
     # "hyper": what the saved model trained with (the grid's rate and epochs), beside the configured values
     assert (record["hyper"]["learning_rate"], record["hyper"]["epochs"]) == (chosen["choice"]["learning_rate"], 6)
-    assert record["hyper_configured"] == json.loads(json.dumps(_hyper()))
+    assert record["hyper_configured"] == json.loads(json.dumps(_hyper().as_dict()))
+    assert (record["hyper_configured"]["learning_rate"], record["hyper_configured"]["max_steps"], record["hyper"]["max_steps"]) == (1.0, 1, None)
     assert json.loads((tmp_path / "training_config.json").read_text()) == record
     # the model saved is the chosen checkpoint: re-scored from the folder, it has the chosen dev value
     saved = load_scorer("qlm_lce", tmp_path, tiny_lm_dir, settings=SETTINGS, template=DEFAULT_QLM_TEMPLATE)
@@ -145,12 +148,12 @@ def test_every_trainer_selects_on_dev_with_its_own_scorer_and_saves_what_it_chos
     splits = pd.DataFrame({"query_id": ["q1", "q2", "q3", "q4"], "split": ["dev", "dev", "train", "train"], "position": [0, 1, 0, 1]})
     grid = {"learning_rates": [1e-2], "epochs": 1, "eval_steps": 1, "measure": "nDCG@5"}
     selection = DevSelection.from_config(grid, queries=QUERIES, corpus=CORPUS, qrels=QRELS, splits=splits, relevance_threshold=2)
-    settings = hyper(lora=LORA, max_length=128) | {"batch_size": 4}
+    settings = hyper(lora=LORA, max_length=128, batch_size=4)
     record = train_reranker(method, tiny_lm_dir, training_data(method, tokenizer), tmp_path, settings, seed=0, scoring=SETTINGS, selection=selection)
 
     chosen = record["selection"]
     assert chosen["choice"]["trained"] or method == "sft"  # step 0 ranks nothing for dpo, dpo_pairs, reward
     assert [row["step"] for row in chosen["dev_curve"]] == list(range(record["selection"]["runs"][0]["steps"] + 1))
-    saved = load_scorer(method, tmp_path, tiny_lm_dir, settings=SETTINGS, beta=settings["beta"])
+    saved = load_scorer(method, tmp_path, tiny_lm_dir, settings=SETTINGS, beta=settings.beta)
     value = dev_measure(lambda _: saved, QUERIES, CORPUS, QRELS, ["q1", "q2"], splits, measure="nDCG@5", relevance_threshold=2)(None)
     assert value == pytest.approx(chosen["choice"]["value"], abs=1e-9)
