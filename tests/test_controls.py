@@ -247,6 +247,7 @@ def test_a_trained_model_takes_the_planted_shortcut_and_the_audit_catches_it(tmp
     config["train"]["defaults"].update(learning_rate=5e-3, epochs=12, batch_size=8, save_steps=1000)
     config["rerank"]["depth"] = 4
     config["explain"].update(queries=2, top_documents=2, bottom_documents=2)
+    config["probe"] = {"probes": []}  # the shortcut probes have their own tests (test_probes, test_workflow_training)
     snakemake(tmp_path, write_config(tmp_path, config))
 
     results = tmp_path / "results"
