@@ -27,6 +27,7 @@ from rerank_audit.explain.score_cache import cached_scores
 from rerank_audit.explain.selection import explained_head, pairs_to_explain, rationale_items, reranked_head
 from rerank_audit.text.words import split_words, word_key
 from rerank_audit.models.settings import ScoringSettings
+from tiny_model import spread_weights
 
 QUERY = "glacier retreat in the Alps"
 DOCUMENT = "The glacier lost mass this summer."  # 6 words, "glacier" at position 1
@@ -316,7 +317,7 @@ def test_write_rationales_equal_greedy_generation_of_each_prompt_alone(tiny_lm_d
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
+    model = spread_weights(AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval())  # text that varies with the prompt
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
     items = [
         {"query": QUERY, "document": DOCUMENT, "rank": 1, "head_size": 8, "keywords": ["glacier"], "attributions": [0.9]},

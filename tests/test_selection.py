@@ -25,6 +25,7 @@ from rerank_audit.training.selection import (
     select_checkpoint,
     selection_record,
 )
+from tiny_model import spread_weights
 
 SPLITS = pd.DataFrame(
     [("t1", "train"), ("t2", "train"), ("v1", "dev"), ("v2", "dev"), ("x1", "test"), ("x2", "test")], columns=["query_id", "split"]
@@ -253,11 +254,7 @@ def test_callback_scores_a_bf16_autocast_model_as_it_is_saved(tmp_path, tiny_lm_
     from rerank_audit.models.settings import ScoringSettings
 
     tokenizer = load_tokenizer(tiny_lm_dir)
-    model = load_causal_lm(tiny_lm_dir, "cpu", "float32")
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():  # spread-out weights: logits large enough for bf16's rounding to show
-        for parameter in (p for p in model.parameters() if p.dim() > 1):
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    model = spread_weights(load_causal_lm(tiny_lm_dir, "cpu", "float32"))  # logits large enough for bf16's rounding to show
     model.save_pretrained(tmp_path / "untrained")
 
     def measure(model) -> float:
@@ -273,8 +270,8 @@ def test_callback_scores_a_bf16_autocast_model_as_it_is_saved(tmp_path, tiny_lm_
     saved = {0: tmp_path / "untrained", 1: output / "checkpoint-1", 2: output / "checkpoint-2"}
     reloaded = {step: load_causal_lm(folder, "cpu", "float32") for step, folder in saved.items()}
     expected = {step: measure(reloaded[step]) for step in saved}
-    assert callback.curve == pytest.approx(expected, rel=1e-6, abs=1e-6)
+    assert callback.curve == pytest.approx(expected, rel=0, abs=1e-6)
     assert len(set(expected.values())) == 3  # training moved the score at each step
-    for step in saved:
+    for step in saved:  # bf16 autocast lands 100 times the tolerance away or more: the check above tells them apart
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert measure(reloaded[step]) != pytest.approx(expected[step], rel=1e-3, abs=1e-3), f"step {step}: bf16 scores as float32"
+            assert abs(measure(reloaded[step]) - expected[step]) > 1e-4, f"step {step}: bf16 autocast scores as float32"
