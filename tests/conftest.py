@@ -36,14 +36,21 @@ def tokenizer(tiny_lm_dir):
 
 
 @pytest.fixture(scope="session")
-def bundled_dir(tmp_path_factory) -> Path:
-    """The converted SmolLM2-135M-Instruct, once per test session: the pipeline's folder, else converted into tmp (≈25 s)."""
-    if (BUNDLED / "model.safetensors").is_file():
-        return BUNDLED
+def converted_bundled(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct converted from its GGUF into tmp, once per test session (≈25 s): the conversion's own test reads it."""
     pytest.importorskip("gguf")
     from rerank_audit.models.bundled import convert_bundled
 
     return convert_bundled(tmp_path_factory.mktemp("bundled") / "smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def bundled_dir(request) -> Path:
+    """The converted SmolLM2-135M-Instruct: the pipeline's folder (resources/models/), else ``converted_bundled``
+    (a fresh clone has no resources/models/), so the suite converts it at most once."""
+    if (BUNDLED / "model.safetensors").is_file():
+        return BUNDLED
+    return request.getfixturevalue("converted_bundled")
 
 
 @pytest.fixture(scope="session")

@@ -39,8 +39,19 @@ def test_a_config_trap_stops_with_the_key_and_the_fix(key, value, message):
 
 
 def test_fractions_counts_and_a_zero_dev_split_pass():
-    checked(split__test=0.5, split__dev=0)
-    checked(split__test=3, split__dev=0.2)
+    """A share, a count and a zero dev size pass the check unchanged, and cut 8 queries as worked by hand:
+    test 0.5 -> 4, dev 0 -> 0, train 8 - 4 = 4; test 3 -> 3, dev 0.2 -> round(1.6) = 2, train 8 - 5 = 3."""
+    ids = [f"q{i}" for i in range(8)]
+    for split, sizes in [({"test": 0.5, "dev": 0}, {"test": 4, "dev": 0, "train": 4}), ({"test": 3, "dev": 0.2}, {"test": 3, "dev": 2, "train": 3})]:
+        config = load_config(CONFIG)
+        config["split"].update(split)
+        check_config(config)  # returns: no trap
+        assert (config["split"]["test"], config["split"]["dev"]) == (split["test"], split["dev"])
+        cut = split_queries(ids, seed=config["split"]["seed"], dev=config["split"]["dev"], test=config["split"]["test"], trains=True)
+        assert {name: int((cut.split == name).sum()) for name in ("test", "dev", "train")} == sizes
+        assert sorted(cut.query_id) == ids  # every query once
+        for name, size in sizes.items():
+            assert sorted(cut.position[cut.split == name]) == list(range(size))
 
 
 def test_selection_with_a_dev_split_passes_and_an_unknown_measure_stops():

@@ -27,6 +27,7 @@ from rerank_audit.explain.score_cache import cached_scores
 from rerank_audit.explain.selection import explained_head, pairs_to_explain, rationale_items, reranked_head
 from rerank_audit.text.words import split_words, word_key
 from rerank_audit.models.settings import ScoringSettings
+from tiny_model import spread_weights
 
 QUERY = "glacier retreat in the Alps"
 DOCUMENT = "The glacier lost mass this summer."  # 6 words, "glacier" at position 1
@@ -229,9 +230,12 @@ def test_candidate_std_normalisation_needs_a_spread_for_every_query_and_gives_na
 def test_faithfulness_scores_each_batch_of_pairs_in_one_call():
     scorer, cache = GlacierCounter(), {}
     attributions = explain_pairs(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], exact_levels=1, cache=cache)
-    before = scorer.calls
+    calls, pairs, cached = scorer.calls, scorer.pairs, len(cache)
     faithfulness(scorer, [QUERY, QUERY], [DOCUMENT, OTHER], attributions, ks=[1, 2], n_random=5, seed=0, deletion_steps=5, normalisation="none", cache=cache)
-    assert scorer.calls - before <= 1  # full and empty scores are cached; the rest is one batch
+    # Two pairs, fewer than pairs_per_call: whatever the attributions left unscored goes in one call,
+    # and only that reaches the scorer (each new pair once, every one kept in the cache).
+    new = len(cache) - cached
+    assert new > 0 and scorer.calls - calls == 1 and scorer.pairs - pairs == new
 
 
 def test_deletion_curve_drops_once_the_planted_word_is_gone():
@@ -307,19 +311,34 @@ def test_rationale_metrics_on_hand_written_rationales():
     assert metrics.unsupported_rate.tolist() == [0.0, 0.0]  # "mentions" is task vocabulary, "snow" is in the document
 
 
-def test_write_rationales_returns_one_string_per_item_with_the_tiny_model(tiny_lm_dir):
+def test_write_rationales_equal_greedy_generation_of_each_prompt_alone(tiny_lm_dir):
+    """Batched, left-padded and reordered by length, each rationale is what greedy decoding writes for its
+    prompt alone (no padding); ``show_decision`` adds the rank to the prompt and so changes what is written."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
+    model = spread_weights(AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval())  # text that varies with the prompt
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
     items = [
         {"query": QUERY, "document": DOCUMENT, "rank": 1, "head_size": 8, "keywords": ["glacier"], "attributions": [0.9]},
         {"query": "snow", "document": OTHER, "rank": 7, "head_size": 8, "keywords": ["snow", "pass"], "attributions": [0.4, -0.2]},
         {"query": "tide gauges", "document": "Sea level.", "rank": 2, "head_size": 8, "keywords": [], "attributions": []},
     ]
+
+    def alone(prompt: str) -> str:
+        encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            generated = model.generate(**encoded, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        return tokenizer.decode(generated[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+    written = {}
     for show_decision in (False, True):
-        rationales = write_rationales(model, tokenizer, items, max_new_tokens=6, batch_size=2, show_decision=show_decision)
-        assert len(rationales) == 3 and all(isinstance(r, str) for r in rationales)
+        written[show_decision] = write_rationales(model, tokenizer, items, max_new_tokens=6, batch_size=2, show_decision=show_decision)
+        assert written[show_decision] == [alone(rationale_prompt(tokenizer, item, show_decision)) for item in items]
+    assert all(written[False]) and len(set(written[False])) == 3  # three texts, told apart: a mix-up of items would show
+    rank_sentence = "A search engine ranked this document at position 7 of the 8 documents it ranked for the query."
+    assert rank_sentence in rationale_prompt(tokenizer, items[1], True) and "position" not in rationale_prompt(tokenizer, items[1], False)
+    assert written[True] != written[False]
     assert tokenizer.padding_side == "right"  # restored after generation
 
 

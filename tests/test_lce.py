@@ -33,6 +33,7 @@ from rerank_audit.training.lce import (
     group_dataset,
     query_log_likelihoods,
 )
+from tiny_model import spread_weights
 
 MAX_LENGTH = 64  # cuts LONG_DOCUMENT, not the toy documents
 LONG_DOCUMENT = "Snow water equivalent in the Alps from satellite passive microwave. " * 6
@@ -79,12 +80,7 @@ def tokenizer(tiny_lm_dir):
 @pytest.fixture(scope="module")
 def spread_lm(tiny_lm_dir):
     """The tiny LM with spread-out weights: the default init gives near-uniform log-probabilities."""
-    model = load_causal_lm(tiny_lm_dir, "cpu", "float32")
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for parameter in (p for p in model.parameters() if p.dim() > 1):
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    return model
+    return spread_weights(load_causal_lm(tiny_lm_dir, "cpu", "float32"))
 
 
 @pytest.fixture(scope="module")

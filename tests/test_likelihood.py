@@ -17,6 +17,7 @@ from rerank_audit.models.scoring import QueryLikelihoodScorer
 from rerank_audit.text.prompts import DEFAULT_QLM_TEMPLATE
 from rerank_audit.models.loading import load_causal_lm, load_tokenizer
 from rerank_audit.models.settings import ScoringSettings
+from tiny_model import spread_weights
 
 TOLERANCE = 1e-4
 MAX_LENGTH = 48
@@ -53,12 +54,7 @@ def tokenizer(tiny_lm_dir):
 @pytest.fixture(scope="module")
 def lm(tiny_lm_dir, device):
     """The tiny LM with spread-out weights: the default init gives near-uniform log-probabilities."""
-    model = load_causal_lm(tiny_lm_dir, device, "float32")
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for parameter in (p for p in model.parameters() if p.dim() > 1):
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    return model
+    return spread_weights(load_causal_lm(tiny_lm_dir, device, "float32"))
 
 
 def _naive_text(tokenizer, query: str, document: str, max_length: int | None) -> str:

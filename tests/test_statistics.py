@@ -36,6 +36,22 @@ def student_t3_two_sided_p(t: float) -> float:
     return 2 * (1 - cdf)
 
 
+def plain_percentile_bootstrap(values, n_resamples: int, confidence: float, seed: int) -> tuple[float, float]:
+    """A percentile bootstrap written apart from ``bootstrap_ci``, after its documented convention:
+    ``n_resamples`` rows of len(values) indices drawn at once by ``default_rng(seed).integers``, the mean of
+    each row, and the quantiles interpolated linearly between the sorted means (position q (n - 1))."""
+    rows = np.random.default_rng(seed).integers(0, len(values), size=(n_resamples, len(values))).tolist()
+    means = sorted(sum(values[i] for i in row) / len(values) for row in rows)
+
+    def quantile(q: float) -> float:
+        position = q * (len(means) - 1)
+        below = math.floor(position)
+        above = min(below + 1, len(means) - 1)
+        return means[below] + (position - below) * (means[above] - means[below])
+
+    return quantile((1 - confidence) / 2), quantile((1 + confidence) / 2)
+
+
 def test_paired_t_test_equals_the_formula():
     t, p = paired_t_test(SFT, BM25)
     assert t == pytest.approx(T)  # 2.3238
@@ -131,6 +147,7 @@ def test_bootstrap_ci_contains_the_mean_narrows_with_n_and_is_seeded():
     assert low_large < large.mean() < high_large
     assert high_large - low_large < (high_small - low_small) / 5  # width ~ 1 / sqrt(n): 10x narrower
     assert bootstrap_ci(small, 2000, 0.95, seed=1) == (low_small, high_small)
+    assert (low_small, high_small) == pytest.approx(plain_percentile_bootstrap(small.tolist(), 2000, 0.95, seed=1), abs=1e-12)
     assert bootstrap_ci([0.3], 100, 0.95, 0) == (0.3, 0.3)
 
 
@@ -175,7 +192,7 @@ def test_compare_methods_rows_equal_hand_computation():
 
     sft = row.loc[("sft", "nDCG@10")]
     assert (sft.queries, sft["mean"]) == (4, pytest.approx(0.5))
-    assert (sft.ci_low, sft.ci_high) == bootstrap_ci(SFT, 500, 0.95, 3)
+    assert (sft.ci_low, sft.ci_high) == (0.5, 0.5)  # every resample of four 0.5s has mean 0.5
     p_ndcg = student_t3_two_sided_p(T)
     t_ap = 0.2 / (math.sqrt(0.04 / 3) / 2)
     p_ap = student_t3_two_sided_p(t_ap)
@@ -201,6 +218,12 @@ def test_compare_methods_rows_equal_hand_computation():
     assert sft.untrained_method == "zeroshot"
     bm25 = row.loc[("bm25", "nDCG@10")]
     assert bm25["mean"] == pytest.approx(0.35)  # the "all" split's zeros are not used
+    # The interval of BM25 = [0.4, 0.3, 0.5, 0.2] (the test split's values, 500 resamples, seed 3, 95%):
+    # the second resampler's, and near the exact bootstrap quantiles of the 4^4 equally likely resamples
+    # (their means, by hand: cumulative share 0.0195 up to 0.225, 0.0586 up to 0.25, so the 2.5% quantile is
+    # 0.25; 0.9414 up to 0.425, 0.9805 up to 0.45, so the 97.5% quantile is 0.45; one grid step is 0.025).
+    assert (bm25.ci_low, bm25.ci_high) == pytest.approx(plain_percentile_bootstrap(BM25, 500, 0.95, seed=3), abs=1e-12)
+    assert bm25.ci_low == pytest.approx(0.25, abs=0.025) and bm25.ci_high == pytest.approx(0.45, abs=0.025)
     assert pd.isna(bm25.bm25_p) and pd.isna(bm25.untrained_p) and pd.isna(bm25.bm25_significant)
 
 

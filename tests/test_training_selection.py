@@ -15,7 +15,7 @@ import pytest
 from rerank_audit.models.settings import ScoringSettings
 from rerank_audit.text.prompts import DEFAULT_QLM_TEMPLATE
 from rerank_audit.training.examples import lce_groups
-from rerank_audit.training.selection import DevSelection, select_checkpoint
+from rerank_audit.training.selection import DevSelection
 from test_lce import TOY
 
 # TRL 1.16 itself calls a transformers 5.24 deprecated alias; not ours to fix.
@@ -95,10 +95,12 @@ def test_selection_trains_the_grid_records_the_curves_and_saves_the_chosen_check
     # step 0 once (the untrained model, shared by the grid), then every 3 steps and the last (6) of each run
     steps = [(row["learning_rate"], row["step"]) for row in chosen["dev_curve"]]
     assert steps == [(1e-3, 0), (1e-3, 3), (1e-3, 6), (1e-2, 3), (1e-2, 6)]
-    curves = {}
-    for row in chosen["dev_curve"]:
-        curves.setdefault(row["learning_rate"], {})[row["step"]] = row["value"]
-    assert chosen["choice"] == select_checkpoint(curves).as_dict()
+    # the choice, by the rule of training/selection.py read off the recorded curve: the highest dev value,
+    # among equals the earliest step, then the smaller learning rate; step 0 is the untrained model (no rate)
+    best = max(row["value"] for row in chosen["dev_curve"])
+    step, rate = min((row["step"], row["learning_rate"]) for row in chosen["dev_curve"] if row["value"] == best)
+    untrained = next(row["value"] for row in chosen["dev_curve"] if row["step"] == 0)
+    assert chosen["choice"] == {"learning_rate": rate if step else None, "step": step, "value": best, "untrained_value": untrained, "trained": step != 0}
     assert chosen["choice"]["trained"] and chosen["choice"]["value"] > chosen["choice"]["untrained_value"]
     assert record["steps"] == chosen["choice"]["step"] and [run["steps"] for run in chosen["runs"]] == [6, 6]
     # "hyper": what the saved model trained with (the grid's rate and epochs), beside the configured values

@@ -50,3 +50,19 @@ def build_tiny_model(folder: Path, vocab_size: int = 400, seed: int = 0) -> Path
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def spread_weights(model, seed: int = 3, std: float = 0.3):
+    """Redraw ``model``'s weight matrices in place from N(0, std²) (``seed``) and return it.
+
+    The tiny model's own initialisation is so flat that greedy decoding writes the same token
+    after any prompt and its logits are too small for bf16's rounding to show; spread-out
+    weights give prompt-dependent text and large logits.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in (p for p in model.parameters() if p.dim() > 1):
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+    return model

@@ -16,11 +16,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rerank_audit.data.schemas import optional_fields
-
+# Field metadata of an optional column (data/schemas.py marks them): a table may lack it, and
+# it is then written and read as nulls.
+OPTIONAL = {"optional": "true"}
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def optional_fields(schema: pa.Schema) -> list[pa.Field]:
+    """The fields of ``schema`` marked ``OPTIONAL`` (a table may lack them: they read as null)."""
+    return [field for field in schema if (field.metadata or {}).get(b"optional") == b"true"]
 
 
 @contextlib.contextmanager
@@ -42,7 +48,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_table(frame: pd.DataFrame, path: str | Path, schema: pa.Schema) -> None:
     """Write the columns of ``schema`` from ``frame`` as Parquet with exactly that schema.
 
-    Columns outside the schema are left out; an optional column (``schemas.OPTIONAL``) that
+    Columns outside the schema are left out; an optional column (marked ``OPTIONAL``) that
     ``frame`` lacks is written as nulls; any other missing column or a wrong type is an error.
     """
     absent = [field.name for field in optional_fields(schema) if field.name not in frame.columns]

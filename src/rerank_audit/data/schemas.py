@@ -2,13 +2,13 @@
 
 import pyarrow as pa
 
-from rerank_audit.explain import measures
+from rerank_audit.data import measures
+from rerank_audit.io import OPTIONAL
 
 CORPUS = pa.schema([("doc_id", pa.string()), ("title", pa.string()), ("text", pa.string())])
 QUERIES = pa.schema([("query_id", pa.string()), ("text", pa.string())])
-# Field metadata of an optional column: adapters that have no such information and files
-# written before the column existed lack it; io reads and writes it as null there.
-OPTIONAL = {"optional": "true"}
+# An optional column (field metadata io.OPTIONAL): adapters that have no such information and
+# files written before the column existed lack it; io reads and writes it as null there.
 # label: the judgement's original label where the source has one (CLIMATE-FEVER: SUPPORTS,
 # REFUTES, NOT_ENOUGH_INFO; the stance probe reads it), null elsewhere.
 QRELS = pa.schema(
@@ -197,11 +197,6 @@ CONTROL_PLACEMENT = pa.schema(
         ("position", pa.int64()),
     ]
 )
-
-
-def optional_fields(schema: pa.Schema) -> list[pa.Field]:
-    """The fields of ``schema`` marked ``OPTIONAL`` (a table may lack them: they read as null)."""
-    return [field for field in schema if (field.metadata or {}).get(b"optional") == b"true"]
 
 
 def from_frame(frame) -> pa.Schema:

@@ -26,7 +26,7 @@ from matplotlib.transforms import Bbox
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
 from rerank_audit.evaluation.statistics import BASELINES, TEST_SPLIT
 from rerank_audit.evaluation.summary import method_order
-from rerank_audit.explain.measures import measure_of
+from rerank_audit.data.measures import measure_of
 from rerank_audit.methods import display_name, method as method_spec
 from rerank_audit.io import atomic_path
 

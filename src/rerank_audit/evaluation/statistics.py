@@ -32,7 +32,7 @@ from scipy import optimize as scipy_optimize
 from scipy import stats as scipy_stats
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
-from rerank_audit.explain import measures
+from rerank_audit.data import measures
 from rerank_audit.methods import BASELINE_NAMES
 
 BASELINES = tuple(BASELINE_NAMES)  # the rows that open every table and figure: random order, BM25

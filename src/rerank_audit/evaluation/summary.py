@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
-from rerank_audit.explain import measures
+from rerank_audit.data import measures
 from rerank_audit.methods import display_name, method as method_spec
 from rerank_audit.evaluation.statistics import BASELINES, RATIONALE_COMPREHENSIVENESS, compare_with_random
 

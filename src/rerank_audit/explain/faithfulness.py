@@ -66,7 +66,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from rerank_audit.explain.rationale import stated_reason_keys
-from rerank_audit.explain import measures
+from rerank_audit.data import measures
 from rerank_audit.explain.simulatability import MIN_EDITS, held_out_edits, pair_simulatability
 from rerank_audit.explain.score_cache import PAIRS_PER_CALL, ScoreCache, cached_scores
 from rerank_audit.text.words import content_keys, join_kept, word_key, word_segments

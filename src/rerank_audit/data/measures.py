@@ -6,7 +6,8 @@ the attributions: explain/faithfulness.py) or ``rationale`` (per pair, from the 
 rationale: explain/rationale.py and ``rationale_comprehensiveness``). A measure with a
 random baseline (random words; for simulatability, the attributions permuted) has a second
 column ``<name>_random``; one tested against it says in which direction it is more faithful
-than its baseline.
+than its baseline. The list names columns of the data model (``schemas``), so it lives in
+``data/``, below every stage that reads it.
 """
 
 from __future__ import annotations
