@@ -1,3 +1,5 @@
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,10 +15,35 @@ CLIMATE_FEVER = SHARED_DATA / "climate-fever" / "climate-fever.jsonl"
 BUNDLED = REPO / "resources" / "models" / "smollm2-135m-instruct"
 
 
+def pytest_collection_modifyitems(items):
+    """Slow tests first: each worker (pytest-xdist) starts on a long run, and the short tests fill in around them."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` run once per test session, into ``folder`` (returned). With pytest-xdist
+    workers it is built by the first worker that asks, under a file lock, and shared by the others."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent  # shared by the workers of this session
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory) -> Path:
     """A folder holding a tiny random-weight Llama causal LM and its tokenizer."""
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-lm"))
+    return built_once(tmp_path_factory, "tiny-lm", build_tiny_model)
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +68,7 @@ def converted_bundled(tmp_path_factory) -> Path:
     pytest.importorskip("gguf")
     from rerank_audit.models.bundled import convert_bundled
 
-    return convert_bundled(tmp_path_factory.mktemp("bundled") / "smollm2-135m-instruct")
+    return built_once(tmp_path_factory, "bundled", lambda folder: convert_bundled(folder / "smollm2-135m-instruct")) / "smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="session")

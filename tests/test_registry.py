@@ -21,7 +21,7 @@ from rerank_audit.config import check_config, load_config
 from rerank_audit.explain.score_cache import PAIRS_PER_CALL
 from rerank_audit.methods import REGISTRY, TRAINING_COLUMNS, display_name, method
 from rerank_audit.models.settings import ScoringSettings
-from rerank_audit.training.registry import TRAINERS
+from rerank_audit.trainer_kinds import TRAINERS
 from rerank_audit.training.settings import TRAIN_KEYS, LoraSettings, TrainingSettings
 from workflow_runner import REPO, run_bounded, snakemake, tiny_config, write_config, write_tiny_collection
 
@@ -94,7 +94,7 @@ def test_a_misspelt_registry_entry_stops_the_config_check_naming_it(monkeypatch,
 
 
 def test_an_unknown_trainer_kind_is_an_error_not_a_reward_model():
-    from rerank_audit.training.registry import trainer_kind
+    from rerank_audit.trainer_kinds import trainer_kind
 
     with pytest.raises(ValueError, match="unknown trainer 'toy'; known trainers: sft, dpo, reward, lce"):
         trainer_kind("toy")

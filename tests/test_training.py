@@ -15,6 +15,7 @@ judged non-relevant to q2 but relevant to q1); q4: none. With unjudged negatives
 unjudged BM25 candidates follow: q1: + d6 (d4 is relevant to q2); q2: + d2; q4: d6.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -318,15 +319,19 @@ def test_bad_hyperparameters_fail_before_training(tiny_lm_dir, tokenizer, tmp_pa
         train_reranker("sft", tiny_lm_dir, make_pairs(tokenizer), tmp_path, hyper(), seed=0)
 
 
-@pytest.fixture
-def toy_trainer_kind(monkeypatch):
-    """A new trainer kind as docs/extending.md adds one: its Trainer class, one entry of the trainer
-    registry, and a method entry that uses it (both removed after the test)."""
+def build_toy(base, args, data, tokenizer, peft_config, settings, template, scoring):
+    """The toy trainer kind's build function (its registry entry names it "test_training:build_toy")."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
-    from rerank_audit import methods
-    from rerank_audit.training import registry
+    dataset = Dataset.from_pandas(data[["prompt", "completion"]].reset_index(drop=True), preserve_index=False)
+    return toy_trainer_class()(model=base, args=SFTConfig(**args, completion_only_loss=True), train_dataset=dataset,
+                               processing_class=tokenizer, peft_config=peft_config)
+
+
+@functools.cache
+def toy_trainer_class():
+    from trl import SFTTrainer
 
     class ToyTrainer(SFTTrainer):
         """SFT with its own compute_loss: half of SFT's loss, and a count of the calls."""
@@ -337,16 +342,21 @@ def toy_trainer_kind(monkeypatch):
             ToyTrainer.calls += 1
             return 0.5 * super().compute_loss(model, inputs, return_outputs=False, num_items_in_batch=num_items_in_batch)
 
-    def build_toy(base, args, data, tokenizer, peft_config, settings, template, scoring):
-        dataset = Dataset.from_pandas(data[["prompt", "completion"]].reset_index(drop=True), preserve_index=False)
-        return ToyTrainer(model=base, args=SFTConfig(**args, completion_only_loss=True), train_dataset=dataset, processing_class=tokenizer,
-                          peft_config=peft_config)
+    return ToyTrainer
 
-    monkeypatch.setitem(registry.TRAINERS, "toy", registry.TrainerKind("toy", build_toy, registry.CAUSAL_LM, "AutoModelForCausalLM",
-                                                                       tables=("sft_examples",)))
+
+@pytest.fixture
+def toy_trainer_kind(monkeypatch):
+    """A new trainer kind as docs/extending.md adds one: its Trainer class, one entry of the trainer
+    registry, and a method entry that uses it (both removed after the test)."""
+    from rerank_audit import methods
+    from rerank_audit import trainer_kinds as registry
+
+    monkeypatch.setitem(registry.TRAINERS, "toy", registry.TrainerKind("toy", f"{__name__}:build_toy", registry.CAUSAL_LM,
+                                                                       "AutoModelForCausalLM", tables=("sft_examples",)))
     monkeypatch.setitem(methods.REGISTRY, "toy_sft", methods.Method("toy_sft", family="yesno", display="toy", trainer="toy",
                                                                     training_table="sft_examples", untrained="zeroshot"))
-    return ToyTrainer
+    return toy_trainer_class()
 
 
 def test_a_new_trainer_kind_is_one_registry_entry_and_its_trainer_class(toy_trainer_kind, tiny_lm_dir, tokenizer, tmp_path):

@@ -16,7 +16,7 @@ import pandas as pd
 from rerank_audit.methods import REGISTRY, check_registry
 from rerank_audit.probe.registry import check_probes
 from rerank_audit.text.prompts import DEFAULT_QLM_TEMPLATE, check_template
-from rerank_audit.training.registry import trainer_kind
+from rerank_audit.trainer_kinds import trainer_kind
 from rerank_audit.training.settings import check_training
 
 # Weight of BM25 in a fused score when the config names none (Zhuang et al. 2023, llm-qlm).

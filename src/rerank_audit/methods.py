@@ -9,7 +9,7 @@ Imports nothing heavy: a Snakefile parse and a dry run read it.
 | field            | meaning                                                                          |
 |------------------|----------------------------------------------------------------------------------|
 | ``family``       | the scoring module under ``models.scoring`` (yesno, document, reward, likelihood) |
-| ``trainer``      | its trainer kind, an entry of :mod:`rerank_audit.training.registry` (``sft``, ``dpo``, ``reward``, ``lce``); None: the base model as it is |
+| ``trainer``      | its trainer kind, an entry of :mod:`rerank_audit.trainer_kinds` (``sft``, ``dpo``, ``reward``, ``lce``); None: the base model as it is |
 | ``training_table`` | the table of rule ``training_data`` the trainer reads (None when untrained)    |
 | ``untrained``    | the untrained method it is compared with ("did training help?")                  |
 | ``display``      | its name in tables and figures                                                   |
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from rerank_audit.training.registry import TRAINERS, trainer_kind
+from rerank_audit.trainer_kinds import TRAINERS, trainer_kind
 
 # Training tables that rule training_data writes, with the columns a trainer reads.
 TRAINING_COLUMNS = {
@@ -125,7 +125,7 @@ def check_registry() -> None:
                 raise ValueError(f"{where}: an untrained method has no training_table and no untrained counterpart; remove them or set a trainer")
             continue
         if entry.trainer not in TRAINERS:
-            raise ValueError(f"{where}: trainer {entry.trainer!r} is not a trainer kind; use one of {', '.join(TRAINERS)} (rerank_audit/training/registry.py)")
+            raise ValueError(f"{where}: trainer {entry.trainer!r} is not a trainer kind; use one of {', '.join(TRAINERS)} (rerank_audit/trainer_kinds.py)")
         tables = trainer_kind(entry.trainer).tables
         if entry.training_table not in TRAINING_COLUMNS or entry.training_table not in tables:
             raise ValueError(f"{where}: training_table {entry.training_table!r} is not a table the {entry.trainer} trainer reads; use one of {', '.join(tables)}")

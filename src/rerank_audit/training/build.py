@@ -1,6 +1,6 @@
 """Build the trainer of a method: the arguments every trainer kind shares, LoRA, and its kind's ``build``.
 
-:func:`build_trainer` reads the method's trainer kind (:mod:`rerank_audit.training.registry`)
+:func:`build_trainer` reads the method's trainer kind (:mod:`rerank_audit.trainer_kinds`)
 and its :class:`~rerank_audit.training.settings.TrainingSettings` and asks nothing else:
 a new kind is an entry of the registry, never a branch here.
 """
@@ -18,7 +18,7 @@ from transformers import ProgressCallback
 from rerank_audit.methods import method as method_spec
 from rerank_audit.models.settings import ScoringSettings
 from rerank_audit.training.checkpoints import KEEP_CHECKPOINTS
-from rerank_audit.training.registry import SEQ_CLS, trainer_kind
+from rerank_audit.trainer_kinds import SEQ_CLS, trainer_kind
 from rerank_audit.training.settings import LoraSettings, TrainingSettings
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def build_trainer(method: str, base: str, data: pd.DataFrame, tokenizer, checkpo
         model_init_kwargs={"dtype": weights_dtype},
     )
     peft_config = _lora_config(settings.lora, kind.task_type)
-    trainer = kind.build(base, args, data, tokenizer, peft_config, settings, template, scoring or ScoringSettings())
+    trainer = kind.builder()(base, args, data, tokenizer, peft_config, settings, template, scoring or ScoringSettings())
     dropped = len(data) - len(trainer.train_dataset)
     if kind.fits_documents and dropped:  # fit_documents made every sequence fit: a drop means it and TRL count tokens differently
         raise RuntimeError(
@@ -94,3 +94,70 @@ class LoggedProgress(ProgressCallback):
         if state.is_world_process_zero and logs:
             shown = {key: f"{value:.4g}" if isinstance(value, float) else value for key, value in logs.items() if key != "total_flos"}
             logger.info("step %d/%d %s", state.global_step, state.max_steps, shown)
+
+
+# The build functions of the trainer kinds (rerank_audit.trainer_kinds names them): TRL's trainer on its documented
+# dataset format, or (lce) the Trainer subclass of training.lce.
+
+
+def _dataset(data, columns: tuple[str, ...]):
+    """A Hugging Face dataset of ``data``'s ``columns`` (TRL's documented formats)."""
+    from datasets import Dataset
+
+    return Dataset.from_pandas(data[list(columns)].reset_index(drop=True), preserve_index=False)
+
+
+def build_sft(base, args, data, tokenizer, peft_config, settings, template, scoring):
+    from trl import SFTConfig, SFTTrainer
+
+    config = SFTConfig(**args, completion_only_loss=True)
+    return SFTTrainer(model=base, args=config, train_dataset=_dataset(data, ("prompt", "completion")), processing_class=tokenizer,
+                      peft_config=peft_config)
+
+
+def build_dpo(base, args, data, tokenizer, peft_config, settings, template, scoring):
+    from trl import DPOConfig, DPOTrainer
+
+    config = DPOConfig(**args, beta=float(settings.beta))
+    return DPOTrainer(model=base, args=config, train_dataset=_dataset(data, ("prompt", "chosen", "rejected")), processing_class=tokenizer,
+                      peft_config=peft_config)
+
+
+def build_reward(base, args, data, tokenizer, peft_config, settings, template, scoring):
+    """RewardTrainer loads AutoModelForSequenceClassification(num_labels=1) from the causal LM and sets
+    config.pad_token_id to the tokenizer's pad (the head reads the last non-pad token); the tokenizer is
+    saved with the model, so the scorer pads the same way."""
+    from trl import RewardConfig, RewardTrainer
+
+    tokenizer.pad_token = reward_pad_token(tokenizer)
+    return RewardTrainer(model=base, args=RewardConfig(**args), train_dataset=_dataset(data, ("prompt", "chosen", "rejected")),
+                         processing_class=tokenizer, peft_config=peft_config)
+
+
+def build_lce(base, args, data, tokenizer, peft_config, settings, template, scoring):
+    """LCETrainer on the scorer's tokens: the qlm ``template`` and the scoring ``max_length``."""
+    from rerank_audit.text.prompts import DEFAULT_QLM_TEMPLATE
+    from rerank_audit.training.lce import LCEConfig, LCETrainer, group_dataset
+
+    config = LCEConfig(**(args | {"max_length": scoring.max_length}), template=DEFAULT_QLM_TEMPLATE if template is None else template,
+                       temperature=float(settings.temperature))
+    return LCETrainer(model=base, args=config, train_dataset=group_dataset(data), processing_class=tokenizer, peft_config=peft_config)
+
+
+def reward_pad_token(tokenizer) -> str:
+    """The pad token a reward model trains with: the tokenizer's own if it is not the EOS, else its unk or <|endoftext|>.
+
+    With pad == EOS the sequence classifier, which reads the last token that is not padding,
+    would take the EOS that TRL appends for padding and read the document's last token.
+    """
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return tokenizer.pad_token
+    vocab = tokenizer.get_vocab()
+    for token in (tokenizer.unk_token, "<|endoftext|>"):
+        if token is not None and token in vocab and vocab[token] != tokenizer.eos_token_id:
+            return token
+    raise ValueError(
+        f"the tokenizer pads with its EOS token {tokenizer.eos_token!r} and has no other token to pad with "
+        "(no unk token, no <|endoftext|>), so the reward head could not read the EOS; save the base model's "
+        "tokenizer with a pad token distinct from EOS (tokenizer.pad_token = ...; tokenizer.save_pretrained)"
+    )

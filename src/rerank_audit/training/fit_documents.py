@@ -14,7 +14,7 @@ import pandas as pd
 from rerank_audit.methods import TRAINING_COLUMNS, method as method_spec
 from rerank_audit.text import prompts
 from rerank_audit.text.truncation import fit_document
-from rerank_audit.training.registry import trainer_kind
+from rerank_audit.trainer_kinds import trainer_kind
 
 
 def training_columns(method: str) -> list[str]:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from rerank_audit.methods import method as method_spec
-from rerank_audit.training.registry import TRAINERS, trainer_kind
+from rerank_audit.trainer_kinds import TRAINERS, trainer_kind
 
 AUTO = "auto"  # a config value decided at run time
 # Settings configured once under ``train`` for every method, not per method (``$defs/hyper``).

@@ -1,7 +1,7 @@
 """Train one re-ranker: the trainer kind and training table its method's registry entry names.
 
 ``train_reranker`` is the single entry point of the ``train`` rule. Each trainer kind is one
-entry of :mod:`rerank_audit.training.registry` (TRL's own trainer on a dataset in TRL's
+entry of :mod:`rerank_audit.trainer_kinds` (TRL's own trainer on a dataset in TRL's
 documented format, or, for a loss TRL does not have, one small Trainer subclass such as
 :mod:`rerank_audit.training.lce`); which method uses which kind and table is said once, in
 :mod:`rerank_audit.methods`; how it trains (hyper-parameters, precision) is one
@@ -94,7 +94,7 @@ from rerank_audit.training.checkpoints import (
     settings_fingerprint,
 )
 from rerank_audit.training.fit_documents import fit_documents, training_columns
-from rerank_audit.training.registry import trainer_kind
+from rerank_audit.trainer_kinds import trainer_kind
 from rerank_audit.training.selection import DevSelection, DevSelectionCallback, select_checkpoint, selection_record
 from rerank_audit.training.settings import TrainingSettings
 
