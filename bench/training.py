@@ -50,7 +50,7 @@ from rerank_audit.retrieval.bm25 import bm25_candidates, bm25_index
 from rerank_audit.training import examples
 from rerank_audit.training.build import build_trainer
 from rerank_audit.training.fit_documents import fit_documents
-from rerank_audit.training.registry import trainer_kind
+from rerank_audit.trainer_kinds import trainer_kind
 from rerank_audit.training.settings import TrainingSettings
 from rerank_audit.training.trainers import label_positions_only
 

@@ -15,7 +15,7 @@ from rerank_audit.models.batching import PLANNED_TOKENS, model_config, scoring_m
 from rerank_audit.models.bundled import BUNDLED_PREFIX, resolve_base_model
 from rerank_audit.models.settings import ScoringSettings
 from rerank_audit.rerank import FUSED_SUFFIX
-from rerank_audit.training.registry import trainer_kind
+from rerank_audit.trainer_kinds import trainer_kind
 from rerank_audit.training.settings import TrainingSettings
 
 
