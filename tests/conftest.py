@@ -16,7 +16,9 @@ BUNDLED = REPO / "resources" / "models" / "smollm2-135m-instruct"
 
 
 def pytest_collection_modifyitems(items):
-    """Slow tests first: each worker (pytest-xdist) starts on a long run, and the short tests fill in around them."""
+    """Slow tests first. pytest-xdist's worksteal gives the first worker the first half of the list (the slow
+    tests) and the second the rest; once the second is done with its short tests it takes over half of what the
+    first has not started, so the long runs are spread over both workers and none is left for the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

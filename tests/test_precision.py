@@ -59,8 +59,16 @@ def test_training_bf16_auto_follows_the_probe_on_cpu(fake_probe):
     assert precision(dtype="bfloat16") == ("bfloat16", False) and precision(dtype="float16", bf16=True) == ("float16", False)
     fake_probe(SLOW_BF16)
     assert precision(bf16=True) == ("float32", True)
-    with pytest.raises(ValueError, match="model.dtype 'fp8'"):
+    with pytest.raises(ValueError, match="training dtype 'fp8'"):
         precision(dtype="fp8")
+    # model.dtype auto and float32 train the same float32 weights: the same settings, so switching re-trains nothing
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    trained_as = {}
+    for model_dtype in ("auto", "float32", "bfloat16"):
+        config["model"]["dtype"] = model_dtype
+        trained_as[model_dtype] = TrainingSettings.for_method(config, "sft")
+    assert trained_as["auto"] == trained_as["float32"] and trained_as["auto"].dtype == "float32"
+    assert trained_as["bfloat16"].dtype == "bfloat16"
 
 
 def test_the_probe_runs_once_per_process_and_thread_count(fake_probe):

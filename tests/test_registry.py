@@ -126,7 +126,7 @@ def test_training_defaults_are_config_yaml_values_and_the_schema_keys():
     assert TrainingSettings() == TrainingSettings(
         learning_rate=2.0e-4, epochs=1, max_steps=None, batch_size=8, gradient_accumulation=1, max_length=224, save_steps=5,
         logging_steps=1, beta=None, temperature=None, bf16=None, activation_checkpointing=False,
-        lora=LoraSettings(enabled=True, r=16, alpha=32, dropout=0.05, target_modules="all-linear"), dtype="auto",
+        lora=LoraSettings(enabled=True, r=16, alpha=32, dropout=0.05, target_modules="all-linear"), dtype="float32",
     )
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     hyper = schema["$defs"]["hyper"]["properties"]

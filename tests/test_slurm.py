@@ -74,6 +74,8 @@ def parquet_tables(workdir: Path) -> dict[str, pd.DataFrame]:
 
 def test_slurm_run_submits_every_rule_and_equals_a_local_run(slurm_env, tmp_path, tiny_lm_dir):
     config = tiny_config(methods=["sft"], base_model=str(tiny_lm_dir), budgets=[1])  # one trained method runs every rule
+    # float32, not auto: each job's bf16 probe could decide differently beside another test worker, and the runs must agree
+    config["model"]["dtype"] = "float32"
     workdirs = {}
     for mode in ("local", "slurm"):
         workdirs[mode] = tmp_path / mode

@@ -356,6 +356,7 @@ def toy_trainer_kind(monkeypatch):
                                                                        "AutoModelForCausalLM", tables=("sft_examples",)))
     monkeypatch.setitem(methods.REGISTRY, "toy_sft", methods.Method("toy_sft", family="yesno", display="toy", trainer="toy",
                                                                     training_table="sft_examples", untrained="zeroshot"))
+    toy_trainer_class().calls = 0  # a class attribute: counted afresh in every test that uses it
     return toy_trainer_class()
 
 
@@ -387,6 +388,32 @@ def build_trainer(method, base, data, tmp_path, **overrides):
     settings = hyper(**{"max_length": MAX_LENGTH, "bf16": False} | overrides)
     fitted, truncated = fit_documents(method, data, tok, settings.max_length)
     return build_trainer(method, str(base), fitted, tok, tmp_path / "checkpoints", settings, seed=0), truncated
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo", "dpo_pairs", "reward", "qlm_lce"])
+def test_every_training_setting_reaches_the_trl_arguments(method, tiny_lm_dir, tokenizer, tmp_path):
+    """Each TrainingSettings field with a distinctive value (not a TRL default), read back from the built trainer."""
+    from rerank_audit.models.settings import ScoringSettings
+    from rerank_audit.training.build import build_trainer as build
+
+    lce = method == "qlm_lce"
+    data = (pd.DataFrame({"group": [0, 0, 1, 1], "position": [0, 1, 0, 1], "query": ["snow alps", "snow alps", "sea level", "sea level"],
+                          "document": ["Snow depth in the Alps.", "River discharge.", "Sea level at Venice.", "Snow depth."]})
+            if lce else training_data(method if method != "dpo_pairs" else "reward", tokenizer))
+    settings = hyper(learning_rate=3.7e-4, epochs=3, max_steps=7, batch_size=3, gradient_accumulation=5, max_length=123, save_steps=11,
+                     logging_steps=13, beta=0.37 if method in ("dpo", "dpo_pairs") else None, temperature=0.7 if lce else None, bf16=True,
+                     activation_checkpointing=True, lora={"enabled": True, "r": 6, "alpha": 12, "dropout": 0.0, "target_modules": ["q_proj"]})
+    trainer = build(method, str(tiny_lm_dir), data, tokenizer, tmp_path, settings, seed=29, scoring=ScoringSettings(max_length=77))
+    args = trainer.args
+    assert (args.learning_rate, args.num_train_epochs, args.max_steps, args.per_device_train_batch_size) == (3.7e-4, 3, 7, 3)
+    assert (args.gradient_accumulation_steps, args.save_steps, args.logging_steps, args.seed, args.data_seed) == (5, 11, 13, 29, 29)
+    assert args.bf16 and args.activation_checkpointing and args.model_init_kwargs["dtype"] == "float32"
+    assert args.max_length == (77 if lce else 123)  # lce trains on its scorer's tokens: rerank.max_length
+    assert getattr(args, "beta", None) == (0.37 if method in ("dpo", "dpo_pairs") else None)
+    assert getattr(args, "temperature", None) == (0.7 if lce else None)
+    lora = trainer.model.peft_config["default"]
+    assert (lora.r, lora.lora_alpha, set(lora.target_modules)) == (6, 12, {"q_proj"})
+    assert str(lora.task_type) in ("SEQ_CLS", "TaskType.SEQ_CLS") if method == "reward" else str(lora.task_type) in ("CAUSAL_LM", "TaskType.CAUSAL_LM")
 
 
 def long_document_data(method, tokenizer):

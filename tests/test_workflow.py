@@ -112,6 +112,9 @@ SHIPPED = {
     ("climate-fever.yaml", "tuning.yaml"): {"train": 6, "rerank": 16},
     ("config.yaml", "tuning-demo.yaml"): {"train": 2, "rerank": 3, "probe": 3, "probe_bm25": 1},
     ("learning-curve.yaml",): {"train": 6, "rerank": 8},
+    # More claims explained: the same models. The untrained methods only: nothing trained.
+    ("climate-fever.yaml", "explanations.yaml"): {"train": 6, "rerank": 16},
+    ("climate-fever.yaml", "untrained.yaml", "probes.yaml"): {"train": 0, "rerank": 4, "probe": 4, "probe_bm25": 2},
 }
 
 

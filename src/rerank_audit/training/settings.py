@@ -47,8 +47,10 @@ class TrainingSettings:
     ``beta``: DPO's β (the dpo trainer's; None elsewhere). ``temperature``: τ of the lce
     group softmax (``train.temperature``; None for other trainers). ``bf16``: bfloat16
     autocast, None = auto (where measured faster). ``activation_checkpointing``: recompute
-    activations in the backward pass. ``lora``: :class:`LoraSettings`. ``dtype``:
-    ``model.dtype`` (auto, float32, bfloat16, float16), read by :meth:`precision`.
+    activations in the backward pass. ``lora``: :class:`LoraSettings`. ``dtype``: the
+    dtype the base weights load in, from ``model.dtype``: bfloat16 / float16 as set, float32
+    for ``auto`` and float32 (both train float32 master weights, autocast as ``bf16`` says,
+    so switching between them re-trains nothing); read by :meth:`precision`.
     """
 
     learning_rate: float = 2.0e-4
@@ -64,7 +66,7 @@ class TrainingSettings:
     bf16: bool | None = None
     activation_checkpointing: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)
-    dtype: str = AUTO
+    dtype: str = "float32"
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainingSettings":
@@ -94,7 +96,7 @@ class TrainingSettings:
         values = {**defaults, **own, "lora": {**(defaults.get("lora") or {}), **(own.get("lora") or {})}}
         values |= {key: train[key] for key in TRAIN_KEYS if key in kind.requires and key in train}
         owned = {key for other in TRAINERS.values() for key in other.requires} - set(kind.requires)
-        return cls.from_dict({key: value for key, value in values.items() if key not in owned} | {"dtype": config["model"]["dtype"]})
+        return cls.from_dict({key: value for key, value in values.items() if key not in owned} | {"dtype": weights_dtype(config["model"]["dtype"])})
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values, for a Snakemake ``params`` entry and ``training_config.json`` (rebuilt with ``from_dict``)."""
@@ -125,17 +127,24 @@ class TrainingSettings:
 
         from rerank_audit.models.precision import auto_dtype
 
-        if self.dtype not in (AUTO, "float32", *WEIGHT_DTYPES):
-            raise ValueError(f"model.dtype {self.dtype!r}: use auto, float32, bfloat16 or float16")
+        if self.dtype not in ("float32", *WEIGHT_DTYPES):
+            raise ValueError(f"training dtype {self.dtype!r}: use float32, bfloat16 or float16 (model.dtype auto trains float32 weights)")
         cuda = torch.cuda.is_available()
         if self.dtype in WEIGHT_DTYPES:
-            if cuda and self.dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+            # emulated bf16 does not count, as for scoring (models.precision.auto_dtype)
+            if cuda and self.dtype == "bfloat16" and not torch.cuda.is_bf16_supported(including_emulation=False):
                 logging.getLogger(__name__).warning("model.dtype bfloat16: this GPU has no bf16 support; training in float32")
             else:
                 return self.dtype, False
         if self.bf16 is not None:
             return "float32", bool(self.bf16)
         return "float32", auto_dtype("cuda" if cuda else "cpu") == torch.bfloat16
+
+
+def weights_dtype(model_dtype: str) -> str:
+    """The dtype a training loads the base weights in for ``model.dtype``: bfloat16 / float16 as set, else
+    float32 (``auto`` decides bf16 *autocast* instead: ``train.defaults.bf16``)."""
+    return model_dtype if model_dtype in WEIGHT_DTYPES else "float32"
 
 
 def check_training(config: Mapping[str, Any]) -> None:
