@@ -18,6 +18,9 @@ measure names such as "comprehensiveness@5").
 A test that finds nothing states what it could have found: every Holm-adjusted test carries
 its minimal detectable effect at 80% power (``POWER``) at the level Holm's step-down gave it
 (``mde`` columns). ``tost_paired`` tests equivalence within a margin, for "equal" claims.
+
+One module past 400 lines, on purpose: a comparison's paired alignment, its Holm family, its
+detectable effect and its equivalence test must be computed together, from the same queries.
 """
 
 from __future__ import annotations

@@ -53,6 +53,10 @@ reward-head logits), so every score difference is divided by a scale:
 - ``"empty_document"``: per pair, |f(q, d) - f(q, "")| (the whole document's effect); a
   natural 0..1-ish scale but unstable when a document barely moves the score.
 - ``"none"``: raw score units.
+
+One module past 400 lines, on purpose: comprehensiveness, sufficiency, deletion curves, their
+random baselines and rationale comprehensiveness plan their masked texts together, so every
+explained pair goes to the scorer in one batched call (each masked text once).
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ Shared heads and helpers: :func:`token_log_probs` (log-probability of the follow
 the vocabulary projected in chunks; document and query likelihood), the reference-relative
 difference of DPO-trained policies (:func:`policy_minus_reference`), and the model loaders
 of the families (:func:`load_merged_causal_lm`, :func:`load_policy_and_reference`).
+
+One module past 400 lines, on purpose: tokenizing, prefix caching, batching under the token
+budget and the head run in one loop over the model; split, the prefix cache would pass between
+modules.
 """
 
 from __future__ import annotations
