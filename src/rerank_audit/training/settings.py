@@ -12,13 +12,15 @@ these objects at parse time, and ``check_training`` runs in ``check_config``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from rerank_audit.methods import method as method_spec
+from rerank_audit.models.settings import AUTO
 from rerank_audit.trainer_kinds import TRAINERS, trainer_kind
 
-AUTO = "auto"  # a config value decided at run time
+logger = logging.getLogger(__name__)
 # Settings configured once under ``train`` for every method, not per method (``$defs/hyper``).
 TRAIN_KEYS = ("temperature",)
 WEIGHT_DTYPES = ("bfloat16", "float16")  # model.dtype values that load the base weights in that dtype
@@ -116,13 +118,11 @@ class TrainingSettings:
         """(the dtype the base weights load in, whether bf16 autocast runs), on the device training uses.
 
         The one training dtype rule. ``dtype`` bfloat16 / float16: the weights themselves in
-        it (float32 where the GPU has no bf16 units), no autocast. ``auto`` / float32: float32
+        it (float32 where the GPU has no bf16 units), no autocast. float32 (model.dtype auto or float32): float32
         master weights, with bf16 autocast as ``bf16`` says; None (auto) follows
         :func:`rerank_audit.models.precision.auto_dtype` on the device: CUDA's bf16 units on a
         GPU, the matmul probe on the CPU.
         """
-        import logging
-
         import torch
 
         from rerank_audit.models.precision import auto_dtype
@@ -133,7 +133,7 @@ class TrainingSettings:
         if self.dtype in WEIGHT_DTYPES:
             # emulated bf16 does not count, as for scoring (models.precision.auto_dtype)
             if cuda and self.dtype == "bfloat16" and not torch.cuda.is_bf16_supported(including_emulation=False):
-                logging.getLogger(__name__).warning("model.dtype bfloat16: this GPU has no bf16 support; training in float32")
+                logger.warning("model.dtype bfloat16: this GPU has no bf16 support; training in float32")
             else:
                 return self.dtype, False
         if self.bf16 is not None:
