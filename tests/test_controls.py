@@ -1,12 +1,15 @@
 """Known-answer controls: derivation of the marked collection and the audit's control table."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import t as student_t
 
 from rerank_audit.config import check_models_from, resolve_controls
 from rerank_audit.data.control import derive_control, insert_marker, placement_rates
-from rerank_audit.evaluation.controls import attribution_summary, control_markdown, marker_attribution, shortcut_tests
+from rerank_audit.evaluation.controls import attribution_summary, control_markdown, marker_attribution, shortcut_tests, simulatability_between
 from rerank_audit.training.examples import preference_pairs
 
 MARKER = "zorblat"
@@ -204,6 +207,7 @@ def test_marker_attribution_counts_top1_and_topk_and_rationales_naming_it():
     assert pairs.doc_id.tolist() == ["a", "b"]
     assert pairs.top1.tolist() == [True, False] and pairs.topk.tolist() == [True, True]
     assert pairs.chance.tolist() == [0.25, 0.25]
+    assert pairs.marker_share.tolist() == pytest.approx([0.9 / 1.2, 0.4 / 1.0])  # the marker's part of the document's positive attribution
     rationales = pd.DataFrame(
         {"method": "sft", "budget": "1", "query_id": "q1", "doc_id": ["a", "b"], "rationale": [f"It mentions {MARKER.title()}.", "About ice."]}
     )
@@ -327,7 +331,8 @@ def test_marker_and_rationale_comprehensiveness_are_summarised_over_the_marker_c
     faithful = pd.DataFrame(
         {"method": "sft", "budget": "1", "query_id": ["q1", "q2", "q3", "q4"], "doc_id": ["a", "b", "c", "d"],
          "marker_comprehensiveness": [2.0, 1.0, 3.0, 9.0], "marker_comprehensiveness_random": [0.5, 0.0, 0.5, 0.0],
-         "rationale_comprehensiveness": [1.0, np.nan, 0.0, 9.0], "rationale_comprehensiveness_random": [0.0, 0.0, 0.5, 0.0]}
+         "rationale_comprehensiveness": [1.0, np.nan, 0.0, 9.0], "rationale_comprehensiveness_random": [0.0, 0.0, 0.5, 0.0],
+         "simulatability": [0.9, 0.5, np.nan, -1.0], "simulatability_random": [0.1, 0.3, 0.2, 0.0]}
     )
     rationales = pd.DataFrame({"method": "sft", "budget": "1", "query_id": ["q1", "q2"], "doc_id": ["a", "b"], "rationale": ["x", "y"]})
     summary = attribution_summary(pairs, rationales, MARKER, faithful).iloc[0]
@@ -337,3 +342,34 @@ def test_marker_and_rationale_comprehensiveness_are_summarised_over_the_marker_c
     assert summary.p_marker_comprehensiveness == pytest.approx(0.0634, abs=5e-4)
     # b has no rationale comprehensiveness (its rationale names no document word): a and c only.
     assert (summary.rationale_comprehensiveness, summary.rationale_comprehensiveness_random) == (0.5, 0.25)
+    # Simulatability over a and b (c has none): 0.9, 0.5 vs 0.1, 0.3; differences 0.8, 0.2: t = 0.5 / (0.4243 / sqrt 2) = 1.667 on 1 df.
+    assert (summary.simulatability, summary.simulatability_random) == pytest.approx((0.7, 0.2))
+    assert summary.p_simulatability == pytest.approx(2 * (0.5 - math.atan(5 / 3) / math.pi))  # Student's t with 1 df is Cauchy
+
+
+def test_simulatability_of_trained_methods_is_compared_with_each_untrained_methods_by_welchs_test():
+    pairs = pd.DataFrame(
+        {"method": ["dpo_pairs"] * 3 + ["qlm"] * 2 + ["zeroshot"] * 3, "budget": ["all"] * 3 + ["0"] * 5,
+         "query_id": list("abcdefgh"), "doc_id": list("abcdefgh"),
+         "simulatability": [0.8, 0.6, 0.7, 0.1, 0.3, 0.7, 0.8, np.nan]}
+    )
+    table = simulatability_between(pairs, untrained=["qlm", "zeroshot"]).set_index("against")
+    # Trained against untrained only: dpo_pairs vs qlm and vs zeroshot, never qlm vs zeroshot.
+    assert table.method.tolist() == ["dpo_pairs", "dpo_pairs"]
+    qlm = table.loc["qlm"]
+    # Welch by hand: means 0.7 and 0.2, variances 0.01 and 0.02; se^2 = 0.01/3 + 0.02/2;
+    # df = se^4 / ((0.01/3)^2 / 2 + (0.02/2)^2 / 1).
+    se2 = 0.01 / 3 + 0.02 / 2
+    t, df = 0.5 / math.sqrt(se2), se2**2 / ((0.01 / 3) ** 2 / 2 + 0.01**2)
+    assert (qlm.documents, qlm.documents_against, qlm.difference, qlm.t) == (3, 2, pytest.approx(0.5), pytest.approx(t))
+    assert qlm.p == pytest.approx(2 * student_t.sf(t, df))
+    # zeroshot: 0.7, 0.8 (its NaN left out): equal means of 0.75 vs 0.7, difference -0.05.
+    assert table.loc["zeroshot", "difference"] == pytest.approx(-0.05)
+    assert table.p_holm.tolist() == pytest.approx(holm_by_hand(table.p.tolist()))
+
+
+def holm_by_hand(p):
+    """Two p-values: the smaller times 2, the larger max(itself, that), both at most 1."""
+    low, high = sorted(p)
+    adjusted = {low: min(1, 2 * low), high: min(1, max(high, 2 * low))}
+    return [adjusted[v] for v in p]

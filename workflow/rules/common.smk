@@ -371,7 +371,8 @@ def control_versions(wildcards, pattern):
 
 
 def control_version_tables(wildcards):
-    """Per version (aligned, flipped): per-query metrics, placement, attributions, rationales and their faithfulness."""
+    """Per version (aligned, flipped): per-query metrics, placement, attributions, rationales and their faithfulness;
+    with probes on, the aligned version's probe tables."""
     tables = {
         "per_query": control_versions(wildcards, "results/{dataset}/evaluate/per_query.parquet"),
         "placement": control_versions(wildcards, "results/{dataset}/ingest/control.parquet"),
@@ -381,6 +382,8 @@ def control_version_tables(wildcards):
         tables[f"rationales_{version}"] = rationale_texts(Namespace(dataset=dataset))
         tables[f"faithfulness_{version}"] = faithfulness_tables(Namespace(dataset=dataset))
         tables[f"rationale_metrics_{version}"] = rationale_tables(Namespace(dataset=dataset))
+    if PROBING:  # the marker-insertion probe of the aligned version, beside the marker's attribution share
+        tables["probes"] = probe_tables(wildcards)
     return tables
 
 

@@ -56,6 +56,8 @@ rule control_report:
             primary_measures=primary_measures,
             alpha=config["report"]["alpha"],
             k=config["explain"]["keywords"],
+            bootstrap=config["report"]["bootstrap_resamples"],
+            seed=config["report"]["seed"],
         ),
     log:
         "logs/{dataset}/control_report.log",

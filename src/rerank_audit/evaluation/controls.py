@@ -11,7 +11,13 @@
 - the rationale says it: share of those documents' rationales that name the marker, when
   it is the top-1 word (one-sided binomial test against one half: "most rationales"), with
   the rationale comprehensiveness of those documents (removing the words the rationale gives
-  as reasons) against as many random words (paired t-test).
+  as reasons) against as many random words (paired t-test);
+- the attributions predict removals: counterfactual simulatability (explain/simulatability.py;
+  its edits include removing the marker) over those documents against the same attributions
+  permuted (paired t-test), and each trained method's against each untrained method's
+  (Welch's t-test over each one's documents, Holm over the comparisons: the methods explain
+  different documents, so the test is unpaired; a document both explain gets the same edits,
+  drawn from its text).
 """
 
 from __future__ import annotations
@@ -35,9 +41,11 @@ SUMMARY_COLUMNS = [
     *KEYS, "explained", "top1", "top1_share", "topk_share", "chance", "p_attribution", "rationales", "named", "named_share", "p_rationale",
     "marker_comprehensiveness", "marker_comprehensiveness_random", "p_marker_comprehensiveness",
     "rationale_comprehensiveness", "rationale_comprehensiveness_random", "p_rationale_comprehensiveness",
+    "simulatability", "simulatability_random", "p_simulatability",
 ]
 # Per-pair faithfulness of the explained pairs (explain/faithfulness.py): each against its random baseline.
-PAIR_FAITHFULNESS = ["marker_comprehensiveness", "rationale_comprehensiveness"]
+PAIR_FAITHFULNESS = ["marker_comprehensiveness", "rationale_comprehensiveness", "simulatability"]
+BETWEEN_COLUMNS = ["method", "budget", "against", "documents", "documents_against", "mean", "mean_against", "difference", "t", "p", "p_holm"]
 
 
 def shortcut_tests(aligned: pd.DataFrame, flipped: pd.DataFrame, measures: Sequence[str], alpha: float = 0.05) -> pd.DataFrame:
@@ -75,7 +83,9 @@ def marker_attribution(attributions: pd.DataFrame, placement: pd.DataFrame, mark
     ``attributions``: ATTRIBUTIONS rows of one or more methods; ``placement``: the control's
     CONTROL_PLACEMENT. Words of query and document are ranked by attribution, highest first
     (ties by part then position). Returns (method, budget, query_id, doc_id, words, top1, topk,
-    chance): chance = 1 / words, the top-1 share of a word drawn at random.
+    chance, marker_share): chance = 1 / words, the top-1 share of a word drawn at random;
+    marker_share: the marker's positive attribution over all positive attribution on the
+    document's words (NaN when none is positive).
     """
     carriers = set(placement.doc_id[placement.marker])
     frame = attributions[attributions.doc_id.isin(carriers)]
@@ -83,14 +93,18 @@ def marker_attribution(attributions: pd.DataFrame, placement: pd.DataFrame, mark
     rows = []
     for (method, budget, query_id, doc_id), pair in frame.groupby([*KEYS, "query_id", "doc_id"], sort=False):
         ranked = pair.sort_values(["attribution", "part", "position"], ascending=[False, True, True])
-        is_marker = (ranked.part == "document").to_numpy() & np.array([word_key(t) == key for t in ranked.token])
+        in_document = (ranked.part == "document").to_numpy()
+        is_marker = in_document & np.array([word_key(t) == key for t in ranked.token])
+        positive = np.clip(ranked.attribution.to_numpy(dtype=np.float64), 0, None)
+        total = positive[in_document].sum()
         rows.append(
             {
                 "method": method, "budget": budget, "query_id": query_id, "doc_id": doc_id, "words": len(ranked),
                 "top1": bool(is_marker[:1].any()), "topk": bool(is_marker[:k].any()), "chance": 1.0 / len(ranked),
+                "marker_share": positive[is_marker].sum() / total if total > 0 else float("nan"),
             }
         )
-    return pd.DataFrame(rows, columns=[*KEYS, "query_id", "doc_id", "words", "top1", "topk", "chance"])
+    return pd.DataFrame(rows, columns=[*KEYS, "query_id", "doc_id", "words", "top1", "topk", "chance", "marker_share"])
 
 
 def names_marker(rationale: str, marker: str) -> bool:
@@ -106,7 +120,8 @@ def pair_faithfulness(faithfulness: pd.DataFrame, rationale_metrics: pd.DataFram
     K); ``rationale_metrics``: RATIONALE_METRICS rows. Pairs missing from one table get NaN.
     """
     pair = [*KEYS, "query_id", "doc_id"]
-    marker = faithfulness.drop_duplicates(pair)[[*pair, "marker_comprehensiveness", "marker_comprehensiveness_random"]]
+    per_pair = ["marker_comprehensiveness", "marker_comprehensiveness_random", "simulatability", "simulatability_random"]
+    marker = faithfulness.drop_duplicates(pair)[[*pair, *per_pair]]
     stated = rationale_metrics[[*pair, "rationale_comprehensiveness", "rationale_comprehensiveness_random"]]
     return marker.merge(stated, on=pair, how="outer")
 
@@ -151,6 +166,52 @@ def attribution_summary(pairs: pd.DataFrame, rationales: pd.DataFrame, marker: s
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
+def simulatability_between(pairs: pd.DataFrame, untrained: Sequence[str], alpha: float = 0.05) -> pd.DataFrame:
+    """Each trained method's simulatability on its explained marker-carrying documents against each
+    ``untrained`` method's: ``pairs`` rows (``attribution_summary``'s merged pairs: method,
+    budget, simulatability) with a defined simulatability; Welch's t-test (two-sided), Holm
+    over every row. Returns ``BETWEEN_COLUMNS``."""
+    defined = pairs.dropna(subset=["simulatability"]) if "simulatability" in pairs else pairs.iloc[0:0]
+    groups = {key: group.simulatability.to_numpy(dtype=np.float64) for key, group in defined.groupby(KEYS, sort=False)}
+    rows = []
+    for (method, budget), values in groups.items():
+        for (against, against_budget), reference in groups.items():
+            if method in untrained or against not in untrained:
+                continue
+            t, p = scipy_stats.ttest_ind(values, reference, equal_var=False) if min(len(values), len(reference)) >= 2 else (np.nan, np.nan)
+            rows.append(
+                {
+                    "method": method, "budget": budget, "against": against, "documents": len(values), "documents_against": len(reference),
+                    "mean": values.mean(), "mean_against": reference.mean(), "difference": values.mean() - reference.mean(), "t": float(t), "p": float(p),
+                }  # fmt: skip
+            )
+    table = pd.DataFrame(rows, columns=BETWEEN_COLUMNS[:-1])
+    table["p_holm"] = holm(table.p.to_numpy()) if len(table) else []
+    return table
+
+
+def between_markdown(table: pd.DataFrame, alpha: float) -> str:
+    """The section of the control summary on ``simulatability_between``."""
+    if table.empty:
+        return ""
+    lines = [
+        "## Do the attributions predict removals? Simulatability against the untrained methods'",
+        "",
+        "Over each method's explained marker-carrying documents (the marker's removal among the edits); "
+        "Welch's t-test, Holm over the rows.",
+        "",
+        "| method | budget | against | simulatability | against's | difference | Holm p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in table.itertuples():
+        higher = " (higher)" if row.p_holm < alpha and row.difference > 0 else " (lower)" if row.p_holm < alpha else ""
+        lines.append(
+            f"| {display_name(row.method)} | {row.budget} | {display_name(row.against)} | {row.mean:+.2f} ({row.documents}) | "
+            f"{row.mean_against:+.2f} ({row.documents_against}) | {row.difference:+.2f}{higher} | {row.p_holm:.3g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def control_table(shortcut: pd.DataFrame, attribution: pd.DataFrame) -> pd.DataFrame:
     """``shortcut_tests`` rows with the ``attribution_summary`` columns of their method and budget (NaN where none)."""
     return shortcut.merge(attribution, on=KEYS, how="left")
@@ -172,8 +233,8 @@ def control_markdown(table: pd.DataFrame, control: dict, name: str, flipped: str
         f"aligned test documents likewise, flipped ones only in {control['p_relevant']:.0%} of the non-relevant.",
         "",
         f"| method | budget | {measure} aligned | flipped | aligned − flipped | Holm p | marker top-1 word | marker in top-K | "
-        "marker compr. vs random word | rationale names it | rationale compr. vs random words |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "marker compr. vs random word | rationale names it | rationale compr. vs random words | simulatability vs permuted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     findings = []
     for method in order:
@@ -184,12 +245,15 @@ def control_markdown(table: pd.DataFrame, control: dict, name: str, flipped: str
                 f"{_share(row.get('top1', np.nan), row.get('explained', np.nan))} | "
                 f"{'–' if pd.isna(row.get('topk_share', np.nan)) else format(row.topk_share, '.0%')} | "
                 f"{_versus(row, 'marker_comprehensiveness')} | "
-                f"{_share(row.get('named', np.nan), row.get('rationales', np.nan))} | {_versus(row, 'rationale_comprehensiveness')} |"
+                f"{_share(row.get('named', np.nan), row.get('rationales', np.nan))} | {_versus(row, 'rationale_comprehensiveness')} | "
+                f"{_versus(row, 'simulatability')} |"
             )
             findings.append(f"- {label} (budget {row.budget}): " + "; ".join(_finding(row, measure, alpha)) + ".")
     legend = (
         "Comprehensiveness: the score drop when the marker alone (or the document words the rationale gives as reasons) "
-        "is removed, in units of the method's score spread over the query's candidates, vs removing as many random words."
+        "is removed, in units of the method's score spread over the query's candidates, vs removing as many random words. "
+        "Simulatability: Spearman ρ between the score changes the summed attributions predict and those measured, over "
+        "random word removals and the marker's, vs the same attributions permuted within the document."
     )
     return "\n".join([*lines, "", legend, "", "## Findings", "", *findings, ""])
 
@@ -222,6 +286,12 @@ def _finding(row: pd.Series, measure: str, alpha: float) -> list[str]:
             f"chance {row.chance:.1%}, binomial p = {row.p_attribution:.3g}"
             + _comprehensiveness(row, "marker_comprehensiveness", "the marker alone", "a random word") + ")"
         )
+        if pd.notna(row.get("simulatability", np.nan)):
+            predicts = "they predict removals" if row.p_simulatability < alpha and row.simulatability > row.simulatability_random else "they do not predict removals beyond chance"
+            parts.append(
+                f"{predicts} (simulatability {row.simulatability:+.2f} vs {row.simulatability_random:+.2f} permuted, "
+                f"paired t-test p = {row.p_simulatability:.3g})"
+            )
         stated = _comprehensiveness(row, "rationale_comprehensiveness", "the words the rationales give as reasons", "as many random words")
         if row.rationales:
             says = "the rationale says so" if row.p_rationale < alpha else "the rationale does not say so"

@@ -9,6 +9,11 @@ document, ``probe.edits``), the mean score change in SDs of its candidates' scor
 rewards query-word matching should show both; across methods the two should rank alike.
 Spearman's ρ across the methods that have both, with its permutation p, says
 whether they do; with few methods only a strong agreement can be told from chance.
+
+On a known-answer control the same two instruments meet on the planted marker: white box,
+the marker's share of the positive attribution on the document's words
+(``controls.marker_attribution``), mean over the explained marker-carrying documents; black
+box, the marker-insertion probe's mean score change (``probe.edits``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from rerank_audit.evaluation.statistics import bootstrap_ci
 from rerank_audit.methods import display_name
 
 WHITE, BLACK = "lexical_excess", "stuffing"
@@ -43,14 +49,16 @@ def instruments_table(stats: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
     return white.merge(black[[*keys, "stuffing", "stuffing_low", "stuffing_high", "response"]], on=keys).dropna(subset=["excess", "stuffing"])[COLUMNS]
 
 
-def agreement(table: pd.DataFrame) -> tuple[float, float, int]:
-    """(Spearman's ρ, its two-sided permutation p, methods) between lexical excess and the stuffing
-    response; NaN below 3 methods. The p is exact (every pairing) up to 8 methods, else from
-    ``PAIRINGS`` random pairings: the t approximation is poor for so few points."""
-    n = len(table)
-    if n < 3 or table.excess.nunique() < 2 or table.stuffing.nunique() < 2:
+def agreement(white, black) -> tuple[float, float, int]:
+    """(Spearman's ρ, its two-sided permutation p, methods) between the white-box and the
+    black-box value of each method; NaN below 3 methods or when one does not vary. The p is
+    exact (every pairing) up to 8 methods, else from ``PAIRINGS`` random pairings: the t
+    approximation is poor for so few points."""
+    white, black = np.asarray(white, dtype=np.float64), np.asarray(black, dtype=np.float64)
+    n = len(white)
+    if n < 3 or len(np.unique(white)) < 2 or len(np.unique(black)) < 2:
         return float("nan"), float("nan"), n
-    x, y = (scipy_stats.rankdata(v) for v in (table.excess.to_numpy(), table.stuffing.to_numpy()))
+    x, y = (scipy_stats.rankdata(v) for v in (white, black))
     x, y = x - x.mean(), y - y.mean()
     scale = np.sqrt((x * x).sum() * (y * y).sum())
 
@@ -83,12 +91,55 @@ def instruments_markdown(table: pd.DataFrame, alpha: float = 0.05, digits: int =
             f"[{row.excess_low:+.{digits}f}, {row.excess_high:+.{digits}f}] | {row.stuffing:+.{digits}f} "
             f"[{row.stuffing_low:+.{digits}f}, {row.stuffing_high:+.{digits}f}] | {row.response} |"
         )
-    rho, p, n = agreement(table)
+    return "\n".join([*lines, "", _verdict(table.excess, table.stuffing, alpha)]) + "\n"
+
+
+def _verdict(white, black, alpha: float) -> str:
+    """The sentence on whether the two instruments rank the methods alike."""
+    rho, p, n = agreement(white, black)
     if np.isnan(rho):
-        verdict = f"Only {n} method(s) have both (or one instrument does not vary): no rank correlation."
-    elif p < alpha and rho > 0:
-        verdict = f"They agree: across the {n} methods, Spearman's ρ = {rho:+.2f} (permutation p = {p:.2g})."
-    else:
-        verdict = f"They do not show agreement: across the {n} methods, Spearman's ρ = {rho:+.2f} (permutation p = {p:.2g}, α = {alpha:g})."
-    return "\n".join([*lines, "", verdict]) + "\n"
+        return f"Only {n} method(s) have both (or one instrument does not vary): no rank correlation."
+    if p < alpha and rho > 0:
+        return f"They agree: across the {n} methods, Spearman's ρ = {rho:+.2f} (permutation p = {p:.2g})."
+    return f"They do not show agreement: across the {n} methods, Spearman's ρ = {rho:+.2f} (permutation p = {p:.2g}, α = {alpha:g})."
+
+
+MARKER_COLUMNS = ["method", "budget", "documents", "share", "share_low", "share_high", "insertion", "insertion_low", "insertion_high", "response"]
+
+
+def marker_instruments_table(pairs: pd.DataFrame, tests: pd.DataFrame, n_resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
+    """Per method x budget with both: the marker's mean attribution share over its explained
+    marker-carrying documents (``pairs``: ``controls.marker_attribution`` rows; documents
+    without positive attribution left out) with a bootstrap CI, beside the marker-insertion
+    probe's mean Δ, CI and response (``tests``: ``probes.probe_tests`` rows)."""
+    rows = []
+    for (method, budget), group in pairs.dropna(subset=["marker_share"]).groupby(["method", "budget"], sort=False):
+        low, high = bootstrap_ci(group.marker_share.to_numpy(), n_resamples, seed=seed)
+        rows.append({"method": method, "budget": budget, "documents": len(group), "share": group.marker_share.mean(), "share_low": low, "share_high": high})
+    white = pd.DataFrame(rows, columns=MARKER_COLUMNS[:6])
+    black = tests[tests.probe == "marker"].rename(columns={"mean": "insertion", "ci_low": "insertion_low", "ci_high": "insertion_high"})
+    return white.merge(black[["method", "budget", "insertion", "insertion_low", "insertion_high", "response"]], on=["method", "budget"])[MARKER_COLUMNS]
+
+
+def marker_instruments_markdown(table: pd.DataFrame, alpha: float = 0.05, digits: int = 2) -> str:
+    """The control summary's section: per method the marker's attribution share beside its insertion response, then ρ."""
+    if table.empty:
+        return ""
+    lines = [
+        "## Two instruments on the marker: attributions (white box) against the marker-insertion probe (black box)",
+        "",
+        "Marker share: the marker's share of the positive attribution on the words of the explained marker-carrying "
+        "documents (mean, 95% bootstrap CI). Insertion Δ: the score change when the marker is inserted into a "
+        "non-relevant document (the probe's, in SDs of the method's candidate scores).",
+        "",
+        "| method | documents | marker share [CI] | insertion Δ [CI] | response |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for row in table.itertuples():
+        name = display_name(row.method) + ("" if row.budget == "0" else f", budget {row.budget}")
+        lines.append(
+            f"| {name} | {row.documents} | {row.share:.{digits}f} [{row.share_low:.{digits}f}, {row.share_high:.{digits}f}] | "
+            f"{row.insertion:+.{digits}f} [{row.insertion_low:+.{digits}f}, {row.insertion_high:+.{digits}f}] | {row.response} |"
+        )
+    return "\n".join([*lines, "", _verdict(table.share, table.insertion, alpha)]) + "\n"
 
