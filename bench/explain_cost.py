@@ -4,10 +4,13 @@ commit before and by this checkout's HEAD, side by side.
 For each code, a git worktree gets hard links to the run's ``results/`` and
 ``resources/models/`` (nothing of the run is changed or deleted) and runs ``snakemake
 --forcerun explain`` on every explain output of the run, at the config's settings, one job
-at a time on ``--cores``. Printed per method: the job's seconds (its benchmark file: the
-rule time, process start, imports and model load included), the distinct masked pairs it
-scored (model evaluations, from its log), and the after / before ratio; then the stage's
-total. Where the job logs them (this checkout), the parts: model load, attributions and
+at a time on ``--cores``. Printed per method: the job's seconds and CPU seconds (its
+benchmark file: the rule time, process start, imports and model load included; the CPU
+seconds are what to compare on a loaded machine, where wall time varies with the load), the
+distinct masked pairs it scored (model evaluations, from its log), and the after / before
+ratios; then the stage's total. Last, how far the two codes' attributions differ (the
+largest absolute difference of a word's value over all explained pairs): where they are
+equal, so is their agreement with the exact Owen values. Where the job logs them (this checkout), the parts: model load, attributions and
 faithfulness (each with the masked pairs it added), and the rest (process start, imports,
 the precision probe, reading and writing tables).
 
@@ -27,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 EVALUATIONS = re.compile(r"explained \d+ pairs of \d+ queries; (\d+) distinct masked pairs scored")
@@ -64,8 +69,11 @@ def rerun(tree: Path, targets: list[Path], args) -> dict[str, dict]:
         benchmark = tree / "benchmarks" / dataset / "explain" / method / f"{budget}.tsv"
         log = (tree / "logs" / dataset / "explain" / method / f"{budget}.log").read_text()
         evaluations = EVALUATIONS.search(log)
+        header, row = (line.split("\t") for line in benchmark.read_text().splitlines()[:2])
         jobs[f"{method}/{budget}"] = {
-            "seconds": float(benchmark.read_text().splitlines()[1].split("\t")[0]),
+            "seconds": float(row[header.index("s")]),
+            "cpu": float(row[header.index("cpu_time")]),
+            "attributions": pd.read_parquet(tree / target),
             "evaluations": int(evaluations.group(1)) if evaluations else None,
             "parts": {m.group(1): (float(m.group(2)), m.group(3)) for m in PART.finditer(log)},
         }
@@ -93,13 +101,22 @@ def main() -> None:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(scratch / commit)], capture_output=True)
     (before_name, before), (after_name, after) = results.items()
     print(f"{len(targets)} explain jobs of {run_dir} ({args.configfile}), {args.cores} cores, one job at a time\n")
-    print(f"| job | {before_name} s | evaluations | {after_name} s | evaluations | after / before |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| job | {before_name} s | CPU s | evaluations | {after_name} s | CPU s | evaluations | after / before (s) | (CPU s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for job in before:
         b, a = before[job], after[job]
-        print(f"| {job} | {b['seconds']:.1f} | {b['evaluations']} | {a['seconds']:.1f} | {a['evaluations']} | {a['seconds'] / b['seconds']:.2f}x |")
-    total_before, total_after = (sum(j["seconds"] for j in r.values()) for r in (before, after))
-    print(f"| **stage** | **{total_before:.0f}** | | **{total_after:.0f}** | | **{total_after / total_before:.2f}x** |")
+        print(
+            f"| {job} | {b['seconds']:.1f} | {b['cpu']:.1f} | {b['evaluations']} | {a['seconds']:.1f} | {a['cpu']:.1f} | {a['evaluations']} | "
+            f"{a['seconds'] / b['seconds']:.2f}x | {a['cpu'] / b['cpu']:.2f}x |"
+        )
+    (wall_before, cpu_before), (wall_after, cpu_after) = ((sum(j[k] for j in r.values()) for k in ("seconds", "cpu")) for r in (before, after))
+    print(f"| **stage** | **{wall_before:.0f}** | **{cpu_before:.0f}** | | **{wall_after:.0f}** | **{cpu_after:.0f}** | | **{wall_after / wall_before:.2f}x** | **{cpu_after / cpu_before:.2f}x** |")
+    keys = ["query_id", "doc_id", "part", "position"]
+    differences = []
+    for job in before:
+        paired = before[job]["attributions"].merge(after[job]["attributions"], on=keys, suffixes=("_before", "_after"), how="outer")
+        differences.append((paired.attribution_before - paired.attribution_after).abs().max())  # NaN: a word one code lacks
+    print(f"\nLargest |attribution difference| between the two codes, over every explained word: {max(differences):.3g}")
     parts = {job: j["parts"] | {"rest": (j["seconds"] - sum(t for t, _ in j["parts"].values()), None)} for job, j in after.items() if j["parts"]}
     if parts:
         print(f"\nWhere {after_name}'s time goes (seconds; masked pairs scored):\n")
