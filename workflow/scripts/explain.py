@@ -32,7 +32,7 @@ pairs = pairs_to_explain(
 
 
 class Stopwatch:
-    """Logs the seconds of each part of the job, and the masked pairs it scored: bench/explain_cost.py reads them."""
+    """Logs the seconds of each part of the job, and the masked pairs it scored: bench/stage_cost.py reads them."""
 
     def __init__(self) -> None:
         self.started, self.scored = time.perf_counter(), 0

@@ -1,20 +1,21 @@
-"""Where an explain job's time goes: the explain rule of a finished run, re-run by the code of a
-commit before and by this checkout's HEAD, side by side.
+"""What one stage of a finished run costs: its jobs (rule ``--rule``: explain or probe) re-run
+by the code of a commit before and by this checkout's HEAD, side by side.
 
 For each code, a git worktree gets hard links to the run's ``results/`` and
 ``resources/models/`` (nothing of the run is changed or deleted) and runs ``snakemake
---forcerun explain`` on every explain output of the run, at the config's settings, one job
-at a time on ``--cores``. Printed per method: the job's seconds and CPU seconds (its
+--forcerun <rule>`` on every output of that rule in the run, at the config's settings, one
+job at a time on ``--cores``. Printed per method: the job's seconds and CPU seconds (its
 benchmark file: the rule time, process start, imports and model load included; the CPU
 seconds are what to compare on a loaded machine, where wall time varies with the load), the
-distinct masked pairs it scored (model evaluations, from its log), and the after / before
-ratios; then the stage's total. Last, how far the two codes' attributions differ (the
-largest absolute difference of a word's value over all explained pairs): where they are
-equal, so is their agreement with the exact Owen values. Where the job logs them (this checkout), the parts: model load, attributions and
+distinct masked pairs an explain job scored (model evaluations, from its log), and the
+after / before ratios; then the stage's total. Last, for explain, how far the two codes'
+attributions differ (the largest absolute difference of a word's value over all explained
+pairs): where they are equal, so is their agreement with the exact Owen values; for probe,
+the same of the probed pairs' score changes. Where the job logs them (this checkout), the parts: model load, attributions and
 faithfulness (each with the masked pairs it added), and the rest (process start, imports,
 the precision probe, reading and writing tables).
 
-    .venv/bin/python bench/explain_cost.py --run-dir /path/to/finished/demo/clone --before 2c3650e
+    .venv/bin/python bench/stage_cost.py --run-dir /path/to/finished/demo/clone --before 2c3650e [--rule explain]
         [--configfile config/config.yaml] [--cores 2]
 
 The run directory is a finished ``snakemake`` run of the same config (a clone where the
@@ -36,6 +37,12 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 EVALUATIONS = re.compile(r"explained \d+ pairs of \d+ queries; (\d+) distinct masked pairs scored")
 PART = re.compile(r"explain timing: ([a-z ]+?) ([\d.]+) s(?:, (\d+) evaluations)?")
+# Per rule: its outputs in a run (the method and budget are the path's 4th and 5th parts), the
+# values two codes must agree on, and the columns that key them.
+STAGES = {
+    "explain": ("results/*/explain/*/*/attributions.parquet", "attribution", ["query_id", "doc_id", "part", "position"]),
+    "probe": ("results/*/probe/*/*/probes.parquet", "delta", ["probe", "query_id"]),  # bm25's is rule probe_bm25's
+}
 
 
 def worktree(commit: str, run_dir: Path, into: Path) -> Path:
@@ -47,18 +54,19 @@ def worktree(commit: str, run_dir: Path, into: Path) -> Path:
     return into
 
 
-def explain_jobs(run_dir: Path) -> list[Path]:
-    """The explain outputs (attributions.parquet) of the finished run, relative to its folder."""
-    found = sorted(run_dir.glob("results/*/explain/*/*/attributions.parquet"))
+def stage_jobs(run_dir: Path, rule: str) -> list[Path]:
+    """The outputs of ``rule`` in the finished run, relative to its folder."""
+    pattern = STAGES[rule][0]
+    found = [path for path in sorted(run_dir.glob(pattern)) if path.parts[-3] != "bm25"]
     if not found:
-        raise SystemExit(f"{run_dir}: no results/*/explain/*/*/attributions.parquet; finish a run there first")
+        raise SystemExit(f"{run_dir}: no {pattern}; finish a run there first")
     return [path.relative_to(run_dir) for path in found]
 
 
 def rerun(tree: Path, targets: list[Path], args) -> dict[str, dict]:
-    """Re-run the explain jobs in ``tree``; per method/budget its seconds, evaluations and logged parts."""
+    """Re-run the rule's jobs in ``tree``; per method/budget its seconds, evaluations and logged parts, and its output."""
     env = dict(os.environ) | {"PYTHONPATH": str(tree / "src")}
-    command = [sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--configfile", args.configfile, "--forcerun", "explain",
+    command = [sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--configfile", args.configfile, "--forcerun", args.rule,
                "--rerun-triggers", "mtime", "--nolock", *map(str, targets)]  # fmt: skip
     done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
     if done.returncode:
@@ -66,14 +74,14 @@ def rerun(tree: Path, targets: list[Path], args) -> dict[str, dict]:
     jobs = {}
     for target in targets:
         dataset, method, budget = target.parts[1], target.parts[3], target.parts[4]
-        benchmark = tree / "benchmarks" / dataset / "explain" / method / f"{budget}.tsv"
-        log = (tree / "logs" / dataset / "explain" / method / f"{budget}.log").read_text()
+        benchmark = tree / "benchmarks" / dataset / args.rule / method / f"{budget}.tsv"
+        log = (tree / "logs" / dataset / args.rule / method / f"{budget}.log").read_text()
         evaluations = EVALUATIONS.search(log)
         header, row = (line.split("\t") for line in benchmark.read_text().splitlines()[:2])
         jobs[f"{method}/{budget}"] = {
             "seconds": float(row[header.index("s")]),
             "cpu": float(row[header.index("cpu_time")]),
-            "attributions": pd.read_parquet(tree / target),
+            "output": pd.read_parquet(tree / target),
             "evaluations": int(evaluations.group(1)) if evaluations else None,
             "parts": {m.group(1): (float(m.group(2)), m.group(3)) for m in PART.finditer(log)},
         }
@@ -84,13 +92,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", type=Path, required=True, help="a finished run of --configfile (a clone's root)")
     parser.add_argument("--before", required=True, help="the commit whose code runs first")
+    parser.add_argument("--rule", choices=sorted(STAGES), default="explain")
     parser.add_argument("--configfile", default="config/config.yaml")
     parser.add_argument("--cores", type=int, default=2)
     args = parser.parse_args()
     run_dir = args.run_dir.resolve()
-    targets = explain_jobs(run_dir)
+    targets = stage_jobs(run_dir, args.rule)
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
-    scratch = Path(tempfile.mkdtemp(prefix="explain-cost-"))
+    scratch = Path(tempfile.mkdtemp(prefix="stage-cost-"))
     codes = {f"before ({args.before})": args.before, f"after ({head})": head}
     results = {}
     try:
@@ -100,7 +109,7 @@ def main() -> None:
         for commit in codes.values():
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(scratch / commit)], capture_output=True)
     (before_name, before), (after_name, after) = results.items()
-    print(f"{len(targets)} explain jobs of {run_dir} ({args.configfile}), {args.cores} cores, one job at a time\n")
+    print(f"{len(targets)} {args.rule} jobs of {run_dir} ({args.configfile}), {args.cores} cores, one job at a time\n")
     print(f"| job | {before_name} s | CPU s | evaluations | {after_name} s | CPU s | evaluations | after / before (s) | (CPU s) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for job in before:
@@ -111,12 +120,12 @@ def main() -> None:
         )
     (wall_before, cpu_before), (wall_after, cpu_after) = ((sum(j[k] for j in r.values()) for k in ("seconds", "cpu")) for r in (before, after))
     print(f"| **stage** | **{wall_before:.0f}** | **{cpu_before:.0f}** | | **{wall_after:.0f}** | **{cpu_after:.0f}** | | **{wall_after / wall_before:.2f}x** | **{cpu_after / cpu_before:.2f}x** |")
-    keys = ["query_id", "doc_id", "part", "position"]
+    _, value, keys = STAGES[args.rule]
     differences = []
     for job in before:
-        paired = before[job]["attributions"].merge(after[job]["attributions"], on=keys, suffixes=("_before", "_after"), how="outer")
-        differences.append((paired.attribution_before - paired.attribution_after).abs().max())  # NaN: a word one code lacks
-    print(f"\nLargest |attribution difference| between the two codes, over every explained word: {max(differences):.3g}")
+        paired = before[job]["output"].merge(after[job]["output"], on=keys, suffixes=("_before", "_after"), how="outer")
+        differences.append((paired[f"{value}_before"] - paired[f"{value}_after"]).abs().max(skipna=False))  # NaN: a row one code lacks
+    print(f"\nLargest |{value} difference| between the two codes, over every row of the outputs: {max(differences):.3g}")
     parts = {job: j["parts"] | {"rest": (j["seconds"] - sum(t for t, _ in j["parts"].values()), None)} for job, j in after.items() if j["parts"]}
     if parts:
         print(f"\nWhere {after_name}'s time goes (seconds; masked pairs scored):\n")
