@@ -5,7 +5,12 @@ from rerank_audit.logs import log_to
 log = log_to(snakemake.log[0])
 claim_gpu()
 
+import os
 import time
+
+# Before shap imports numba: interpreted, shap's Partition helpers give the same values bit for bit and
+# run faster on games of a few hundred words than the ~3.5 s of CPU their JIT compilation costs each job.
+os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
 
 import torch
 
