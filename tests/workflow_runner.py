@@ -66,7 +66,12 @@ def snakemake(workdir: Path, configfile: Path | Sequence[Path], *args: str, chec
 def planned_rules(workdir: Path, configfile: Path | Sequence[Path], *args: str) -> dict[str, int]:
     """Rules (and job counts) a dry run would execute; empty when there is nothing to do."""
     out = snakemake(workdir, configfile, "--dry-run", *args)
-    text = out.stdout + out.stderr
+    return job_counts(out.stdout + out.stderr)
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """Rules (and job counts) of the job table that Snakemake prints before a run or a dry run; empty when
+    it has nothing to do."""
     if "Nothing to be done" in text:
         return {}
     jobs, table = {}, False
