@@ -9,7 +9,7 @@ import os
 import time
 
 # Before shap imports numba: interpreted, shap's Partition helpers give the same values bit for bit and
-# run faster on games of a few hundred words than the ~3.5 s of CPU their JIT compilation costs each job.
+# cost less than compiling them (3.5-5 s of CPU a job) unless a job explains hundreds of pairs (bench/shap_jit.py).
 os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
 
 import torch
