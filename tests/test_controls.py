@@ -252,10 +252,16 @@ def test_a_trained_model_takes_the_planted_shortcut_and_the_audit_catches_it(tmp
     config["rerank"]["depth"] = 4
     config["explain"].update(queries=2, top_documents=2, bottom_documents=2)
     config["probe"] = {"probes": []}  # the shortcut probes have their own tests (test_probes, test_workflow_training)
-    snakemake(tmp_path, write_config(tmp_path, config))
+    # The targets the assertions read, not the default one: the source dataset's trained model, rationales and
+    # report and the aligned control's report (13 of 44 jobs, a 12-epoch training among them) show nothing
+    # about the control. The flipped report stays: the suite's only run of a report over models_from models.
+    attributions = {name: f"results/{name}/explain/{model}/attributions.parquet" for name, model in
+                    (("tiny", "zeroshot/0"), ("tiny-control", "sft/all"), ("tiny-flipped", "sft/all"))}
+    targets = [*attributions.values(), "results/tiny-control/control/summary.md", "results/tiny-flipped/report/summary.md"]
+    snakemake(tmp_path, write_config(tmp_path, config), *targets)
 
     results = tmp_path / "results"
-    explained = {name: pd.read_parquet(results / name / "explain" / "sft" / "all" / "attributions.parquet").query_id.nunique() for name in ("tiny", "tiny-control", "tiny-flipped")}
+    explained = {name: pd.read_parquet(tmp_path / path).query_id.nunique() for name, path in attributions.items()}
     assert explained == {"tiny": 2, "tiny-control": 10, "tiny-flipped": 10}
     table = pd.read_parquet(results / "tiny-control" / "control" / "shortcut.parquet")
     rows = table[table.measure == "nDCG@10"].set_index("method")

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from workflow_runner import REPO, planned_rules, snakemake, tiny_config, write_config, write_tiny_collection
+from workflow_runner import REPO, job_counts, snakemake, tiny_config, write_config, write_tiny_collection
 
 pytestmark = pytest.mark.slow
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
@@ -81,9 +81,8 @@ def test_slurm_run_submits_every_rule_and_equals_a_local_run(slurm_env, tmp_path
         workdirs[mode] = tmp_path / mode
         workdirs[mode].mkdir()
         write_tiny_collection(workdirs[mode])
-    configfile = write_config(workdirs["local"], config)
-    planned = planned_rules(workdirs["local"], configfile)
-    snakemake(workdirs["local"], configfile)
+    local_run = snakemake(workdirs["local"], write_config(workdirs["local"], config))
+    planned = job_counts(local_run.stdout + local_run.stderr)  # the jobs the local run ran
 
     snakemake(workdirs["slurm"], write_config(workdirs["slurm"], config), profile=cpu_only_profile(tmp_path / "profile"), env=slurm_env)
 

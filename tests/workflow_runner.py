@@ -50,8 +50,15 @@ def snakemake_command(workdir: Path, configfile: Path | Sequence[Path], *args: s
     configfiles = [configfile] if isinstance(configfile, (str, Path)) else list(configfile)
     return [
         str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-        "--workflow-profile", str(profile), "--configfile", *map(str, configfiles), "--cores", str(cores), *args,
+        "--workflow-profile", str(profile), "--configfile", *map(str, configfiles), "--cores", str(cores),
+        *MAX_THREADS, *args,
     ]
+
+
+# One torch thread per job: the tiny model gains nothing from more, and two test workers' runs side by side
+# oversubscribe the cores, where torch's threads spin waiting for each other (a 60-step training job of the
+# tiny model on the shared 2 cores: 42 s of CPU at 2 threads, 7.9 s at 1). Jobs still run 2 at a time.
+MAX_THREADS = ("--max-threads", "1")
 
 
 def snakemake(workdir: Path, configfile: Path | Sequence[Path], *args: str, check: bool = True, profile: Path = DEFAULT_PROFILE,
@@ -66,7 +73,12 @@ def snakemake(workdir: Path, configfile: Path | Sequence[Path], *args: str, chec
 def planned_rules(workdir: Path, configfile: Path | Sequence[Path], *args: str) -> dict[str, int]:
     """Rules (and job counts) a dry run would execute; empty when there is nothing to do."""
     out = snakemake(workdir, configfile, "--dry-run", *args)
-    text = out.stdout + out.stderr
+    return job_counts(out.stdout + out.stderr)
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """Rules (and job counts) of the job table that Snakemake prints before a run or a dry run; empty when
+    it has nothing to do."""
     if "Nothing to be done" in text:
         return {}
     jobs, table = {}, False

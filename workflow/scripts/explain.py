@@ -5,7 +5,12 @@ from rerank_audit.logs import log_to
 log = log_to(snakemake.log[0])
 claim_gpu()
 
+import os
 import time
+
+# Before shap imports numba: interpreted, shap's Partition helpers give the same values bit for bit and
+# cost less than compiling them (3.5-5 s of CPU a job) unless a job explains hundreds of pairs (bench/shap_jit.py).
+os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
 
 import torch
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import rankdata
 
 MIN_EDITS = 3  # a rank correlation over fewer points is +-1 or undefined
 
@@ -70,6 +69,8 @@ def agreement(predicted: np.ndarray, measured: np.ndarray) -> tuple[float, float
     signs = float(np.mean(np.sign(predicted) == np.sign(measured)))
     if np.ptp(predicted) == 0 or np.ptp(measured) == 0:
         return float("nan"), signs
+    from scipy.stats import rankdata  # here: the probe and rationale_metrics jobs import this module, never call this (~0.4 s each)
+
     return float(np.corrcoef(rankdata(predicted), rankdata(measured))[0, 1]), signs
 
 
