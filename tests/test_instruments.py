@@ -73,4 +73,4 @@ def test_the_marker_section_pairs_each_methods_marker_share_with_its_insertion_r
     section = marker_instruments_markdown(table.reset_index())
     assert "| dpo_pairs, budget all | 2 | 0.70 [" in section
     # The same order on both (qlm < zeroshot < dpo_pairs): rho 1, but of 3! = 6 pairings 2 reach |rho| = 1: p = 1/3.
-    assert "They do not show agreement: across the 3 methods, Spearman's ρ = +1.00 (permutation p = 0.33" in section
+    assert "Spearman's ρ = +1.00 across the 3 methods (permutation p = 0.33); with 3 methods no correlation can be told from chance (the smallest possible p is 2/3! = 0.33" in section

@@ -18,6 +18,8 @@ box, the marker-insertion probe's mean score change (``probe.edits``).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
@@ -99,6 +101,12 @@ def _verdict(white, black, alpha: float) -> str:
     rho, p, n = agreement(white, black)
     if np.isnan(rho):
         return f"Only {n} method(s) have both (or one instrument does not vary): no rank correlation."
+    smallest = 2 / math.factorial(n)  # the same order on both, or the reverse: the rarest pairings
+    if smallest >= alpha:
+        return (
+            f"Spearman's ρ = {rho:+.2f} across the {n} methods (permutation p = {p:.2g}); with {n} methods no "
+            f"correlation can be told from chance (the smallest possible p is 2/{n}! = {smallest:.2g} ≥ α = {alpha:g})."
+        )
     if p < alpha and rho > 0:
         return f"They agree: across the {n} methods, Spearman's ρ = {rho:+.2f} (permutation p = {p:.2g})."
     return f"They do not show agreement: across the {n} methods, Spearman's ρ = {rho:+.2f} (permutation p = {p:.2g}, α = {alpha:g})."
