@@ -227,3 +227,44 @@ def test_explaining_long_claims_over_long_paragraphs_stays_under_4_gb_with_a_480
     assert result["completed"], result
     assert result["masked_pairs"] > 1000  # the explanation ran its masked texts through the scorer
     assert result["peak_rss_bytes"] <= EXPLAIN_PEAK_BOUND, f"peak {result['peak_rss_bytes'] / 2**30:.2f} GiB"
+
+
+def test_the_positions_a_head_reads_are_each_rows_columns_with_the_token_after_them():
+    from rerank_audit.models.scoring.engine import read_positions
+
+    pad = 0
+    ids = np.array([[5, 6, 7, pad], [8, 9, pad, pad]])
+    # row 0 reads columns 1 and 2 (the last token: followed by padding), row 1 columns 0 and 1
+    row, col, following = read_positions(ids, firsts=np.array([1, 0]), stops=np.array([3, 2]), pad_id=pad)
+    assert row.tolist() == [0, 0, 1, 1]
+    assert col.tolist() == [1, 2, 0, 1]
+    assert following.tolist() == [7, pad, 9, pad]
+
+
+def test_batch_inputs_mask_each_rows_own_cached_prefix_and_continue_its_positions():
+    from rerank_audit.models.scoring.engine import batch_inputs
+
+    inputs = batch_inputs([[11, 12], [13]], width=3, offsets=[3, 1], pad_id=0)
+    assert inputs.ids.tolist() == [[11, 12], [13, 0]]
+    assert inputs.mask.tolist() == [[1, 1, 1, 1, 1], [1, 0, 0, 1, 0]]
+    assert inputs.positions.tolist() == [[3, 4], [1, 2]]
+
+
+def test_token_ids_are_the_tokenizers_own_call(tokenizer):
+    from rerank_audit.models.scoring.engine import token_ids
+
+    texts = ["Sea level at Venice.", " glacier  retreat\n", ""]
+    assert token_ids(tokenizer, texts) == tokenizer(texts)["input_ids"]
+
+
+def test_pointwise_prompts_are_one_render_per_pair_also_where_the_template_trims(tokenizer):
+    import copy
+
+    from rerank_audit.text import prompts
+
+    queries, documents = [" sea level ", "glacier"], ["Tide gauges at Venice.\n", "  Alps  "]
+    trimming = copy.deepcopy(tokenizer)  # as Llama 3's template: the content trimmed, so filling marks in would differ
+    trimming.chat_template = tokenizer.chat_template.replace("message['content']", "message['content'] | trim")
+    for each in (tokenizer, trimming):
+        assert prompts.pointwise_prompts(each, queries, documents) == [prompts.pointwise_prompt(each, q, d) for q, d in zip(queries, documents)]
+    assert prompts.pointwise_prompt(trimming, queries[1], documents[1]) != prompts.pointwise_prompt(tokenizer, queries[1], documents[1])

@@ -127,7 +127,7 @@ class YesNoScorer:
         """The token ids each pair is scored on (document truncated to fit ``max_length``)."""
         check_pairs(queries, documents)
         renders = [lambda d, q=q: prompts.pointwise_prompt(self.tokenizer, q, d) for q in queries]
-        texts = [render(d) for render, d in zip(renders, documents)]
+        texts = prompts.pointwise_prompts(self.tokenizer, queries, documents)
         return encode_pairs(self.tokenizer, texts, renders, documents, self.settings.max_length)
 
     def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
