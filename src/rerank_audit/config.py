@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 import ir_measures
 import pandas as pd
 
+from rerank_audit.models.quantization import quantization_problem
 from rerank_audit.methods import REGISTRY, check_registry
 from rerank_audit.probe.registry import check_probes
 from rerank_audit.text.prompts import DEFAULT_QLM_TEMPLATE, check_template
@@ -74,6 +75,9 @@ def check_config(config: dict[str, Any]) -> None:
     check_selection(config["train"], config["split"])
     check_scorer_token_length(config["train"])
     check_training(config)
+    problem = quantization_problem(config["model"].get("quantization", "auto"))
+    if problem:
+        raise ValueError(problem)
     if config["rerank"]["depth"] > config["retrieve"]["k"] and any(spec.get("candidates", "bm25") == "bm25" for spec in datasets.values()):
         raise ValueError(
             f"rerank.depth ({config['rerank']['depth']}) is above retrieve.k ({config['retrieve']['k']}): the methods would "

@@ -145,6 +145,7 @@ def train_reranker(
     output_dir = Path(output_dir)
     checkpoints = output_dir / CHECKPOINTS
     scoring = scoring or ScoringSettings()
+    settings = fit_memory(method, base_model_path, data, settings, scoring)
     weights_dtype, _ = settings.precision()
     fingerprint = run_fingerprint(method, base_model_path, data, settings, seed) | {"dtype": weights_dtype}
     if not kind.fits_documents:  # it trains on the scorer's tokens
@@ -323,6 +324,27 @@ def _save_final_model(trainer, method: str, output_dir: Path) -> bool:
         return False
     trainer.save_model(str(output_dir))
     return isinstance(trainer.model, PeftModel)
+
+
+def fit_memory(method: str, base_model_path: str | Path, data: pd.DataFrame, settings: TrainingSettings, scoring: ScoringSettings) -> TrainingSettings:
+    """``settings`` with auto activation checkpointing and quantization resolved so that the step fits this job's
+    memory (:func:`rerank_audit.training.memory.plan_training_memory`), the estimate logged; ValueError naming the
+    keys to change when it cannot fit. The memory is the GPU's free memory, or on the CPU the job's (``scoring.memory_mb``)."""
+    import torch
+
+    from rerank_audit.models.batching import model_config
+    from rerank_audit.training.memory import plan_training_memory
+
+    kind = trainer_kind(method_spec(method).trainer)
+    sequences = kind.sequences_per_example or int(data.groupby("group").size().max())
+    # a kind that trains on its scorer's tokens cuts them to the scoring max_length
+    estimated = settings if kind.fits_documents else settings.but(max_length=scoring.max_length)
+    plan = plan_training_memory(
+        method, model_config(base_model_path), estimated, sequences, reference_copy=kind.scored_against_reference and not settings.lora.enabled,
+        logits=kind.logits, device="cuda" if torch.cuda.is_available() else "cpu", memory_mb=scoring.memory_mb,
+    )
+    logger.info(plan.describe(method))
+    return settings.but(activation_checkpointing=plan.settings.activation_checkpointing, quantization=plan.settings.quantization)
 
 
 def _check_arguments(method: str, data: pd.DataFrame, settings: TrainingSettings) -> None:

@@ -500,21 +500,21 @@ def with_adapter(model, adapter_dir: Path, device):
     return PeftModel.from_pretrained(model, str(adapter_dir)).to(device).eval()
 
 
-def load_merged_causal_lm(model_dir: Path, base_model, device, dtype):
+def load_merged_causal_lm(model_dir: Path, base_model, device, dtype, attn_implementation: str | None = None):
     """The causal LM of ``model_dir``: full weights, or its adapter merged into ``base_model`` (no LoRA detour)."""
     if is_adapter_folder(model_dir):
-        return with_adapter(load_causal_lm(base_model, device, dtype), model_dir, device).merge_and_unload()
-    return load_causal_lm(model_dir, device, dtype)
+        return with_adapter(load_causal_lm(base_model, device, dtype, attn_implementation), model_dir, device).merge_and_unload()
+    return load_causal_lm(model_dir, device, dtype, attn_implementation)
 
 
-def load_policy_and_reference(method: str, model_dir: Path, base_model, device, dtype):
+def load_policy_and_reference(method: str, model_dir: Path, base_model, device, dtype, attn_implementation: str | None = None):
     """(policy, reference) of a DPO-trained ``method``; reference ``None``: the policy with its adapter disabled.
 
     An adapter is not merged, so that disabling it gives the reference without a second copy
     of the base weights; a full fine-tune needs ``base_model`` as its reference.
     """
     if is_adapter_folder(model_dir):
-        return with_adapter(load_causal_lm(base_model, device, dtype), model_dir, device), None
+        return with_adapter(load_causal_lm(base_model, device, dtype, attn_implementation), model_dir, device), None
     if base_model is None:
         raise ValueError(f"{model_dir}: a fully fine-tuned {method} model needs base_model as its reference")
-    return load_causal_lm(model_dir, device, dtype), load_causal_lm(base_model, device, dtype)
+    return load_causal_lm(model_dir, device, dtype, attn_implementation), load_causal_lm(base_model, device, dtype, attn_implementation)

@@ -156,9 +156,9 @@ def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, 
     ``template`` is not used.
     """
     if method_spec(method).scored_against_reference:
-        policy, reference = load_policy_and_reference(method, model_dir, base_model, device, dtype)
+        policy, reference = load_policy_and_reference(method, model_dir, base_model, device, dtype, settings.attn_implementation)
         return from_model(method, policy, tokenizer, reference=reference, beta=beta, template=template, settings=settings)
-    return from_model(method, load_merged_causal_lm(model_dir, base_model, device, dtype), tokenizer, reference=None, beta=beta,
+    return from_model(method, load_merged_causal_lm(model_dir, base_model, device, dtype, settings.attn_implementation), tokenizer, reference=None, beta=beta,
                       template=template, settings=settings)
 
 
