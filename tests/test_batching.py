@@ -268,3 +268,43 @@ def test_pointwise_prompts_are_one_render_per_pair_also_where_the_template_trims
     for each in (tokenizer, trimming):
         assert prompts.pointwise_prompts(each, queries, documents) == [prompts.pointwise_prompt(each, q, d) for q, d in zip(queries, documents)]
     assert prompts.pointwise_prompt(trimming, queries[1], documents[1]) != prompts.pointwise_prompt(tokenizer, queries[1], documents[1])
+
+
+@pytest.mark.parametrize("family", [YesNoScorer, QueryLikelihoodScorer])
+def test_packed_padding_free_scores_equal_the_padded_paths(model_and_tokenizer, family):
+    """Sequences packed into one row (position_ids restarting per sequence, no mask: transformers builds sdpa's
+    block-diagonal mask on the CPU, flash_attention_2 runs it variable-length) score as the padded batches do.
+    Tolerance: 1e-4, the padded path's own bound between batch shapes (test_token_budget_batches_score_as_one_pair_at_a_time):
+    the same float32 arithmetic, in matmuls of other shapes."""
+    from rerank_audit.models.scoring.packing import packed_rows
+
+    model, tokenizer = model_and_tokenizer
+    padded = family(model, tokenizer, settings=ScoringSettings(batch_size=1, prefix_reuse=False)).score_pairs(QUERIES, DOCUMENTS)
+    lengths = [len(ids) for ids in family(model, tokenizer).prompt_ids(QUERIES, DOCUMENTS)]
+    for tokens in (max(lengths) + 1, 2 * max(lengths), 100_000):  # rows of one or two sequences, several, all in one row
+        packed = family(model, tokenizer, settings=ScoringSettings(batch_tokens=tokens, packing=True))
+        np.testing.assert_allclose(packed.score_pairs(QUERIES, DOCUMENTS), padded, atol=1e-4, rtol=0)
+    assert len(packed_rows(lengths, 2 * max(lengths))) < len(QUERIES) and len(packed_rows(lengths, 100_000)) == 1
+
+
+def test_packing_is_chosen_automatically_only_for_variable_length_attention(model_and_tokenizer):
+    from rerank_audit.models.scoring.packing import packs
+
+    model, _ = model_and_tokenizer
+    backbone = model.model
+    assert backbone.config._attn_implementation == "sdpa" and not packs(backbone, None)  # sdpa would need a dense mask
+    assert packs(backbone, True) and not packs(backbone, False)
+    original = backbone.config._attn_implementation
+    try:
+        backbone.config._attn_implementation = "flash_attention_2"
+        assert packs(backbone, None)
+    finally:
+        backbone.config._attn_implementation = original
+
+
+def test_packed_rows_fill_the_budget_longest_first():
+    # lengths 5, 9, 3, 7 and a budget of 12, taken longest first: 9 (9 + 7 > 12), then 7 + 5 (+ 3 > 12), then 3
+    from rerank_audit.models.scoring.packing import packed_rows
+
+    assert packed_rows([5, 9, 3, 7], 12) == [[1], [3, 0], [2]]
+    assert packed_rows([20, 4], 12) == [[0], [1]]  # a sequence longer than the budget has a row of its own

@@ -254,6 +254,9 @@ def sum_head_over_positions(
     the budget's tokens, and a chunk caches its groups' own prefixes in at most
     ``prefix_tokens`` key/value positions, padding included, released before the next chunk.
 
+    Padding-free where the attention allows it (:mod:`.packing`): ``settings.packing``, or auto
+    with variable-length attention where no prefix is shared.
+
     Nothing waits for the device between batches: inputs go from pinned memory without
     blocking and the head's values stay on the device until the end, so on a GPU the host
     prepares the next batch while the current one runs.
@@ -267,10 +270,16 @@ def sum_head_over_positions(
         "%s: %d pairs of %d queries in batches of <= %s, %d tokens (%.0f%% of the full prompts' %d)",
         desc, len(sequences), len(members), batching.describe(), plan.run_tokens, 100 * plan.run_tokens / max(full_tokens, 1), full_tokens,
     )
+    show = settings.progress if settings.progress is not None else len(sequences) >= _PROGRESS_MIN_PAIRS
+    from .packing import packs, sum_head_packed  # packing builds on this module
+
+    if packs(backbone, settings.packing) and (settings.packing or plan.run_tokens >= full_tokens):
+        logger.info("%s: packed, padding-free (%s attention), no prefix reuse", desc, backbone.config._attn_implementation)
+        with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="pair", disable=not show) as bar:
+            return sum_head_packed(backbone, sequences, head, batching, pad_id, bar)
     firsts = np.array([s.first for s in sequences], dtype=np.int64)
     stops = np.array([s.stop for s in sequences], dtype=np.int64)
     values, owners = [], []  # per batch: the head's values (on the device) and the sequence each belongs to
-    show = settings.progress if settings.progress is not None else len(sequences) >= _PROGRESS_MIN_PAIRS
     with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="pair", disable=not show) as bar:
         for chunk, common in zip(plan.chunks, plan.shared):
             first = sequences[members[chunk[0]][0]].ids
