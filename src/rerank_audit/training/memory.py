@@ -24,9 +24,10 @@ values, gated MLP) holds, in bytes, for T = sequences per step × max_length tok
   linear weight for the step (2 bytes each).
 - logits, by the trainer kind's head (``TrainerKind.logits``): ``chunked``, TRL's log-prob
   kernel (SFT, DPO), which never holds the full logits, only float32 tiles of at most 4096
-  tokens × 32768 vocabulary entries (two: the tile and its softmax); ``full``, every token's
-  logits in the activation dtype, their float32 copy, the log-softmax and its gradient
-  (V × (a + 12) per token; lce reads only the query's positions, so this bounds it from above);
+  tokens × 32768 vocabulary entries (two, at most: the tile and its softmax); ``full``, the
+  logits of every position the loss reads (every token, or ``logit_positions`` per sequence:
+  lce reads the query's) in the activation dtype, their float32 copy, the log-softmax and its
+  gradient (V × (a + 12) per position);
   ``none``, a reward model's one-output head.
 
 DPO with a LoRA adapter (the default) holds no second model: TRL computes the reference
@@ -92,10 +93,11 @@ def _size(n: float) -> str:
 
 def estimate_training_memory(config: Mapping, settings: TrainingSettings, sequences_per_example: int, *, weights_dtype: str,
                              autocast: bool, quantization: str = "none", checkpointing: bool = False,
-                             reference_copy: bool = False, logits: str = "chunked") -> TrainingMemory:
+                             reference_copy: bool = False, logits: str = "chunked", logit_positions: int | None = None) -> TrainingMemory:
     """The peak bytes of one step (module docstring) of the model of ``config`` (a config.json dict) trained with
     ``settings`` (batch_size, max_length, lora); ``weights_dtype``/``autocast``: ``settings.precision()``'s;
-    ``reference_copy``: a frozen copy of the weights (DPO without LoRA); ``logits``: chunked, full or none (module docstring)."""
+    ``reference_copy``: a frozen copy of the weights (DPO without LoRA); ``logits``: chunked, full or none (module docstring);
+    ``logit_positions``: positions per sequence whose full logits the loss keeps (None: every token)."""
     s = _Shape.of(config)
     w = _ELEMENT[weights_dtype]
     a = 2 if autocast or w == 2 else 4
@@ -123,7 +125,9 @@ def estimate_training_memory(config: Mapping, settings: TrainingSettings, sequen
     norms_float32 = 2 * 4 * s.hidden if a < 4 else 0
     per_layer = (6 * s.hidden + 2 * s.kv_dim + 4 * s.intermediate) * a + norms_float32 + lora_per_token
     activations = tokens * (s.layers * s.hidden * a + per_layer) if checkpointing else tokens * s.layers * per_layer
-    logit_bytes = {"chunked": 2 * 4 * min(tokens, LOGPROB_TILE[0]) * min(s.vocab, LOGPROB_TILE[1]), "full": tokens * s.vocab * (a + 12), "none": 0}
+    logit_bytes = {"chunked": 2 * 4 * min(tokens, LOGPROB_TILE[0]) * min(s.vocab, LOGPROB_TILE[1]), "none": 0,
+                   "full": (tokens if logit_positions is None else min(tokens, int(settings.batch_size) * sequences_per_example * logit_positions))
+                   * s.vocab * (a + 12)}  # fmt: skip
     return TrainingMemory(
         weights=weights, reference=weights if reference_copy else 0.0, trainable=trainable, activations=activations,
         logits=logit_bytes[logits], tokens=tokens, checkpointing=checkpointing, quantization=quantization,
@@ -144,7 +148,7 @@ class MemoryPlan:
 
 
 def plan_training_memory(method: str, config: Mapping, settings: TrainingSettings, sequences_per_example: int, *, reference_copy: bool,
-                         logits: str, device, memory_mb: int | None = None) -> MemoryPlan:
+                         logits: str, device, memory_mb: int | None = None, logit_positions: int | None = None) -> MemoryPlan:
     """Resolve ``auto`` activation checkpointing and quantization to the least change that fits, and check the fit.
 
     Order tried (each only where the setting is auto): as set; checkpointing on (costs time
@@ -173,7 +177,8 @@ def plan_training_memory(method: str, config: Mapping, settings: TrainingSetting
     estimates = []
     for quantization, on in candidates:
         estimate = estimate_training_memory(config, settings, sequences_per_example, weights_dtype=weights_dtype, autocast=autocast,
-                                            quantization=quantization, checkpointing=on, reference_copy=reference_copy, logits=logits)
+                                            quantization=quantization, checkpointing=on, reference_copy=reference_copy, logits=logits,
+                                            logit_positions=logit_positions)
         estimates.append(estimate)
         if estimate.total <= usable:
             return MemoryPlan(replace(settings, activation_checkpointing=on, quantization=quantization), estimate, usable, source)

@@ -342,9 +342,18 @@ def fit_memory(method: str, base_model_path: str | Path, data: pd.DataFrame, set
     plan = plan_training_memory(
         method, model_config(base_model_path), estimated, sequences, reference_copy=kind.scored_against_reference and not settings.lora.enabled,
         logits=kind.logits, device="cuda" if torch.cuda.is_available() else "cpu", memory_mb=scoring.memory_mb,
+        logit_positions=logit_positions(kind, data, base_model_path),
     )
     logger.info(plan.describe(method))
     return settings.but(activation_checkpointing=plan.settings.activation_checkpointing, quantization=plan.settings.quantization)
+
+
+def logit_positions(kind, data: pd.DataFrame, base_model_path) -> int | None:
+    """Positions per sequence whose logits a ``full``-logits loss keeps: the longest query's tokens and the one before them
+    (lce reads the query's positions only); None (every token) for other kinds or without a query column."""
+    if kind.logits != "full" or "query" not in data.columns:
+        return None
+    return 1 + max(len(ids) for ids in AutoTokenizer.from_pretrained(str(base_model_path))(list(data["query"].unique()))["input_ids"])
 
 
 def _check_arguments(method: str, data: pd.DataFrame, settings: TrainingSettings) -> None:
