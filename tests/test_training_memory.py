@@ -155,3 +155,16 @@ def test_the_activation_estimate_is_within_20_percent_of_what_autograd_keeps_for
     plain = estimate_training_memory(config.to_dict(), settings, 1, weights_dtype="float32", autocast=False)
     expected = estimate.activations + (estimate.weights - plain.weights)  # + autocast's weight copies
     assert sum(saved.values()) == pytest.approx(expected, rel=0.20)
+
+
+def test_the_model_keys_reach_every_methods_training_settings_and_auto_checkpointing_is_none():
+    from rerank_audit.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "config" / "config.yaml")
+    config["model"] |= {"quantization": "8bit", "attn_implementation": "eager"}
+    config["train"]["defaults"]["activation_checkpointing"] = "auto"
+    config["train"]["methods"]["dpo"] = {"beta": 0.1, "activation_checkpointing": True}
+    sft, dpo = (TrainingSettings.for_method(config, method) for method in ("sft", "dpo"))
+    assert (sft.quantization, sft.attn_implementation, sft.activation_checkpointing) == ("8bit", "eager", None)
+    assert (dpo.quantization, dpo.attn_implementation, dpo.activation_checkpointing) == ("8bit", "eager", True)
+    assert TrainingSettings.from_dict(sft.as_dict()) == sft  # the rule's params rebuild it
