@@ -180,8 +180,8 @@ def test_an_explicit_dtype_is_used_as_named():
 
 
 def test_model_attn_implementation_reaches_the_loaded_scorers_model(tiny_lm_dir):
-    """model.attn_implementation, read into ScoringSettings, is the attention of the model a scorer loads; auto is sdpa
-    without flash-attn (transformers' own default would be too, so eager shows the key is passed)."""
+    """model.attn_implementation, read into ScoringSettings, is the attention of the model a scorer loads; auto asks
+    for nothing without flash-attn, and transformers picks sdpa for this architecture (eager shows the key is passed)."""
     config = {"model": {"dtype": "float32", "attn_implementation": "eager"}, "rerank": {"batch_size": "auto", "max_length": 256},
               "explain": {"batch_size": "auto"}}
     settings = ScoringSettings.from_config(config).but(device="cpu")
@@ -196,7 +196,18 @@ def test_flash_attention_asked_for_where_it_cannot_run_is_an_error_naming_the_ke
 
     with pytest.raises(ValueError, match=r"model\.attn_implementation flash_attention_2 needs .*set model\.attn_implementation: auto"):
         resolve_attn_implementation("flash_attention_2", "cpu", torch.float32)
-    assert resolve_attn_implementation("auto", "cpu", torch.bfloat16) == "sdpa"
+
+
+
+def test_auto_attention_on_the_cpu_leaves_the_choice_to_transformers():
+    """auto without flash-attn resolves to None: from_pretrained is not asked for sdpa by name (transformers 5 raises
+    for an architecture without sdpa), exactly as before model.attn_implementation existed."""
+    from rerank_audit.models.loading import attention_kwargs, resolve_attn_implementation
+
+    assert resolve_attn_implementation("auto", "cpu", torch.bfloat16) is None
+    assert resolve_attn_implementation(None, "cpu", torch.float32) is None
+    assert attention_kwargs(None) == {}
+    assert resolve_attn_implementation("sdpa", "cpu", torch.float32) == "sdpa"
 
 
 def test_tokenizer_has_a_pad_token_and_pads_left(tokenizer):

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 AUTO = "auto"  # a config value sized at run time
 # model.attn_implementation: auto is flash_attention_2 where the package is installed and the weights are half
-# precision on a GPU, else sdpa (models.loading.resolve_attn_implementation).
+# precision on a GPU, else transformers' own choice (models.loading.resolve_attn_implementation).
 ATTENTION = (AUTO, "sdpa", "eager", "flash_attention_2")
 
 
