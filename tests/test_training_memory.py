@@ -13,6 +13,8 @@ from rerank_audit.training.settings import LoraSettings, TrainingSettings
 # Llama 3 8B's config.json: hidden 4096, 32 layers, 32 heads of 128, 8 key/value heads, MLP 14336, vocabulary 128256, untied.
 LLAMA_8B = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, intermediate_size=14336,
                 vocab_size=128256, tie_word_embeddings=False)
+# The autograd comparison: the estimate may exceed what autograd keeps by at most this share (it never falls short).
+MARGIN = 0.10
 SFT_8B = TrainingSettings(batch_size=8, max_length=224, lora=LoraSettings(r=16, dropout=0.05), dtype="bfloat16")
 
 
@@ -24,28 +26,41 @@ def test_an_8b_llama_with_lora_r16_at_8_by_224_tokens_is_the_hand_arithmetic():
     # LoRA r 16 per layer: q 16 x 8192 + k, v 16 x 5120 + o 16 x 8192 + gate, up, down 3 x 16 x 18432 = 1,310,720; x 32 layers;
     # float32 weights, gradients and AdamW's two moments: 4 x 4 bytes
     trainable = 1_310_720 * 32 * 16
-    # per token and layer, bf16 (2 bytes): (6 x 4096 + 2 x 1024 + 4 x 14336) x 2 = 167,936; the norms' float32 inputs 2 x 4 x 4096
-    # = 32,768; LoRA dropout outputs and masks (6 x 4096 + 14336) x 3 = 116,736; LoRA's rank-16 products 7 x 16 x 2 = 224
-    per_layer = 167_936 + 32_768 + 116_736 + 224  # 317,664
+    # per token and layer, bf16 (2 bytes): the norms' inputs, rotated queries, keys, values, attention output, gate, up and
+    # activated gate (4 x 4096 + 2 x 1024 + 3 x 14336) x 2 = 122,880 (the frozen linears keep no input, and LoRA's A reads a
+    # float32 cast: the norms' outputs and the MLP product are not kept); the norms' float32 inputs 2 x 4 x 4096 = 32,768. LoRA: PEFT's adapters are float32 over the bf16 base and it casts each target's input to float32, so the
+    # targets' inputs (q, k, v, gate, up read 4096 each, o 4096, down 14336: 38,912 elements) cost 4 bytes each after
+    # dropout plus a 1-byte CUDA mask: 38,912 x 5 = 194,560; the seven rank-16 products in float32: 7 x 16 x 4 = 448
+    per_layer = 122_880 + 32_768 + 194_560 + 448  # 350,656
+    # after the last layer, per token: the final norm's input and output 2 x 4096 x 2 and its float32 copy 4 x 4096
+    final = 16_384 + 16_384
     tokens = 8 * 224
     # TRL's chunked log-prob kernel: two float32 tiles of 1792 tokens x 32768 vocabulary entries
     logits = 2 * 4 * 1792 * 32768
     estimate = estimate_training_memory(LLAMA_8B, SFT_8B, 1, weights_dtype="bfloat16", autocast=False)
     assert (estimate.weights, estimate.trainable, estimate.logits, estimate.reference) == (weights, trainable, logits, 0)
-    assert estimate.activations == tokens * 32 * per_layer  # 18,216,124,416
-    assert estimate.total == pytest.approx(35_416_965_120, rel=1e-12)
+    assert estimate.activations == tokens * (32 * per_layer + final)  # 20,166,737,920
+    assert estimate.total == pytest.approx(37_367_578_624, rel=1e-12)  # 16,059,990,016 + 671,088,640 + 469,762,048 + activations
 
     # activation checkpointing keeps each layer's bf16 input (4096 x 2 bytes) and rebuilds one layer at a time
     checkpointed = estimate_training_memory(LLAMA_8B, SFT_8B, 1, weights_dtype="bfloat16", autocast=False, checkpointing=True)
-    assert checkpointed.activations == tokens * (32 * 4096 * 2 + per_layer)  # 1,039,015,936
-    assert checkpointed.total == pytest.approx(18_239_856_640, rel=1e-12)
+    assert checkpointed.activations == tokens * (32 * 4096 * 2 + per_layer + final)  # 1,156,857,856
+    assert checkpointed.total == pytest.approx(18_357_698_560, rel=1e-12)
+
+    # on the CPU dropout keeps its mask in the input's dtype: 4 bytes, not 1
+    cpu = estimate_training_memory(LLAMA_8B, SFT_8B, 1, weights_dtype="bfloat16", autocast=False, device="cpu")
+    assert cpu.activations == tokens * (32 * (per_layer + 38_912 * 3) + final)
 
     # QLoRA: the linears in NF4 (0.5 byte + a double-quantized absmax per 64: (1 + 4/256) / 64), embeddings in bf16;
-    # the adapter, its gradients and moments in bfloat16
+    # TRL casts the adapter to bfloat16 over a quantized base: it, its gradients and moments 2 bytes each, and the targets'
+    # inputs stay bf16 (no cast, but dropout makes new ones): dropout output 2 + mask 1 = 38,912 x 3 = 116,736 and rank products
+    # 7 x 16 x 2 = 224 per token and layer
     qlora = estimate_training_memory(LLAMA_8B, SFT_8B, 1, weights_dtype="bfloat16", autocast=False, checkpointing=True, quantization="4bit")
     assert qlora.weights == pytest.approx(1_050_673_152 * 2 + 6_979_321_856 * (0.5 + 1.015625 / 64), rel=1e-12)  # 5,701,763,072
     assert qlora.trainable == 1_310_720 * 32 * 8
-    assert qlora.total == pytest.approx(5_701_763_072 + 335_544_320 + 1_039_015_936 + 469_762_048, rel=1e-12)
+    qlora_per_layer = 122_880 + 32_768 + 116_736 + 224  # 272,608
+    assert qlora.activations == tokens * (32 * 4096 * 2 + qlora_per_layer + final)  # 1,016,995,840
+    assert qlora.total == pytest.approx(5_701_763_072 + 335_544_320 + 1_016_995_840 + 469_762_048, rel=1e-12)
 
 
 def test_dpo_counts_chosen_and_rejected_and_a_reference_copy_only_without_lora():
@@ -71,8 +86,8 @@ def plan(settings, memory_mb, method="sft"):
 
 def test_auto_checkpointing_turns_on_only_when_the_step_would_not_fit():
     settings = TrainingSettings(batch_size=16, max_length=256, bf16=False, quantization="auto")
-    off = estimate_training_memory(small_config(), settings, 1, weights_dtype="float32", autocast=False)
-    on = estimate_training_memory(small_config(), settings, 1, weights_dtype="float32", autocast=False, checkpointing=True)
+    off = estimate_training_memory(small_config(), settings, 1, weights_dtype="float32", autocast=False, device="cpu")
+    on = estimate_training_memory(small_config(), settings, 1, weights_dtype="float32", autocast=False, checkpointing=True, device="cpu")
     assert on.total < off.total / 2
     room = lambda needed: int((_resident_bytes() + needed / USABLE_SHARE) / 2**20) + 1  # noqa: E731  the job's mem_mb that leaves `needed`
     roomy = plan(settings, room(off.total * 1.05))
@@ -86,9 +101,17 @@ def test_auto_checkpointing_turns_on_only_when_the_step_would_not_fit():
 def test_a_step_that_fits_nowhere_is_an_error_naming_the_keys_to_change():
     with pytest.raises(ValueError) as error:
         plan(TrainingSettings(batch_size=16, max_length=256, bf16=False), memory_mb=int(_resident_bytes() / 2**20) + 100)
-    for key in ("train.methods.sft.batch_size", "gradient_accumulation", "train.defaults.activation_checkpointing: true",
-                "model.quantization: 4bit", "mem_mb"):
+    for key in ("train.methods.sft.batch_size", "gradient_accumulation", "model.quantization: 4bit", "mem_mb"):
         assert key in str(error.value)
+    assert "activation_checkpointing" not in str(error.value)  # auto tried it already
+
+
+def test_auto_quantization_never_quantizes_whatever_the_memory():
+    """Quantizing changes the trained model: auto trains the weights as loaded, and a step that does not fit is an error."""
+    settings = TrainingSettings(batch_size=16, max_length=256, bf16=False)  # quantization auto, checkpointing auto
+    assert plan(settings, memory_mb=None).settings.quantization == "none"
+    with pytest.raises(ValueError, match="model.quantization: 4bit"):
+        plan(settings, memory_mb=int(_resident_bytes() / 2**20) + 100)
 
 
 def test_quantization_on_a_machine_without_a_gpu_or_bitsandbytes_is_an_error_naming_the_key_at_check_and_at_job_start():
@@ -105,8 +128,9 @@ def test_quantization_on_a_machine_without_a_gpu_or_bitsandbytes_is_an_error_nam
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bf16, dropout", [(False, 0.05), (False, 0.0), (True, 0.05)])
-def test_the_activation_estimate_is_within_20_percent_of_what_autograd_keeps_for_a_real_sft_step(bf16, dropout, tiny_lm_dir, tmp_path):
+@pytest.mark.parametrize("weights, bf16, dropout", [("float32", False, 0.05), ("float32", False, 0.0), ("float32", True, 0.05),
+                                                     ("bfloat16", False, 0.05), ("bfloat16", False, 0.0)])
+def test_the_activation_estimate_covers_what_autograd_keeps_for_a_real_sft_step(weights, bf16, dropout, tiny_lm_dir, tmp_path):
     """Measured on the CPU: the bytes of every tensor autograd saves for the backward pass of TRL's SFT loss (hooks
     on the saved tensors, each storage once, parameters left out), on a 23M-parameter Llama with LoRA, 8 x 128 tokens.
 
@@ -135,7 +159,7 @@ def test_the_activation_estimate_is_within_20_percent_of_what_autograd_keeps_for
     data = pd.DataFrame({"query_id": [f"q{i}" for i in range(8)], "doc_id": [f"d{i}" for i in range(8)], "label": [1, 0] * 4,
                          "completion": [yes, no] * 4, "prompt": [prompts.pointwise_prompt(tokenizer, f"sea level {i}", document) for i in range(8)]})
     settings = TrainingSettings(batch_size=8, max_length=128, max_steps=1, bf16=bf16, activation_checkpointing=False, quantization="none",
-                                lora=LoraSettings(dropout=dropout))
+                                lora=LoraSettings(dropout=dropout), dtype=weights)
     fitted, _ = fit_documents("sft", data, tokenizer, settings.max_length)
     trainer = build_trainer("sft", str(tmp_path / "model"), fitted, tokenizer, tmp_path / "checkpoints", settings, seed=0)
     batch = next(iter(trainer.get_train_dataloader()))
@@ -151,10 +175,13 @@ def test_the_activation_estimate_is_within_20_percent_of_what_autograd_keeps_for
 
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         trainer.compute_loss(trainer.model, batch)
-    estimate = estimate_training_memory(config.to_dict(), settings, 1, weights_dtype="float32", autocast=bf16)
-    plain = estimate_training_memory(config.to_dict(), settings, 1, weights_dtype="float32", autocast=False)
+    assert next(trainer.model.parameters()).dtype == getattr(torch, weights)
+    estimate = estimate_training_memory(config.to_dict(), settings, 1, weights_dtype=weights, autocast=bf16, device="cpu")
+    plain = estimate_training_memory(config.to_dict(), settings, 1, weights_dtype=weights, autocast=False, device="cpu")
     expected = estimate.activations + (estimate.weights - plain.weights)  # + autocast's weight copies
-    assert sum(saved.values()) == pytest.approx(expected, rel=0.20)
+    measured = sum(saved.values())
+    print(f"RATIO {weights} bf16={bf16} dropout={dropout}: estimate/measured = {expected / measured:.4f}")
+    assert measured <= expected <= (1 + MARGIN) * measured
 
 
 def test_the_model_keys_reach_every_methods_training_settings_and_auto_checkpointing_is_none():

@@ -70,8 +70,10 @@ class ScoringSettings:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values, for a Snakemake ``params`` entry (rebuilt with ``ScoringSettings(**d)``); the
-        memory is left out: a job's resource, it changes no result."""
-        return {k: v for k, v in asdict(self).items() if k != "memory_mb"}
+        memory is left out: a job's resource, it changes no result. ``attn_implementation`` and
+        ``packing`` are left out at their defaults (auto, None), so that adding them re-ran no job."""
+        defaults = {"attn_implementation": AUTO, "packing": None}
+        return {k: v for k, v in asdict(self).items() if k != "memory_mb" and not (k in defaults and v == defaults[k])}
 
     def but(self, **changes) -> "ScoringSettings":
         return replace(self, **changes)

@@ -51,9 +51,10 @@ class TrainingSettings:
     ``beta``: DPO's β (the dpo trainer's; None elsewhere). ``temperature``: τ of the lce
     group softmax (``train.temperature``; None for other trainers). ``bf16``: bfloat16
     autocast, None = auto (where measured faster). ``activation_checkpointing``: recompute
-    activations in the backward pass; None = auto (only where the step would not fit otherwise,
-    :mod:`rerank_audit.training.memory`). ``lora``: :class:`LoraSettings`. ``quantization``:
-    ``model.quantization`` (none, 8bit, 4bit; auto: resolved at job start by the same memory plan).
+    activations in the backward pass; True forces it on, None = auto (false reads as auto too: on only
+    where the step would not fit otherwise, :mod:`rerank_audit.training.memory`; it changes time and
+    memory, not the trained model). ``lora``: :class:`LoraSettings`. ``quantization``:
+    ``model.quantization`` (none, 8bit, 4bit; auto never quantizes: it trains the weights as loaded).
     ``attn_implementation``: ``model.attn_implementation``. ``dtype``: the
     dtype the base weights load in, from ``model.dtype``: bfloat16 / float16 as set, float32
     for ``auto`` and float32 (both train float32 master weights, autocast as ``bf16`` says,
@@ -81,7 +82,7 @@ class TrainingSettings:
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainingSettings":
         """From plain values (``as_dict``'s, or a config's hyper-parameter mapping); absent keys keep their default.
 
-        ``bf16: auto`` and ``activation_checkpointing: auto`` are None; ``lora`` a mapping of :class:`LoraSettings` keys. ValueError naming unknown keys.
+        ``bf16: auto`` and ``activation_checkpointing: auto`` (or false) are None; ``lora`` a mapping of :class:`LoraSettings` keys. ValueError naming unknown keys.
         """
         unknown = sorted(set(values) - {f.name for f in fields(cls)})
         lora = dict(values.get("lora") or {})
@@ -91,6 +92,8 @@ class TrainingSettings:
         if isinstance(lora.get("target_modules"), (list, tuple)):
             lora["target_modules"] = tuple(lora["target_modules"])
         auto = {key: None for key in ("bf16", "activation_checkpointing") if values.get(key) == AUTO}
+        if values.get("activation_checkpointing") is False:  # as_dict's "not forced on": auto
+            auto["activation_checkpointing"] = None
         return cls(**{**values, **auto, "lora": LoraSettings(**lora)})
 
     @classmethod
@@ -112,8 +115,19 @@ class TrainingSettings:
         return cls.from_dict(values)
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain values, for a Snakemake ``params`` entry and ``training_config.json`` (rebuilt with ``from_dict``)."""
+        """Plain values, for a Snakemake ``params`` entry, the run fingerprint and ``training_config.json`` (rebuilt
+        with ``from_dict``).
+
+        Keys that change no trained model, or that are at their default, keep the dict as it was before
+        they existed, so that adding them re-runs no job and discards no checkpoint: ``quantization`` and
+        ``attn_implementation`` are left out while auto; ``activation_checkpointing`` (time and memory
+        only, as ``memory_mb``) is written as before, false unless forced on (from_dict reads false as auto).
+        """
         values = asdict(self)
+        values["activation_checkpointing"] = bool(self.activation_checkpointing)
+        for key in ("quantization", "attn_implementation"):
+            if values[key] == AUTO:
+                del values[key]
         if isinstance(self.lora.target_modules, tuple):
             values["lora"]["target_modules"] = list(self.lora.target_modules)
         return values

@@ -145,7 +145,9 @@ def train_reranker(
     output_dir = Path(output_dir)
     checkpoints = output_dir / CHECKPOINTS
     scoring = scoring or ScoringSettings()
-    settings = fit_memory(method, base_model_path, data, settings, scoring)
+    # what the memory plan resolves (checkpointing: by the free memory) goes to the trainer and the record, not
+    # the fingerprint: a resumed job keeps its checkpoints whatever memory it finds
+    resolved = fit_memory(method, base_model_path, data, settings, scoring)
     weights_dtype, _ = settings.precision()
     fingerprint = run_fingerprint(method, base_model_path, data, settings, seed) | {"dtype": weights_dtype}
     if not kind.fits_documents:  # it trains on the scorer's tokens
@@ -164,12 +166,12 @@ def train_reranker(
 
     if selection is None:
         remove_runs(checkpoints, keep=[])
-        run = _train_run(build, checkpoints, settings, fingerprint)
+        run = _train_run(build, checkpoints, settings, fingerprint, resolved)
         trainer, log_history, steps, chosen = run["trainer"], run["log_history"], run["steps"], None
         losses = [entry["loss"] for entry in log_history if "loss" in entry]
     else:
         remove_runs(checkpoints, keep=[run_folder(rate) for rate in selection.learning_rates])
-        trainer, log_history, chosen = _train_grid(build, checkpoints, settings, fingerprint, selection)
+        trainer, log_history, chosen = _train_grid(build, checkpoints, settings, fingerprint, selection, resolved)
         steps, rate = chosen["choice"]["step"], chosen["choice"]["learning_rate"]
         # the chosen run (none for step 0), its losses up to the chosen step
         run = next((r for r in chosen["runs"] if r["learning_rate"] == rate), None)
@@ -180,6 +182,7 @@ def train_reranker(
         "method": method,
         "base_model": str(base_model_path),
         "hyper": settings.as_dict(),
+        "resolved": resolved,  # auto settings as this job's memory plan resolved them
         "seed": seed,
         "steps": steps,
         "examples": len(data),
@@ -214,8 +217,10 @@ def train_reranker(
     return record
 
 
-def _train_run(build: Mapping[str, Any], checkpoints: Path, settings: TrainingSettings, fingerprint: dict, callback_of=None) -> dict[str, Any]:
-    """One training run in ``checkpoints`` (resumed when a checkpoint of the same run is there).
+def _train_run(build: Mapping[str, Any], checkpoints: Path, settings: TrainingSettings, fingerprint: dict, resolved: Mapping[str, Any],
+               callback_of=None) -> dict[str, Any]:
+    """One training run in ``checkpoints`` (resumed when a checkpoint of the same run is there), trained with
+    ``settings`` and the memory plan's ``resolved`` values (:func:`fit_memory`).
 
     ``callback_of(trainer)`` -> a callback added to the trainer (model selection), or None.
     Out: {"trainer", "log_history", "steps", "resumed_from", "seconds", "seconds_per_step",
@@ -225,7 +230,7 @@ def _train_run(build: Mapping[str, Any], checkpoints: Path, settings: TrainingSe
     with atomic_path(checkpoints / RUN_FINGERPRINT) as tmp:
         tmp.write_text(json.dumps(fingerprint, indent=1))
     transformers.set_seed(build["seed"])
-    trainer = build_trainer(checkpoints=checkpoints, settings=settings, **build)
+    trainer = build_trainer(checkpoints=checkpoints, settings=settings.but(**resolved), **build)
     callback = callback_of(trainer) if callback_of else None
     if callback is not None:
         trainer.add_callback(callback)
@@ -249,7 +254,8 @@ def _train_run(build: Mapping[str, Any], checkpoints: Path, settings: TrainingSe
     }
 
 
-def _train_grid(build: Mapping[str, Any], checkpoints: Path, settings: TrainingSettings, fingerprint: dict, selection: DevSelection):
+def _train_grid(build: Mapping[str, Any], checkpoints: Path, settings: TrainingSettings, fingerprint: dict, selection: DevSelection,
+                resolved: Mapping[str, Any]):
     """Train every learning rate of ``selection``'s grid with a dev curve; rebuild the chosen model.
 
     Out: (a trainer whose model is the chosen checkpoint's, or the untrained model for step 0;
@@ -273,7 +279,7 @@ def _train_grid(build: Mapping[str, Any], checkpoints: Path, settings: TrainingS
                                         untrained_selectable=untrained_selectable)
 
         logger.info("%s: selection run %d/%d, learning rate %g, %g epochs", method, index + 1, len(selection.learning_rates), rate, selection.epochs)
-        run = _train_run(build, checkpoints / run_folder(rate), run_settings, fingerprint_of_run, callback_of)
+        run = _train_run(build, checkpoints / run_folder(rate), run_settings, fingerprint_of_run, resolved, callback_of)
         curves[rate], best[rate] = dict(run["callback"].curve), run["best_checkpoint"]
         history += [entry | {"run_learning_rate": rate} for entry in run["log_history"]]
         runs.append({"learning_rate": rate} | {key: run[key] for key in ("steps", "resumed_from", "seconds", "seconds_per_step", "best_checkpoint")})
@@ -285,7 +291,7 @@ def _train_grid(build: Mapping[str, Any], checkpoints: Path, settings: TrainingS
     # The model that goes to test: the chosen run's best checkpoint, or the untrained model (step 0).
     rate = choice.learning_rate if choice.trained else selection.learning_rates[0]
     transformers.set_seed(build["seed"])
-    trainer = build_trainer(checkpoints=checkpoints / run_folder(rate), settings=selection.settings_of(settings, rate), **build)
+    trainer = build_trainer(checkpoints=checkpoints / run_folder(rate), settings=selection.settings_of(settings, rate).but(**resolved), **build)
     if choice.trained:
         checkpoint = Path(best[rate])
         if checkpoint_step(checkpoint) != choice.step:
@@ -326,10 +332,11 @@ def _save_final_model(trainer, method: str, output_dir: Path) -> bool:
     return isinstance(trainer.model, PeftModel)
 
 
-def fit_memory(method: str, base_model_path: str | Path, data: pd.DataFrame, settings: TrainingSettings, scoring: ScoringSettings) -> TrainingSettings:
-    """``settings`` with auto activation checkpointing and quantization resolved so that the step fits this job's
-    memory (:func:`rerank_audit.training.memory.plan_training_memory`), the estimate logged; ValueError naming the
-    keys to change when it cannot fit. The memory is the GPU's free memory, or on the CPU the job's (``scoring.memory_mb``)."""
+def fit_memory(method: str, base_model_path: str | Path, data: pd.DataFrame, settings: TrainingSettings, scoring: ScoringSettings) -> dict[str, Any]:
+    """{"activation_checkpointing": bool, "quantization": str}: ``settings``' auto values resolved so that the step fits
+    this job's memory (:func:`rerank_audit.training.memory.plan_training_memory`), logged with the estimate; ValueError
+    naming the keys to change when it cannot fit. The memory is the GPU's free memory, or on the CPU the job's
+    (``scoring.memory_mb``)."""
     import torch
 
     from rerank_audit.models.batching import model_config
@@ -345,7 +352,7 @@ def fit_memory(method: str, base_model_path: str | Path, data: pd.DataFrame, set
         logit_positions=logit_positions(kind, data, base_model_path),
     )
     logger.info(plan.describe(method))
-    return settings.but(activation_checkpointing=plan.settings.activation_checkpointing, quantization=plan.settings.quantization)
+    return {"activation_checkpointing": bool(plan.settings.activation_checkpointing), "quantization": plan.settings.quantization}
 
 
 def logit_positions(kind, data: pd.DataFrame, base_model_path) -> int | None:
