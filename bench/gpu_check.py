@@ -45,6 +45,7 @@ Logs and ``summary.txt`` go to ``--out`` (default: $OUT when set, else a new tem
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import glob
 import json
 import os
@@ -269,8 +270,11 @@ def bench(check: Check, shape: str, claims: int, own_limit: float, device: str, 
         command += ["--claims-file", str(check.args.claims_file)]
     else:
         command += ["--pairs", "demo"]
-    if check.args.variants.split() and not rows:
-        command += ["--variants", *check.args.variants.split()]
+    variants = check.args.variants.split()
+    if device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        variants.append("packing=true")  # the flash_attention_2 packed path: the pipeline's auto never reaches it (guide.md)
+    if variants and not rows:
+        command += ["--variants", *variants]
     if rows or check.args.bench_rows:
         command += ["--rows", rows or check.args.bench_rows]
     code, seconds, text = check.run(command, own_limit, f"{part}.log")
@@ -305,21 +309,21 @@ def bench_table(part: str, summary: dict) -> str:
 
 
 TRAIN_METHODS = ("sft", "dpo", "reward", "qlm_lce")  # one method per trainer kind
-QLORA_CAP_GB = 24
+QLORA_CAP_GIB = 24
 
 
 def train_memory(check: Check, shape: str, own_limit: float) -> None:
-    """One step per method (``TRAIN_METHODS``), LoRA over bf16 weights and 4-bit QLoRA under ``QLORA_CAP_GB``; a table."""
+    """One step per method (``TRAIN_METHODS``), LoRA over bf16 weights and 4-bit QLoRA under ``QLORA_CAP_GIB``; a table."""
     part = f"train-{shape.removeprefix('llama3-')}" if not check.args.dry_run else "train-tiny"
     # interleaved, so that a part stopped by its time limit has both kinds of step for its first methods
-    runs = [run for m in TRAIN_METHODS for run in ((m, "none", None), (m, "4bit", QLORA_CAP_GB))]
+    runs = [run for m in TRAIN_METHODS for run in ((m, "none", None), (m, "4bit", QLORA_CAP_GIB))]
     if check.args.dry_run:
         runs = [("sft", "none", None)]
     started, rows, failures = time.monotonic(), [], []
     for method, quantization, cap in runs:
         command = [sys.executable, str(REPO / "bench" / "training_memory.py"), "--method", method, "--shape", shape,
                    "--quantization", quantization, "--models", str(check.scratch / "models")]  # fmt: skip
-        command += ["--cap-gb", str(cap)] if cap else []
+        command += ["--cap-gib", str(cap)] if cap else []
         command += ["--dry-run"] if check.args.dry_run else []
         left = own_limit - (time.monotonic() - started)
         code, seconds, text = check.run(command, left, f"{part}.log")
@@ -328,11 +332,11 @@ def train_memory(check: Check, shape: str, own_limit: float) -> None:
             failures.append(f"{method} {quantization}: " + ("stopped (time limit)" if code is None else last_lines(text)))
             continue
         rows.append(json.loads(found.group(1)))
-    lines = [f"{part}: one step, batch 8 × 224 tokens (× sequences per example), model.dtype bfloat16; GB = 1e9 bytes",
-             f"  {'method':<8} {'weights':<7} {'cap':>4} {'ckpt':>4} {'estimate':>9} {'peak':>7} {'peak/est':>8} {'step s':>7}"]
+    lines = [f"{part}: one step, batch 8 × 224 tokens (× sequences per example), model.dtype bfloat16; estimate and peak in GB = 1e9 bytes, cap in GiB = 2**30",
+             f"  {'method':<8} {'weights':<7} {'cap GiB':>7} {'ckpt':>4} {'estimate':>9} {'peak':>7} {'peak/est':>8} {'step s':>7}"]
     for r in rows:
         peak = f"{r['peak_gb']:>7.2f} {r['ratio']:>8.2f}" if r["peak_gb"] is not None else f"{'–':>7} {'–':>8}"
-        lines.append(f"  {r['method']:<8} {'bf16' if r['quantization'] == 'none' else r['quantization']:<7} {r['cap_gb'] or '':>4} "
+        lines.append(f"  {r['method']:<8} {'bf16' if r['quantization'] == 'none' else r['quantization']:<7} {r['cap_gib'] or '':>7} "
                      f"{'on' if r['checkpointing'] else 'off':>4} {r['estimate_gb']:>9.2f} {peak} {r['step_seconds']:>7.1f}")
     lines += [f"  FAILED {failure}" for failure in failures]
     check.details.append("\n".join(lines))

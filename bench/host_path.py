@@ -254,7 +254,8 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}; {args.clock} time, the fastest of {args.repeats} calls; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     agreement = ", ".join(f"{family} {'identical' if same else 'DIFFERENT'}" for family, same in ids_agree.items())
     print(f"token ids the model reads, before vs now: {agreement}")
-    print(f"ms per {args.kernel_pairs} pairs; % of the kernel time {args.kernel_seconds} s per {args.kernel_pairs} pairs (goal: host path < 10%)")
+    print(f"ms per {args.kernel_pairs} pairs (every thread's CPU time); % = that CPU time / the kernel wall time {args.kernel_seconds} s per "
+          f"{args.kernel_pairs} pairs (goal: host path < 10%)")
     for family in ("yes/no", "qlm"):
         print(f"\n{family:<24} {'before ms':>10} {'now ms':>10} {'before %':>9} {'now %':>7} {'× faster':>9}")
         rows = {}

@@ -2,8 +2,8 @@
 
 The trainer is the pipeline's (``build.build_trainer`` with ``TrainingSettings.for_method`` of
 ``--config``, the demo's training table of the method), with ``model.dtype`` bfloat16 and
-``--quantization`` (none: LoRA over bf16 weights; 4bit: QLoRA). ``--cap-gb`` limits this
-process to that much GPU memory (``torch.cuda.set_per_process_memory_fraction``), as a 24 GB
+``--quantization`` (none: LoRA over bf16 weights; 4bit: QLoRA). ``--cap-gib`` limits this
+process to that much GPU memory (``torch.cuda.set_per_process_memory_fraction``), as a 24 GiB
 card would, and activation checkpointing is then chosen as the train job's ``auto`` chooses it
 (:func:`rerank_audit.training.memory.plan_training_memory`), against the cap. Peak = the
 most memory torch allocated from loading the model to the end of the step
@@ -14,7 +14,7 @@ The random weights (``--shape``, bench/random_models.py) are written once, in bf
 ``--models`` (reused when there). ``--dry-run``: the tiny shape on the CPU (no peak: torch
 reports none there), to check the script itself.
 
-    python bench/training_memory.py --method sft --shape llama3-8b [--quantization 4bit --cap-gb 24]
+    python bench/training_memory.py --method sft --shape llama3-8b [--quantization 4bit --cap-gib 24]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--method", default="sft", help="a trained method of the registry")
     parser.add_argument("--shape", default="llama3-8b", help="random weights of this shape: " + ", ".join(random_models.SHAPES) + ", or key=value,...")
     parser.add_argument("--quantization", choices=("none", "8bit", "4bit"), default="none")
-    parser.add_argument("--cap-gb", type=float, default=None, help="GPU memory this process may use, GiB (default: the whole GPU)")
+    parser.add_argument("--cap-gib", type=float, default=None, help="GPU memory this process may use, GiB (default: the whole GPU)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=224)
     parser.add_argument("--config", type=Path, default=REPO / "config" / "config.yaml")
@@ -91,9 +91,9 @@ def main() -> None:
     sequences = kind.sequences_per_example or int(data.groupby("group").size().max())
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
-        if args.cap_gb:
-            torch.cuda.set_per_process_memory_fraction(min(1.0, args.cap_gb * 2**30 / total), device)
-        budget = (args.cap_gb * 2**30 if args.cap_gb else torch.cuda.mem_get_info(device)[0]) * USABLE_SHARE
+        if args.cap_gib:
+            torch.cuda.set_per_process_memory_fraction(min(1.0, args.cap_gib * 2**30 / total), device)
+        budget = (args.cap_gib * 2**30 if args.cap_gib else torch.cuda.mem_get_info(device)[0]) * USABLE_SHARE
     else:
         budget = float("inf")
     weights_dtype, autocast = settings.precision()
@@ -121,7 +121,7 @@ def main() -> None:
     seconds = time.perf_counter() - step
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     result = {
-        "method": args.method, "shape": args.shape, "quantization": args.quantization, "cap_gb": args.cap_gb,
+        "method": args.method, "shape": args.shape, "quantization": args.quantization, "cap_gib": args.cap_gib,
         "checkpointing": bool(checkpointing), "tokens": estimate.tokens, "estimate_gb": estimate.total / 1e9,
         "parts_gb": {k: getattr(estimate, k) / 1e9 for k in ("weights", "reference", "trainable", "activations", "logits")},
         "peak_gb": None if peak is None else peak / 1e9, "ratio": None if peak is None else peak / estimate.total,

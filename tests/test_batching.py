@@ -220,7 +220,7 @@ def test_explaining_long_claims_over_long_paragraphs_stays_under_4_gb_with_a_480
 
     script = Path(__file__).resolve().parents[1] / "bench" / "explain_memory.py"
     command = [sys.executable, str(script), "--run", "--family", "qlm", "--model", str(bundled_dir), "--claims-file", str(climate_fever),
-               "--cache-mb", "480", "--cap-gb", "12"]
+               "--cache-mb", "480", "--cap-gib", "12"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.splitlines()[-1])

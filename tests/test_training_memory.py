@@ -136,9 +136,8 @@ def test_the_activation_estimate_covers_what_autograd_keeps_for_a_real_sft_step(
 
     Those tensors are what a step holds at its peak, the end of the forward, besides weights and optimizer states
     (counted exactly), so they test the estimate's per-token accounting; autocast's bfloat16 weight copies are
-    among them. The estimate counts the tensors by the layer's structure (training.memory); measured on
-    2026-12-07 it is 7% (float32, LoRA dropout), 1% (float32, no dropout) and 14% (bf16 autocast) below what
-    autograd keeps: hence 20%."""
+    among them. The estimate must never fall short, and exceed by at most MARGIN: measured on 2026-12-07 it is
+    0.7% to 7.9% above what autograd keeps (float32, bf16 autocast and bf16 weights, with and without dropout)."""
     import pandas as pd
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -180,7 +179,7 @@ def test_the_activation_estimate_covers_what_autograd_keeps_for_a_real_sft_step(
     plain = estimate_training_memory(config.to_dict(), settings, 1, weights_dtype=weights, autocast=False, device="cpu")
     expected = estimate.activations + (estimate.weights - plain.weights)  # + autocast's weight copies
     measured = sum(saved.values())
-    print(f"RATIO {weights} bf16={bf16} dropout={dropout}: estimate/measured = {expected / measured:.4f}")
+    print(f"RATIO {weights} bf16={bf16} dropout={dropout}: estimate {expected / 1e6:.0f} MB, autograd {measured / 1e6:.0f} MB")
     assert measured <= expected <= (1 + MARGIN) * measured
 
 
