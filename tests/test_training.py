@@ -723,3 +723,20 @@ def test_qlm_sft_then_qlm_scoring_ranks_each_topic_document_above_the_other_topi
         other = next(w for w in topic_queries if w != word)
         own, unrelated = (scorer.score_pairs([query] * len(HELD_OUT), held_out[w]) for w in (word, other))
         assert own.min() > unrelated.max(), (query, own, unrelated)
+
+
+def test_the_run_fingerprint_is_the_configured_settings_not_what_the_memory_plan_resolved(tiny_lm_dir, tokenizer, tmp_path, monkeypatch):
+    """A job that finds less memory turns checkpointing on; its checkpoints' run.json must not change (else a resumed job
+    discards them). The resolved values are recorded in training_config.json under ``resolved``."""
+    from rerank_audit.training import trainers
+    from rerank_audit.training.checkpoints import CHECKPOINTS, RUN_FINGERPRINT
+
+    settings = hyper(max_length=MAX_LENGTH, max_steps=1)
+    plain = trainers.train_reranker("sft", tiny_lm_dir, long_document_data("sft", tokenizer), tmp_path / "a", settings, seed=0)
+    monkeypatch.setattr(trainers, "fit_memory", lambda *args: {"activation_checkpointing": True, "quantization": "none"})
+    tight = trainers.train_reranker("sft", tiny_lm_dir, long_document_data("sft", tokenizer), tmp_path / "b", settings, seed=0)
+    run = lambda name: json.loads((tmp_path / name / CHECKPOINTS / RUN_FINGERPRINT).read_text())  # noqa: E731
+    assert run("a") == run("b")
+    assert (plain["resolved"], tight["resolved"]) == ({"activation_checkpointing": False, "quantization": "none"},
+                                                      {"activation_checkpointing": True, "quantization": "none"})
+    assert plain["hyper"] == tight["hyper"]
