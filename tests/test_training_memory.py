@@ -114,15 +114,15 @@ def test_auto_quantization_never_quantizes_whatever_the_memory():
         plan(settings, memory_mb=int(_resident_bytes() / 2**20) + 100)
 
 
-def test_quantization_on_a_machine_without_a_gpu_or_bitsandbytes_is_an_error_naming_the_key_at_check_and_at_job_start():
+def test_quantization_on_a_machine_without_a_gpu_or_bitsandbytes_warns_at_check_and_stops_the_job(caplog):
+    """The submitting machine may lack bitsandbytes that the GPU nodes have: the config check warns; the job's own check stops it."""
     from rerank_audit.config import check_config, load_config
 
     config = load_config(Path(__file__).resolve().parents[1] / "config" / "config.yaml")
     config["model"]["quantization"] = "4bit"
-    installed = importlib.util.find_spec("bitsandbytes") is not None
-    if not installed:  # the check at parse time knows the package, not the job's GPU
-        with pytest.raises(ValueError, match=re.escape("model.quantization 4bit: the bitsandbytes package is not installed")):
-            check_config(config)
+    check_config(config)
+    if importlib.util.find_spec("bitsandbytes") is None:
+        assert "model.quantization 4bit: the bitsandbytes package is not installed" in caplog.text
     with pytest.raises(ValueError, match=r"model\.quantization 4bit: .*(bitsandbytes package is not installed|this job sees none)"):
         plan(TrainingSettings(quantization="4bit"), memory_mb=None)
 

@@ -55,7 +55,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Mapping
 
-from rerank_audit.models.batching import _Shape, available_memory
+from rerank_audit.models.batching import ModelShape, available_memory
 from rerank_audit.models.quantization import QUANTIZED, quantization_problem
 from rerank_audit.training.settings import TrainingSettings
 
@@ -108,7 +108,7 @@ def estimate_training_memory(config: Mapping, settings: TrainingSettings, sequen
     ``reference_copy``: a frozen copy of the weights (DPO without LoRA); ``logits``: chunked, full or none (module docstring);
     ``logit_positions``: positions per sequence whose full logits the loss keeps (None: every token); ``device``: cuda or
     cpu (the size of LoRA dropout's mask)."""
-    s = _Shape.of(config)
+    s = ModelShape.of(config)
     w = _ELEMENT[weights_dtype]
     a = 2 if autocast or w == 2 else 4
     embeddings = s.vocab * s.hidden * (1 if s.tied else 2)
