@@ -7,7 +7,10 @@ and eager build a dense block-diagonal mask over the whole row instead (correct,
 tests run on the CPU, but quadratic in the row's length), so packing is chosen automatically
 only for the variable-length implementations, and only where no prefix is shared: a cached
 prefix, which packing cannot use, already saves more than the padding that length-sorted
-batches leave.
+batches leave. Every prompt shares the template's opening tokens, so with prefix reuse on (the
+pipeline's only setting) auto never packs: packing runs where ``ScoringSettings.packing`` is
+true or ``prefix_reuse`` false (the Python API, bench/scoring.py variants). Untested on a GPU
+so far (bench/gpu_check.py runs a ``packing=true`` variant where flash-attn is installed).
 """
 
 from __future__ import annotations
