@@ -8,7 +8,7 @@ paragraphs, each pair explained with SHAP by the bundled model, at the pipeline'
 as if sysfs reported a ``--cache-mb`` last-level cache (the host that reported 480 MB).
 
 Each row runs in its own process (``--run``), so its peak resident memory (getrusage) is
-its own; the address space is capped at ``--cap-gb`` after the model is loaded, so code
+its own; the address space is capped at ``--cap-gib`` after the model is loaded, so code
 that does not bound its memory fails instead of taking the machine down. ``--before
 COMMIT`` runs that commit's ``src/`` (a git worktree) beside this checkout's.
 
@@ -75,8 +75,8 @@ def run_once(args) -> dict:
         batching._last_level_cache_bytes = lambda: args.cache_mb << 20  # as if sysfs reported it
     claims, documents = long_pairs(args.claims_file, args.queries)
     scorer = load_scorer(METHOD[args.family], args.model, settings=ScoringSettings(max_length=256, dtype=args.dtype), template=TEMPLATE)
-    if args.cap_gb:
-        resource.setrlimit(resource.RLIMIT_AS, (int(args.cap_gb * 2**30),) * 2)
+    if args.cap_gib:
+        resource.setrlimit(resource.RLIMIT_AS, (int(args.cap_gib * 2**30),) * 2)
     start, cache = time.perf_counter(), {}
     result = {"pairs": len(claims)}
     try:
@@ -92,7 +92,7 @@ def measure(src: Path | None, args, family: str, cache_mb: int) -> dict:
     """One row in a fresh process, on the code of ``src`` (None: this checkout)."""
     env = dict(os.environ) | ({"PYTHONPATH": str(src)} if src else {})
     command = [sys.executable, __file__, "--run", "--family", family, "--cache-mb", str(cache_mb), "--queries", str(args.queries),
-               "--model", str(args.model), "--claims-file", str(args.claims_file), "--dtype", args.dtype, "--cap-gb", str(args.cap_gb)]
+               "--model", str(args.model), "--claims-file", str(args.claims_file), "--dtype", args.dtype, "--cap-gib", str(args.cap_gib)]
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=MODEL)
     parser.add_argument("--claims-file", type=Path, default=CLAIMS)
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--cap-gb", type=float, default=12)
+    parser.add_argument("--cap-gib", type=float, default=12)
     args = parser.parse_args()
     if args.run:
         args.cache_mb = int(args.cache_mb)
@@ -121,7 +121,7 @@ def main() -> None:
         old = Path(tempfile.mkdtemp()) / "before"
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-f", "--detach", str(old), args.before], check=True, capture_output=True)
         codes = {f"before ({args.before})": old / "src", "after": None}
-    print(f"{args.queries} claim(s) x 4 long pairs, SHAP exact_levels 1, max length 256, dtype {args.dtype}, 2 threads, cap {args.cap_gb} GB\n")
+    print(f"{args.queries} claim(s) x 4 long pairs, SHAP exact_levels 1, max length 256, dtype {args.dtype}, 2 threads, cap {args.cap_gib} GB\n")
     print("| family | budget | code | masked pairs/s | peak RSS | completed |")
     print("|---|---|---|---:|---:|---|")
     try:

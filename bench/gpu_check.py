@@ -1,4 +1,4 @@
-"""A GPU check a user can run: the model tests, the demo with random weights and the scoring bench, one summary.
+"""A GPU check a user can run: the scoring bench and a training step per method at 1.7B and 8B shapes, the model tests, the demo; one summary.
 
 On a CUDA machine, from the repository's root:
 
@@ -20,6 +20,15 @@ stopped, reported as such with what it had done, and the next one starts), all w
               ``RERANK_AUDIT_JOBS_PER_GPU`` jobs sharing each GPU
   bench-135m  bench/scoring.py --device cuda --shape smollm2-135m (random weights)
   bench-1.7b  bench/scoring.py --device cuda --shape smollm2-1.7b (random weights)
+  bench-8b    bench/scoring.py --device cuda --shape llama3-8b, the pipeline rows (yes/no and query likelihood)
+  train-8b    bench/training_memory.py: one training step of each of sft, dpo, reward and qlm_lce at the
+              llama3-8b shape, with LoRA over bfloat16 weights (the whole GPU) and with 4-bit QLoRA under a
+              24 GiB cap (torch.cuda.set_per_process_memory_fraction); peak memory against the estimate the
+              train job logs (rerank_audit.training.memory)
+
+The default parts (bench-1.7b, bench-8b, train-8b) are planned for ``--total-limit`` 480 s on an H100;
+tests and demo are parts to name. ``--dry-run`` runs bench and train parts at a tiny shape on
+the CPU (a check of the check: seconds, no figures).
 
 Random weights make this a check of code paths and speed, never of ranking quality.
 
@@ -36,6 +45,7 @@ Logs and ``summary.txt`` go to ``--out`` (default: $OUT when set, else a new tem
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import glob
 import json
 import os
@@ -148,7 +158,7 @@ print("ENV " + json.dumps(info))
 
 
 def environment(check: Check) -> dict:
-    code, seconds, text = check.run([sys.executable, "-c", ENV_SCRIPT % (VERSIONS,)], 60, "env.log")
+    code, seconds, text = check.run([sys.executable, "-c", ENV_SCRIPT % (VERSIONS,)], 120, "env.log")  # imports: seconds, more on a loaded machine
     found = re.search(r"^ENV (.*)$", text, re.MULTILINE)
     if code != 0 or not found:
         check.add("env", "FAILED", seconds, last_lines(text))
@@ -247,8 +257,8 @@ def rule_seconds(folder: Path) -> list[str]:
     return [f"{rule} {len(s)}× mean {sum(s) / len(s):.1f} max {max(s):.1f}" for rule, s in sorted(by_rule.items(), key=lambda kv: -max(kv[1]))]
 
 
-def bench(check: Check, shape: str, claims: int, own_limit: float, device: str) -> None:
-    part = f"bench-{shape.removeprefix('smollm2-')}"
+def bench(check: Check, shape: str, claims: int, own_limit: float, device: str, rows: str = "") -> None:
+    part = f"bench-{shape.removeprefix('smollm2-').removeprefix('llama3-')}" if not check.args.dry_run else "bench-tiny"
     table = check.scratch / f"{part}.json"
     command = [sys.executable, str(REPO / "bench" / "scoring.py"), "--device", device, "--shape", shape, "--claims", str(claims),
                "--per-claim", "5", "--json", str(table),
@@ -260,10 +270,13 @@ def bench(check: Check, shape: str, claims: int, own_limit: float, device: str) 
         command += ["--claims-file", str(check.args.claims_file)]
     else:
         command += ["--pairs", "demo"]
-    if check.args.variants.split():
-        command += ["--variants", *check.args.variants.split()]
-    if check.args.bench_rows:
-        command += ["--rows", check.args.bench_rows]
+    variants = check.args.variants.split()
+    if device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        variants.append("packing=true")  # the flash_attention_2 packed path: the pipeline's auto never reaches it (guide.md)
+    if variants and not rows:
+        command += ["--variants", *variants]
+    if rows or check.args.bench_rows:
+        command += ["--rows", rows or check.args.bench_rows]
     code, seconds, text = check.run(command, own_limit, f"{part}.log")
     if code != 0 or not table.is_file():
         check.add(part, "STOPPED" if code is None else "FAILED", seconds, "the end of its log: " + last_lines(text))
@@ -295,6 +308,43 @@ def bench_table(part: str, summary: dict) -> str:
     return "\n".join(lines)
 
 
+TRAIN_METHODS = ("sft", "dpo", "reward", "qlm_lce")  # one method per trainer kind
+QLORA_CAP_GIB = 24
+
+
+def train_memory(check: Check, shape: str, own_limit: float) -> None:
+    """One step per method (``TRAIN_METHODS``), LoRA over bf16 weights and 4-bit QLoRA under ``QLORA_CAP_GIB``; a table."""
+    part = f"train-{shape.removeprefix('llama3-')}" if not check.args.dry_run else "train-tiny"
+    # interleaved, so that a part stopped by its time limit has both kinds of step for its first methods
+    runs = [run for m in TRAIN_METHODS for run in ((m, "none", None), (m, "4bit", QLORA_CAP_GIB))]
+    if check.args.dry_run:
+        runs = [("sft", "none", None)]
+    started, rows, failures = time.monotonic(), [], []
+    for method, quantization, cap in runs:
+        command = [sys.executable, str(REPO / "bench" / "training_memory.py"), "--method", method, "--shape", shape,
+                   "--quantization", quantization, "--models", str(check.scratch / "models")]  # fmt: skip
+        command += ["--cap-gib", str(cap)] if cap else []
+        command += ["--dry-run"] if check.args.dry_run else []
+        left = own_limit - (time.monotonic() - started)
+        code, seconds, text = check.run(command, left, f"{part}.log")
+        found = re.search(r"^RESULT (.*)$", text, re.MULTILINE)
+        if code != 0 or not found:
+            failures.append(f"{method} {quantization}: " + ("stopped (time limit)" if code is None else last_lines(text)))
+            continue
+        rows.append(json.loads(found.group(1)))
+    lines = [f"{part}: one step, batch 8 × 224 tokens (× sequences per example), model.dtype bfloat16; estimate and peak in GB = 1e9 bytes, cap in GiB = 2**30",
+             f"  {'method':<8} {'weights':<7} {'cap GiB':>7} {'ckpt':>4} {'estimate':>9} {'peak':>7} {'peak/est':>8} {'step s':>7}"]
+    for r in rows:
+        peak = f"{r['peak_gb']:>7.2f} {r['ratio']:>8.2f}" if r["peak_gb"] is not None else f"{'–':>7} {'–':>8}"
+        lines.append(f"  {r['method']:<8} {'bf16' if r['quantization'] == 'none' else r['quantization']:<7} {r['cap_gib'] or '':>7} "
+                     f"{'on' if r['checkpointing'] else 'off':>4} {r['estimate_gb']:>9.2f} {peak} {r['step_seconds']:>7.1f}")
+    lines += [f"  FAILED {failure}" for failure in failures]
+    check.details.append("\n".join(lines))
+    within = [r for r in rows if r["ratio"] is not None and abs(r["ratio"] - 1) <= 0.15]
+    result = f"{len(rows)} of {len(runs)} steps ran; peak within 15% of the estimate: {len(within)} of {sum(r['ratio'] is not None for r in rows)}"
+    check.add(part, "ok" if not failures else "FAILED", time.monotonic() - started, result)
+
+
 def last_lines(text: str, n: int = 3) -> str:
     """The last ``n`` non-empty lines of ``text``, on one line."""
     return " | ".join([line.strip() for line in text.splitlines() if line.strip()][-n:])[-400:]
@@ -308,14 +358,18 @@ def main() -> None:
     parser.add_argument("--install-wheels", type=Path, default=None, help="install the wheels in this folder first (--no-deps --no-index)")
     parser.add_argument("--site", type=Path, default=Path(tempfile.gettempdir()) / "rerank-audit-site", help="where --install-wheels installs")
     parser.add_argument("--out", type=Path, default=None, help="logs and summary.txt (default: $OUT, else a temporary folder)")
-    parser.add_argument("--parts", default="tests,demo,bench-135m,bench-1.7b", help="comma-separated subset of tests, demo, bench-135m, bench-1.7b")
-    parser.add_argument("--total-limit", type=float, default=500, help="seconds for everything (the device runs a command 600 s at most)")
+    parser.add_argument("--parts", default=None, help="comma-separated subset of tests, demo, bench-135m, bench-1.7b, bench-8b, "
+                        "train-8b (default: bench-1.7b,bench-8b,train-8b; with --dry-run bench-8b,train-8b)")
+    parser.add_argument("--total-limit", type=float, default=480, help="seconds for everything (the device runs a command 600 s at most)")
     parser.add_argument("--tests-limit", type=float, default=150)
     parser.add_argument("--demo-limit", type=float, default=180, help="the demo's target on an H100/H200 is 3 minutes")
     parser.add_argument("--bench-limit", type=float, default=70, help="the 135M bench")
     parser.add_argument("--bench-large-limit", type=float, default=90, help="the 1.7B bench")
     parser.add_argument("--bench-claims", type=int, default=200, help="claims of the 135M bench (5 evidences each: 1,000 pairs)")
     parser.add_argument("--bench-large-claims", type=int, default=100, help="claims of the 1.7B bench (500 pairs)")
+    parser.add_argument("--bench-8b-limit", type=float, default=80, help="the 8B bench (pipeline rows only)")
+    parser.add_argument("--bench-8b-claims", type=int, default=52, help="claims of the 8B bench (260 pairs: one batch of 256 and change)")
+    parser.add_argument("--train-limit", type=float, default=300, help="the 8B training steps, all eight")
     parser.add_argument("--variants", default="batch_size=16 batch_size=64 batch_size=256",
                         help="the bench's extra rows: the config's settings with these changes (space-separated)")
     parser.add_argument("--tests", default="", help="comma-separated test files (default: " + ", ".join(TESTS) + ")")
@@ -328,8 +382,12 @@ def main() -> None:
     carried = WHEELS / "climate-fever-head.jsonl"
     parser.add_argument("--claims-file", type=Path, default=carried if carried.is_file() else shared if shared.is_file() else None)
     parser.add_argument("--allow-cpu", action="store_true", help="run on a machine without CUDA (to try the check itself)")
+    parser.add_argument("--dry-run", action="store_true", help="the bench and train parts at a tiny shape on the CPU (checks the check)")
     args = parser.parse_args()
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    default = "bench-8b,train-8b" if args.dry_run else "bench-1.7b,bench-8b,train-8b"
+    parts = [p.strip() for p in (args.parts or default).split(",") if p.strip()]
+    if args.dry_run:
+        args.allow_cpu, parts = True, [p for p in parts if p in ("bench-8b", "train-8b")]
 
     check = Check(args)
     print(f"gpu check: logs in {check.out}; total limit {args.total_limit:.0f} s", flush=True)
@@ -348,6 +406,12 @@ def main() -> None:
         bench(check, "smollm2-135m", args.bench_claims, args.bench_limit, device)
     if "bench-1.7b" in parts:
         bench(check, "smollm2-1.7b", args.bench_large_claims, args.bench_large_limit, device)
+    tiny = "hidden=64,layers=2,heads=4,kv_heads=2,intermediate=128"
+    if "bench-8b" in parts:
+        bench(check, tiny if args.dry_run else "llama3-8b", 4 if args.dry_run else args.bench_8b_claims, args.bench_8b_limit,
+              "cpu" if args.dry_run else device, rows="pipeline,qlm pipeline")
+    if "train-8b" in parts:
+        train_memory(check, tiny if args.dry_run else "llama3-8b", args.train_limit)
 
     width = max([len(r[0]) for r in check.rows] + [4])
     lines = ["", "GPU CHECK SUMMARY", f"{'part':<{width}}  {'status':<8} {'s':>5}  result"]
@@ -357,7 +421,8 @@ def main() -> None:
     print(text, flush=True)
     (check.out / "summary.txt").write_text(text + "\n")
     shutil.rmtree(check.scratch, ignore_errors=True)
-    sys.exit(0 if all(r[1] == "ok" for r in check.rows) else 1)
+    expected = ("ok", "NO GPU") if args.allow_cpu else ("ok",)  # without a GPU by request, its absence is no failure
+    sys.exit(0 if all(r[1] in expected for r in check.rows) else 1)
 
 
 if __name__ == "__main__":

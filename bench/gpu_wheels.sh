@@ -28,6 +28,7 @@ PACKAGES=(
   bm25s==0.3.16 pystemmer==3.1.0 ir-measures==0.4.3 pytrec-eval-terrier==0.5.11
   datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 gguf==0.19.0 shap==0.51.0 slicer==0.0.8
   trl==1.16.0 transformers==5.24.0 peft==0.21.2
+  bitsandbytes==0.50.2  # the 4-bit QLoRA step of bench/gpu_check.py (model.quantization)
 )
 for package in "${PACKAGES[@]}"; do
   "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -31,6 +31,8 @@ BUNDLED_FOLDER = REPO / "resources" / "models" / "smollm2-135m-instruct"
 SHAPES = {
     "smollm2-135m": dict(hidden=576, layers=30, heads=9, kv_heads=3, intermediate=1536, vocab=49152, theta=100000.0),
     "smollm2-1.7b": dict(hidden=2048, layers=24, heads=32, kv_heads=32, intermediate=8192, vocab=49152, theta=130000.0),
+    # Llama 3 8B's attention and MLP (its vocabulary too; embeddings tied here, as every shape of this table: 7.5B parameters)
+    "llama3-8b": dict(hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336, vocab=128256, theta=500000.0),
 }
 _FIELDS = {  # shape key -> LlamaConfig field
     "hidden": "hidden_size", "layers": "num_hidden_layers", "heads": "num_attention_heads", "kv_heads": "num_key_value_heads",

@@ -220,10 +220,91 @@ def test_explaining_long_claims_over_long_paragraphs_stays_under_4_gb_with_a_480
 
     script = Path(__file__).resolve().parents[1] / "bench" / "explain_memory.py"
     command = [sys.executable, str(script), "--run", "--family", "qlm", "--model", str(bundled_dir), "--claims-file", str(climate_fever),
-               "--cache-mb", "480", "--cap-gb", "12"]
+               "--cache-mb", "480", "--cap-gib", "12"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["completed"], result
     assert result["masked_pairs"] > 1000  # the explanation ran its masked texts through the scorer
     assert result["peak_rss_bytes"] <= EXPLAIN_PEAK_BOUND, f"peak {result['peak_rss_bytes'] / 2**30:.2f} GiB"
+
+
+def test_the_positions_a_head_reads_are_each_rows_columns_with_the_token_after_them():
+    from rerank_audit.models.scoring.engine import read_positions
+
+    pad = 0
+    ids = np.array([[5, 6, 7, pad], [8, 9, pad, pad]])
+    # row 0 reads columns 1 and 2 (the last token: followed by padding), row 1 columns 0 and 1
+    row, col, following = read_positions(ids, firsts=np.array([1, 0]), stops=np.array([3, 2]), pad_id=pad)
+    assert row.tolist() == [0, 0, 1, 1]
+    assert col.tolist() == [1, 2, 0, 1]
+    assert following.tolist() == [7, pad, 9, pad]
+
+
+def test_batch_inputs_mask_each_rows_own_cached_prefix_and_continue_its_positions():
+    from rerank_audit.models.scoring.engine import batch_inputs
+
+    inputs = batch_inputs([[11, 12], [13]], width=3, offsets=[3, 1], pad_id=0)
+    assert inputs.ids.tolist() == [[11, 12], [13, 0]]
+    assert inputs.mask.tolist() == [[1, 1, 1, 1, 1], [1, 0, 0, 1, 0]]
+    assert inputs.positions.tolist() == [[3, 4], [1, 2]]
+
+
+def test_token_ids_are_the_tokenizers_own_call(tokenizer):
+    from rerank_audit.models.scoring.engine import token_ids
+
+    texts = ["Sea level at Venice.", " glacier  retreat\n", ""]
+    assert token_ids(tokenizer, texts) == tokenizer(texts)["input_ids"]
+
+
+def test_pointwise_prompts_are_one_render_per_pair_also_where_the_template_trims(tokenizer):
+    import copy
+
+    from rerank_audit.text import prompts
+
+    queries, documents = [" sea level ", "glacier"], ["Tide gauges at Venice.\n", "  Alps  "]
+    trimming = copy.deepcopy(tokenizer)  # as Llama 3's template: the content trimmed, so filling marks in would differ
+    trimming.chat_template = tokenizer.chat_template.replace("message['content']", "message['content'] | trim")
+    for each in (tokenizer, trimming):
+        assert prompts.pointwise_prompts(each, queries, documents) == [prompts.pointwise_prompt(each, q, d) for q, d in zip(queries, documents)]
+    assert prompts.pointwise_prompt(trimming, queries[1], documents[1]) != prompts.pointwise_prompt(tokenizer, queries[1], documents[1])
+
+
+@pytest.mark.parametrize("family", [YesNoScorer, QueryLikelihoodScorer])
+def test_packed_padding_free_scores_equal_the_padded_paths(model_and_tokenizer, family):
+    """Sequences packed into one row (position_ids restarting per sequence, no mask: transformers builds sdpa's
+    block-diagonal mask on the CPU, flash_attention_2 runs it variable-length) score as the padded batches do.
+    Tolerance: 1e-4, the padded path's own bound between batch shapes (test_token_budget_batches_score_as_one_pair_at_a_time):
+    the same float32 arithmetic, in matmuls of other shapes."""
+    from rerank_audit.models.scoring.packing import packed_rows
+
+    model, tokenizer = model_and_tokenizer
+    padded = family(model, tokenizer, settings=ScoringSettings(batch_size=1, prefix_reuse=False)).score_pairs(QUERIES, DOCUMENTS)
+    lengths = [len(ids) for ids in family(model, tokenizer).prompt_ids(QUERIES, DOCUMENTS)]
+    for tokens in (max(lengths) + 1, 2 * max(lengths), 100_000):  # rows of one or two sequences, several, all in one row
+        packed = family(model, tokenizer, settings=ScoringSettings(batch_tokens=tokens, packing=True))
+        np.testing.assert_allclose(packed.score_pairs(QUERIES, DOCUMENTS), padded, atol=1e-4, rtol=0)
+    assert len(packed_rows(lengths, 2 * max(lengths))) < len(QUERIES) and len(packed_rows(lengths, 100_000)) == 1
+
+
+def test_packing_is_chosen_automatically_only_for_variable_length_attention(model_and_tokenizer):
+    from rerank_audit.models.scoring.packing import packs
+
+    model, _ = model_and_tokenizer
+    backbone = model.model
+    assert backbone.config._attn_implementation == "sdpa" and not packs(backbone, None)  # sdpa would need a dense mask
+    assert packs(backbone, True) and not packs(backbone, False)
+    original = backbone.config._attn_implementation
+    try:
+        backbone.config._attn_implementation = "flash_attention_2"
+        assert packs(backbone, None)
+    finally:
+        backbone.config._attn_implementation = original
+
+
+def test_packed_rows_fill_the_budget_longest_first():
+    # lengths 5, 9, 3, 7 and a budget of 12, taken longest first: 9 (9 + 7 > 12), then 7 + 5 (+ 3 > 12), then 3
+    from rerank_audit.models.scoring.packing import packed_rows
+
+    assert packed_rows([5, 9, 3, 7], 12) == [[1], [3, 0], [2]]
+    assert packed_rows([20, 4], 12) == [[0], [1]]  # a sequence longer than the budget has a row of its own

@@ -179,6 +179,37 @@ def test_an_explicit_dtype_is_used_as_named():
         resolve_dtype("int8", "cpu")
 
 
+def test_model_attn_implementation_reaches_the_loaded_scorers_model(tiny_lm_dir):
+    """model.attn_implementation, read into ScoringSettings, is the attention of the model a scorer loads; auto asks
+    for nothing without flash-attn, and transformers picks sdpa for this architecture (eager shows the key is passed)."""
+    config = {"model": {"dtype": "float32", "attn_implementation": "eager"}, "rerank": {"batch_size": "auto", "max_length": 256},
+              "explain": {"batch_size": "auto"}}
+    settings = ScoringSettings.from_config(config).but(device="cpu")
+    for method in ("qlm", "zeroshot"):
+        assert load_scorer(method, tiny_lm_dir, settings=settings).model.config._attn_implementation == "eager"
+    assert load_causal_lm(tiny_lm_dir, "cpu", "float32").config._attn_implementation == "sdpa"
+    assert load_sequence_classifier(tiny_lm_dir, "cpu", "float32", "eager").config._attn_implementation == "eager"
+
+
+def test_flash_attention_asked_for_where_it_cannot_run_is_an_error_naming_the_key():
+    from rerank_audit.models.loading import resolve_attn_implementation
+
+    with pytest.raises(ValueError, match=r"model\.attn_implementation flash_attention_2 needs .*set model\.attn_implementation: auto"):
+        resolve_attn_implementation("flash_attention_2", "cpu", torch.float32)
+
+
+
+def test_auto_attention_on_the_cpu_leaves_the_choice_to_transformers():
+    """auto without flash-attn resolves to None: from_pretrained is not asked for sdpa by name (transformers 5 raises
+    for an architecture without sdpa), exactly as before model.attn_implementation existed."""
+    from rerank_audit.models.loading import attention_kwargs, resolve_attn_implementation
+
+    assert resolve_attn_implementation("auto", "cpu", torch.bfloat16) is None
+    assert resolve_attn_implementation(None, "cpu", torch.float32) is None
+    assert attention_kwargs(None) == {}
+    assert resolve_attn_implementation("sdpa", "cpu", torch.float32) == "sdpa"
+
+
 def test_tokenizer_has_a_pad_token_and_pads_left(tokenizer):
     assert tokenizer.pad_token is not None and tokenizer.padding_side == "left"
 

@@ -22,7 +22,7 @@ from rerank_audit.explain.score_cache import PAIRS_PER_CALL
 from rerank_audit.methods import REGISTRY, TRAINING_COLUMNS, display_name, method
 from rerank_audit.models.settings import ScoringSettings
 from rerank_audit.trainer_kinds import TRAINERS
-from rerank_audit.training.settings import TRAIN_KEYS, LoraSettings, TrainingSettings
+from rerank_audit.training.settings import MODEL_KEYS, TRAIN_KEYS, LoraSettings, TrainingSettings
 from workflow_runner import REPO, run_bounded, snakemake, tiny_config, write_config, write_tiny_collection
 
 CONFIG = REPO / "config" / "config.yaml"
@@ -71,7 +71,9 @@ def test_scoring_defaults_are_config_yaml_values():
     assert ScoringSettings().batch_size is None and ScoringSettings().batch_tokens is None  # "auto": sized for the device
     assert PAIRS_PER_CALL == config["explain"]["pairs_per_call"]
     # memory_mb is the job's resource (Snakemake's mem_mb), never a config key or a rule parameter
-    assert {f.name for f in fields(ScoringSettings)} == {"batch_size", "batch_tokens", "max_length", "dtype", "device", "prefix_reuse", "progress", "memory_mb"}
+    assert {f.name for f in fields(ScoringSettings)} == {"batch_size", "batch_tokens", "max_length", "dtype", "device", "prefix_reuse", "progress",
+                                                         "memory_mb", "attn_implementation", "packing"}
+    assert ScoringSettings().attn_implementation == config["model"]["attn_implementation"] == "auto"
     assert "memory_mb" not in ScoringSettings().as_dict()
     fixed = {**config, "rerank": {**config["rerank"], "batch_size": 16, "batch_tokens": 4096}}
     assert ScoringSettings.from_config(fixed) == ScoringSettings(batch_size=16, batch_tokens=4096)
@@ -119,18 +121,19 @@ def test_a_dpo_method_without_beta_stops_the_config_check_naming_the_key():
 
 def test_training_defaults_are_config_yaml_values_and_the_schema_keys():
     """The one place training settings are defaulted equals the default experiment's train.defaults;
-    their fields are the schema's hyper-parameter keys (+ train.temperature, model.dtype)."""
+    their fields are the schema's hyper-parameter keys (+ train.temperature, model.dtype, quantization, attn_implementation)."""
     config = yaml.safe_load(CONFIG.read_text())
     assert TrainingSettings.from_dict(config["train"]["defaults"]) == TrainingSettings()
     # by hand, from config/config.yaml: learning_rate 2.0e-4, epochs 1, batch_size 8, ..., bf16 auto, lora r 16 alpha 32
     assert TrainingSettings() == TrainingSettings(
         learning_rate=2.0e-4, epochs=1, max_steps=None, batch_size=8, gradient_accumulation=1, max_length=224, save_steps=5,
-        logging_steps=1, beta=None, temperature=None, bf16=None, activation_checkpointing=False,
-        lora=LoraSettings(enabled=True, r=16, alpha=32, dropout=0.05, target_modules="all-linear"), dtype="float32",
+        logging_steps=1, beta=None, temperature=None, bf16=None, activation_checkpointing=None,
+        lora=LoraSettings(enabled=True, r=16, alpha=32, dropout=0.05, target_modules="all-linear"), dtype="float32", quantization="auto",
+        attn_implementation="auto",
     )
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     hyper = schema["$defs"]["hyper"]["properties"]
-    assert set(hyper) | set(TRAIN_KEYS) | {"dtype"} == {f.name for f in fields(TrainingSettings)}
+    assert set(hyper) | set(TRAIN_KEYS) | set(MODEL_KEYS) == {f.name for f in fields(TrainingSettings)}
     assert set(hyper["lora"]["properties"]) == {f.name for f in fields(LoraSettings)}
     assert all(key in schema["properties"]["train"]["properties"] for key in TRAIN_KEYS)
 

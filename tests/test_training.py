@@ -402,9 +402,11 @@ def test_every_training_setting_reaches_the_trl_arguments(method, tiny_lm_dir, t
             if lce else training_data(method if method != "dpo_pairs" else "reward", tokenizer))
     settings = hyper(learning_rate=3.7e-4, epochs=3, max_steps=7, batch_size=3, gradient_accumulation=5, max_length=123, save_steps=11,
                      logging_steps=13, beta=0.37 if method in ("dpo", "dpo_pairs") else None, temperature=0.7 if lce else None, bf16=True,
-                     activation_checkpointing=True, lora={"enabled": True, "r": 6, "alpha": 12, "dropout": 0.0, "target_modules": ["q_proj"]})
+                     activation_checkpointing=True, lora={"enabled": True, "r": 6, "alpha": 12, "dropout": 0.0, "target_modules": ["q_proj"]},
+                     attn_implementation="eager")
     trainer = build(method, str(tiny_lm_dir), data, tokenizer, tmp_path, settings, seed=29, scoring=ScoringSettings(max_length=77))
     args = trainer.args
+    assert args.model_init_kwargs["attn_implementation"] == "eager" == trainer.model.config._attn_implementation  # transformers' default: sdpa
     assert (args.learning_rate, args.num_train_epochs, args.max_steps, args.per_device_train_batch_size) == (3.7e-4, 3, 7, 3)
     assert (args.gradient_accumulation_steps, args.save_steps, args.logging_steps, args.seed, args.data_seed) == (5, 11, 13, 29, 29)
     assert args.bf16 and args.activation_checkpointing and args.model_init_kwargs["dtype"] == "float32"
@@ -414,6 +416,22 @@ def test_every_training_setting_reaches_the_trl_arguments(method, tiny_lm_dir, t
     lora = trainer.model.peft_config["default"]
     assert (lora.r, lora.lora_alpha, set(lora.target_modules)) == (6, 12, {"q_proj"})
     assert str(lora.task_type) in ("SEQ_CLS", "TaskType.SEQ_CLS") if method == "reward" else str(lora.task_type) in ("CAUSAL_LM", "TaskType.CAUSAL_LM")
+
+
+def test_quantization_reaches_trls_model_arguments_as_qlora_and_none_loads_plain_weights(tmp_path):
+    """model.quantization 4bit: NF4, double quantization, bf16 compute (QLoRA as TRL and PEFT document it); 8bit: LLM.int8.
+    The trainer itself is not built: bitsandbytes quantizes on a GPU (bench/gpu_check.py trains 4-bit there)."""
+    from rerank_audit.training.build import trainer_arguments
+
+    def quantization_config(quantization):
+        config = trainer_arguments(hyper(quantization=quantization, bf16=True, dtype="bfloat16"), tmp_path, seed=0)["model_init_kwargs"].get("quantization_config")
+        return config if config is None else config.to_dict()
+
+    qlora = quantization_config("4bit")
+    assert (qlora["load_in_4bit"], qlora["bnb_4bit_quant_type"], qlora["bnb_4bit_use_double_quant"]) == (True, "nf4", True)
+    assert qlora["bnb_4bit_compute_dtype"] in ("bfloat16", "float16")  # float16 on a GPU without bf16 units
+    assert quantization_config("8bit")["load_in_8bit"] is True
+    assert quantization_config("none") is None and quantization_config("auto") is None  # auto unresolved (no memory plan): none
 
 
 def long_document_data(method, tokenizer):
@@ -705,3 +723,20 @@ def test_qlm_sft_then_qlm_scoring_ranks_each_topic_document_above_the_other_topi
         other = next(w for w in topic_queries if w != word)
         own, unrelated = (scorer.score_pairs([query] * len(HELD_OUT), held_out[w]) for w in (word, other))
         assert own.min() > unrelated.max(), (query, own, unrelated)
+
+
+def test_the_run_fingerprint_is_the_configured_settings_not_what_the_memory_plan_resolved(tiny_lm_dir, tokenizer, tmp_path, monkeypatch):
+    """A job that finds less memory turns checkpointing on; its checkpoints' run.json must not change (else a resumed job
+    discards them). The resolved values are recorded in training_config.json under ``resolved``."""
+    from rerank_audit.training import trainers
+    from rerank_audit.training.checkpoints import CHECKPOINTS, RUN_FINGERPRINT
+
+    settings = hyper(max_length=MAX_LENGTH, max_steps=1)
+    plain = trainers.train_reranker("sft", tiny_lm_dir, long_document_data("sft", tokenizer), tmp_path / "a", settings, seed=0)
+    monkeypatch.setattr(trainers, "fit_memory", lambda *args: {"activation_checkpointing": True, "quantization": "none"})
+    tight = trainers.train_reranker("sft", tiny_lm_dir, long_document_data("sft", tokenizer), tmp_path / "b", settings, seed=0)
+    run = lambda name: json.loads((tmp_path / name / CHECKPOINTS / RUN_FINGERPRINT).read_text())  # noqa: E731
+    assert run("a") == run("b")
+    assert (plain["resolved"], tight["resolved"]) == ({"activation_checkpointing": False, "quantization": "none"},
+                                                      {"activation_checkpointing": True, "quantization": "none"})
+    assert plain["hyper"] == tight["hyper"]

@@ -7,16 +7,20 @@ in a job. Imports no torch: a Snakefile parse stays fast.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Callable, Mapping
 
 import ir_measures
 import pandas as pd
 
+from rerank_audit.models.quantization import quantization_problem
 from rerank_audit.methods import REGISTRY, check_registry
 from rerank_audit.probe.registry import check_probes
 from rerank_audit.text.prompts import DEFAULT_QLM_TEMPLATE, check_template
 from rerank_audit.trainer_kinds import trainer_kind
+
+logger = logging.getLogger(__name__)
 from rerank_audit.training.settings import check_training
 
 # Weight of BM25 in a fused score when the config names none (Zhuang et al. 2023, llm-qlm).
@@ -74,6 +78,9 @@ def check_config(config: dict[str, Any]) -> None:
     check_selection(config["train"], config["split"])
     check_scorer_token_length(config["train"])
     check_training(config)
+    problem = quantization_problem(config["model"].get("quantization", "auto"))
+    if problem:  # the submitting machine may lack what the GPU nodes have; each train job checks at its start
+        logger.warning("%s (here; each train job checks again on its own machine and stops there if so)", problem)
     if config["rerank"]["depth"] > config["retrieve"]["k"] and any(spec.get("candidates", "bm25") == "bm25" for spec in datasets.values()):
         raise ValueError(
             f"rerank.depth ({config['rerank']['depth']}) is above retrieve.k ({config['retrieve']['k']}): the methods would "

@@ -21,6 +21,8 @@ a trainer is built, so this table stays below every stage that trains.
 | ``fits_documents`` | True: ``fit_documents`` cuts the documents to ``max_length``; False: it trains on the tokens its scorer reads (the qlm template, ``rerank.max_length``) |
 | ``merges_adapter`` | a LoRA adapter is merged into the model before saving (a new head: the saved folder is a full model) |
 | ``scored_against_reference`` | its methods score β·(policy − reference), the implicit reward DPO optimises |
+| ``logits`` | what its loss holds of the vocabulary logits: ``chunked`` (TRL's chunked log-prob kernel), ``full`` (every token's), ``none`` (a one-output head) |
+| ``sequences_per_example`` | sequences one example puts through the model in a step (chosen and rejected: 2); None: its table's largest group (the training memory estimate, ``training.memory``) |
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class TrainerKind:
     fits_documents: bool = True
     merges_adapter: bool = False
     scored_against_reference: bool = False
+    sequences_per_example: int | None = 1
+    logits: str = "chunked"
 
     def builder(self) -> Callable[..., Any]:
         """The ``build`` function, imported on first use (``build`` is ``"module:function"``)."""
@@ -58,11 +62,13 @@ TRAINERS: dict[str, TrainerKind] = {
     for kind in (
         TrainerKind("sft", f"{BUILD}:build_sft", CAUSAL_LM, CAUSAL, tables=("sft_examples", "query_examples")),
         TrainerKind("dpo", f"{BUILD}:build_dpo", CAUSAL_LM, CAUSAL, tables=("answer_pairs", "document_pairs"), requires=("beta",),
-                    scored_against_reference=True),
+                    scored_against_reference=True, sequences_per_example=2),
         # Always a full model: the new head is trained in full, and a LoRA adapter merged into the model.
-        TrainerKind("reward", f"{BUILD}:build_reward", SEQ_CLS, CLASSIFIER, tables=("document_pairs",), merges_adapter=True),
+        TrainerKind("reward", f"{BUILD}:build_reward", SEQ_CLS, CLASSIFIER, tables=("document_pairs",), merges_adapter=True,
+                    sequences_per_example=2, logits="none"),
         # Localized contrastive estimation (training.lce): cut as the qlm scorer cuts, not by fit_documents.
-        TrainerKind("lce", f"{BUILD}:build_lce", CAUSAL_LM, CAUSAL, tables=("lce_groups",), requires=("temperature",), fits_documents=False),
+        TrainerKind("lce", f"{BUILD}:build_lce", CAUSAL_LM, CAUSAL, tables=("lce_groups",), requires=("temperature",), fits_documents=False,
+                    sequences_per_example=None, logits="full"),
     )
 }
 

@@ -51,7 +51,7 @@ _FLOAT32 = 4
 
 
 @dataclass(frozen=True)
-class _Shape:
+class ModelShape:
     """The sizes of a decoder-only transformer that its memory depends on."""
 
     hidden: int
@@ -64,7 +64,7 @@ class _Shape:
     tied: bool
 
     @classmethod
-    def of(cls, config: Mapping | object) -> "_Shape":
+    def of(cls, config: Mapping | object) -> "ModelShape":
         """From a transformers config or its dict (config.json)."""
         get = config.get if isinstance(config, Mapping) else lambda key, default=None: getattr(config, key, default)
         hidden, heads = get("hidden_size"), get("num_attention_heads")
@@ -90,7 +90,7 @@ class TokenCost:
     @classmethod
     def of(cls, config: Mapping | object, element_size: int) -> "TokenCost":
         """From a transformers config (or its dict) and the weights' element size in bytes."""
-        shape = _Shape.of(config)
+        shape = ModelShape.of(config)
         return cls(
             cache=2 * shape.layers * shape.kv_dim * element_size,
             activations=(3 * shape.hidden + 2 * shape.kv_dim + 4 * shape.intermediate) * element_size,
@@ -214,7 +214,7 @@ def scoring_memory_mb(config: Mapping, element_size: int, tokens: int = PLANNED_
 
 def parameter_count(config: Mapping) -> int:
     """Parameters of a decoder-only transformer of ``config`` (embeddings, attention, gated MLP; norms left out)."""
-    s = _Shape.of(config)
+    s = ModelShape.of(config)
     embeddings = s.vocab * s.hidden * (1 if s.tied else 2)
     return embeddings + s.layers * (2 * s.hidden * s.heads * s.head_dim + 2 * s.hidden * s.kv_dim + 3 * s.hidden * s.intermediate)
 

@@ -12,6 +12,9 @@ from typing import Any, Mapping
 
 
 AUTO = "auto"  # a config value sized at run time
+# model.attn_implementation: auto is flash_attention_2 where the package is installed and the weights are half
+# precision on a GPU, else transformers' own choice (models.loading.resolve_attn_implementation).
+ATTENTION = (AUTO, "sdpa", "eager", "flash_attention_2")
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,10 @@ class ScoringSettings:
     is visible, else the CPU. ``prefix_reuse``: run the tokens a query's sequences share once.
     ``progress``: a progress bar (None: for long jobs only). ``memory_mb``: the job's memory
     (Snakemake's ``resources.mem_mb``), which bounds the batches with what the machine has
-    (None: the machine's and the cgroup's alone).
+    (None: the machine's and the cgroup's alone). ``attn_implementation``: transformers' attention
+    (``model.attn_implementation``; auto: :func:`rerank_audit.models.loading.resolve_attn_implementation`).
+    ``packing``: padding-free batches, sequences packed into one row (variable-length attention);
+    None: where the attention runs them without a dense mask (:func:`rerank_audit.models.scoring.packing.packs`).
     """
 
     batch_size: int | None = None
@@ -36,6 +42,8 @@ class ScoringSettings:
     prefix_reuse: bool = True
     progress: bool | None = None
     memory_mb: int | None = None
+    attn_implementation: str = AUTO
+    packing: bool | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], stage: str = "rerank") -> "ScoringSettings":
@@ -49,6 +57,7 @@ class ScoringSettings:
             batch_tokens=None if tokens == AUTO else int(tokens),
             max_length=config["rerank"]["max_length"],
             dtype=config["model"]["dtype"],
+            attn_implementation=config["model"].get("attn_implementation", AUTO),
         )
 
     @classmethod
@@ -61,8 +70,10 @@ class ScoringSettings:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values, for a Snakemake ``params`` entry (rebuilt with ``ScoringSettings(**d)``); the
-        memory is left out: a job's resource, it changes no result."""
-        return {k: v for k, v in asdict(self).items() if k != "memory_mb"}
+        memory is left out: a job's resource, it changes no result. ``attn_implementation`` and
+        ``packing`` are left out at their defaults (auto, None), so that adding them re-ran no job."""
+        defaults = {"attn_implementation": AUTO, "packing": None}
+        return {k: v for k, v in asdict(self).items() if k != "memory_mb" and not (k in defaults and v == defaults[k])}
 
     def but(self, **changes) -> "ScoringSettings":
         return replace(self, **changes)

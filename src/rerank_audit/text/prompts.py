@@ -15,6 +15,8 @@ closing tokens).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 ANSWER_WORDS = ("yes", "no")  # the scorer sums every case and leading-space variant of each
 # The assistant turn starts with this, so that the next token is the answer: without it the
 # bundled SmolLM2-135M-Instruct puts 0.37 of its mass on the yes/no variants (0.25 on "The"),
@@ -43,6 +45,24 @@ def chat(tokenizer, user: str) -> str:
 def pointwise_prompt(tokenizer, query: str, document: str) -> str:
     """The full pointwise prompt, ending with ``ANSWER_PREFIX`` where the model answers yes / no."""
     return chat(tokenizer, f"{POINTWISE_INSTRUCTION}\n\nSearch query: {query}\n\nDocument: {document}") + ANSWER_PREFIX
+
+
+def pointwise_prompts(tokenizer, queries: Sequence[str], documents: Sequence[str]) -> list[str]:
+    """``pointwise_prompt`` of each (query, document) pair.
+
+    The chat template is rendered once, with marks where query and document go, and filled
+    by concatenation (a jinja render per pair costs about as much as its tokenization); only
+    when a probe shows the template copies its content verbatim (leading and trailing
+    whitespace kept: Llama 3's template trims it), else pair by pair.
+    """
+    query_mark, document_mark = "\x00query\x00", "\x00document\x00"
+    head, found_query, rest = pointwise_prompt(tokenizer, query_mark, document_mark).partition(query_mark)
+    middle, found_document, tail = rest.partition(document_mark)
+    fill = lambda query, document: head + query + middle + document + tail  # noqa: E731
+    probe = (" a query \n", "\n a document  ")
+    if not (found_query and found_document) or query_mark in tail or document_mark in tail or fill(*probe) != pointwise_prompt(tokenizer, *probe):
+        return [pointwise_prompt(tokenizer, query, document) for query, document in zip(queries, documents)]
+    return [fill(query, document) for query, document in zip(queries, documents)]
 
 
 def answer_variants(word: str) -> list[str]:

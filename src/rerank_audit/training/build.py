@@ -16,6 +16,8 @@ from peft import LoraConfig
 from transformers import ProgressCallback
 
 from rerank_audit.methods import method as method_spec
+from rerank_audit.models.loading import resolve_attn_implementation
+from rerank_audit.models.quantization import QUANTIZED, bits_and_bytes_config
 from rerank_audit.models.settings import ScoringSettings
 from rerank_audit.training.checkpoints import KEEP_CHECKPOINTS
 from rerank_audit.trainer_kinds import SEQ_CLS, trainer_kind
@@ -32,8 +34,31 @@ def build_trainer(method: str, base: str, data: pd.DataFrame, tokenizer, checkpo
     ``template`` and ``scoring`` (its ``max_length``): the qlm scorer's, for a kind that trains on its scorer's tokens.
     """
     kind = trainer_kind(method_spec(method).trainer)
+    args = trainer_arguments(settings, checkpoints, seed)
+    peft_config = _lora_config(settings.lora, kind.task_type)
+    trainer = kind.builder()(base, args, data, tokenizer, peft_config, settings, template, scoring or ScoringSettings())
+    dropped = len(data) - len(trainer.train_dataset)
+    if kind.fits_documents and dropped:  # fit_documents made every sequence fit: a drop means it and TRL count tokens differently
+        raise RuntimeError(
+            f"{method}: TRL dropped {dropped} of {len(data)} examples longer than max_length={settings.max_length} "
+            "although fit_documents cut their documents to fit"
+        )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(LoggedProgress())
+    return trainer
+
+
+def trainer_arguments(settings: TrainingSettings, checkpoints: Path, seed: int) -> dict:
+    """The TrainingArguments every trainer kind shares, from ``settings`` (``activation_checkpointing`` and
+    ``quantization`` resolved by :func:`rerank_audit.training.memory.plan_training_memory`; auto left: off, none)."""
     weights_dtype, bf16 = settings.precision()
-    args = dict(
+    cuda = torch.cuda.is_available()
+    model_init = {"dtype": weights_dtype, "attn_implementation": resolve_attn_implementation(
+        settings.attn_implementation, "cuda" if cuda else "cpu", getattr(torch, "bfloat16" if bf16 else weights_dtype))}
+    if settings.quantization in QUANTIZED:
+        compute = "bfloat16" if cuda and torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
+        model_init["quantization_config"] = bits_and_bytes_config(settings.quantization, compute)
+    return dict(
         output_dir=str(checkpoints),
         learning_rate=float(settings.learning_rate),
         num_train_epochs=float(settings.epochs),
@@ -53,23 +78,12 @@ def build_trainer(method: str, base: str, data: pd.DataFrame, tokenizer, checkpo
         fp16=False,
         # transformers accepts bf16 autocast on the CPU only when told the CPU is the device.
         use_cpu=not torch.cuda.is_available(),
-        # TRL turns it on by default; it only pays off for models much larger than the default base.
+        # TRL turns it on by default; it only pays off where the step would not fit otherwise (training.memory).
         activation_checkpointing=bool(settings.activation_checkpointing),
-        dataloader_pin_memory=torch.cuda.is_available(),
-        # float32 master weights with bf16 autocast, or the weights themselves in model.dtype
-        model_init_kwargs={"dtype": weights_dtype},
+        dataloader_pin_memory=cuda,
+        # float32 master weights with bf16 autocast, or the weights themselves in model.dtype; quantized linears (QLoRA)
+        model_init_kwargs=model_init,
     )
-    peft_config = _lora_config(settings.lora, kind.task_type)
-    trainer = kind.builder()(base, args, data, tokenizer, peft_config, settings, template, scoring or ScoringSettings())
-    dropped = len(data) - len(trainer.train_dataset)
-    if kind.fits_documents and dropped:  # fit_documents made every sequence fit: a drop means it and TRL count tokens differently
-        raise RuntimeError(
-            f"{method}: TRL dropped {dropped} of {len(data)} examples longer than max_length={settings.max_length} "
-            "although fit_documents cut their documents to fit"
-        )
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(LoggedProgress())
-    return trainer
 
 
 def _lora_config(lora: LoraSettings, task_type: str):

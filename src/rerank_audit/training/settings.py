@@ -23,6 +23,8 @@ from rerank_audit.trainer_kinds import TRAINERS, trainer_kind
 logger = logging.getLogger(__name__)
 # Settings configured once under ``train`` for every method, not per method (``$defs/hyper``).
 TRAIN_KEYS = ("temperature",)
+# Settings read from ``model`` (the base model's, for every method).
+MODEL_KEYS = ("dtype", "quantization", "attn_implementation")
 WEIGHT_DTYPES = ("bfloat16", "float16")  # model.dtype values that load the base weights in that dtype
 
 
@@ -49,7 +51,11 @@ class TrainingSettings:
     ``beta``: DPO's β (the dpo trainer's; None elsewhere). ``temperature``: τ of the lce
     group softmax (``train.temperature``; None for other trainers). ``bf16``: bfloat16
     autocast, None = auto (where measured faster). ``activation_checkpointing``: recompute
-    activations in the backward pass. ``lora``: :class:`LoraSettings`. ``dtype``: the
+    activations in the backward pass; True forces it on, None = auto (false reads as auto too: on only
+    where the step would not fit otherwise, :mod:`rerank_audit.training.memory`; it changes time and
+    memory, not the trained model). ``lora``: :class:`LoraSettings`. ``quantization``:
+    ``model.quantization`` (none, 8bit, 4bit; auto never quantizes: it trains the weights as loaded).
+    ``attn_implementation``: ``model.attn_implementation``. ``dtype``: the
     dtype the base weights load in, from ``model.dtype``: bfloat16 / float16 as set, float32
     for ``auto`` and float32 (both train float32 master weights, autocast as ``bf16`` says,
     so switching between them re-trains nothing); read by :meth:`precision`.
@@ -66,15 +72,17 @@ class TrainingSettings:
     beta: float | None = None
     temperature: float | None = None
     bf16: bool | None = None
-    activation_checkpointing: bool = False
+    activation_checkpointing: bool | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
     dtype: str = "float32"
+    quantization: str = AUTO
+    attn_implementation: str = AUTO
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainingSettings":
         """From plain values (``as_dict``'s, or a config's hyper-parameter mapping); absent keys keep their default.
 
-        ``bf16: auto`` is None; ``lora`` a mapping of :class:`LoraSettings` keys. ValueError naming unknown keys.
+        ``bf16: auto`` and ``activation_checkpointing: auto`` (or false) are None; ``lora`` a mapping of :class:`LoraSettings` keys. ValueError naming unknown keys.
         """
         unknown = sorted(set(values) - {f.name for f in fields(cls)})
         lora = dict(values.get("lora") or {})
@@ -83,13 +91,15 @@ class TrainingSettings:
             raise ValueError(f"training settings: unknown {unknown}; the keys are {[f.name for f in fields(cls)]}")
         if isinstance(lora.get("target_modules"), (list, tuple)):
             lora["target_modules"] = tuple(lora["target_modules"])
-        bf16 = values.get("bf16")
-        return cls(**{**values, "bf16": None if bf16 == AUTO else bf16, "lora": LoraSettings(**lora)})
+        auto = {key: None for key in ("bf16", "activation_checkpointing") if values.get(key) == AUTO}
+        if values.get("activation_checkpointing") is False:  # as_dict's "not forced on": auto
+            auto["activation_checkpointing"] = None
+        return cls(**{**values, **auto, "lora": LoraSettings(**lora)})
 
     @classmethod
     def for_method(cls, config: Mapping[str, Any], method: str) -> "TrainingSettings":
         """The settings ``method`` trains with: ``train.methods.<method>`` over ``train.defaults`` (``lora`` merged
-        key by key), ``model.dtype``, and the ``train`` keys its trainer requires (``temperature``).
+        key by key), ``model.dtype``, ``model.quantization``, ``model.attn_implementation``, and the ``train`` keys its trainer requires (``temperature``).
 
         A key that some trainer kind requires (``beta``, ``temperature``) is kept only for the
         methods of that kind, so changing it re-trains no other method."""
@@ -98,11 +108,26 @@ class TrainingSettings:
         values = {**defaults, **own, "lora": {**(defaults.get("lora") or {}), **(own.get("lora") or {})}}
         values |= {key: train[key] for key in TRAIN_KEYS if key in kind.requires and key in train}
         owned = {key for other in TRAINERS.values() for key in other.requires} - set(kind.requires)
-        return cls.from_dict({key: value for key, value in values.items() if key not in owned} | {"dtype": weights_dtype(config["model"]["dtype"])})
+        model = config["model"]
+        values = {key: value for key, value in values.items() if key not in owned} | {
+            "dtype": weights_dtype(model["dtype"]), "quantization": model.get("quantization", AUTO),
+            "attn_implementation": model.get("attn_implementation", AUTO)}  # fmt: skip
+        return cls.from_dict(values)
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain values, for a Snakemake ``params`` entry and ``training_config.json`` (rebuilt with ``from_dict``)."""
+        """Plain values, for a Snakemake ``params`` entry, the run fingerprint and ``training_config.json`` (rebuilt
+        with ``from_dict``).
+
+        Keys that change no trained model, or that are at their default, keep the dict as it was before
+        they existed, so that adding them re-runs no job and discards no checkpoint: ``quantization`` and
+        ``attn_implementation`` are left out while auto; ``activation_checkpointing`` (time and memory
+        only, as ``memory_mb``) is written as before, false unless forced on (from_dict reads false as auto).
+        """
         values = asdict(self)
+        values["activation_checkpointing"] = bool(self.activation_checkpointing)
+        for key in ("quantization", "attn_implementation"):
+            if values[key] == AUTO:
+                del values[key]
         if isinstance(self.lora.target_modules, tuple):
             values["lora"]["target_modules"] = list(self.lora.target_modules)
         return values

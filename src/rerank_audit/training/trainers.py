@@ -145,6 +145,9 @@ def train_reranker(
     output_dir = Path(output_dir)
     checkpoints = output_dir / CHECKPOINTS
     scoring = scoring or ScoringSettings()
+    # what the memory plan resolves (checkpointing: by the free memory) goes to the trainer and the record, not
+    # the fingerprint: a resumed job keeps its checkpoints whatever memory it finds
+    resolved = fit_memory(method, base_model_path, data, settings, scoring)
     weights_dtype, _ = settings.precision()
     fingerprint = run_fingerprint(method, base_model_path, data, settings, seed) | {"dtype": weights_dtype}
     if not kind.fits_documents:  # it trains on the scorer's tokens
@@ -163,12 +166,12 @@ def train_reranker(
 
     if selection is None:
         remove_runs(checkpoints, keep=[])
-        run = _train_run(build, checkpoints, settings, fingerprint)
+        run = _train_run(build, checkpoints, settings, fingerprint, resolved)
         trainer, log_history, steps, chosen = run["trainer"], run["log_history"], run["steps"], None
         losses = [entry["loss"] for entry in log_history if "loss" in entry]
     else:
         remove_runs(checkpoints, keep=[run_folder(rate) for rate in selection.learning_rates])
-        trainer, log_history, chosen = _train_grid(build, checkpoints, settings, fingerprint, selection)
+        trainer, log_history, chosen = _train_grid(build, checkpoints, settings, fingerprint, selection, resolved)
         steps, rate = chosen["choice"]["step"], chosen["choice"]["learning_rate"]
         # the chosen run (none for step 0), its losses up to the chosen step
         run = next((r for r in chosen["runs"] if r["learning_rate"] == rate), None)
@@ -179,6 +182,7 @@ def train_reranker(
         "method": method,
         "base_model": str(base_model_path),
         "hyper": settings.as_dict(),
+        "resolved": resolved,  # auto settings as this job's memory plan resolved them
         "seed": seed,
         "steps": steps,
         "examples": len(data),
@@ -213,8 +217,10 @@ def train_reranker(
     return record
 
 
-def _train_run(build: Mapping[str, Any], checkpoints: Path, settings: TrainingSettings, fingerprint: dict, callback_of=None) -> dict[str, Any]:
-    """One training run in ``checkpoints`` (resumed when a checkpoint of the same run is there).
+def _train_run(build: Mapping[str, Any], checkpoints: Path, settings: TrainingSettings, fingerprint: dict, resolved: Mapping[str, Any],
+               callback_of=None) -> dict[str, Any]:
+    """One training run in ``checkpoints`` (resumed when a checkpoint of the same run is there), trained with
+    ``settings`` and the memory plan's ``resolved`` values (:func:`fit_memory`).
 
     ``callback_of(trainer)`` -> a callback added to the trainer (model selection), or None.
     Out: {"trainer", "log_history", "steps", "resumed_from", "seconds", "seconds_per_step",
@@ -224,7 +230,7 @@ def _train_run(build: Mapping[str, Any], checkpoints: Path, settings: TrainingSe
     with atomic_path(checkpoints / RUN_FINGERPRINT) as tmp:
         tmp.write_text(json.dumps(fingerprint, indent=1))
     transformers.set_seed(build["seed"])
-    trainer = build_trainer(checkpoints=checkpoints, settings=settings, **build)
+    trainer = build_trainer(checkpoints=checkpoints, settings=settings.but(**resolved), **build)
     callback = callback_of(trainer) if callback_of else None
     if callback is not None:
         trainer.add_callback(callback)
@@ -248,7 +254,8 @@ def _train_run(build: Mapping[str, Any], checkpoints: Path, settings: TrainingSe
     }
 
 
-def _train_grid(build: Mapping[str, Any], checkpoints: Path, settings: TrainingSettings, fingerprint: dict, selection: DevSelection):
+def _train_grid(build: Mapping[str, Any], checkpoints: Path, settings: TrainingSettings, fingerprint: dict, selection: DevSelection,
+                resolved: Mapping[str, Any]):
     """Train every learning rate of ``selection``'s grid with a dev curve; rebuild the chosen model.
 
     Out: (a trainer whose model is the chosen checkpoint's, or the untrained model for step 0;
@@ -272,7 +279,7 @@ def _train_grid(build: Mapping[str, Any], checkpoints: Path, settings: TrainingS
                                         untrained_selectable=untrained_selectable)
 
         logger.info("%s: selection run %d/%d, learning rate %g, %g epochs", method, index + 1, len(selection.learning_rates), rate, selection.epochs)
-        run = _train_run(build, checkpoints / run_folder(rate), run_settings, fingerprint_of_run, callback_of)
+        run = _train_run(build, checkpoints / run_folder(rate), run_settings, fingerprint_of_run, resolved, callback_of)
         curves[rate], best[rate] = dict(run["callback"].curve), run["best_checkpoint"]
         history += [entry | {"run_learning_rate": rate} for entry in run["log_history"]]
         runs.append({"learning_rate": rate} | {key: run[key] for key in ("steps", "resumed_from", "seconds", "seconds_per_step", "best_checkpoint")})
@@ -284,7 +291,7 @@ def _train_grid(build: Mapping[str, Any], checkpoints: Path, settings: TrainingS
     # The model that goes to test: the chosen run's best checkpoint, or the untrained model (step 0).
     rate = choice.learning_rate if choice.trained else selection.learning_rates[0]
     transformers.set_seed(build["seed"])
-    trainer = build_trainer(checkpoints=checkpoints / run_folder(rate), settings=selection.settings_of(settings, rate), **build)
+    trainer = build_trainer(checkpoints=checkpoints / run_folder(rate), settings=selection.settings_of(settings, rate).but(**resolved), **build)
     if choice.trained:
         checkpoint = Path(best[rate])
         if checkpoint_step(checkpoint) != choice.step:
@@ -323,6 +330,37 @@ def _save_final_model(trainer, method: str, output_dir: Path) -> bool:
         return False
     trainer.save_model(str(output_dir))
     return isinstance(trainer.model, PeftModel)
+
+
+def fit_memory(method: str, base_model_path: str | Path, data: pd.DataFrame, settings: TrainingSettings, scoring: ScoringSettings) -> dict[str, Any]:
+    """{"activation_checkpointing": bool, "quantization": str}: ``settings``' auto values resolved so that the step fits
+    this job's memory (:func:`rerank_audit.training.memory.plan_training_memory`), logged with the estimate; ValueError
+    naming the keys to change when it cannot fit. The memory is the GPU's free memory, or on the CPU the job's
+    (``scoring.memory_mb``)."""
+    import torch
+
+    from rerank_audit.models.batching import model_config
+    from rerank_audit.training.memory import plan_training_memory
+
+    kind = trainer_kind(method_spec(method).trainer)
+    sequences = kind.sequences_per_example or int(data.groupby("group").size().max())
+    # a kind that trains on its scorer's tokens cuts them to the scoring max_length
+    estimated = settings if kind.fits_documents else settings.but(max_length=scoring.max_length)
+    plan = plan_training_memory(
+        method, model_config(base_model_path), estimated, sequences, reference_copy=kind.scored_against_reference and not settings.lora.enabled,
+        logits=kind.logits, device="cuda" if torch.cuda.is_available() else "cpu", memory_mb=scoring.memory_mb,
+        logit_positions=logit_positions(kind, data, base_model_path),
+    )
+    logger.info(plan.describe(method))
+    return {"activation_checkpointing": bool(plan.settings.activation_checkpointing), "quantization": plan.settings.quantization}
+
+
+def logit_positions(kind, data: pd.DataFrame, base_model_path) -> int | None:
+    """Positions per sequence whose logits a ``full``-logits loss keeps: the longest query's tokens and the one before them
+    (lce reads the query's positions only); None (every token) for other kinds or without a query column."""
+    if kind.logits != "full" or "query" not in data.columns:
+        return None
+    return 1 + max(len(ids) for ids in AutoTokenizer.from_pretrained(str(base_model_path))(list(data["query"].unique()))["input_ids"])
 
 
 def _check_arguments(method: str, data: pd.DataFrame, settings: TrainingSettings) -> None:

@@ -94,7 +94,7 @@ class ImplicitRewardScorer:
 def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, dtype, beta: float | None, template: str | None, settings: ScoringSettings):
     """The implicit-reward scorer of ``method`` for ``model_dir``: the adapter over its disabled self,
     or the full fine-tune over ``base_model``, at ``beta`` (``None``: ``DEFAULT_BETA``). ``template`` is not used."""
-    policy, reference = load_policy_and_reference(method, model_dir, base_model, device, dtype)
+    policy, reference = load_policy_and_reference(method, model_dir, base_model, device, dtype, settings.attn_implementation)
     return from_model(method, policy, tokenizer, reference=reference, beta=beta, template=template, settings=settings)
 
 

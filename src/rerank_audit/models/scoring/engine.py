@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -75,10 +76,26 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return length
 
 
+def token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
+    """``tokenizer(texts)["input_ids"]`` (default special tokens, as TRL tokenizes).
+
+    A fast tokenizer's own backend is called when it neither pads nor truncates (the
+    tokenizer's defaults): without the offsets and masks the call computes and converts, it
+    is 1.3–1.4× faster (docs/performance.md), and the first text is checked against the tokenizer's call.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if not texts or backend is None or backend.padding is not None or backend.truncation is not None or not hasattr(backend, "encode_batch_fast"):
+        return tokenizer(texts)["input_ids"]
+    ids = [encoding.ids for encoding in backend.encode_batch_fast(texts)]
+    if ids[0] != tokenizer(texts[0])["input_ids"]:
+        return tokenizer(texts)["input_ids"]
+    return ids
+
+
 def encode_pairs(tokenizer, texts: list[str], renders: list[Callable[[str], str]], documents: Sequence[str], max_length: int | None) -> list[list[int]]:
-    """Batch-tokenize ``texts`` (default special tokens, as TRL does); a too-long pair loses its document's end
+    """Batch-tokenize ``texts`` (:func:`token_ids`); a too-long pair loses its document's end
     (:func:`rerank_audit.text.truncation.fit_document`, as in training)."""
-    encoded = tokenizer(texts)["input_ids"]
+    encoded = token_ids(tokenizer, texts)
     return [
         ids if max_length is None or len(ids) <= max_length else _fitted_ids(tokenizer, render, doc, max_length, len(ids))
         for ids, render, doc in zip(encoded, renders, documents)
@@ -121,13 +138,21 @@ def supports_prefix_reuse(backbone) -> bool:
 
 def _pad_right(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Right-padded ids and their 0/1 mask, shape [len(rows), width]."""
-    width = width or max(len(r) for r in rows)
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    width = width or int(lengths.max())
+    mask = np.arange(width)[None, :] < lengths[:, None]
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for r, row in enumerate(rows):
-        ids[r, : len(row)] = row
-        mask[r, : len(row)] = 1
-    return ids, mask
+    ids[mask] = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))  # row-major: each row's tokens in order
+    return ids, mask.astype(np.int64)
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``array`` as a tensor on ``device``. To a GPU from pinned memory without waiting: a blocking copy would
+    wait for every kernel queued before it, so the host could not prepare the next batch while the GPU runs."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), [rows, kv heads, positions, head dim]
@@ -160,7 +185,7 @@ class _PrefixCache:
         lengths = [self.common + self.rest.get(g, 0) for g in groups]
 
         def layers():
-            index = torch.tensor([self.row.get(g, 0) for g in groups], device=self.rests[0][0].device) if rest else None
+            index = to_device(np.array([self.row.get(g, 0) for g in groups]), self.rests[0][0].device) if rest else None
             for layer in range(len(self.common_kv or self.rests)):
                 parts = []
                 if self.common:
@@ -180,7 +205,7 @@ def _encode_prefixes(backbone, common_ids: list[int], rests: dict[int, list[int]
     """
     common_kv: KeyValues = []
     if common_ids:
-        out = backbone(input_ids=torch.tensor([common_ids], device=device), use_cache=True)
+        out = backbone(input_ids=to_device(np.array([common_ids]), device), use_cache=True)
         common_kv = [(layer.keys, layer.values) for layer in out.cache.layers]
     cache = _PrefixCache(len(common_ids), common_kv, [], {}, {})
     groups = sorted((g for g in rests if rests[g]), key=lambda g: len(rests[g]), reverse=True)
@@ -190,7 +215,8 @@ def _encode_prefixes(backbone, common_ids: list[int], rests: dict[int, list[int]
     cache.rest = {g: len(rests[g]) for g in groups}
     for rows in batching.split([len(rests[g]) for g in groups], extra=len(common_ids)):
         batch = groups[rows.start : rows.stop]
-        out = _forward(backbone, [rests[g] for g in batch], *cache.for_batch([None] * len(batch)), pad_id, device, keep_cache=True)
+        prefix_width, offsets, prefix = cache.for_batch([None] * len(batch))
+        out = _forward(backbone, batch_inputs([rests[g] for g in batch], prefix_width, offsets, pad_id), prefix, device, keep_cache=True)
         width = len(rests[batch[0]])
         for layer, part in enumerate(out.cache.layers):
             if not cache.rests:  # allocated on the first batch, the widest: its shapes are known then
@@ -227,10 +253,77 @@ def sum_head_over_positions(
     Memory is bounded by construction (:mod:`..batching`): each forward pass holds at most
     the budget's tokens, and a chunk caches its groups' own prefixes in at most
     ``prefix_tokens`` key/value positions, padding included, released before the next chunk.
+
+    Padding-free where the attention allows it (:mod:`.packing`): ``settings.packing``, or auto
+    with variable-length attention where no prefix is shared.
+
+    Nothing waits for the device between batches: inputs go from pinned memory without
+    blocking and the head's values stay on the device until the end, so on a GPU the host
+    prepares the next batch while the current one runs.
     """
     device = next(backbone.parameters()).device
     batching = batching_for(settings, backbone)
+    plan = plan_chunks(sequences, groups, batching, prefix_reuse)
+    prefix_len, members = plan.prefix_len, plan.members
+    full_tokens = sum(len(s.ids) for s in sequences)
+    logger.info(
+        "%s: %d pairs of %d queries in batches of <= %s, %d tokens (%.0f%% of the full prompts' %d)",
+        desc, len(sequences), len(members), batching.describe(), plan.run_tokens, 100 * plan.run_tokens / max(full_tokens, 1), full_tokens,
+    )
+    show = settings.progress if settings.progress is not None else len(sequences) >= _PROGRESS_MIN_PAIRS
+    from .packing import packs, sum_head_packed  # packing builds on this module
+
+    if packs(backbone, settings.packing) and (settings.packing or plan.run_tokens >= full_tokens):
+        logger.info("%s: packed, padding-free (%s attention), no prefix reuse", desc, backbone.config._attn_implementation)
+        with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="pair", disable=not show) as bar:
+            return sum_head_packed(backbone, sequences, head, batching, pad_id, bar)
+    firsts = np.array([s.first for s in sequences], dtype=np.int64)
+    stops = np.array([s.stop for s in sequences], dtype=np.int64)
+    values, owners = [], []  # per batch: the head's values (on the device) and the sequence each belongs to
+    with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="pair", disable=not show) as bar:
+        for chunk, common in zip(plan.chunks, plan.shared):
+            first = sequences[members[chunk[0]][0]].ids
+            rests = {g: sequences[members[g][0]].ids[common : prefix_len[g]] for g in chunk if prefix_len[g] > common}
+            prefixes = _encode_prefixes(backbone, first[:common], rests, batching, pad_id, device)
+            # Length bucketing: similar suffix lengths share a batch.
+            order = sorted(
+                (i for g in chunk for i in members[g]),
+                key=lambda i: len(sequences[i].ids) - prefix_len[groups[i]],
+                reverse=True,
+            )
+            suffixes = [len(sequences[i].ids) - prefix_len[groups[i]] for i in order]
+            for rows in batching.split(suffixes, extra=[prefix_len[groups[i]] for i in order]):
+                batch = np.array(order[rows.start : rows.stop])
+                width, offsets, prefix = prefixes.for_batch([groups[i] for i in batch])
+                inputs = batch_inputs([sequences[i].ids[p:] for i, p in zip(batch, offsets)], width, offsets, pad_id)
+                hidden = _forward(backbone, inputs, prefix, device).last_hidden_state
+                row, col, following = read_positions(inputs.ids, firsts[batch] - np.asarray(offsets), stops[batch] - np.asarray(offsets), pad_id)
+                values.append(head(hidden[to_device(row, device), to_device(col, device)], to_device(following, device)))
+                owners.append(batch[row])
+                bar.update(len(batch))
+                del hidden
+            del prefixes  # before the next chunk's are built
     scores = np.zeros(len(sequences), dtype=np.float64)
+    if values:
+        np.add.at(scores, np.concatenate(owners), torch.cat(values).double().cpu().numpy())
+    return scores
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How :func:`sum_head_over_positions` runs a call: ``members`` (group -> its sequences), ``prefix_len``
+    (group -> cached prefix tokens of its sequences), ``chunks`` (lists of groups, scored in turn), ``shared``
+    (per chunk, the prefix all its sequences share, run once) and ``run_tokens`` (tokens run, padding not counted)."""
+
+    members: dict[int, list[int]]
+    prefix_len: dict[int, int]
+    chunks: list[list[int]]
+    shared: list[int]
+    run_tokens: int
+
+
+def plan_chunks(sequences: list[ScoredSequence], groups: list[int], batching: Batching, prefix_reuse: bool) -> ChunkPlan:
+    """The groups' cached prefixes and the chunks they are scored in (see :func:`sum_head_over_positions`)."""
     members: dict[int, list[int]] = defaultdict(list)
     for i, group in enumerate(groups):
         members[group].append(i)
@@ -272,73 +365,56 @@ def sum_head_over_positions(
         shared.append(common)
         for g in chunk:
             prefix_len[g] = max(prefix_len[g], common)
-
-    full_tokens = sum(len(s.ids) for s in sequences)
     run_tokens = sum(common + sum(prefix_len[g] - common for g in chunk) for chunk, common in zip(chunks, shared))
     run_tokens += sum(len(s.ids) - prefix_len[g] for s, g in zip(sequences, groups))
-    logger.info(
-        "%s: %d pairs of %d queries in batches of <= %s, %d tokens (%.0f%% of the full prompts' %d)",
-        desc, len(sequences), len(members), batching.describe(), run_tokens, 100 * run_tokens / max(full_tokens, 1), full_tokens,
-    )
-    show = settings.progress if settings.progress is not None else len(sequences) >= _PROGRESS_MIN_PAIRS
-    with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="pair", disable=not show) as bar:
-        for chunk, common in zip(chunks, shared):
-            first = sequences[members[chunk[0]][0]].ids
-            rests = {g: sequences[members[g][0]].ids[common : prefix_len[g]] for g in chunk if prefix_len[g] > common}
-            prefixes = _encode_prefixes(backbone, first[:common], rests, batching, pad_id, device)
-            # Length bucketing: similar suffix lengths share a batch.
-            order = sorted(
-                (i for g in chunk for i in members[g]),
-                key=lambda i: len(sequences[i].ids) - prefix_len[groups[i]],
-                reverse=True,
-            )
-            suffixes = [len(sequences[i].ids) - prefix_len[groups[i]] for i in order]
-            for rows in batching.split(suffixes, extra=[prefix_len[groups[i]] for i in order]):
-                batch = order[rows.start : rows.stop]
-                width, offsets, prefix = prefixes.for_batch([groups[i] for i in batch])
-                hidden = _forward(
-                    backbone, [sequences[i].ids[p:] for i, p in zip(batch, offsets)], width, offsets, prefix, pad_id, device
-                ).last_hidden_state
-                rows, cols, owners, following = [], [], [], []
-                for r, (i, p) in enumerate(zip(batch, offsets)):
-                    seq = sequences[i]
-                    for pos in range(seq.first, seq.stop):
-                        rows.append(r)
-                        cols.append(pos - p)
-                        owners.append(i)
-                        following.append(seq.ids[pos + 1] if pos + 1 < len(seq.ids) else pad_id)
-                values = head(
-                    hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)],
-                    torch.tensor(following, device=device),
-                )
-                np.add.at(scores, owners, values.double().cpu().numpy())
-                bar.update(len(batch))
-                del hidden
-            del prefixes  # before the next chunk's are built
-    return scores
+    return ChunkPlan(members, prefix_len, chunks, shared, run_tokens)
 
 
-def _forward(backbone, suffixes, width: int, offsets: Sequence[int], prefix: Iterable, pad_id, device, keep_cache: bool = False):
-    """The backbone's output on ``suffixes``, row r continuing a cached prefix of ``offsets[r]`` tokens.
+@dataclass(frozen=True)
+class BatchInputs:
+    """A batch as the backbone reads it, on the host: right-padded suffix ``ids`` [rows, width], the attention
+    ``mask`` over cached prefix and suffix [rows, prefix width + width], and each token's ``positions``."""
 
-    ``prefix``: per layer the rows' prefix keys and values, ``width`` positions (0: no
-    prefix), each row's prefix left-aligned in them and right-padded (masked). Suffixes are right-padded, so
-    padding only ever follows the tokens that matter. With ``keep_cache`` the output's cache
-    holds prefix and suffix keys/values.
+    ids: np.ndarray
+    mask: np.ndarray
+    positions: np.ndarray
+    prefix_width: int
+
+
+def batch_inputs(suffixes: Sequence[Sequence[int]], width: int, offsets: Sequence[int], pad_id: int) -> BatchInputs:
+    """Row r: ``suffixes[r]`` continuing a cached prefix of ``offsets[r]`` tokens, left-aligned in ``width`` positions
+    and right-padded (masked). Suffixes are right-padded, so padding only ever follows the tokens that matter."""
+    ids, suffix_mask = _pad_right(suffixes, pad_id)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    prefix_mask = (np.arange(width)[None, :] < offsets[:, None]).astype(np.int64)
+    positions = offsets[:, None] + np.arange(ids.shape[1])[None, :]
+    return BatchInputs(ids, np.concatenate([prefix_mask, suffix_mask], axis=1), positions, width)
+
+
+def read_positions(ids: np.ndarray, firsts: np.ndarray, stops: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column, following token) of every position the head reads in a batch of right-padded ``ids``.
+
+    Row r's positions are columns ``firsts[r] .. stops[r]-1`` (in the batch's own columns);
+    the following token is the next column's, or ``pad_id`` after a row's last token.
     """
+    counts = stops - firsts
+    row = np.repeat(np.arange(len(ids)), counts)
+    col = np.repeat(firsts - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+    following = np.pad(ids, ((0, 0), (0, 1)), constant_values=pad_id)[row, col + 1]
+    return row, col, following
+
+
+def _forward(backbone, inputs: BatchInputs, prefix: Iterable, device, keep_cache: bool = False):
+    """The backbone's output on ``inputs``; ``prefix``: per layer the rows' cached prefix keys and values
+    (``inputs.prefix_width`` positions; 0: no prefix). With ``keep_cache`` the output's cache holds prefix and
+    suffix keys/values."""
     from transformers import DynamicCache
 
-    ids, suffix_mask = _pad_right(suffixes, pad_id)
-    mask = np.zeros((len(suffixes), width + ids.shape[1]), dtype=np.int64)
-    for r, p in enumerate(offsets):
-        mask[r, :p] = 1
-    mask[:, width:] = suffix_mask
-    positions = np.asarray(offsets)[:, None] + np.arange(ids.shape[1])[None, :]
-    cache = DynamicCache(ddp_cache_data=prefix, config=backbone.config) if width else None
+    cache = DynamicCache(ddp_cache_data=prefix, config=backbone.config) if inputs.prefix_width else None
     return backbone(
-        input_ids=torch.from_numpy(ids).to(device),
-        attention_mask=torch.from_numpy(mask).to(device),
-        position_ids=torch.from_numpy(positions).to(device),
+        input_ids=to_device(inputs.ids, device),
+        attention_mask=to_device(inputs.mask, device),
+        position_ids=to_device(inputs.positions, device),
         cache=cache,
         use_cache=keep_cache or cache is not None,
     )
@@ -433,21 +509,21 @@ def with_adapter(model, adapter_dir: Path, device):
     return PeftModel.from_pretrained(model, str(adapter_dir)).to(device).eval()
 
 
-def load_merged_causal_lm(model_dir: Path, base_model, device, dtype):
+def load_merged_causal_lm(model_dir: Path, base_model, device, dtype, attn_implementation: str | None = None):
     """The causal LM of ``model_dir``: full weights, or its adapter merged into ``base_model`` (no LoRA detour)."""
     if is_adapter_folder(model_dir):
-        return with_adapter(load_causal_lm(base_model, device, dtype), model_dir, device).merge_and_unload()
-    return load_causal_lm(model_dir, device, dtype)
+        return with_adapter(load_causal_lm(base_model, device, dtype, attn_implementation), model_dir, device).merge_and_unload()
+    return load_causal_lm(model_dir, device, dtype, attn_implementation)
 
 
-def load_policy_and_reference(method: str, model_dir: Path, base_model, device, dtype):
+def load_policy_and_reference(method: str, model_dir: Path, base_model, device, dtype, attn_implementation: str | None = None):
     """(policy, reference) of a DPO-trained ``method``; reference ``None``: the policy with its adapter disabled.
 
     An adapter is not merged, so that disabling it gives the reference without a second copy
     of the base weights; a full fine-tune needs ``base_model`` as its reference.
     """
     if is_adapter_folder(model_dir):
-        return with_adapter(load_causal_lm(base_model, device, dtype), model_dir, device), None
+        return with_adapter(load_causal_lm(base_model, device, dtype, attn_implementation), model_dir, device), None
     if base_model is None:
         raise ValueError(f"{model_dir}: a fully fine-tuned {method} model needs base_model as its reference")
-    return load_causal_lm(model_dir, device, dtype), load_causal_lm(base_model, device, dtype)
+    return load_causal_lm(model_dir, device, dtype, attn_implementation), load_causal_lm(base_model, device, dtype, attn_implementation)

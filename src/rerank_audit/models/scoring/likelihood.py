@@ -130,7 +130,7 @@ def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, 
     """The query-likelihood scorer for ``model_dir``: the base model (``qlm``) or a trained one
     (``qlm_sft``, ``qlm_lce``; an adapter is merged), reading ``template`` (``None``: ``DEFAULT_QLM_TEMPLATE``).
     ``beta`` is not used."""
-    model = load_merged_causal_lm(model_dir, base_model, device, dtype)
+    model = load_merged_causal_lm(model_dir, base_model, device, dtype, settings.attn_implementation)
     return from_model(method, model, tokenizer, reference=None, beta=beta, template=template, settings=settings)
 
 

@@ -98,9 +98,9 @@ def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, 
     head) merged into ``base_model`` loaded as one. ``beta`` and ``template`` are not used."""
     if is_adapter_folder(model_dir):
         _require_trained_head(model_dir)
-        model = with_adapter(load_sequence_classifier(base_model, device, dtype), model_dir, device).merge_and_unload()
+        model = with_adapter(load_sequence_classifier(base_model, device, dtype, settings.attn_implementation), model_dir, device).merge_and_unload()
     else:
-        model = load_sequence_classifier(model_dir, device, dtype)
+        model = load_sequence_classifier(model_dir, device, dtype, settings.attn_implementation)
     return from_model(method, model, tokenizer, reference=None, beta=beta, template=template, settings=settings)
 
 

@@ -127,7 +127,7 @@ class YesNoScorer:
         """The token ids each pair is scored on (document truncated to fit ``max_length``)."""
         check_pairs(queries, documents)
         renders = [lambda d, q=q: prompts.pointwise_prompt(self.tokenizer, q, d) for q in queries]
-        texts = [render(d) for render, d in zip(renders, documents)]
+        texts = prompts.pointwise_prompts(self.tokenizer, queries, documents)
         return encode_pairs(self.tokenizer, texts, renders, documents, self.settings.max_length)
 
     def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
@@ -156,9 +156,9 @@ def from_folder(method: str, model_dir: Path, base_model, tokenizer, *, device, 
     ``template`` is not used.
     """
     if method_spec(method).scored_against_reference:
-        policy, reference = load_policy_and_reference(method, model_dir, base_model, device, dtype)
+        policy, reference = load_policy_and_reference(method, model_dir, base_model, device, dtype, settings.attn_implementation)
         return from_model(method, policy, tokenizer, reference=reference, beta=beta, template=template, settings=settings)
-    return from_model(method, load_merged_causal_lm(model_dir, base_model, device, dtype), tokenizer, reference=None, beta=beta,
+    return from_model(method, load_merged_causal_lm(model_dir, base_model, device, dtype, settings.attn_implementation), tokenizer, reference=None, beta=beta,
                       template=template, settings=settings)
 
 
