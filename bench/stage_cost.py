@@ -67,7 +67,8 @@ def rerun(tree: Path, targets: list[Path], args) -> dict[str, dict]:
     """Re-run the rule's jobs in ``tree``; per method/budget its seconds, evaluations and logged parts, and its output."""
     env = dict(os.environ) | {"PYTHONPATH": str(tree / "src")}
     command = [sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--configfile", args.configfile, "--forcerun", args.rule,
-               "--rerun-triggers", "mtime", "--nolock", *map(str, targets)]  # fmt: skip
+               "--rerun-triggers", "mtime", "--allowed-rules", args.rule, "--nolock", *map(str, targets)]  # fmt: skip
+    # --allowed-rules: an older commit's DAG may differ upstream (another ingest output, say) and would re-run it all.
     done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"snakemake failed in {tree}:\n{done.stderr[-3000:]}")
