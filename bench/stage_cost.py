@@ -119,7 +119,8 @@ def main() -> None:
             f"| {job} | {b['seconds']:.1f} | {b['cpu']:.1f} | {b['evaluations']} | {a['seconds']:.1f} | {a['cpu']:.1f} | {a['evaluations']} | "
             f"{a['seconds'] / b['seconds']:.2f}x | {a['cpu'] / b['cpu']:.2f}x |"
         )
-    (wall_before, cpu_before), (wall_after, cpu_after) = ((sum(j[k] for j in r.values()) for k in ("seconds", "cpu")) for r in (before, after))
+    # Lists, not generators: a generator nested in one would read the loop's last ``r`` for both codes.
+    (wall_before, cpu_before), (wall_after, cpu_after) = [[sum(j[k] for j in r.values()) for k in ("seconds", "cpu")] for r in (before, after)]
     print(f"| **stage** | **{wall_before:.0f}** | **{cpu_before:.0f}** | | **{wall_after:.0f}** | **{cpu_after:.0f}** | | **{wall_after / wall_before:.2f}x** | **{cpu_after / cpu_before:.2f}x** |")
     _, value, keys = STAGES[args.rule]
     differences = []
