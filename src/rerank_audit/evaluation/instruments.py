@@ -86,14 +86,24 @@ def instruments_markdown(table: pd.DataFrame, alpha: float = 0.05, digits: int =
         "| method | lexical shortcut vs baseline | lexical excess [CI] | stuffing Δ [CI] | response |",
         "|---|---:|---:|---:|---|",
     ]
+    signed = f"+.{digits}f"
     for row in table.itertuples():
-        name = display_name(row.method) + ("" if row.budget == "0" else f", budget {row.budget}")
         lines.append(
-            f"| {name} | {row.shortcut:.{digits}f} vs {row.baseline:.{digits}f} | {row.excess:+.{digits}f} "
-            f"[{row.excess_low:+.{digits}f}, {row.excess_high:+.{digits}f}] | {row.stuffing:+.{digits}f} "
-            f"[{row.stuffing_low:+.{digits}f}, {row.stuffing_high:+.{digits}f}] | {row.response} |"
+            f"| {_name(row)} | {row.shortcut:.{digits}f} vs {row.baseline:.{digits}f} | "
+            f"{_interval(row.excess, row.excess_low, row.excess_high, signed)} | "
+            f"{_interval(row.stuffing, row.stuffing_low, row.stuffing_high, signed)} | {row.response} |"
         )
     return "\n".join([*lines, "", _verdict(table.excess, table.stuffing, alpha)]) + "\n"
+
+
+def _name(row) -> str:
+    """A table row's method, with its budget when trained."""
+    return display_name(row.method) + ("" if row.budget == "0" else f", budget {row.budget}")
+
+
+def _interval(value: float, low: float, high: float, spec: str) -> str:
+    """``value [low, high]``, each in the format ``spec``."""
+    return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
 
 
 def _verdict(white, black, alpha: float) -> str:
@@ -144,10 +154,9 @@ def marker_instruments_markdown(table: pd.DataFrame, alpha: float = 0.05, digits
         "|---|---:|---:|---:|---|",
     ]
     for row in table.itertuples():
-        name = display_name(row.method) + ("" if row.budget == "0" else f", budget {row.budget}")
         lines.append(
-            f"| {name} | {row.documents} | {row.share:.{digits}f} [{row.share_low:.{digits}f}, {row.share_high:.{digits}f}] | "
-            f"{row.insertion:+.{digits}f} [{row.insertion_low:+.{digits}f}, {row.insertion_high:+.{digits}f}] | {row.response} |"
+            f"| {_name(row)} | {row.documents} | {_interval(row.share, row.share_low, row.share_high, f'.{digits}f')} | "
+            f"{_interval(row.insertion, row.insertion_low, row.insertion_high, f'+.{digits}f')} | {row.response} |"
         )
     return "\n".join([*lines, "", _verdict(table.share, table.insertion, alpha)]) + "\n"
 
