@@ -39,6 +39,11 @@ rule report:
         ),
         verdict_auc="results/{dataset}/report/verdict_auc.parquet",
         verdict_table=report("results/{dataset}/report/verdict_auc.md", caption="../report/verdict_auc.rst", category="Summary"),
+        accuracy_vs_explanation="results/{dataset}/report/accuracy_vs_explanation.parquet",
+        accuracy_vs_explanation_rho="results/{dataset}/report/accuracy_vs_explanation_rho.parquet",
+        accuracy_vs_explanation_table=report(
+            "results/{dataset}/report/accuracy_vs_explanation.md", caption="../report/accuracy_vs_explanation.rst", category="Summary"
+        ),
         separation="results/{dataset}/report/separation.parquet",
         separation_table=report("results/{dataset}/report/separation.md", caption="../report/separation.rst", category="Summary"),
         calibration="results/{dataset}/report/calibration.parquet",

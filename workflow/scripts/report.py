@@ -7,6 +7,7 @@ import yaml
 from rerank_audit.logs import log_to
 from rerank_audit.data import schemas
 from rerank_audit.evaluation import plots
+from rerank_audit.evaluation.accuracy_vs_explanation import accuracy_vs_explanation, accuracy_vs_explanation_markdown
 from rerank_audit.evaluation.calibration import calibration_figure, calibration_markdown, calibration_table, standardised_heads
 from rerank_audit.evaluation.instruments import instruments_markdown, instruments_table
 from rerank_audit.evaluation.probe_summary import probes_markdown
@@ -42,11 +43,18 @@ selections = [json.loads(Path(path).read_text()) | {"budget": Path(path).parent.
 # The writer's verdict as a probability: its AUC against each method's decision, with and without the explanation.
 dataset = snakemake.wildcards.dataset
 rationale_pairs = [read_table(path, schemas.RATIONALE_METRICS) for path in snakemake.input.rationale_metrics]
-verdict = verdict_auc(pd.concat(rationale_pairs, ignore_index=True) if rationale_pairs else pd.DataFrame(columns=schemas.RATIONALE_METRICS.names),
-                      dataset, n_resamples=p.bootstrap, seed=p.seed)
+rationale_pairs = pd.concat(rationale_pairs, ignore_index=True) if rationale_pairs else pd.DataFrame(columns=schemas.RATIONALE_METRICS.names)
+verdict = verdict_auc(rationale_pairs, dataset, n_resamples=p.bootstrap, seed=p.seed)
 write_table(verdict, out.verdict_auc, schemas.from_frame(verdict))
 with atomic_path(out.verdict_table) as tmp:
     tmp.write_text(verdict_markdown(verdict, dataset, methods=p.methods, budget_sizes=budget_sizes))
+# Do the methods that rank well explain well? Per method with CIs, and the correlation across methods.
+profiles, correlations = accuracy_vs_explanation(per_query, explained, rationale_pairs, p.primary_measures[0], dataset,
+                                                 n_resamples=p.bootstrap, alpha=p.alpha, seed=p.seed)
+write_table(profiles, out.accuracy_vs_explanation, schemas.from_frame(profiles))
+write_table(correlations, out.accuracy_vs_explanation_rho, schemas.from_frame(correlations))
+with atomic_path(out.accuracy_vs_explanation_table) as tmp:
+    tmp.write_text(accuracy_vs_explanation_markdown(profiles, correlations, dataset, methods=p.methods, budget_sizes=budget_sizes))
 with atomic_path(out.summary) as tmp:
     tmp.write_text(summary_markdown(stats, explained, methods=p.methods, ranking_measures=columns, primary_measures=p.primary_measures,
                                     budget_sizes=budget_sizes, training=training, selections=selections, verdict_auc=verdict))

@@ -1,0 +1,242 @@
+"""Do the methods that rank well explain well? One row per method, and a correlation across methods.
+
+Per method (trained ones at their budget beside the untrained ones): its accuracy (the primary
+ranking measure over the test queries), its attributions' simulatability (how well they predict
+held-out word removals, ``faithfulness.simulatability``) and the writer's verdict AUC with the
+explanation and what the explanation adds to the input alone (``verdict``), each with a
+percentile bootstrap CI. Across methods: Spearman's ρ between accuracy and each explanation
+measure, with
+
+- a CI from the same bootstrap: a resample draws the test queries with replacement, *once for
+  every method* (the methods rank and explain the same queries), recomputes every method's
+  means and AUCs on it, and ρ across methods; so the CI says how much ρ moves with the queries
+  drawn, for these methods;
+- the exact permutation p over the methods (all n! orders of one measure against the other;
+  Monte Carlo beyond 8 methods), which treats the methods as the units;
+- the detectable ρ: the smallest |ρ| that permutation test could call significant at α with n
+  methods (none with 3 methods: the smallest p is 1/3), the effect a "no correlation" could have found.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from rerank_audit.data.schemas import UNTRAINED_BUDGET
+from rerank_audit.evaluation.auc import interval_cell, query_resample_weights, resampled_auc, roc_auc
+from rerank_audit.evaluation.statistics import TEST_SPLIT
+from rerank_audit.evaluation.verdict import INPUT_ONLY, WITH
+
+SIMULATABILITY = "simulatability"
+EXPLANATION_MEASURES = {  # column: what the table calls it
+    SIMULATABILITY: "attribution simulatability",
+    "verdict_auc": "verdict AUC with the explanation",
+    "verdict_added": "verdict AUC added by the explanation",
+}
+EXACT_PERMUTATIONS_UP_TO = 8  # 8! = 40,320 orders; more methods: Monte Carlo
+MONTE_CARLO_PERMUTATIONS = 100_000
+
+
+def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's ρ of each row of ``x`` with the same row of ``y`` ([rows, n]; average ranks for ties)."""
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x, axis=-1), rankdata(y, axis=-1)
+    rx, ry = rx - rx.mean(axis=-1, keepdims=True), ry - ry.mean(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rx * ry).sum(axis=-1) / np.sqrt((rx**2).sum(axis=-1) * (ry**2).sum(axis=-1))
+
+
+def permutation_null(n: int, seed: int = 0) -> np.ndarray:
+    """Spearman's ρ of 0..n-1 against every order of it (n ≤ EXACT_PERMUTATIONS_UP_TO), else against
+    MONTE_CARLO_PERMUTATIONS random orders: the null distribution of ρ for n untied values."""
+    if n <= EXACT_PERMUTATIONS_UP_TO:
+        orders = np.array(list(itertools.permutations(range(n))), dtype=np.float64)
+    else:
+        rng = np.random.default_rng(seed)
+        orders = np.argsort(rng.random((MONTE_CARLO_PERMUTATIONS, n)), axis=1).astype(np.float64)
+    return spearman_rows(np.broadcast_to(np.arange(n, dtype=np.float64), orders.shape), orders)
+
+
+def permutation_p(rho: float, null: np.ndarray) -> float:
+    """Two-sided p of ``rho``: the share of the null at least as far from 0 (a small tolerance for float ties)."""
+    return float(np.mean(np.abs(null) >= abs(rho) - 1e-12)) if np.isfinite(rho) else float("nan")
+
+
+def detectable_rho(null: np.ndarray, alpha: float) -> float:
+    """The smallest |ρ| whose two-sided permutation p is ≤ alpha (NaN when none is: too few methods)."""
+    values = np.unique(np.round(np.abs(null), 12))
+    significant = [v for v in values if permutation_p(v, null) <= alpha]
+    return float(min(significant)) if significant else float("nan")
+
+
+def _weighted_means(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """[resamples]: the mean of ``values`` [queries] (NaN: not measured) under each row of query ``weights``."""
+    present = ~np.isnan(values)
+    drawn = weights[:, present]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return drawn @ values[present] / drawn.sum(axis=1)
+
+
+def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    low, high = np.quantile(values, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(low), float(high)
+
+
+def _budget_groups(explained: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """(label budget, budgets in the group): each trained budget with the untrained methods beside it."""
+    budgets = list(dict.fromkeys(explained.budget))
+    trained = [b for b in budgets if b != UNTRAINED_BUDGET]
+    return [(b, [b, UNTRAINED_BUDGET]) for b in trained] or [(UNTRAINED_BUDGET, [UNTRAINED_BUDGET])]
+
+
+def accuracy_vs_explanation(
+    per_query: pd.DataFrame,
+    explained: pd.DataFrame,
+    verdict_pairs: pd.DataFrame,
+    accuracy: str,
+    dataset: str,
+    *,
+    n_resamples: int = 10_000,
+    confidence: float = 0.95,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(profiles, correlations) of ``dataset``'s explained methods.
+
+    ``per_query``: PER_QUERY_METRICS rows of the rankings (``accuracy`` of the test split is read); ``explained``:
+    the explain stage's per-query rows (``statistics.explain_per_query``; ``simulatability`` is
+    read, and its methods and budgets are the ones profiled); ``verdict_pairs``:
+    RATIONALE_METRICS rows (relevant, ``verdict.WITH``, ``verdict.INPUT_ONLY``), may be empty.
+    profiles: one row per budget and method: ``accuracy``, ``simulatability``, ``verdict_auc``,
+    ``verdict_added`` (AUC with − AUC input only), each with ``<name>_ci_low`` / ``_ci_high``,
+    and ``explained_queries``. correlations: one row per budget and explanation measure:
+    ``methods``, ``rho``, ``rho_ci_low`` / ``_ci_high``, ``p``, ``detectable`` (module
+    docstring). The resamples come from ``numpy.random.default_rng(seed)``, the same for every
+    measure and method of a budget.
+    """
+    profiles, correlations = [], []
+    rng = np.random.default_rng(seed)
+    ranking = per_query[(per_query.dataset == dataset) & (per_query.split == TEST_SPLIT) & (per_query.measure == accuracy)].dropna(subset=["value"])
+    simulated = explained[explained.measure == SIMULATABILITY]
+    pairs = verdict_pairs.dropna(subset=[WITH, INPUT_ONLY]) if len(verdict_pairs) else verdict_pairs
+    for label, budgets in _budget_groups(simulated) if len(simulated) else []:
+        methods = list(dict.fromkeys(simulated[simulated.budget.isin(budgets)].method))
+        rows = ranking[ranking.budget.isin(budgets) & ranking.method.isin(methods)]
+        queries = pd.Index(sorted(set(rows.query_id)))
+        weights = query_resample_weights(queries, n_resamples, rng)  # one draw of the test queries for every method
+        observed: dict[str, dict[str, float]] = {name: {} for name in ["accuracy", *EXPLANATION_MEASURES]}
+        resampled: dict[str, dict[str, np.ndarray]] = {name: {} for name in observed}
+        for method in methods:
+            row = {"dataset": dataset, "budget": label, "method": method, "accuracy_measure": accuracy}
+            for name, frame in (("accuracy", rows), (SIMULATABILITY, simulated[simulated.budget.isin(budgets)])):
+                values = frame[frame.method == method].set_index("query_id").value.reindex(queries).to_numpy(dtype=np.float64)
+                observed[name][method] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+                resampled[name][method] = _weighted_means(values, weights)
+                if name == SIMULATABILITY:
+                    row["explained_queries"] = int(np.isfinite(values).sum())
+            own = pairs[(pairs.method == method) & pairs.budget.isin(budgets)] if len(pairs) else pairs
+            labels = own.relevant.to_numpy(dtype=bool) if len(own) else np.zeros(0, dtype=bool)
+            if len(own) and labels.any() and not labels.all():
+                where = queries.get_indexer(own.query_id)
+                if (where < 0).any():
+                    raise ValueError(f"{dataset}: {method} explains queries it has no {accuracy} for: {sorted(set(own.query_id[where < 0]))[:5]}")
+                pair_weights = weights[:, where]
+                with_, alone = own[WITH].to_numpy(np.float64), own[INPUT_ONLY].to_numpy(np.float64)
+                observed["verdict_auc"][method] = roc_auc(with_, labels)
+                observed["verdict_added"][method] = roc_auc(with_, labels) - roc_auc(alone, labels)
+                resampled["verdict_auc"][method] = resampled_auc(with_, labels, pair_weights)
+                resampled["verdict_added"][method] = resampled["verdict_auc"][method] - resampled_auc(alone, labels, pair_weights)
+            for name in observed:
+                row[name] = observed[name].get(method, float("nan"))
+                row[f"{name}_ci_low"], row[f"{name}_ci_high"] = _interval(resampled[name].get(method, np.array([])), confidence)
+            profiles.append(row)
+        for name in EXPLANATION_MEASURES:
+            both = [m for m in methods if np.isfinite(observed[name].get(m, np.nan)) and np.isfinite(observed["accuracy"][m])]
+            row = {"dataset": dataset, "budget": label, "accuracy_measure": accuracy, "measure": name, "methods": len(both)}
+            if len(both) >= 3:
+                rho = float(spearman_rows(np.array([observed["accuracy"][m] for m in both]), np.array([observed[name][m] for m in both])))
+                moved = spearman_rows(np.stack([resampled["accuracy"][m] for m in both], axis=1), np.stack([resampled[name][m] for m in both], axis=1))
+                null = permutation_null(len(both), seed)
+                row |= {"rho": rho, "p": permutation_p(rho, null), "detectable": detectable_rho(null, alpha)}
+                row["rho_ci_low"], row["rho_ci_high"] = _interval(moved, confidence)
+            correlations.append(row)
+    profile_columns = ["dataset", "budget", "method", "accuracy_measure", "explained_queries"] + [
+        f"{n}{s}" for n in ["accuracy", *EXPLANATION_MEASURES] for s in ("", "_ci_low", "_ci_high")
+    ]
+    correlation_columns = ["dataset", "budget", "accuracy_measure", "measure", "methods", "rho", "rho_ci_low", "rho_ci_high", "p", "detectable"]
+    profiles = pd.DataFrame(profiles).reindex(columns=profile_columns)
+    correlations = pd.DataFrame(correlations).reindex(columns=correlation_columns)
+    floats = {c: "float64" for c in [*profile_columns[5:], *correlation_columns[5:]]}
+    return (profiles.astype({c: t for c, t in floats.items() if c in profiles}).assign(ci_level=confidence, resamples=n_resamples),
+            correlations.astype({c: t for c, t in floats.items() if c in correlations}).assign(ci_level=confidence, alpha=alpha))  # fmt: skip
+
+
+def reading(correlations: pd.DataFrame) -> list[str]:
+    """The plain answer per budget: for each explanation measure, whether accuracy and it go together."""
+    sentences = []
+    for _, row in correlations.iterrows():
+        what, level = EXPLANATION_MEASURES[row.measure], f"{row.ci_level:.0%}"
+        if not np.isfinite(row.rho):
+            sentences.append(f"Accuracy against {what}: {int(row.methods)} methods, too few for a correlation.")
+            continue
+        text = (
+            f"Across {int(row.methods)} methods, Spearman's ρ between {row.accuracy_measure} and {what} is {row.rho:+.2f} "
+            f"[{level} CI over resampled queries {row.rho_ci_low:+.2f}, {row.rho_ci_high:+.2f}], permutation p = {row.p:.3g}"
+        )
+        if not np.isfinite(row.detectable):
+            text += f"; with {int(row.methods)} methods no ρ could be significant at α = {row.alpha:g}."
+        elif row.p <= row.alpha:
+            text += f": the methods that rank better {'explain better' if row.rho > 0 else 'explain worse'} on this measure."
+        else:
+            text += (
+                f": no significant correlation; with {int(row.methods)} methods only |ρ| ≥ {row.detectable:.2f} could have been "
+                f"significant at α = {row.alpha:g}"
+                + (" (and the CI over queries excludes 0: the order is stable for these methods, too few to generalise)." if row.rho_ci_low > 0 or row.rho_ci_high < 0 else ".")
+            )
+        sentences.append(text)
+    return sentences
+
+
+def accuracy_vs_explanation_markdown(
+    profiles: pd.DataFrame, correlations: pd.DataFrame, dataset: str, methods: Sequence[str] | None = None,
+    budget_sizes: Mapping[str, int] | None = None, digits: int = 2,
+) -> str:
+    """accuracy_vs_explanation.md: the per-method table, its legend and the reading."""
+    from rerank_audit.evaluation.summary import budget_label, method_order
+    from rerank_audit.methods import display_name
+
+    lines = [f"# Do the methods that rank well explain well? {dataset}", ""]
+    if profiles.empty:
+        return "\n".join(lines + ["No method was explained (explain.queries is 0 or no attributions).", ""])
+    accuracy = profiles.accuracy_measure.iloc[0]
+    for budget in dict.fromkeys(profiles.budget):
+        rows = profiles[profiles.budget == budget].set_index("method")
+        lines += [f"## {budget_label(budget, budget_sizes)}", "",
+                  f"| method | {accuracy} | explained queries | " + " | ".join(EXPLANATION_MEASURES.values()) + " |",
+                  "|---|:---:|---:|" + ":---:|" * len(EXPLANATION_MEASURES)]  # fmt: skip
+        for method in method_order(list(rows.index), methods):
+            row = rows.loc[method]
+            cells = [interval_cell(row, "accuracy", 3)] + [str(row.explained_queries)]
+            cells += [interval_cell(row, n, digits, "+" if n == "verdict_added" else "") for n in EXPLANATION_MEASURES]
+            lines.append(f"| {display_name(method)} | " + " | ".join(cells) + " |")
+        lines += ["", "**Reading.** " + " ".join(reading(correlations[correlations.budget == budget])), ""]
+    level, resamples = float(profiles.ci_level.iloc[0]), int(profiles.resamples.iloc[0])
+    lines += [
+        f"> {accuracy}: mean over the test queries. Attribution simulatability: Spearman correlation, per explained pair, "
+        "between the score changes of held-out word removals and the attributions' prediction of them (report summary: "
+        "against permuted attributions); mean over explained queries. Verdict AUC: the rationale writer's log-odds of "
+        "\"relevant\" against the method's decision (verdict_auc.md); *added*: minus the same AUC from the query and document "
+        f"alone. [{level:.0%} percentile bootstrap CIs, {resamples} resamples of the test queries, the same resamples for "
+        "every method and measure.] ρ: across the methods of the table; its CI from those resamples (how ρ moves with the "
+        "queries drawn, for these methods); p: exact permutation test over the methods (they are the units: few); "
+        "detectable: the smallest |ρ| that test could call significant.",
+        "",
+    ]
+    return "\n".join(lines)

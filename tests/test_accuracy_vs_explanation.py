@@ -1,0 +1,96 @@
+"""Accuracy against explanation across methods: values by hand, ρ against scipy, critical values from the published table."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from rerank_audit.evaluation.accuracy_vs_explanation import (
+    accuracy_vs_explanation,
+    accuracy_vs_explanation_markdown,
+    detectable_rho,
+    permutation_null,
+    permutation_p,
+    spearman_rows,
+)
+
+
+def test_spearman_rows_match_scipy_with_ties():
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 4, (20, 7)).astype(float), rng.normal(size=(20, 7))
+    expected = [stats.spearmanr(a, b).statistic for a, b in zip(x, y)]
+    assert spearman_rows(x, y) == pytest.approx(expected)
+
+
+def test_three_methods_allow_no_significant_rho():
+    null = permutation_null(3)
+    # The 6 orders of 3 values: ρ = 1, 0.5, 0.5, -0.5, -0.5, -1 (by hand).
+    assert sorted(null) == pytest.approx([-1, -0.5, -0.5, 0.5, 0.5, 1])
+    assert permutation_p(1.0, null) == pytest.approx(2 / 6)
+    assert np.isnan(detectable_rho(null, 0.05))
+
+
+@pytest.mark.parametrize("n, critical", [(5, 1.0), (6, 0.886), (7, 0.786), (8, 0.738)])
+def test_detectable_rho_is_the_published_critical_value(n, critical):
+    # Two-sided alpha 0.05 critical values of Spearman's rank correlation (Zar, Biostatistical Analysis, table B.20).
+    assert detectable_rho(permutation_null(n), 0.05) == pytest.approx(critical, abs=5e-4)
+
+
+def _tables():
+    """Three methods over four test queries; the first two queries are explained (a top and a bottom pair each)."""
+    queries = ["q1", "q2", "q3", "q4"]
+    accuracy = {"a": [0.2, 0.4, 0.6, 0.8], "b": [0.4, 0.6, 0.8, 1.0], "c": [0.6, 0.8, 1.0, 1.0]}  # means 0.5, 0.7, 0.85
+    simulated = {"a": [0.0, 0.2], "b": [0.6, 0.6], "c": [0.2, 0.4]}  # means 0.1, 0.6, 0.3
+    per_query = pd.DataFrame(
+        [dict(dataset="d", method=m, budget="0", split="test", query_id=q, measure="nDCG@5", value=v) for m, vs in accuracy.items() for q, v in zip(queries, vs)]
+        + [dict(dataset="d", method="a", budget="0", split="all", query_id="q9", measure="nDCG@5", value=1.0)]  # not a test query: left out
+    )
+    explained = pd.DataFrame(
+        [dict(dataset="d", method=m, budget="0", split="test", query_id=q, measure="simulatability", value=v) for m, vs in simulated.items() for q, v in zip(queries, vs)]
+    )
+    # Writer's log-odds: a's separate the decision perfectly with the explanation, not at all alone.
+    verdict = pd.DataFrame(
+        [
+            dict(method=m, budget="0", query_id=q, relevant=end == "top", verdict_log_odds=w, verdict_log_odds_input_only=o)
+            for m in accuracy
+            for q, end, w, o in [("q1", "top", 2.0, 0.0), ("q1", "bottom", -1.0, 0.0), ("q2", "top", 1.0, 0.0), ("q2", "bottom", 0.5, 0.0)]
+        ]
+    )
+    return per_query, explained, verdict
+
+
+def test_profiles_and_correlations_by_hand():
+    per_query, explained, verdict = _tables()
+    profiles, correlations = accuracy_vs_explanation(per_query, explained, verdict, "nDCG@5", "d", n_resamples=500, seed=1)
+    rows = profiles.set_index("method")
+    assert rows.accuracy.to_dict() == pytest.approx({"a": 0.5, "b": 0.7, "c": 0.85})
+    assert rows.simulatability.to_dict() == pytest.approx({"a": 0.1, "b": 0.6, "c": 0.3})
+    assert rows.explained_queries.tolist() == [2, 2, 2]
+    # Tops 2.0, 1.0 vs bottoms -1.0, 0.5: all 4 (top, bottom) pairs won -> AUC 1; input alone all tied -> 0.5.
+    assert rows.verdict_auc.tolist() == pytest.approx([1.0] * 3)
+    assert rows.verdict_added.tolist() == pytest.approx([0.5] * 3)
+    by_measure = correlations.set_index("measure")
+    # Ranks of accuracy (1, 2, 3) against simulatability (1, 3, 2): rho = 1 - 6 * 2 / (3 * 8) = 0.5.
+    assert by_measure.rho["simulatability"] == pytest.approx(0.5)
+    assert by_measure.p["simulatability"] == pytest.approx(1.0)  # every one of the 6 orders has |rho| >= 0.5
+    assert np.isnan(by_measure.detectable["simulatability"])
+    # Verdict AUC ties across the methods: rho undefined.
+    assert np.isnan(by_measure.rho["verdict_auc"])
+    text = accuracy_vs_explanation_markdown(profiles, correlations, "d")
+    assert "| b | 0.700 [" in text and "+0.50" in text and "no ρ could be significant" in text
+
+
+def test_one_draw_of_queries_for_every_method():
+    # Simulatability equal to accuracy query by query: every resample ranks the methods the same way on
+    # both, so rho is 1 in every resample (independent draws per measure or method would scatter it).
+    per_query, _, verdict = _tables()
+    explained = per_query.assign(measure="simulatability")
+    _, correlations = accuracy_vs_explanation(per_query, explained, verdict.iloc[0:0], "nDCG@5", "d", n_resamples=300, seed=2)
+    row = correlations.set_index("measure").loc["simulatability"]
+    assert (row.rho, row.rho_ci_low, row.rho_ci_high) == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_explained_query_without_ranking_is_an_error():
+    per_query, explained, verdict = _tables()
+    with pytest.raises(ValueError, match="explains queries it has no nDCG@5 for"):
+        accuracy_vs_explanation(per_query[per_query.query_id != "q2"], explained, verdict, "nDCG@5", "d", n_resamples=10)
