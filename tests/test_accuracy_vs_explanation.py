@@ -1,5 +1,7 @@
 """Accuracy against explanation across methods: values by hand, ρ against scipy, critical values from the published table."""
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,7 +25,7 @@ def test_spearman_rows_match_scipy_with_ties():
 
 
 def test_three_methods_allow_no_significant_rho():
-    null = permutation_null(3)
+    null = permutation_null([0, 1, 2], [0, 1, 2])
     # The 6 orders of 3 values: ρ = 1, 0.5, 0.5, -0.5, -0.5, -1 (by hand).
     assert sorted(null) == pytest.approx([-1, -0.5, -0.5, 0.5, 0.5, 1])
     assert permutation_p(1.0, null) == pytest.approx(2 / 6)
@@ -33,7 +35,16 @@ def test_three_methods_allow_no_significant_rho():
 @pytest.mark.parametrize("n, critical", [(5, 1.0), (6, 0.886), (7, 0.786), (8, 0.738)])
 def test_detectable_rho_is_the_published_critical_value(n, critical):
     # Two-sided alpha 0.05 critical values of Spearman's rank correlation (Zar, Biostatistical Analysis, table B.20).
-    assert detectable_rho(permutation_null(n), 0.05) == pytest.approx(critical, abs=5e-4)
+    assert detectable_rho(permutation_null(range(n), range(n)), 0.05) == pytest.approx(critical, abs=5e-4)
+
+
+def test_permutation_p_keeps_the_datas_ties():
+    # Brute force with scipy over all 720 orders: |rho| >= 0.878 in 10% of them (an untied null would say 3.3%).
+    x, y = np.arange(6.0), np.array([0.5, 0.5, 0.5, 1, 1, 1])
+    rho = stats.spearmanr(x, y).statistic
+    brute = np.mean([abs(stats.spearmanr(x, y[list(order)]).statistic) >= abs(rho) - 1e-12 for order in itertools.permutations(range(6))])
+    assert brute == pytest.approx(0.1)
+    assert permutation_p(rho, permutation_null(x, y)) == pytest.approx(brute)
 
 
 def _tables():
@@ -78,16 +89,49 @@ def test_profiles_and_correlations_by_hand():
     assert np.isnan(by_measure.rho["verdict_auc"])
     text = accuracy_vs_explanation_markdown(profiles, correlations, "d")
     assert "| b | 0.700 [" in text and "+0.50" in text and "no ρ could be significant" in text
+    assert "verdict AUC with the explanation: one of the two is equal for all 3 methods" in text
 
 
-def test_one_draw_of_queries_for_every_method():
+def test_one_draw_of_queries_for_every_measure():
     # Simulatability equal to accuracy query by query: every resample ranks the methods the same way on
-    # both, so rho is 1 in every resample (independent draws per measure or method would scatter it).
+    # both, so rho is 1 in every resample (separate draws for the two measures would scatter it).
     per_query, _, verdict = _tables()
-    explained = per_query.assign(measure="simulatability")
+    explained = per_query[per_query.split == "test"].assign(measure="simulatability")
     _, correlations = accuracy_vs_explanation(per_query, explained, verdict.iloc[0:0], "nDCG@5", "d", n_resamples=300, seed=2)
     row = correlations.set_index("measure").loc["simulatability"]
     assert (row.rho, row.rho_ci_low, row.rho_ci_high) == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_one_draw_of_queries_for_every_method():
+    # b and c are a shifted by a constant on every query, on each measure (with different query profiles for the two):
+    # with one draw for all methods every resample keeps a < b < c on both; a draw per method would reorder them.
+    queries, shift = ["q1", "q2", "q3", "q4"], {"a": 0.0, "b": 0.05, "c": 0.1}
+    profile = {"nDCG@5": [0.1, 0.9, 0.3, 0.7], "simulatability": [0.8, 0.0, 0.5, 0.2]}
+    frame = pd.DataFrame(
+        [dict(dataset="d", method=m, budget="0", split="test", query_id=q, measure=name, value=v + shift[m] * (1 + (name == "simulatability")))
+         for m in shift for name, values in profile.items() for q, v in zip(queries, values)]
+    )  # fmt: skip
+    _, correlations = accuracy_vs_explanation(frame[frame.measure == "nDCG@5"], frame[frame.measure == "simulatability"], frame.iloc[0:0].assign(relevant=[]),
+                                              "nDCG@5", "d", n_resamples=300, seed=4)  # fmt: skip
+    row = correlations.set_index("measure").loc["simulatability"]
+    assert (row.rho, row.rho_ci_low, row.rho_ci_high, row.resamples_left_out) == pytest.approx((1.0, 1.0, 1.0, 0))
+
+
+def test_untrained_methods_keep_their_budget_and_repeat_in_every_table():
+    per_query, explained, verdict = _tables()
+    trained = {"25": [0.3, 0.3, 0.3, 0.3], "100": [0.9, 0.9, 0.9, 0.9]}
+    extra = [dict(dataset="d", method="t", budget=b, split="test", query_id=q, measure="nDCG@5", value=v) for b, vs in trained.items() for q, v in zip(["q1", "q2", "q3", "q4"], vs)]
+    explained_extra = [dict(dataset="d", method="t", budget=b, split="test", query_id=q, measure="simulatability", value=0.5) for b in trained for q in ["q1", "q2"]]
+    profiles, correlations = accuracy_vs_explanation(pd.concat([per_query, pd.DataFrame(extra)]), pd.concat([explained, pd.DataFrame(explained_extra)]),
+                                                     verdict, "nDCG@5", "d", n_resamples=200, seed=5)  # fmt: skip
+    assert list(dict.fromkeys(profiles.table_budget)) == ["25", "100"]
+    by_table = {b: rows.set_index("method") for b, rows in profiles.groupby("table_budget")}
+    assert by_table["25"].budget.to_dict() == {"a": "0", "b": "0", "c": "0", "t": "25"}
+    assert by_table["25"].accuracy["t"] == pytest.approx(0.3) and by_table["100"].accuracy["t"] == pytest.approx(0.9)
+    untrained = ["accuracy", "accuracy_ci_low", "accuracy_ci_high", "simulatability_ci_low", "simulatability_ci_high"]
+    pd.testing.assert_frame_equal(by_table["25"].loc[["a", "b", "c"], untrained], by_table["100"].loc[["a", "b", "c"], untrained])
+    assert set(correlations.table_budget) == {"25", "100"} and (correlations.methods[correlations.measure == "simulatability"] == 4).all()
+    assert "| a (untrained) |" in accuracy_vs_explanation_markdown(profiles, correlations, "d")
 
 
 def test_explained_query_without_ranking_is_an_error():

@@ -31,9 +31,10 @@ def test_qlm_lce_trains_and_with_selection_a_step_0_choice_reranks_with_the_base
     assert rationales.verdict_log_odds.notna().all() and rationales.verdict_log_odds_input_only.notna().all()
     assert (results / "report" / "verdict_auc.md").read_text().startswith("# Verdict AUC: tiny")
     # ... and to accuracy against explanation: each method's accuracy is its mean over the evaluate stage's test queries.
-    profiles = pd.read_parquet(results / "report" / "accuracy_vs_explanation.parquet").set_index("method")
+    profiles = pd.read_parquet(results / "report" / "accuracy_vs_explanation.parquet").set_index(["method", "budget"])
     per_query = pd.read_parquet(results / "evaluate" / "per_query.parquet").query("split == 'test'")
-    accuracy = per_query[per_query.measure == profiles.accuracy_measure.iloc[0]].groupby("method").value.mean()
+    accuracy = per_query[per_query.measure == profiles.accuracy_measure.iloc[0]].groupby(["method", "budget"]).value.mean()
+    assert set(profiles.index) == {("qlm", "0"), ("qlm_lce", "1")}
     assert profiles.accuracy.to_dict() == pytest.approx(accuracy[list(profiles.index)].to_dict())
     assert (results / "report" / "accuracy_vs_explanation.md").read_text().startswith("# Do the methods that rank well explain well? tiny")
     # Turning them on afterwards plans the probes (of BM25, qlm, qlm_lce) and the report, nothing else.
