@@ -20,6 +20,7 @@ measure, with
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -67,11 +68,7 @@ def permutation_p(rho: float, null: np.ndarray) -> float:
     if not np.isfinite(rho):
         return float("nan")
     extreme = int(np.sum(np.abs(null) >= abs(rho) - 1e-12))
-    return extreme / len(null) if len(null) <= _factorial(EXACT_PERMUTATIONS_UP_TO) else (1 + extreme) / (1 + len(null))
-
-
-def _factorial(n: int) -> int:
-    return int(np.prod(np.arange(1, n + 1)))
+    return extreme / len(null) if len(null) <= math.factorial(EXACT_PERMUTATIONS_UP_TO) else (1 + extreme) / (1 + len(null))
 
 
 def detectable_rho(null: np.ndarray, alpha: float) -> float:
