@@ -1,50 +1,10 @@
-"""Accuracy against explanation across methods: values by hand, ρ against scipy, critical values from the published table."""
-
-import itertools
+"""Accuracy against explanation across methods: profile values and ρ by hand, one resample draw shared by every method and measure."""
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
-from rerank_audit.evaluation.accuracy_vs_explanation import (
-    accuracy_vs_explanation,
-    accuracy_vs_explanation_markdown,
-    detectable_rho,
-    permutation_null,
-    permutation_p,
-    spearman_rows,
-)
-
-
-def test_spearman_rows_match_scipy_with_ties():
-    rng = np.random.default_rng(3)
-    x, y = rng.integers(0, 4, (20, 7)).astype(float), rng.normal(size=(20, 7))
-    expected = [stats.spearmanr(a, b).statistic for a, b in zip(x, y)]
-    assert spearman_rows(x, y) == pytest.approx(expected)
-
-
-def test_three_methods_allow_no_significant_rho():
-    null = permutation_null([0, 1, 2], [0, 1, 2])
-    # The 6 orders of 3 values: ρ = 1, 0.5, 0.5, -0.5, -0.5, -1 (by hand).
-    assert sorted(null) == pytest.approx([-1, -0.5, -0.5, 0.5, 0.5, 1])
-    assert permutation_p(1.0, null) == pytest.approx(2 / 6)
-    assert np.isnan(detectable_rho(null, 0.05))
-
-
-@pytest.mark.parametrize("n, critical", [(5, 1.0), (6, 0.886), (7, 0.786), (8, 0.738)])
-def test_detectable_rho_is_the_published_critical_value(n, critical):
-    # Two-sided alpha 0.05 critical values of Spearman's rank correlation (Zar, Biostatistical Analysis, table B.20).
-    assert detectable_rho(permutation_null(range(n), range(n)), 0.05) == pytest.approx(critical, abs=5e-4)
-
-
-def test_permutation_p_keeps_the_datas_ties():
-    # Brute force with scipy over all 720 orders: |rho| >= 0.878 in 10% of them (an untied null would say 3.3%).
-    x, y = np.arange(6.0), np.array([0.5, 0.5, 0.5, 1, 1, 1])
-    rho = stats.spearmanr(x, y).statistic
-    brute = np.mean([abs(stats.spearmanr(x, y[list(order)]).statistic) >= abs(rho) - 1e-12 for order in itertools.permutations(range(6))])
-    assert brute == pytest.approx(0.1)
-    assert permutation_p(rho, permutation_null(x, y)) == pytest.approx(brute)
+from rerank_audit.evaluation.accuracy_vs_explanation import accuracy_vs_explanation, accuracy_vs_explanation_markdown
 
 
 def _tables():

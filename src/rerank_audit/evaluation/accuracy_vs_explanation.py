@@ -19,8 +19,6 @@ measure, with
 
 from __future__ import annotations
 
-import itertools
-import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -28,6 +26,7 @@ import pandas as pd
 
 from rerank_audit.data.schemas import UNTRAINED_BUDGET
 from rerank_audit.evaluation.auc import interval_cell, query_resample_weights, resampled_auc, roc_auc
+from rerank_audit.evaluation.rank_correlation import detectable_rho, permutation_null, permutation_p, spearman_rows
 from rerank_audit.evaluation.statistics import TEST_SPLIT
 from rerank_audit.evaluation.verdict import INPUT_ONLY, WITH
 
@@ -37,47 +36,6 @@ EXPLANATION_MEASURES = {  # column: what the table calls it
     "verdict_auc": "verdict AUC with the explanation",
     "verdict_added": "verdict AUC added by the explanation",
 }
-EXACT_PERMUTATIONS_UP_TO = 8  # 8! = 40,320 orders; more methods: Monte Carlo
-MONTE_CARLO_PERMUTATIONS = 100_000
-
-
-def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman's ρ of each row of ``x`` with the same row of ``y`` ([rows, n]; average ranks for ties)."""
-    from scipy.stats import rankdata
-
-    rx, ry = rankdata(x, axis=-1), rankdata(y, axis=-1)
-    rx, ry = rx - rx.mean(axis=-1, keepdims=True), ry - ry.mean(axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (rx * ry).sum(axis=-1) / np.sqrt((rx**2).sum(axis=-1) * (ry**2).sum(axis=-1))
-
-
-def permutation_null(x, y, seed: int = 0) -> np.ndarray:
-    """Spearman's ρ of ``x`` against every order of ``y`` (n ≤ EXACT_PERMUTATIONS_UP_TO), else against
-    MONTE_CARLO_PERMUTATIONS random orders: the null distribution of ρ with the data's own ties."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if len(y) <= EXACT_PERMUTATIONS_UP_TO:
-        orders = np.array(list(itertools.permutations(range(len(y)))))
-    else:
-        orders = np.argsort(np.random.default_rng(seed).random((MONTE_CARLO_PERMUTATIONS, len(y))), axis=1)
-    return spearman_rows(np.broadcast_to(x, orders.shape), y[orders])
-
-
-def permutation_p(rho: float, null: np.ndarray) -> float:
-    """Two-sided p of ``rho``: the share of the null at least as far from 0 (a small tolerance for float
-    ties); a Monte Carlo null counts the observed order too, so p is never 0."""
-    if not np.isfinite(rho):
-        return float("nan")
-    extreme = int(np.sum(np.abs(null) >= abs(rho) - 1e-12))
-    return extreme / len(null) if len(null) <= math.factorial(EXACT_PERMUTATIONS_UP_TO) else (1 + extreme) / (1 + len(null))
-
-
-def detectable_rho(null: np.ndarray, alpha: float) -> float:
-    """The smallest |ρ| whose two-sided permutation p is ≤ alpha (NaN when none is: too few methods)."""
-    values = np.unique(np.round(np.abs(null), 12))
-    significant = [v for v in values if permutation_p(v, null) <= alpha]
-    return float(min(significant)) if significant else float("nan")
-
-
 def _weighted_means(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """[resamples]: the mean of ``values`` [queries] (NaN: not measured) under each row of query ``weights``."""
     present = ~np.isnan(values)

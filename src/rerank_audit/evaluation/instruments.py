@@ -22,13 +22,12 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
+from rerank_audit.evaluation.rank_correlation import spearman_test
 from rerank_audit.evaluation.statistics import bootstrap_ci
 from rerank_audit.methods import display_name
 
 WHITE, BLACK = "lexical_excess", "stuffing"
-PAIRINGS = 50_000  # more than 8! = 40,320: exact up to 8 methods
 COLUMNS = ["dataset", "budget", "method", "excess", "excess_low", "excess_high", "shortcut", "baseline", "stuffing", "stuffing_low", "stuffing_high", "response"]
 
 
@@ -54,21 +53,13 @@ def instruments_table(stats: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
 def agreement(white, black) -> tuple[float, float, int]:
     """(Spearman's ρ, its two-sided permutation p, methods) between the white-box and the
     black-box value of each method; NaN below 3 methods or when one does not vary. The p is
-    exact (every pairing) up to 8 methods, else from ``PAIRINGS`` random pairings: the t
-    approximation is poor for so few points."""
+    exact (every pairing) up to 8 methods (``rank_correlation``): the t approximation is poor
+    for so few points."""
     white, black = np.asarray(white, dtype=np.float64), np.asarray(black, dtype=np.float64)
     n = len(white)
     if n < 3 or len(np.unique(white)) < 2 or len(np.unique(black)) < 2:
         return float("nan"), float("nan"), n
-    x, y = (scipy_stats.rankdata(v) for v in (white, black))
-    x, y = x - x.mean(), y - y.mean()
-    scale = np.sqrt((x * x).sum() * (y * y).sum())
-
-    def rho(ranks, axis=-1):
-        return (ranks * y).sum(axis=axis) / scale
-
-    result = scipy_stats.permutation_test((x,), rho, permutation_type="pairings", vectorized=True, n_resamples=PAIRINGS, random_state=0)
-    return float(rho(x)), float(result.pvalue), n
+    return (*spearman_test(white, black), n)
 
 
 def instruments_markdown(table: pd.DataFrame, alpha: float = 0.05, digits: int = 2) -> str:
