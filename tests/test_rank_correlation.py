@@ -42,3 +42,25 @@ def test_permutation_p_keeps_the_datas_ties():
 def test_spearman_test_is_the_rho_and_p_of_the_null():
     # Four methods in the same order: rho 1, reached by 2 of the 4! = 24 orders (this one and its reverse).
     assert spearman_test([0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 3.0, 5.0]) == pytest.approx((1.0, 2 / 24))
+
+
+def test_the_two_sided_p_counts_both_tails_when_ties_make_the_null_asymmetric():
+    # Ties in both measures: rho's null over the 720 orders is not symmetric about 0. Brute force with
+    # scipy: |rho| >= 1 in 24 orders (the tied four among themselves); 2 x min(one-sided) would say 48/720.
+    x = np.array([0.0, 0, 0, 0, 1, 2])
+    brute = sum(abs(stats.spearmanr(x, x[list(order)]).statistic) >= 1 - 1e-12 for order in itertools.permutations(range(6)))
+    assert brute == 24
+    assert spearman_test(x, x) == pytest.approx((1.0, 24 / 720))
+
+
+def test_beyond_eight_methods_the_monte_carlo_p_is_near_the_exact_one():
+    # Nine methods, one swap at each end: the exact p by brute force over all 9! = 362,880 orders.
+    x, y = np.arange(9.0), np.array([1.0, 0, 2, 3, 4, 5, 6, 8, 7])
+    rho = 1 - 6 * 4 / (9 * 80)  # two adjacent swaps: sum of squared rank differences 4
+    orders = np.array(list(itertools.permutations(range(9))))
+    d = orders - np.arange(9)
+    exact = np.mean(np.abs(1 - 6 * (d**2).sum(axis=1) / (9 * 80)) >= rho - 1e-12)
+    observed, p = spearman_test(x, y)
+    assert observed == pytest.approx(rho)
+    assert p == pytest.approx(exact, abs=0.002)  # 100,000 random orders: SE about 0.0003
+    assert p > 0

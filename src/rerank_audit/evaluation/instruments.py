@@ -53,8 +53,8 @@ def instruments_table(stats: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
 def agreement(white, black) -> tuple[float, float, int]:
     """(Spearman's ρ, its two-sided permutation p, methods) between the white-box and the
     black-box value of each method; NaN below 3 methods or when one does not vary. The p is
-    exact (every pairing) up to 8 methods (``rank_correlation``): the t approximation is poor
-    for so few points."""
+    ``rank_correlation``'s: exact (every order) up to 8 methods, Monte Carlo beyond; the t
+    approximation is poor for so few points."""
     white, black = np.asarray(white, dtype=np.float64), np.asarray(black, dtype=np.float64)
     n = len(white)
     if n < 3 or len(np.unique(white)) < 2 or len(np.unique(black)) < 2:

@@ -2,7 +2,8 @@
 
 With 3–8 methods the t approximation of ρ's p is poor, so the null is every order of one
 measure against the other (Monte Carlo beyond 8), keeping the data's own ties; the two-sided p
-is the share of that null at least as far from 0. The same null gives the *detectable* ρ: the
+is the share of that null at least as far from 0 (with ties in both measures the null is not
+symmetric, and this is not 2 × the smaller one-sided p). The same null gives the *detectable* ρ: the
 smallest |ρ| the test can call significant with n units, the effect a "no correlation" could
 have found (none with 3 units: the smallest p is 2/3! = 1/3).
 """
@@ -16,6 +17,8 @@ import numpy as np
 
 EXACT_PERMUTATIONS_UP_TO = 8  # 8! = 40,320 orders; more methods: Monte Carlo
 MONTE_CARLO_PERMUTATIONS = 100_000
+# permutation_p tells an exact null from a Monte Carlo one by its length.
+assert MONTE_CARLO_PERMUTATIONS > math.factorial(EXACT_PERMUTATIONS_UP_TO)
 
 
 def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
