@@ -1,4 +1,4 @@
-"""What one stage of a finished run costs: its jobs (rule ``--rule``: explain or probe) re-run
+"""What one stage of a finished run costs: its jobs (rule ``--rule``: explain, probe or rationale) re-run
 by the code of a commit before and by this checkout's HEAD, side by side.
 
 For each code, a git worktree gets hard links to the run's ``results/`` and
@@ -11,12 +11,13 @@ distinct masked pairs an explain job scored (model evaluations, from its log), a
 after / before ratios; then the stage's total. Last, for explain, how far the two codes'
 attributions differ (the largest absolute difference of a word's value over all explained
 pairs): where they are equal, so is their agreement with the exact Owen values; for probe,
-the same of the probed pairs' score changes. Where the job logs them (this checkout), the parts: model load, attributions and
+the same of the probed pairs' score changes; for rationale, of the writer's verdict log-odds, and
+how many rationales the two codes wrote alike. Where the job logs them (this checkout), the parts: model load, attributions and
 faithfulness (each with the masked pairs it added), and the rest (process start, imports,
 the precision probe, reading and writing tables).
 
     .venv/bin/python bench/stage_cost.py --run-dir /path/to/finished/demo/clone --before 2c3650e [--rule explain]
-        [--configfile config/config.yaml] [--cores 2]
+        [--configfile config/config.yaml] [--cores 2] [--methods zeroshot qlm]
 
 The run directory is a finished ``snakemake`` run of the same config (a clone where the
 first Quickstart command ran).
@@ -36,12 +37,13 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 EVALUATIONS = re.compile(r"explained \d+ pairs of \d+ queries; (\d+) distinct masked pairs scored")
-PART = re.compile(r"explain timing: ([a-z ]+?) ([\d.]+) s(?:, (\d+) evaluations)?")
+PART = re.compile(r"(?:explain|rationale) timing: ([a-z ]+?) ([\d.]+) s(?:, (\d+) evaluations)?")
 # Per rule: its outputs in a run (the method and budget are the path's 4th and 5th parts), the
 # values two codes must agree on, and the columns that key them.
 STAGES = {
     "explain": ("results/*/explain/*/*/attributions.parquet", "attribution", ["query_id", "doc_id", "part", "position"]),
     "probe": ("results/*/probe/*/*/probes.parquet", "delta", ["probe", "query_id"]),  # bm25's is rule probe_bm25's
+    "rationale": ("results/*/rationale/*/*/rationales.parquet", "verdict_log_odds", ["query_id", "doc_id"]),
 }
 
 
@@ -54,10 +56,10 @@ def worktree(commit: str, run_dir: Path, into: Path) -> Path:
     return into
 
 
-def stage_jobs(run_dir: Path, rule: str) -> list[Path]:
-    """The outputs of ``rule`` in the finished run, relative to its folder."""
+def stage_jobs(run_dir: Path, rule: str, methods: list[str] | None) -> list[Path]:
+    """The outputs of ``rule`` in the finished run (of ``methods`` only, if given), relative to its folder."""
     pattern = STAGES[rule][0]
-    found = [path for path in sorted(run_dir.glob(pattern)) if path.parts[-3] != "bm25"]
+    found = [path for path in sorted(run_dir.glob(pattern)) if path.parts[-3] != "bm25" and (methods is None or path.parts[-3] in methods)]
     if not found:
         raise SystemExit(f"{run_dir}: no {pattern}; finish a run there first")
     return [path.relative_to(run_dir) for path in found]
@@ -96,9 +98,10 @@ def main() -> None:
     parser.add_argument("--rule", choices=sorted(STAGES), default="explain")
     parser.add_argument("--configfile", default="config/config.yaml")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", help="re-run these methods' jobs only (default: every one in the run)")
     args = parser.parse_args()
     run_dir = args.run_dir.resolve()
-    targets = stage_jobs(run_dir, args.rule)
+    targets = stage_jobs(run_dir, args.rule, args.methods)
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     scratch = Path(tempfile.mkdtemp(prefix="stage-cost-"))
     codes = {f"before ({args.before})": args.before, f"after ({head})": head}
@@ -128,6 +131,9 @@ def main() -> None:
         paired = before[job]["output"].merge(after[job]["output"], on=keys, suffixes=("_before", "_after"), how="outer")
         differences.append((paired[f"{value}_before"] - paired[f"{value}_after"]).abs().max(skipna=False))  # NaN: a row one code lacks
     print(f"\nLargest |{value} difference| between the two codes, over every row of the outputs: {max(differences):.3g}")
+    if args.rule == "rationale":  # greedy text changes with the batch's padding in low precision
+        alike = [(before[job]["output"].rationale.to_numpy() == after[job]["output"].rationale.to_numpy()).sum() for job in before]
+        print(f"Rationales written alike by the two codes: {sum(alike)} of {sum(len(before[job]['output']) for job in before)}")
     parts = {job: j["parts"] | {"rest": (j["seconds"] - sum(t for t, _ in j["parts"].values()), None)} for job, j in after.items() if j["parts"]}
     if parts:
         print(f"\nWhere {after_name}'s time goes (seconds; masked pairs scored):\n")

@@ -88,6 +88,23 @@ def test_the_budget_is_bounded_by_the_least_memory_the_job_has_and_says_which(ti
     assert batching.tokens == ((64 << 20) // 2 - fixed) // per_token and "mem_mb 1088" in batching.reason
 
 
+def test_generation_is_bounded_by_the_jobs_memory_not_the_cpu_cache(tiny_lm_dir, machine):
+    """A generation step runs one token a row: its batches fill the memory, where scoring's stop at the cache."""
+    from rerank_audit.models.batching import generation_batching
+
+    model = load_causal_lm(tiny_lm_dir, "cpu", "float32")
+    cache, activations, fixed = _tiny_costs(model)
+    machine["cache"] = 1000 * activations  # scoring: 1000 tokens a batch
+    machine["available"] = 2 * (fixed + 5000 * (2 * cache + activations))  # half of it: 5000 tokens
+    assert token_budget(model) == 1000
+    generation = generation_batching(model, None)
+    assert (generation.rows, generation.tokens) == (None, 5000) and "MemAvailable" in generation.reason
+    # prompts of 900, 600, 500 and 100 tokens, 100 new ones each; a batch costs rows x (its longest + 100):
+    # all four cost 4 x 1000 <= 5000; at 2500 tokens two by two (2 x 1000, then 2 x 600)
+    assert generation.split([900, 600, 500, 100], extra=100) == [range(0, 4)]
+    assert Batching(tokens=2500).split([900, 600, 500, 100], extra=100) == [range(0, 2), range(2, 4)]
+
+
 def test_a_set_budget_that_the_memory_cannot_hold_is_kept_with_a_warning(tiny_lm_dir, machine, caplog):
     model = load_causal_lm(tiny_lm_dir, "cpu", "float32")
     machine["available"] = 1 << 20

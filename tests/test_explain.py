@@ -333,8 +333,11 @@ def test_write_rationales_equal_greedy_generation_of_each_prompt_alone(tiny_lm_d
 
     written = {}
     for show_decision in (False, True):
+        expected = [alone(rationale_prompt(tokenizer, item, show_decision)) for item in items]
         written[show_decision] = write_rationales(model, tokenizer, items, max_new_tokens=6, batch_size=2, show_decision=show_decision)
-        assert written[show_decision] == [alone(rationale_prompt(tokenizer, item, show_decision)) for item in items]
+        assert written[show_decision] == expected
+        # auto: as many prompts a batch as memory holds (here all three, padded to the longest)
+        assert write_rationales(model, tokenizer, items, max_new_tokens=6, batch_size=None, show_decision=show_decision) == expected
     assert all(written[False]) and len(set(written[False])) == 3  # three texts, told apart: a mix-up of items would show
     rank_sentence = "A search engine ranked this document at position 7 of the 8 documents it ranked for the query."
     assert rank_sentence in rationale_prompt(tokenizer, items[1], True) and "position" not in rationale_prompt(tokenizer, items[1], False)

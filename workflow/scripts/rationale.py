@@ -5,6 +5,8 @@ from rerank_audit.logs import log_to
 log = log_to(snakemake.log[0])
 claim_gpu()
 
+import time
+
 import pandas as pd
 import torch
 
@@ -25,9 +27,15 @@ items = rationale_items(
     read_table(snakemake.input.corpus, schemas.CORPUS),
 )
 generator, tokenizer, records = load_causal_lm(p.generator, dtype=p.dtype), load_tokenizer(p.generator), items.to_dict("records")
-texts = write_rationales(generator, tokenizer, records, p.max_new_tokens, p.batch_size, p.show_decision)
+batch_size = None if p.batch_size == "auto" else p.batch_size
+memory_mb = snakemake.resources.get("mem_mb")
+started = time.perf_counter()
+texts = write_rationales(generator, tokenizer, records, p.max_new_tokens, batch_size, p.show_decision, memory_mb=memory_mb)
+log.info("rationale timing: generation %.1f s", time.perf_counter() - started)  # bench/stage_cost.py reads these
 # The writer's verdict as a probability, with its rationale and from the input alone: two forward passes, no generation.
-settings = ScoringSettings(max_length=None, dtype=p.dtype, memory_mb=snakemake.resources.get("mem_mb"))
+settings = ScoringSettings(max_length=None, dtype=p.dtype, memory_mb=memory_mb)
+started = time.perf_counter()
 log_odds = verdict_log_odds(generator, tokenizer, records, texts, settings=settings, show_decision=p.show_decision)
+log.info("rationale timing: verdicts %.1f s", time.perf_counter() - started)
 items = pd.concat([items.reset_index(drop=True), log_odds], axis=1)
 write_table(items.assign(rationale=texts, generator=p.generator, method=w.method, budget=w.budget), snakemake.output.rationales, schemas.RATIONALES)

@@ -24,6 +24,7 @@ Checks (all words compared by ``words.word_key``: lowercased, punctuation-stripp
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Mapping, Sequence
 
@@ -31,8 +32,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from rerank_audit.data.schemas import VERDICT_COLUMNS
+from rerank_audit.models.batching import Batching, generation_batching
 from rerank_audit.text import prompts
 from rerank_audit.text.words import is_content_word, split_words, word_key
+
+log = logging.getLogger(__name__)
 
 # Asked after the rationale, in the writer's own turn, to read its verdict as a probability: the
 # answer follows "Answer:" as in the yes/no scorers (prompts.ANSWER_PREFIX), so their answer token
@@ -120,26 +124,33 @@ def verdict_log_odds(model, tokenizer, items: Sequence[Mapping], rationales: Seq
 
 
 def write_rationales(
-    generator_model, tokenizer, items: Sequence[Mapping], max_new_tokens: int, batch_size: int = 8, show_decision: bool = False
+    generator_model, tokenizer, items: Sequence[Mapping], max_new_tokens: int, batch_size: int | None = None, show_decision: bool = False,
+    memory_mb: int | None = None,
 ) -> list[str]:
     """One rationale per item, greedy decoding, in ``items`` order.
 
     ``items``: mappings with query, document, keywords (list of words) and attributions
     (their signed values, same order), and rank and head_size when ``show_decision`` (see
-    ``rationale_prompt``). Prompts are generated in batches of ``batch_size``, shortest first
-    to waste little padding, left-padded so every prompt ends where generation starts. Returns the generated text, special tokens removed, stripped.
+    ``rationale_prompt``). Prompts are generated longest first, left-padded so every prompt
+    ends where generation starts, ``batch_size`` at a time; None: as many as the job's memory
+    holds with their ``max_new_tokens`` (``batching.generation_batching``; ``memory_mb``: the
+    job's). Returns the generated text, special tokens removed, stripped.
     """
     import torch
 
     prompts = [rationale_prompt(tokenizer, item, show_decision) for item in items]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    batching = Batching(rows=batch_size) if batch_size is not None else generation_batching(generator_model, memory_mb)
+    batches = batching.split([lengths[i] for i in order], extra=max_new_tokens)
+    log.info("rationales: %d prompts in %d batches (%s)", len(prompts), len(batches), batching.describe())
     device = next(generator_model.parameters()).device
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     rationales = [""] * len(prompts)
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc="rationales", unit="batch"):
-            batch = order[start : start + batch_size]
+        for rows in tqdm(batches, desc="rationales", unit="batch"):
+            batch = [order[r] for r in rows]
             encoded = tokenizer(
                 [prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False
             ).to(device)

@@ -159,16 +159,13 @@ def batching_for(settings, model) -> Batching:
     """
     cost = TokenCost.of_model(model)
     device = next(model.parameters()).device
-    available, source = available_memory(device, settings.memory_mb)
-    usable = MEMORY_SHARE * available
-    fits = cost.tokens_for(usable)
-    memory = f"memory: {_gb(usable)} of {_gb(available)} {source} at {cost.per_budget_token / 1e3:.1f} kB a token"
+    fits, memory = memory_tokens(model, settings.memory_mb)
     if settings.batch_size is not None:
         return Batching(rows=int(settings.batch_size), prefix_tokens=max(fits, TOKEN_BOUNDS[0]), reason=f"set; prefixes by {memory}")
     if settings.batch_tokens is not None:
         tokens = int(settings.batch_tokens)
         if tokens > fits:
-            logger.warning("batch_tokens %d needs %s, more than the %s this job may use (%s)", tokens, _gb(cost.bytes_for(tokens)), _gb(usable), memory)
+            logger.warning("batch_tokens %d needs %s, more than this job may use (%s)", tokens, _gb(cost.bytes_for(tokens)), memory)
         return Batching(tokens=tokens, prefix_tokens=tokens, reason="set")
     candidates = [(fits, memory)]
     if device.type != "cuda":
@@ -180,6 +177,25 @@ def batching_for(settings, model) -> Batching:
     tokens = min(max(tokens, TOKEN_BOUNDS[0]), TOKEN_BOUNDS[1])
     others = "; ".join(f"{why} allows {n}" for n, why in candidates if why != reason)
     return Batching(tokens=tokens, prefix_tokens=tokens, reason=f"bounded by {reason}" + (f"; {others}" if others else ""))
+
+
+def memory_tokens(model, memory_mb: int | None) -> tuple[int, str]:
+    """Tokens of a pass that ``MEMORY_SHARE`` of what the job can still allocate holds (``memory_mb``:
+    the job's ``resources.mem_mb``), and what the log says of it."""
+    cost = TokenCost.of_model(model)
+    available, source = available_memory(next(model.parameters()).device, memory_mb)
+    usable = MEMORY_SHARE * available
+    return cost.tokens_for(usable), f"memory: {_gb(usable)} of {_gb(available)} {source} at {cost.per_budget_token / 1e3:.1f} kB a token"
+
+
+def generation_batching(model, memory_mb: int | None) -> Batching:
+    """The batches of greedy generation: as many prompts as the job's memory holds with their new tokens.
+
+    No CPU-cache bound, unlike scoring: a generation step runs one token a row, so its cost per
+    step is mostly fixed and fewer, fuller batches are faster (``bench/rationale.py``).
+    """
+    fits, memory = memory_tokens(model, memory_mb)
+    return Batching(tokens=min(max(fits, TOKEN_BOUNDS[0]), TOKEN_BOUNDS[1]), reason=f"bounded by {memory}")
 
 
 def token_budget(model, settings=None) -> int:
