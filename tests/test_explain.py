@@ -107,6 +107,38 @@ def test_deep_enough_levels_give_shaps_exact_owen_values():
     assert not np.allclose(one_level, exact)  # the toy has interactions below the top level
 
 
+def test_document_players_give_the_document_word_the_whole_interaction_and_no_query_rows():
+    """The query kept whole: "glacier" earns all of f(q, d) - f(q, "") = 1, where the pair game gives it half."""
+    attributions = explain_pairs(AlpineGlacier(), [QUERY], [DOCUMENT], exact_levels=0, players="document")
+    assert attributions.part.unique().tolist() == ["document"] and attributions.token.tolist() == split_words(DOCUMENT)
+    assert attributions.attribution.tolist() == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="unknown players 'query'"):
+        explain_pairs(AlpineGlacier(), [QUERY], [DOCUMENT], exact_levels=0, players="query")
+
+
+@pytest.mark.parametrize("exact_levels", [0, 1, 2, 3])
+def test_document_players_are_efficient_and_deep_levels_exact(exact_levels):
+    values = explain_pairs(Interacting(), [QUERY], [DOCUMENT], exact_levels=exact_levels, players="document").attribution.to_numpy()
+    full, query_alone = Interacting().score_pairs([QUERY, QUERY], [DOCUMENT, ""])
+    assert values.sum() == pytest.approx(full - query_alone)
+    exact = owen_values(Interacting(), QUERY, DOCUMENT, players="document")  # shap's PartitionExplainer, the query kept
+    assert len(exact) == 6 and exact.sum() == pytest.approx(full - query_alone)
+    if exact_levels == 3:  # 6 words: the document's tree is 3 levels deep
+        np.testing.assert_allclose(values, exact, rtol=0, atol=1e-12)
+
+
+def test_document_players_at_level_0_cost_half_the_pair_game_at_level_1():
+    """6 document words: the whole tree expanded costs its 11 groups, each alone, and the query alone (12);
+    the pair game at level 1 also scores the document's groups without the query, and the query's 9 groups."""
+    counts = {}
+    for players, levels in (("document", 0), ("pair", 1)):
+        scorer = GlacierCounter()
+        explain_pairs(scorer, [QUERY], [DOCUMENT], exact_levels=levels, players=players)
+        counts[players] = scorer.pairs
+    assert counts["document"] == 12
+    assert counts["document"] <= counts["pair"] / 2
+
+
 def evaluations(exact_levels: int, **cap) -> tuple[int, np.ndarray]:
     """Distinct masked pairs one explanation of (QUERY, DOCUMENT) scores, and its values."""
     scorer = GlacierCounter()

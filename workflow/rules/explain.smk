@@ -14,7 +14,7 @@ rule explain:
             **scorer_params("explain"),
             depth=config["rerank"]["depth"],  # the head each method re-scored: where its top and bottom are
             marker=control_marker,  # a control's planted word: its comprehensiveness alone
-            **config["explain"] | {"queries": explain_queries},
+            **EXPLAIN | {"queries": explain_queries},
         ),
     log:
         "logs/{dataset}/explain/{method}/{budget}.log",

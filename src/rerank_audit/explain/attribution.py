@@ -14,6 +14,16 @@ each group splits into its first and second half, recursively, down to single wo
 averages its marginal contribution over its ancestors' sibling groups being present or
 absent (each with probability 1/2); the values of a pair sum to f(query, document) - f("", "").
 
+Players. ``players="pair"`` (above) explains the score of the pair: the query's words are
+players too, and a document word's value averages its effect with the query present and with
+it absent. ``players="document"`` explains the re-ranker's *decision*, the order of one
+query's candidates: the query is the same for all of them, so it stays whole in every
+coalition and only the document's words are players (the game v(S) = f(query, S); the values
+sum to f(query, document) - f(query, "")); ``exact_levels`` then counts from the document's
+top, so at level 0 it costs about 2n evaluations for n document words, half of what level 1
+of the pair game costs, and every removal that the faithfulness measures and the shortcut
+probes make (document words, the query whole) is the context its values are computed in.
+
 Exact Owen values cost about n² evaluations for n words (``owen_values``, shap's
 ``fixed_context=None`` with an unlimited budget: the bench's reference). ``explain_pairs``
 keeps both contexts in the top ``exact_levels`` levels of the hierarchy only: for every
@@ -50,6 +60,7 @@ from rerank_audit.text.words import join_kept, split_words, word_segments
 from rerank_audit.models.scorer import Scorer
 
 PARTS = ("query", "document")
+PLAYERS = ("pair", "document")  # whose words are players: the pair's, or the document's with the query kept
 _DTYPES = {"query_id": object, "doc_id": object, "part": object, "position": "int64", "token": object, "attribution": "float64"}
 ATTRIBUTION_COLUMNS = list(_DTYPES)
 PairModel = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -72,6 +83,18 @@ class WordHierarchy:
     def split(self, start: int, stop: int) -> int:
         """Where the group [start, stop) splits: between query and document, else in half."""
         return self.n_query if start < self.n_query < stop else start + (stop - start) // 2
+
+    def players_span(self, players: str) -> tuple[int, int]:
+        """The [start, stop) of the words that are players: all of them, or the document's."""
+        if players not in PLAYERS:
+            raise ValueError(f"unknown players {players!r}; choose one of {PLAYERS}")
+        return (0 if players == "pair" else self.n_query), self.n_words
+
+    def kept_context(self, players: str) -> np.ndarray:
+        """The words present in every coalition: none, or the query's when only the document's words play."""
+        kept = np.zeros(self.n_words, dtype=bool)
+        kept[: self.players_span(players)[0]] = True
+        return kept
 
     def depth(self, start: int = 0, stop: int | None = None) -> int:
         """Levels of inner nodes above the deepest word of [start, stop) (0 for a single word)."""
@@ -103,11 +126,13 @@ class WordHierarchy:
         """The (query, document) made of the words whose ``keep`` flag is set."""
         return join_kept(self.query_segments, keep[: self.n_query]), join_kept(self.document_segments, keep[self.n_query :])
 
-    def contexts(self, exact_levels: int) -> Iterator[tuple[int, int, list[np.ndarray]]]:
-        """(start, stop, contexts) of every group at depth ``exact_levels`` (or a shallower single word).
+    def contexts(self, exact_levels: int, players: str = "pair") -> Iterator[tuple[int, int, list[np.ndarray]]]:
+        """(start, stop, contexts) of every group at depth ``exact_levels`` (or a shallower single word)
+        of the players' tree (``players``: see the module docstring).
 
         ``contexts`` are the 2^depth presence patterns of the group's ancestors' siblings, as
-        boolean masks over all words; an Owen value averages over them with equal weight.
+        boolean masks over all words (the words that are not players always present); an Owen
+        value averages over them with equal weight.
         """
 
         def visit(start: int, stop: int, depth: int, contexts: list[np.ndarray]) -> Iterator[tuple[int, int, list[np.ndarray]]]:
@@ -123,8 +148,9 @@ class WordHierarchy:
                     with_sibling.append(present)
                 yield from visit(lo, hi, depth + 1, contexts + with_sibling)
 
-        if self.n_words:
-            yield from visit(0, self.n_words, 0, [np.zeros(self.n_words, dtype=bool)])
+        start, stop = self.players_span(players)
+        if stop > start:
+            yield from visit(start, stop, 0, [self.kept_context(players)])
 
 
 class GroupMasker(shap.maskers.Masker):
@@ -179,26 +205,26 @@ def _partition_values(model: PairModel, masker: GroupMasker, fixed_context: int 
     return np.asarray(explanation.values[0], dtype=np.float64)
 
 
-def _owen_estimate(model: PairModel, words: WordHierarchy, exact_levels: int) -> np.ndarray:
-    """The pair's word values: both contexts in the top ``exact_levels`` levels, siblings absent below
-    (shap's fixed_context=0, whole tree expanded: 2 evaluations per inner node and both ends)."""
+def _owen_estimate(model: PairModel, words: WordHierarchy, exact_levels: int, players: str = "pair") -> np.ndarray:
+    """The players' word values (0 for the others): both contexts in the top ``exact_levels`` levels, siblings
+    absent below (shap's fixed_context=0, whole tree expanded: 2 evaluations per inner node and both ends)."""
     values = np.zeros(words.n_words)
-    for start, stop, contexts in words.contexts(exact_levels):
+    for start, stop, contexts in words.contexts(exact_levels, players):
         for context in contexts:
             masker = GroupMasker(words, start, stop, context)
             values[start:stop] += _partition_values(model, masker, fixed_context=0, max_evals=2 * (stop - start) + 2) / len(contexts)
     return values
 
 
-def levels_within(words: WordHierarchy, exact_levels: int, max_evaluations: int | None) -> int:
+def levels_within(words: WordHierarchy, exact_levels: int, max_evaluations: int | None, players: str = "pair") -> int:
     """The deepest level up to ``exact_levels`` whose explanation of ``words`` asks for at most
     ``max_evaluations`` distinct masked pairs (no cap: ``exact_levels``); never below 0."""
     if max_evaluations is None:
         return exact_levels
     fitting = 0
-    for levels in range(1, min(exact_levels, words.depth()) + 1):  # deeper than the tree changes nothing
+    for levels in range(1, min(exact_levels, words.depth(*words.players_span(players))) + 1):  # deeper than the tree changes nothing
         recorded: list[tuple[str, str]] = []
-        _owen_estimate(_recording_model(recorded), words, levels)
+        _owen_estimate(_recording_model(recorded), words, levels, players)
         if len(set(recorded)) > max_evaluations:
             break
         fitting = levels
@@ -232,11 +258,12 @@ def _scored_once(scorer: Scorer, cache: ScoreCache, explain: Callable[[PairModel
     return explain(_cache_model(cache))
 
 
-def owen_values(scorer: Scorer, query: str, document: str, cache: ScoreCache | None = None) -> np.ndarray:
-    """Exact Owen values of the pair's words (query words first): shap's PartitionExplainer,
-    both contexts at every node, the whole tree expanded. About n² evaluations: a reference."""
+def owen_values(scorer: Scorer, query: str, document: str, cache: ScoreCache | None = None, players: str = "pair") -> np.ndarray:
+    """Exact Owen values of the players' words (``players="pair"``: query words first, then the
+    document's; ``"document"``: the document's, the query kept): shap's PartitionExplainer, both
+    contexts at every node, the whole tree expanded. About n² evaluations: a reference."""
     words = WordHierarchy(query, document)
-    masker = GroupMasker(words, 0, words.n_words, np.zeros(words.n_words, dtype=bool))
+    masker = GroupMasker(words, *words.players_span(players), words.kept_context(players))
 
     def explain(model: PairModel) -> list[np.ndarray]:
         return [_partition_values(model, masker, fixed_context=None, max_evals=2**62)]
@@ -251,6 +278,7 @@ def explain_pairs(
     *,
     exact_levels: int,
     max_evaluations: int | None = None,
+    players: str = "pair",
     cache: ScoreCache | None = None,
     pairs_per_call: int = PAIRS_PER_CALL,
     query_ids: Sequence[str] | None = None,
@@ -262,17 +290,21 @@ def explain_pairs(
     averaged (0: none, 1: the query–document level, ...); about 2^levels · 2n evaluations
     for n words. ``max_evaluations``: a cap on each pair's evaluations (distinct masked
     pairs); a pair then gets the deepest level up to ``exact_levels`` that fits, at least 0
-    (None: ``exact_levels`` for every pair). Deterministic: a pair gets the same
+    (None: ``exact_levels`` for every pair). ``players``: ``"pair"`` (the query's and the
+    document's words) or ``"document"`` (the document's, the query kept whole; see the module
+    docstring). Deterministic: a pair gets the same
     attributions whatever else is explained with it. ``cache``: a score cache of this scorer (see ``score_cache``) reused
     and filled; pass the same dict to ``faithfulness``. ``pairs_per_call``: pairs whose masked
     texts go to the scorer in one ``score_pairs`` call. ``query_ids`` / ``doc_ids``:
     identifiers of the pairs (default: the pair index as str).
 
-    Returns one row per word: query_id, doc_id, part ("query" | "document"), position
+    Returns one row per player word: query_id, doc_id, part ("query" | "document"), position
     (word index within its part), token (the word), attribution (float64, score units).
     """
     if len(queries) != len(documents):
         raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
+    if players not in PLAYERS:
+        raise ValueError(f"unknown players {players!r}; choose one of {PLAYERS}")
     if exact_levels < 0 or pairs_per_call < 1 or (max_evaluations is not None and max_evaluations < 1):
         raise ValueError(
             f"exact_levels must be >= 0, pairs_per_call and max_evaluations positive, got {exact_levels}, {pairs_per_call} and {max_evaluations}"
@@ -285,13 +317,14 @@ def explain_pairs(
         for start in range(0, len(queries), pairs_per_call):
             chunk = range(start, min(start + pairs_per_call, len(queries)))
             hierarchies = [WordHierarchy(queries[i], documents[i]) for i in chunk]
-            levels = [levels_within(words, exact_levels, max_evaluations) for words in hierarchies]
+            levels = [levels_within(words, exact_levels, max_evaluations, players) for words in hierarchies]
             used.update(levels)
             values = _scored_once(
-                scorer, cache, lambda model: [_owen_estimate(model, words, depth) for words, depth in zip(hierarchies, levels)]
+                scorer, cache, lambda model: [_owen_estimate(model, words, depth, players) for words, depth in zip(hierarchies, levels)]
             )
             for i, pair_values in zip(chunk, values):
-                frames.append(_pair_frame(query_ids[i], doc_ids[i], queries[i], documents[i], pair_values))
+                frame = _pair_frame(query_ids[i], doc_ids[i], queries[i], documents[i], pair_values)
+                frames.append(frame if players == "pair" else frame[frame.part == "document"])
             progress.update(len(chunk))
     if max_evaluations is not None:
         logger.info("pairs per exact level within %d evaluations each: %s", max_evaluations, dict(sorted(used.items())))
