@@ -16,7 +16,10 @@ P(claim | passage prompt)), measured side by side in one run, on the same model 
             words removed, shap's PartitionExplainer with both contexts in the top
             ``--exact-levels`` levels, every masked text of the pairs in one
             ``score_pairs`` call through the score cache; ``--max-evaluations N``: each
-            pair at the deepest level up to 8 whose evaluations fit in N.
+            pair at the deepest level up to 8 whose evaluations fit in N;
+            ``--document-levels L``: the same with ``players="document"`` (the claim kept whole,
+            only the document's words valued), both contexts in the top L levels of the
+            document's own tree.
 
 Accuracy is Spearman's correlation with the exact Owen values (shap's PartitionExplainer,
 both contexts at every node, unlimited budget: about n² evaluations per pair; query words
@@ -32,6 +35,9 @@ first, then document words) on the first ``--reference-pairs`` pairs, the mean o
                   the project settings' values of the same words likewise.
   all words       the project settings over query + document words (shap's default has no
                   query players).
+  document game   every setting's document-word values against the exact Owen values of the
+                  game with the claim kept whole (``owen_values(..., players="document")``),
+                  the game shap's default and the document-players settings estimate.
 
 shap's default values on reference pairs beyond ``--default-pairs`` come from an untimed
 call with the project scorer as f (the same f up to rounding; the two f's agreement on the
@@ -43,7 +49,7 @@ pairs, speed-up over both default calls on them, Spearman on document words and 
 
     .venv/bin/python bench/attribution.py [--method zeroshot|qlm] [--model resources/models/smollm2-135m-instruct]
         [--pairs 4] [--default-pairs 2] [--reference-pairs 4] [--exact-levels 0 1 2]
-        [--max-evaluations 400 800] [--dtype auto]
+        [--max-evaluations 400 800] [--document-levels 0 1] [--dtype auto]
 """
 
 from __future__ import annotations
@@ -165,11 +171,11 @@ def token_values_to_words(tokenizer, document: str, token_values: np.ndarray) ->
     return values
 
 
-def exact_owen(scorer, query: str, document: str) -> tuple[np.ndarray, int]:
-    """The reference: exact Owen values (query words, then document words) and their evaluation
-    count, every masked pair scored in one batched call."""
+def exact_owen(scorer, query: str, document: str, players: str = "pair") -> tuple[np.ndarray, int]:
+    """The reference: exact Owen values (query words, then document words; or the document's with
+    ``players="document"``) and their evaluation count, every masked pair scored in one batched call."""
     cache = {}
-    return owen_values(scorer, query, document, cache=cache), len(cache)
+    return owen_values(scorer, query, document, cache=cache, players=players), len(cache)
 
 
 def print_row(name: str, stats: dict) -> None:
@@ -200,6 +206,7 @@ def main() -> None:
     parser.add_argument("--reference-pairs", type=int, default=4, help="the first of them also given exact Owen values")
     parser.add_argument("--exact-levels", type=int, nargs="+", default=[0, 1, 2], help="project settings")
     parser.add_argument("--max-evaluations", type=int, nargs="*", default=[], help="more project settings: caps, levels up to 8")
+    parser.add_argument("--document-levels", type=int, nargs="*", default=[], help="more project settings: document players at these levels")
     parser.add_argument("--config", nargs="+", default=[REPO / "config/config.yaml"], help="the pipeline's config file(s): the explain stage's scoring settings and pairs per call")
     parser.add_argument("--dtype", help="override the config's model.dtype (auto: chosen by the precision probe)")
     parser.add_argument("--seed", type=int, default=0)
@@ -233,6 +240,7 @@ def main() -> None:
     print_row(f"shap default, project scorer f ({k} pairs)", defaults["project scorer f"])
     settings = {f"exact_levels={levels}": {"exact_levels": levels} for levels in args.exact_levels}
     settings |= {f"max_evaluations={cap}": {"exact_levels": 8, "max_evaluations": cap} for cap in args.max_evaluations}
+    settings |= {f"document players, levels={levels}": {"exact_levels": levels, "players": "document"} for levels in args.document_levels}
     same, estimates = {}, {}
     for name, setting in settings.items():
         same[name], _ = run_project(scorer, queries[:k], documents[:k], setting, pairs_per_call)
@@ -249,6 +257,11 @@ def main() -> None:
         reference.append(values)
         print(f"reference pair {i}: {words[i]} words, {evals} evaluations, {time.perf_counter() - started:.0f} s", flush=True)
     reference_document = [values[n_query[i] :] for i, values in enumerate(reference)]
+    reference_game = []  # the claim kept whole: the game shap's default and the document players estimate
+    for i in range(r):
+        values, evals = exact_owen(scorer, queries[i], documents[i], players="document")
+        reference_game.append(values)
+        print(f"reference pair {i}, document game: {evals} evaluations", flush=True)
 
     # shap's default on the reference pairs: each f's own timed values, then untimed project-scorer-f calls
     extra = run_default(scorer.score_pairs, scorer.tokenizer, queries[k:r], documents[k:r])["values"] if r > k else []
@@ -259,27 +272,30 @@ def main() -> None:
     f_agreement, _ = mean_spearman(*(words_[:k] for words_ in default_words.values()))
     print(f"shap default, plain f vs. project scorer f on {min(k, r)} timed pairs: Spearman over document words {f_agreement:.3f}")
 
-    rows = []  # setting, seconds, Spearman on document words (and per pair), Spearman on all words (and per pair)
+    # setting, seconds, Spearman on document words (and per pair), Spearman on all words (and per pair), Spearman vs the document game
+    rows = []
     for name, default in defaults.items():
-        rows.append((f"shap default, {name}", default["seconds"], *mean_spearman(default_words[name], reference_document), None, []))
+        words_ = default_words[name]
+        rows.append((f"shap default, {name}", default["seconds"], *mean_spearman(words_, reference_document), None, [], mean_spearman(words_, reference_game)[0]))
     for name, estimate in estimates.items():
         ours = [estimate[estimate.query_id == str(i)] for i in range(r)]
         document_part = [pair[pair.part == "document"].attribution.to_numpy() for pair in ours]
+        all_words = mean_spearman([pair.attribution.to_numpy() for pair in ours], reference) if not name.startswith("document") else (None, [])
         rows.append(
-            (f"project {name}", same[name]["seconds"], *mean_spearman(document_part, reference_document),
-             *mean_spearman([pair.attribution.to_numpy() for pair in ours], reference))
+            (f"project {name}", same[name]["seconds"], *mean_spearman(document_part, reference_document), *all_words,
+             mean_spearman(document_part, reference_game)[0])
         )  # fmt: skip
 
     print(
         f"\n{args.method}, {scorer.model.dtype}: seconds per explanation and speed-up on the first {k} pairs; "
         f"Spearman vs. exact Owen values, mean over {r} pairs"
     )
-    print(f"{'setting':<34} {'s/expl':>8} {'x plain f':>10} {'x scorer f':>11} {'rho doc words':>14} {'rho all words':>14}")
-    for name, seconds, rho_document, _, rho_all, _ in rows:
+    print(f"{'setting':<34} {'s/expl':>8} {'x plain f':>10} {'x scorer f':>11} {'rho doc words':>14} {'rho all words':>14} {'rho doc game':>14}")
+    for name, seconds, rho_document, _, rho_all, _, rho_game in rows:
         speed = "".join(f" {defaults[f]['seconds'] / seconds:>{w}.1f}x" for f, w in (("plain f", 9), ("project scorer f", 10)))
-        print(f"{name:<34} {seconds:>8.2f}{speed} {rho_cell(rho_document)} {rho_cell(rho_all)}")
+        print(f"{name:<34} {seconds:>8.2f}{speed} {rho_cell(rho_document)} {rho_cell(rho_all)} {rho_cell(rho_game)}")
     print("per pair (document words | all words):")
-    for name, _, _, per_document, _, per_all in rows:
+    for name, _, _, per_document, _, per_all, _ in rows:
         print(f"  {name}: {np.round(per_document, 3).tolist()}" + (f" | {np.round(per_all, 3).tolist()}" if per_all else ""))
     if any(np.isnan(rho) for row in rows for rho in row[3] + row[5]):
         print(
