@@ -139,7 +139,8 @@ def write_rationales(
     import torch
 
     prompts = [rationale_prompt(tokenizer, item, show_decision) for item in items]
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]  # once: batches are planned by length, then padded
+    lengths = [len(ids) for ids in prompt_ids]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     batching = Batching(rows=batch_size) if batch_size is not None else generation_batching(generator_model, memory_mb)
     batches = batching.split([lengths[i] for i in order], extra=max_new_tokens)
@@ -151,9 +152,7 @@ def write_rationales(
     try:
         for rows in tqdm(batches, desc="rationales", unit="batch"):
             batch = [order[r] for r in rows]
-            encoded = tokenizer(
-                [prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False
-            ).to(device)
+            encoded = tokenizer.pad({"input_ids": [prompt_ids[i] for i in batch]}, return_tensors="pt").to(device)
             with torch.no_grad():
                 generated = generator_model.generate(
                     **encoded, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_token_id
