@@ -362,6 +362,8 @@ def test_simulatability_of_trained_methods_is_compared_with_each_untrained_metho
     table = simulatability_between(pairs, untrained=["qlm", "zeroshot"]).set_index("against")
     # Trained against untrained only: dpo_pairs vs qlm and vs zeroshot, never qlm vs zeroshot.
     assert table.method.tolist() == ["dpo_pairs", "dpo_pairs"]
+    # No document explained by both: each one's documents, unpaired.
+    assert table.test.tolist() == ["welch", "welch"] and table.shared.tolist() == [0, 0]
     qlm = table.loc["qlm"]
     # Welch by hand: means 0.7 and 0.2, variances 0.01 and 0.02; se^2 = 0.01/3 + 0.02/2;
     # df = se^4 / ((0.01/3)^2 / 2 + (0.02/2)^2 / 1).
@@ -372,6 +374,23 @@ def test_simulatability_of_trained_methods_is_compared_with_each_untrained_metho
     # zeroshot: 0.7, 0.8 (its NaN left out): equal means of 0.75 vs 0.7, difference -0.05.
     assert table.loc["zeroshot", "difference"] == pytest.approx(-0.05)
     assert table.p_holm.tolist() == pytest.approx(holm_by_hand(table.p.tolist()))
+
+
+def test_simulatability_on_documents_both_methods_explained_is_compared_paired_on_those_documents():
+    # dpo_pairs and qlm share (q1, a), (q1, b), (q2, c); (q1, c) and (q2, c) are different pairs.
+    pairs = pd.DataFrame(
+        {"method": ["dpo_pairs"] * 4 + ["qlm"] * 4, "budget": ["all"] * 4 + ["0"] * 4,
+         "query_id": ["q1", "q1", "q2", "q3", "q1", "q1", "q2", "q1"], "doc_id": ["a", "b", "c", "d", "a", "b", "c", "c"],
+         "simulatability": [0.8, 0.6, 0.7, 0.9, 0.5, 0.6, 0.2, 0.0]}
+    )
+    row = simulatability_between(pairs, untrained=["qlm"]).iloc[0]
+    assert (row.test, row.documents, row.documents_against, row.shared) == ("paired", 4, 4, 3)
+    # Over the shared three only: 0.8, 0.6, 0.7 against 0.5, 0.6, 0.2; differences 0.3, 0.0, 0.5.
+    assert (row["mean"], row.mean_against, row.difference) == pytest.approx((0.7, 1.3 / 3, 0.8 / 3))
+    # sd of the differences sqrt(0.19 / 3) = 0.2517, t = (0.8 / 3) / (0.2517 / sqrt 3) = 1.835 on 2 df,
+    # whose two-sided p is 1 - t / sqrt(t^2 + 2) (Student's t with 2 df in closed form).
+    t = (0.8 / 3) / (math.sqrt(0.19 / 3) / math.sqrt(3))
+    assert row.t == pytest.approx(t) and row.p == pytest.approx(1 - t / math.sqrt(t**2 + 2))
 
 
 def holm_by_hand(p):

@@ -14,10 +14,12 @@
   as reasons) against as many random words (paired t-test);
 - the attributions predict removals: counterfactual simulatability (explain/simulatability.py;
   its edits include removing the marker) over those documents against the same attributions
-  permuted (paired t-test), and each trained method's against each untrained method's
-  (Welch's t-test over each one's documents, Holm over the comparisons: the methods explain
-  different documents, so the test is unpaired; a document both explain gets the same edits,
-  drawn from its text).
+  permuted (paired t-test), and each trained method's against each untrained method's on the
+  same edits: a document both explain gets the same edits (drawn from its text), so the test
+  is paired over the documents both explained, where at least ``MIN_SHARED`` are; otherwise
+  Welch's t-test over each one's documents (each method explains its own top and bottom
+  documents; explaining every head document, ``explain.top_documents`` = ``rerank.depth``,
+  makes them all shared). Holm over the comparisons.
 """
 
 from __future__ import annotations
@@ -45,7 +47,10 @@ SUMMARY_COLUMNS = [
 ]
 # Per-pair faithfulness of the explained pairs (explain/faithfulness.py): each against its random baseline.
 PAIR_FAITHFULNESS = ["marker_comprehensiveness", "rationale_comprehensiveness", "simulatability"]
-BETWEEN_COLUMNS = ["method", "budget", "against", "documents", "documents_against", "mean", "mean_against", "difference", "t", "p", "p_holm"]
+BETWEEN_COLUMNS = [
+    "method", "budget", "against", "documents", "documents_against", "shared", "test", "mean", "mean_against", "difference", "t", "p", "p_holm",
+]  # fmt: skip
+MIN_SHARED = 3  # documents both methods explained: fewer, and the comparison falls back to Welch's test over each one's
 
 
 def shortcut_tests(aligned: pd.DataFrame, flipped: pd.DataFrame, measures: Sequence[str], alpha: float = 0.05) -> pd.DataFrame:
@@ -169,20 +174,29 @@ def attribution_summary(pairs: pd.DataFrame, rationales: pd.DataFrame, marker: s
 def simulatability_between(pairs: pd.DataFrame, untrained: Sequence[str], alpha: float = 0.05) -> pd.DataFrame:
     """Each trained method's simulatability on its explained marker-carrying documents against each
     ``untrained`` method's: ``pairs`` rows (``attribution_summary``'s merged pairs: method,
-    budget, simulatability) with a defined simulatability; Welch's t-test (two-sided), Holm
-    over every row. Returns ``BETWEEN_COLUMNS``."""
+    budget, query_id, doc_id, simulatability) with a defined simulatability. Paired t-test over
+    the documents both explained (the same edits) where at least ``MIN_SHARED`` are (test
+    "paired": mean, mean_against and difference over those), else Welch's t-test over each
+    one's documents (test "welch"); two-sided, Holm over every row. Returns ``BETWEEN_COLUMNS``."""
     defined = pairs.dropna(subset=["simulatability"]) if "simulatability" in pairs else pairs.iloc[0:0]
-    groups = {key: group.simulatability.to_numpy(dtype=np.float64) for key, group in defined.groupby(KEYS, sort=False)}
+    groups = {key: group.set_index(["query_id", "doc_id"]).simulatability.astype(np.float64) for key, group in defined.groupby(KEYS, sort=False)}
     rows = []
     for (method, budget), values in groups.items():
-        for (against, against_budget), reference in groups.items():
+        for (against, _), reference in groups.items():
             if method in untrained or against not in untrained:
                 continue
-            t, p = scipy_stats.ttest_ind(values, reference, equal_var=False) if min(len(values), len(reference)) >= 2 else (np.nan, np.nan)
+            shared = values.index.intersection(reference.index)
+            if len(shared) >= MIN_SHARED:
+                test, a, b = "paired", values[shared].to_numpy(), reference[shared].to_numpy()
+                t, p = paired_t_test(a, b)
+            else:
+                test, a, b = "welch", values.to_numpy(), reference.to_numpy()
+                t, p = scipy_stats.ttest_ind(a, b, equal_var=False) if min(len(a), len(b)) >= 2 else (np.nan, np.nan)
             rows.append(
                 {
                     "method": method, "budget": budget, "against": against, "documents": len(values), "documents_against": len(reference),
-                    "mean": values.mean(), "mean_against": reference.mean(), "difference": values.mean() - reference.mean(), "t": float(t), "p": float(p),
+                    "shared": len(shared), "test": test, "mean": a.mean(), "mean_against": b.mean(), "difference": a.mean() - b.mean(),
+                    "t": float(t), "p": float(p),
                 }  # fmt: skip
             )
     table = pd.DataFrame(rows, columns=BETWEEN_COLUMNS[:-1])
@@ -197,17 +211,18 @@ def between_markdown(table: pd.DataFrame, alpha: float) -> str:
     lines = [
         "## Do the attributions predict removals? Simulatability against the untrained methods'",
         "",
-        "Over each method's explained marker-carrying documents (the marker's removal among the edits); "
-        "Welch's t-test, Holm over the rows.",
+        "Over the explained marker-carrying documents (the marker's removal among the edits): paired t-test over the "
+        f"documents both methods explained, which get the same edits (at least {MIN_SHARED}), else Welch's t-test over "
+        "each one's documents; Holm over the rows. Documents: each one's explained (shared).",
         "",
-        "| method | budget | against | simulatability | against's | difference | Holm p |",
-        "|---|---|---|---|---|---|---|",
+        "| method | budget | against | documents | test | simulatability | against's | difference | Holm p |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table.itertuples():
         higher = " (higher)" if row.p_holm < alpha and row.difference > 0 else " (lower)" if row.p_holm < alpha else ""
         lines.append(
-            f"| {display_name(row.method)} | {row.budget} | {display_name(row.against)} | {row.mean:+.2f} ({row.documents}) | "
-            f"{row.mean_against:+.2f} ({row.documents_against}) | {row.difference:+.2f}{higher} | {row.p_holm:.3g} |"
+            f"| {display_name(row.method)} | {row.budget} | {display_name(row.against)} | {row.documents}, {row.documents_against} "
+            f"({row.shared}) | {row.test} | {row.mean:+.2f} | {row.mean_against:+.2f} | {row.difference:+.2f}{higher} | {row.p_holm:.3g} |"
         )
     return "\n".join(lines) + "\n"
 
