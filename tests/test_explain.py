@@ -139,6 +139,31 @@ def test_document_players_at_level_0_cost_half_the_pair_game_at_level_1():
     assert counts["document"] <= counts["pair"] / 2
 
 
+class GlacierMass:
+    """Score 1 only when the document says both "glacier" and "mass": an interaction across its halves."""
+
+    def score_pairs(self, queries, documents):
+        return np.array([float({"glacier", "mass"} <= set(d.split())) for d in documents])
+
+
+def test_siblings_present_value_each_word_as_it_is_removed_from_the_rest():
+    """DOCUMENT's tree splits it into "The glacier lost" | "mass this summer." with "glacier" and "mass" on
+    either side. Present: each half is explained with the other kept, so "glacier" and "mass" each get their
+    removal effect, 1, and the top split's interaction f11 - f10 - f01 + f00 = 1 - 0 - 0 + 0 is taken back
+    evenly from the 6 words: 5/6 for both, -1/6 for the rest. Absent: each half alone scores nothing, and the
+    interaction is spread evenly: 1/6 for every word. Both sum to f(q, d) - f(q, "") = 1."""
+    def values(siblings):
+        frame = explain_pairs(GlacierMass(), [QUERY], [DOCUMENT], exact_levels=0, players="document", siblings=siblings)
+        return frame.attribution.to_numpy()
+
+    np.testing.assert_allclose(values("present"), [-1 / 6, 5 / 6, -1 / 6, 5 / 6, -1 / 6, -1 / 6], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(values("absent"), [1 / 6] * 6, rtol=0, atol=1e-12)
+    exact = explain_pairs(GlacierMass(), [QUERY], [DOCUMENT], exact_levels=3, players="document", siblings="present")
+    np.testing.assert_allclose(exact.attribution, owen_values(GlacierMass(), QUERY, DOCUMENT, players="document"), atol=1e-12)
+    with pytest.raises(ValueError, match="unknown siblings 'none'"):
+        explain_pairs(GlacierMass(), [QUERY], [DOCUMENT], exact_levels=0, siblings="none")
+
+
 def evaluations(exact_levels: int, **cap) -> tuple[int, np.ndarray]:
     """Distinct masked pairs one explanation of (QUERY, DOCUMENT) scores, and its values."""
     scorer = GlacierCounter()

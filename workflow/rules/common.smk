@@ -103,7 +103,7 @@ def dataset_config(wildcards):
 
 # Keys of the explain section added after studies ran, and their defaults: a job's params leave a key
 # out at its default, so that adding it changed no explanation's params (one runs for hours on 2 cores).
-EXPLAIN_ADDED = {"players": "pair"}
+EXPLAIN_ADDED = {"players": "pair", "siblings": "absent"}
 EXPLAIN = {key: value for key, value in config["explain"].items() if EXPLAIN_ADDED.get(key, object()) != value}
 
 

@@ -56,7 +56,8 @@ cache = {}  # attribution and faithfulness score many of the same masked pairs
 ids = dict(query_ids=pairs.query_id.tolist(), doc_ids=pairs.doc_id.tolist())
 texts = (pairs["query"].tolist(), pairs.document.tolist())
 attributions = explain_pairs(
-    scorer, *texts, exact_levels=p.exact_levels, max_evaluations=p.max_evaluations, players=getattr(p, "players", "pair"), cache=cache,
+    scorer, *texts, exact_levels=p.exact_levels, max_evaluations=p.max_evaluations, players=getattr(p, "players", "pair"),
+    siblings=getattr(p, "siblings", "absent"), cache=cache,
     pairs_per_call=p.pairs_per_call, **ids,
 )
 watch.lap("attributions", cache)

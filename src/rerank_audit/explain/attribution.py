@@ -24,12 +24,21 @@ top, so at level 0 it costs about 2n evaluations for n document words, half of w
 of the pair game costs, and every removal that the faithfulness measures and the shortcut
 probes make (document words, the query whole) is the context its values are computed in.
 
+Siblings below the exact levels. A word's value there is read in one context, its
+ancestors' sibling groups either all *absent* (``siblings="absent"``, shap's
+``fixed_context=0``: a word is valued as it is added to little else) or all *present*
+(``"present"``, ``fixed_context=1``: a word is valued as it is removed from the rest of its
+group, what a deletion from the whole text does; the interaction a split leaves is taken back
+evenly from its words, so the values stay efficient). Exact levels average both, so the
+choice matters only below them, and most at level 0.
+
 Exact Owen values cost about n² evaluations for n words (``owen_values``, shap's
 ``fixed_context=None`` with an unlimited budget: the bench's reference). ``explain_pairs``
 keeps both contexts in the top ``exact_levels`` levels of the hierarchy only: for every
 group at that depth and every presence pattern of its ancestors' siblings, shap's
-``PartitionExplainer`` with ``fixed_context=0`` explains the group's words (below that
-depth, siblings absent: 2 evaluations per inner node), and the patterns are averaged. So
+``PartitionExplainer`` with a fixed context explains the group's words (below that depth,
+siblings absent or present, see below: 2 evaluations per inner node), and the patterns are
+averaged. So
 the cost is about 2^levels · 2n evaluations, the values stay efficient (they sum as above),
 the query–document interaction is split by the exact rule from ``exact_levels=1`` on, and
 deep enough levels give the exact Owen values. ``max_evaluations`` caps the model
@@ -61,6 +70,7 @@ from rerank_audit.models.scorer import Scorer
 
 PARTS = ("query", "document")
 PLAYERS = ("pair", "document")  # whose words are players: the pair's, or the document's with the query kept
+SIBLINGS = ("absent", "present")  # the one context below the exact levels: shap's fixed_context 0 or 1
 _DTYPES = {"query_id": object, "doc_id": object, "part": object, "position": "int64", "token": object, "attribution": "float64"}
 ATTRIBUTION_COLUMNS = list(_DTYPES)
 PairModel = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -205,14 +215,15 @@ def _partition_values(model: PairModel, masker: GroupMasker, fixed_context: int 
     return np.asarray(explanation.values[0], dtype=np.float64)
 
 
-def _owen_estimate(model: PairModel, words: WordHierarchy, exact_levels: int, players: str = "pair") -> np.ndarray:
-    """The players' word values (0 for the others): both contexts in the top ``exact_levels`` levels, siblings
-    absent below (shap's fixed_context=0, whole tree expanded: 2 evaluations per inner node and both ends)."""
+def _owen_estimate(model: PairModel, words: WordHierarchy, exact_levels: int, players: str = "pair", siblings: str = "absent") -> np.ndarray:
+    """The players' word values (0 for the others): both contexts in the top ``exact_levels`` levels, ``siblings``
+    absent or present below (shap's fixed_context 0 or 1, whole tree expanded: 2 evaluations per inner node and both ends)."""
     values = np.zeros(words.n_words)
+    fixed_context = SIBLINGS.index(siblings)
     for start, stop, contexts in words.contexts(exact_levels, players):
         for context in contexts:
             masker = GroupMasker(words, start, stop, context)
-            values[start:stop] += _partition_values(model, masker, fixed_context=0, max_evals=2 * (stop - start) + 2) / len(contexts)
+            values[start:stop] += _partition_values(model, masker, fixed_context, max_evals=2 * (stop - start) + 2) / len(contexts)
     return values
 
 
@@ -279,6 +290,7 @@ def explain_pairs(
     exact_levels: int,
     max_evaluations: int | None = None,
     players: str = "pair",
+    siblings: str = "absent",
     cache: ScoreCache | None = None,
     pairs_per_call: int = PAIRS_PER_CALL,
     query_ids: Sequence[str] | None = None,
@@ -292,7 +304,8 @@ def explain_pairs(
     pairs); a pair then gets the deepest level up to ``exact_levels`` that fits, at least 0
     (None: ``exact_levels`` for every pair). ``players``: ``"pair"`` (the query's and the
     document's words) or ``"document"`` (the document's, the query kept whole; see the module
-    docstring). Deterministic: a pair gets the same
+    docstring). ``siblings``: the one context below the exact levels, ``"absent"`` or
+    ``"present"`` (module docstring). Deterministic: a pair gets the same
     attributions whatever else is explained with it. ``cache``: a score cache of this scorer (see ``score_cache``) reused
     and filled; pass the same dict to ``faithfulness``. ``pairs_per_call``: pairs whose masked
     texts go to the scorer in one ``score_pairs`` call. ``query_ids`` / ``doc_ids``:
@@ -305,6 +318,8 @@ def explain_pairs(
         raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
     if players not in PLAYERS:
         raise ValueError(f"unknown players {players!r}; choose one of {PLAYERS}")
+    if siblings not in SIBLINGS:
+        raise ValueError(f"unknown siblings {siblings!r}; choose one of {SIBLINGS} (config explain.siblings)")
     if exact_levels < 0 or pairs_per_call < 1 or (max_evaluations is not None and max_evaluations < 1):
         raise ValueError(
             f"exact_levels must be >= 0, pairs_per_call and max_evaluations positive, got {exact_levels}, {pairs_per_call} and {max_evaluations}"
@@ -320,7 +335,7 @@ def explain_pairs(
             levels = [levels_within(words, exact_levels, max_evaluations, players) for words in hierarchies]
             used.update(levels)
             values = _scored_once(
-                scorer, cache, lambda model: [_owen_estimate(model, words, depth, players) for words, depth in zip(hierarchies, levels)]
+                scorer, cache, lambda model: [_owen_estimate(model, words, depth, players, siblings) for words, depth in zip(hierarchies, levels)]
             )
             for i, pair_values in zip(chunk, values):
                 frame = _pair_frame(query_ids[i], doc_ids[i], queries[i], documents[i], pair_values)
