@@ -19,7 +19,8 @@ P(claim | passage prompt)), measured side by side in one run, on the same model 
             pair at the deepest level up to 8 whose evaluations fit in N;
             ``--document-levels L``: the same with ``players="document"`` (the claim kept whole,
             only the document's words valued), both contexts in the top L levels of the
-            document's own tree.
+            document's own tree. ``--siblings absent present``: every project setting in both
+            contexts below its exact levels (``explain.siblings``).
 
 Accuracy is Spearman's correlation with the exact Owen values (shap's PartitionExplainer,
 both contexts at every node, unlimited budget: about n² evaluations per pair; query words
@@ -49,7 +50,7 @@ pairs, speed-up over both default calls on them, Spearman on document words and 
 
     .venv/bin/python bench/attribution.py [--method zeroshot|qlm] [--model resources/models/smollm2-135m-instruct]
         [--pairs 4] [--default-pairs 2] [--reference-pairs 4] [--exact-levels 0 1 2]
-        [--max-evaluations 400 800] [--document-levels 0 1] [--dtype auto]
+        [--max-evaluations 400 800] [--document-levels 0 1] [--siblings absent present] [--dtype auto]
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ import torch
 from scipy.stats import spearmanr
 from scoring import plain_log_odds, plain_query_log_probs
 
-from rerank_audit.explain.attribution import explain_pairs, owen_values
+from rerank_audit.explain.attribution import SIBLINGS, explain_pairs, owen_values
 from rerank_audit.text.words import split_words
 from rerank_audit.text import prompts
 from rerank_audit.config import load_config
@@ -207,6 +208,7 @@ def main() -> None:
     parser.add_argument("--exact-levels", type=int, nargs="+", default=[0, 1, 2], help="project settings")
     parser.add_argument("--max-evaluations", type=int, nargs="*", default=[], help="more project settings: caps, levels up to 8")
     parser.add_argument("--document-levels", type=int, nargs="*", default=[], help="more project settings: document players at these levels")
+    parser.add_argument("--siblings", nargs="+", choices=SIBLINGS, default=["absent"], help="each project setting with each context below its exact levels")
     parser.add_argument("--config", nargs="+", default=[REPO / "config/config.yaml"], help="the pipeline's config file(s): the explain stage's scoring settings and pairs per call")
     parser.add_argument("--dtype", help="override the config's model.dtype (auto: chosen by the precision probe)")
     parser.add_argument("--seed", type=int, default=0)
@@ -241,6 +243,8 @@ def main() -> None:
     settings = {f"exact_levels={levels}": {"exact_levels": levels} for levels in args.exact_levels}
     settings |= {f"max_evaluations={cap}": {"exact_levels": 8, "max_evaluations": cap} for cap in args.max_evaluations}
     settings |= {f"document players, levels={levels}": {"exact_levels": levels, "players": "document"} for levels in args.document_levels}
+    if args.siblings != ["absent"]:
+        settings = {f"{name}, {siblings}": setting | {"siblings": siblings} for name, setting in settings.items() for siblings in args.siblings}
     same, estimates = {}, {}
     for name, setting in settings.items():
         same[name], _ = run_project(scorer, queries[:k], documents[:k], setting, pairs_per_call)
