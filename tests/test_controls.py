@@ -391,6 +391,9 @@ def test_simulatability_on_documents_both_methods_explained_is_compared_paired_o
     # whose two-sided p is 1 - t / sqrt(t^2 + 2) (Student's t with 2 df in closed form).
     t = (0.8 / 3) / (math.sqrt(0.19 / 3) / math.sqrt(3))
     assert row.t == pytest.approx(t) and row.p == pytest.approx(1 - t / math.sqrt(t**2 + 2))
+    # Two shared documents are too few to pair: each one's four, unpaired.
+    fewer = simulatability_between(pairs[~((pairs.method == "qlm") & (pairs.doc_id == "c"))], untrained=["qlm"]).iloc[0]
+    assert (fewer.test, fewer.shared, fewer.documents_against) == ("welch", 2, 2)
 
 
 def holm_by_hand(p):

@@ -158,6 +158,7 @@ def test_siblings_present_value_each_word_as_it_is_removed_from_the_rest():
 
     np.testing.assert_allclose(values("present"), [-1 / 6, 5 / 6, -1 / 6, 5 / 6, -1 / 6, -1 / 6], rtol=0, atol=1e-12)
     np.testing.assert_allclose(values("absent"), [1 / 6] * 6, rtol=0, atol=1e-12)
+    # Exact levels leave no word to a single context, so siblings no longer matter there.
     exact = explain_pairs(GlacierMass(), [QUERY], [DOCUMENT], exact_levels=3, players="document", siblings="present")
     np.testing.assert_allclose(exact.attribution, owen_values(GlacierMass(), QUERY, DOCUMENT, players="document"), atol=1e-12)
     with pytest.raises(ValueError, match="unknown siblings 'none'"):
@@ -179,6 +180,8 @@ def test_an_evaluation_cap_gives_each_pair_the_deepest_level_that_fits():
             pairs, values = evaluations(8, max_evaluations=cap)
             assert pairs == counts[fitting]
             np.testing.assert_array_equal(values, evaluations(fitting)[1])
+            present = evaluations(8, max_evaluations=cap, siblings="present")  # the cap counts the texts of the game it explains
+            np.testing.assert_array_equal(present[1], evaluations(fitting, siblings="present")[1])
     assert evaluations(8, max_evaluations=1)[0] == counts[0]  # level 0 is the floor
     assert evaluations(2, max_evaluations=10**6)[0] == counts[2]  # the cap never deepens past exact_levels
     capped = explain_pairs(Interacting(), [QUERY], [DOCUMENT], exact_levels=8, max_evaluations=counts[4])

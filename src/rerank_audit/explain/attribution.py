@@ -21,8 +21,8 @@ query's candidates: the query is the same for all of them, so it stays whole in 
 coalition and only the document's words are players (the game v(S) = f(query, S); the values
 sum to f(query, document) - f(query, "")); ``exact_levels`` then counts from the document's
 top, so at level 0 it costs about 2n evaluations for n document words, half of what level 1
-of the pair game costs, and every removal that the faithfulness measures and the shortcut
-probes make (document words, the query whole) is the context its values are computed in.
+of the pair game costs; the query is whole in every removal the faithfulness measures make,
+as in this game (with ``siblings="present"``, below, the rest of the document too).
 
 Siblings below the exact levels. A word's value there is read in one context, its
 ancestors' sibling groups either all *absent* (``siblings="absent"``, shap's
@@ -37,7 +37,7 @@ Exact Owen values cost about n² evaluations for n words (``owen_values``, shap'
 keeps both contexts in the top ``exact_levels`` levels of the hierarchy only: for every
 group at that depth and every presence pattern of its ancestors' siblings, shap's
 ``PartitionExplainer`` with a fixed context explains the group's words (below that depth,
-siblings absent or present, see below: 2 evaluations per inner node), and the patterns are
+siblings absent or present, see above: 2 evaluations per inner node), and the patterns are
 averaged. So
 the cost is about 2^levels · 2n evaluations, the values stay efficient (they sum as above),
 the query–document interaction is split by the exact rule from ``exact_levels=1`` on, and
@@ -227,15 +227,17 @@ def _owen_estimate(model: PairModel, words: WordHierarchy, exact_levels: int, pl
     return values
 
 
-def levels_within(words: WordHierarchy, exact_levels: int, max_evaluations: int | None, players: str = "pair") -> int:
-    """The deepest level up to ``exact_levels`` whose explanation of ``words`` asks for at most
-    ``max_evaluations`` distinct masked pairs (no cap: ``exact_levels``); never below 0."""
+def levels_within(
+    words: WordHierarchy, exact_levels: int, max_evaluations: int | None, players: str = "pair", siblings: str = "absent"
+) -> int:
+    """The deepest level up to ``exact_levels`` whose explanation of ``words`` (``players``, ``siblings``) asks
+    for at most ``max_evaluations`` distinct masked pairs (no cap: ``exact_levels``); never below 0."""
     if max_evaluations is None:
         return exact_levels
     fitting = 0
     for levels in range(1, min(exact_levels, words.depth(*words.players_span(players))) + 1):  # deeper than the tree changes nothing
         recorded: list[tuple[str, str]] = []
-        _owen_estimate(_recording_model(recorded), words, levels, players)
+        _owen_estimate(_recording_model(recorded), words, levels, players, siblings)
         if len(set(recorded)) > max_evaluations:
             break
         fitting = levels
@@ -332,7 +334,7 @@ def explain_pairs(
         for start in range(0, len(queries), pairs_per_call):
             chunk = range(start, min(start + pairs_per_call, len(queries)))
             hierarchies = [WordHierarchy(queries[i], documents[i]) for i in chunk]
-            levels = [levels_within(words, exact_levels, max_evaluations, players) for words in hierarchies]
+            levels = [levels_within(words, exact_levels, max_evaluations, players, siblings) for words in hierarchies]
             used.update(levels)
             values = _scored_once(
                 scorer, cache, lambda model: [_owen_estimate(model, words, depth, players, siblings) for words, depth in zip(hierarchies, levels)]
