@@ -55,10 +55,9 @@ watch.lap("model load")
 cache = {}  # attribution and faithfulness score many of the same masked pairs
 ids = dict(query_ids=pairs.query_id.tolist(), doc_ids=pairs.doc_id.tolist())
 texts = (pairs["query"].tolist(), pairs.document.tolist())
+added = {key: getattr(p, key) for key in ("players", "siblings") if hasattr(p, key)}  # absent from params at their defaults (common.smk)
 attributions = explain_pairs(
-    scorer, *texts, exact_levels=p.exact_levels, max_evaluations=p.max_evaluations, players=getattr(p, "players", "pair"),
-    siblings=getattr(p, "siblings", "absent"), cache=cache,
-    pairs_per_call=p.pairs_per_call, **ids,
+    scorer, *texts, exact_levels=p.exact_levels, max_evaluations=p.max_evaluations, cache=cache, pairs_per_call=p.pairs_per_call, **added, **ids
 )
 watch.lap("attributions", cache)
 attributions = attributions.assign(method=w.method, budget=w.budget)
