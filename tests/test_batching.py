@@ -325,3 +325,59 @@ def test_packed_rows_fill_the_budget_longest_first():
 
     assert packed_rows([5, 9, 3, 7], 12) == [[1], [3, 0], [2]]
     assert packed_rows([20, 4], 12) == [[0], [1]]  # a sequence longer than the budget has a row of its own
+
+
+def _sequences(rows, first=None):
+    from rerank_audit.models.scoring.engine import ScoredSequence
+
+    return [ScoredSequence(ids, len(ids) - 1 if first is None else first, len(ids)) for ids in rows]
+
+
+# Five masked variants of one query's document (the first four tokens: template and query) and a
+# second query's. Derived by hand: all five as one cluster share 6 tokens: (6 - 2) + 5 x (10 - 6) = 24
+# beyond the 2 every sequence shares; split where the variants keep 8, {S1, S2, S5} costs (8 - 2) + 3 x 2
+# = 12 and {S3, S6} (8 - 2) + 2 x 2 = 10: 22; S4 alone 10 - 2 = 8. Run tokens: 2 + 22 + 8 = 32, where
+# one cluster per query (the plan before) ran 2 + 24 + 8 = 34.
+CLUSTERED = {
+    "S1": [1, 2, 3, 4, 10, 11, 12, 13, 14, 20],
+    "S2": [1, 2, 3, 4, 10, 11, 12, 13, 15, 20],
+    "S3": [1, 2, 3, 4, 10, 11, 16, 17, 18, 20],
+    "S4": [1, 2, 5, 6, 7, 8, 9, 9, 9, 20],
+    "S5": [1, 2, 3, 4, 10, 11, 12, 13, 16, 20],
+    "S6": [1, 2, 3, 4, 10, 11, 16, 17, 19, 20],
+}
+
+
+def test_prefix_clusters_split_a_querys_variants_where_they_keep_more_of_the_document():
+    from rerank_audit.models.scoring.engine import plan_chunks, prefix_clusters
+
+    names = list(CLUSTERED)
+    clusters = prefix_clusters(_sequences(CLUSTERED.values()), common=2)
+    assert {frozenset(names[i] for i in members): prefix for members, prefix in clusters} == {
+        frozenset({"S1", "S2", "S5"}): 8, frozenset({"S3", "S6"}): 8, frozenset({"S4"}): 2,
+    }
+    assert plan_chunks(_sequences(CLUSTERED.values()), Batching(tokens=1000, prefix_tokens=1000), prefix_reuse=True).run_tokens == 32
+
+
+def test_a_clusters_prefix_stops_at_the_first_position_its_head_reads():
+    from rerank_audit.models.scoring.engine import prefix_clusters
+
+    # The head reads from position 5 on (query likelihood: the query after the document): however
+    # much more S1 and S2 share, their cached prefix ends there: (5 - 2) + 2 x 5 = 13 < 2 x 8.
+    rows = [CLUSTERED["S1"], CLUSTERED["S2"]]
+    assert prefix_clusters(_sequences(rows, first=5), common=2) == [([0, 1], 5)]
+    assert prefix_clusters(_sequences(rows), common=2) == [([0, 1], 8)]  # the 8 tokens they share
+
+
+@pytest.mark.parametrize("family", [YesNoScorer, QueryLikelihoodScorer])
+def test_masked_variants_of_a_document_score_as_each_alone(model_and_tokenizer, family):
+    """Explanations score a document with words removed: variants that keep its first words share
+    them in a cluster's cached prefix (several clusters, each continuing at its own position)."""
+    model, tokenizer = model_and_tokenizer
+    words = "Glacier mass balance in the Alps from 1960 to 2020 with retreat rates per decade and snow cover".split()
+    documents = [" ".join(words[:k] + words[k + width :]) for width in (1, 3) for k in range(0, len(words), 2)] + [" ".join(words)]
+    queries = ["glacier retreat alps"] * len(documents) + ["sea level venice"] * 3
+    documents += DOCUMENTS[2:4] + [" ".join(words)]
+    alone = family(model, tokenizer, settings=ScoringSettings(batch_size=1, prefix_reuse=False)).score_pairs(queries, documents)
+    scorer = family(model, tokenizer, settings=ScoringSettings(batch_tokens=400))
+    np.testing.assert_allclose(scorer.score_pairs(queries, documents), alone, atol=1e-4, rtol=0)

@@ -103,7 +103,7 @@ def test_the_bundled_writer_leans_to_relevant_after_a_rationale_that_says_so(bun
     said = ["The document is relevant to the search query: it discusses exactly what the query asks about.",
             "The document is not relevant to the search query: it discusses something the query does not ask about."]  # fmt: skip
     texts = [verdict_prompt(tokenizer, ITEM | {"document": d}, r) for r in said for d in documents]
-    log_odds = answer_log_odds(model, tokenizer, texts, [0, 1, 0, 1], settings=ScoringSettings(max_length=None, device="cpu"))
+    log_odds = answer_log_odds(model, tokenizer, texts, settings=ScoringSettings(max_length=None, device="cpu"))
     relevant, not_relevant = log_odds.reshape(2, len(documents))
     assert (relevant - not_relevant > 0.2).all(), (relevant, not_relevant)
 

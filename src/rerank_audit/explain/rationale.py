@@ -112,14 +112,12 @@ def verdict_log_odds(model, tokenizer, items: Sequence[Mapping], rationales: Seq
     simulatability). Each is one forward pass per prompt, no generation
     (``scoring.yesno.answer_log_odds``: logsumexp over the yes variants minus over the no variants).
     """
-    from rerank_audit.models.scoring.engine import group_ids
     from rerank_audit.models.scoring.yesno import answer_log_odds
 
-    groups = group_ids([item["query"] for item in items])
     with_explanation = [verdict_prompt(tokenizer, item, r, show_decision) for item, r in zip(items, rationales, strict=True)]
     input_only = [prompts.pointwise_prompt(tokenizer, item["query"], item["document"]) for item in items]
     return pd.DataFrame(
-        {name: answer_log_odds(model, tokenizer, texts, groups, settings=settings, desc=name) for name, texts in zip(VERDICT_COLUMNS, (with_explanation, input_only))}
+        {name: answer_log_odds(model, tokenizer, texts, settings=settings, desc=name) for name, texts in zip(VERDICT_COLUMNS, (with_explanation, input_only))}
     )
 
 

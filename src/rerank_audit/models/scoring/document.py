@@ -24,7 +24,6 @@ from .engine import (
     check_reference,
     common_prefix_length,
     encode_pairs,
-    group_ids,
     load_policy_and_reference,
     policy_minus_reference,
     sum_head_over_positions,
@@ -72,10 +71,10 @@ class ImplicitRewardScorer:
         """The token ids each pair is scored on (document truncated to fit ``max_length``)."""
         return [s.ids for s in self._sequences(queries, documents)]
 
-    def _mean_log_probs(self, model, sequences: list[ScoredSequence], groups: list[int]) -> np.ndarray:
+    def _mean_log_probs(self, model, sequences: list[ScoredSequence]) -> np.ndarray:
         """log π(t|…) of ``model`` averaged over each sequence's completion tokens, float64."""
         sums = sum_head_over_positions(
-            backbone_of(model), sequences, groups, partial(token_log_probs, model), settings=self.settings,
+            backbone_of(model), sequences, partial(token_log_probs, model), settings=self.settings,
             prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id,
             desc="reference log-probs" if model is self.reference else "log-probs",
         )
@@ -85,9 +84,9 @@ class ImplicitRewardScorer:
         """β·mean per-token (log π − log π_ref) per pair, float64 [len(queries)]."""
         if len(queries) == 0:
             return np.zeros(0, dtype=np.float64)
-        sequences, groups = self._sequences(queries, documents), group_ids(queries)
+        sequences = self._sequences(queries, documents)
         return self.beta * policy_minus_reference(
-            self.policy, self.reference, lambda model: self._mean_log_probs(model, sequences, groups)
+            self.policy, self.reference, lambda model: self._mean_log_probs(model, sequences)
         )
 
 

@@ -3,10 +3,10 @@
 A family turns (query, document) pairs into :class:`ScoredSequence` s (token ids plus the
 positions whose final hidden states matter) and a *head* (hidden state, following token →
 number); :func:`sum_head_over_positions` runs them: pairs are tokenized exactly as TRL
-tokenized them in training, the tokens that a group's sequences share (an instruction and a
-query, or a document prompt) run once per group and their key/value cache serves every
-member, the rest runs in length-sorted batches, and the head is summed over each sequence's
-positions. Too-long pairs lose the end of their document, never the query or the positions
+tokenized them in training, the tokens that a cluster of sequences shares (an instruction and
+a query, a document prompt, or the first words of a masked document) run once per cluster and
+their key/value cache serves every member, the rest runs in length-sorted batches, and the
+head is summed over each sequence's positions. Too-long pairs lose the end of their document, never the query or the positions
 the head reads (:func:`encode_pairs`).
 
 Shared heads and helpers: :func:`token_log_probs` (log-probability of the following token,
@@ -161,35 +161,35 @@ KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values),
 @dataclass
 class _PrefixCache:
     """The cached prefixes of one chunk: ``common`` tokens that all its sequences share, once,
-    and each group's own rest beyond them, one right-padded row per group that has one.
+    and each cluster's own rest beyond them, one right-padded row per cluster that has one.
 
-    A group without a rest reads row 0 with all its positions masked. Padding slots hold
+    A cluster without a rest reads row 0 with all its positions masked. Padding slots hold
     zeros, never uninitialised memory (a masked NaN would still poison the attention's
     weighted sum).
     """
 
     common: int
     common_kv: KeyValues  # [1, ...]; empty when common is 0
-    rests: KeyValues  # [groups with a rest, ..., widest rest, ...]; empty when no group has one
-    row: dict[int, int]  # group -> its row in rests
-    rest: dict[int, int]  # group -> its rest's length
+    rests: KeyValues  # [clusters with a rest, ..., widest rest, ...]; empty when no cluster has one
+    row: dict[int, int]  # cluster -> its row in rests
+    rest: dict[int, int]  # cluster -> its rest's length
 
-    def for_batch(self, groups: Sequence) -> tuple[int, list[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
-        """(width, each row's prefix length, per layer the rows' prefix keys and values) of a batch whose rows belong to ``groups``.
+    def for_batch(self, clusters: Sequence) -> tuple[int, list[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+        """(width, each row's prefix length, per layer the rows' prefix keys and values) of a batch whose rows belong to ``clusters``.
 
         The layers are built one at a time as the batch's cache takes them (a generator: its
         cache then holds the only reference, and frees each layer's prefix once the layer
         has appended its own keys); ``width`` is the common prefix and the widest rest among the rows.
         """
-        rest = max(self.rest.get(g, 0) for g in groups)
-        lengths = [self.common + self.rest.get(g, 0) for g in groups]
+        rest = max(self.rest.get(g, 0) for g in clusters)
+        lengths = [self.common + self.rest.get(g, 0) for g in clusters]
 
         def layers():
-            index = to_device(np.array([self.row.get(g, 0) for g in groups]), self.rests[0][0].device) if rest else None
+            index = to_device(np.array([self.row.get(g, 0) for g in clusters]), self.rests[0][0].device) if rest else None
             for layer in range(len(self.common_kv or self.rests)):
                 parts = []
                 if self.common:
-                    parts.append([t.expand(len(groups), -1, -1, -1) for t in self.common_kv[layer]])
+                    parts.append([t.expand(len(clusters), -1, -1, -1) for t in self.common_kv[layer]])
                 if rest:
                     parts.append([t[index, :, :rest] for t in self.rests[layer]])
                 yield tuple(torch.cat(pair, dim=2) if len(pair) > 1 else pair[0] for pair in zip(*parts))
@@ -198,7 +198,7 @@ class _PrefixCache:
 
 
 def _encode_prefixes(backbone, common_ids: list[int], rests: dict[int, list[int]], batching: Batching, pad_id: int, device) -> _PrefixCache:
-    """The keys and values of ``common_ids`` (once) and of each group's ``rests`` after them.
+    """The keys and values of ``common_ids`` (once) and of each cluster's ``rests`` after them.
 
     The rests run in length-sorted batches; each batch's keys and values are copied into
     rows allocated once for the chunk, so no second copy of the chunk's cache is ever made.
@@ -208,19 +208,19 @@ def _encode_prefixes(backbone, common_ids: list[int], rests: dict[int, list[int]
         out = backbone(input_ids=to_device(np.array([common_ids]), device), use_cache=True)
         common_kv = [(layer.keys, layer.values) for layer in out.cache.layers]
     cache = _PrefixCache(len(common_ids), common_kv, [], {}, {})
-    groups = sorted((g for g in rests if rests[g]), key=lambda g: len(rests[g]), reverse=True)
-    if not groups:
+    clusters = sorted((c for c in rests if rests[c]), key=lambda c: len(rests[c]), reverse=True)
+    if not clusters:
         return cache
-    cache.row = {g: r for r, g in enumerate(groups)}
-    cache.rest = {g: len(rests[g]) for g in groups}
-    for rows in batching.split([len(rests[g]) for g in groups], extra=len(common_ids)):
-        batch = groups[rows.start : rows.stop]
+    cache.row = {c: r for r, c in enumerate(clusters)}
+    cache.rest = {c: len(rests[c]) for c in clusters}
+    for rows in batching.split([len(rests[c]) for c in clusters], extra=len(common_ids)):
+        batch = clusters[rows.start : rows.stop]
         prefix_width, offsets, prefix = cache.for_batch([None] * len(batch))
-        out = _forward(backbone, batch_inputs([rests[g] for g in batch], prefix_width, offsets, pad_id), prefix, device, keep_cache=True)
+        out = _forward(backbone, batch_inputs([rests[c] for c in batch], prefix_width, offsets, pad_id), prefix, device, keep_cache=True)
         width = len(rests[batch[0]])
         for layer, part in enumerate(out.cache.layers):
             if not cache.rests:  # allocated on the first batch, the widest: its shapes are known then
-                widest = (len(groups), part.keys.shape[1], width, part.keys.shape[3])
+                widest = (len(clusters), part.keys.shape[1], width, part.keys.shape[3])
                 cache.rests = [tuple(torch.zeros(widest, dtype=part.keys.dtype, device=device) for _ in range(2)) for _ in out.cache.layers]
             keys, values = cache.rests[layer]
             keys[rows.start : rows.stop, :, :width] = part.keys[:, :, cache.common :]
@@ -232,7 +232,6 @@ def _encode_prefixes(backbone, common_ids: list[int], rests: dict[int, list[int]
 def sum_head_over_positions(
     backbone,
     sequences: list[ScoredSequence],
-    groups: list[int],
     head: Head,
     *,
     settings: ScoringSettings,
@@ -242,16 +241,17 @@ def sum_head_over_positions(
 ) -> np.ndarray:
     """Σ head(hidden state at p, token after p) over p in [first, stop) of each sequence; float64 [len(sequences)].
 
-    ``groups[i]`` names the query of sequence i. With ``prefix_reuse``, the longest token
-    prefix shared by a group's sequences (capped so that every position the head reads is
-    recomputed) runs once, and its key/value cache serves every sequence of the group; the
+    With ``prefix_reuse``, the sequences are split into clusters (:func:`prefix_clusters`: those
+    of a query, or the masked variants of a document that keep its first words), the token
+    prefix a cluster's sequences share (capped so that every position the head reads is
+    recomputed) runs once, and its key/value cache serves every sequence of the cluster; the
     prefix shared by all sequences of a chunk runs once per chunk.
-    Sequences of several groups share a batch: each row sees its own group's prefix and
+    Sequences of several clusters share a batch: each row sees its own cluster's prefix and
     continues its own positions. The result equals running each full sequence alone, up to
     floating-point error.
 
     Memory is bounded by construction (:mod:`..batching`): each forward pass holds at most
-    the budget's tokens, and a chunk caches its groups' own prefixes in at most
+    the budget's tokens, and a chunk caches its clusters' own prefixes in at most
     ``prefix_tokens`` key/value positions, padding included, released before the next chunk.
 
     Padding-free where the attention allows it (:mod:`.packing`): ``settings.packing``, or auto
@@ -263,11 +263,11 @@ def sum_head_over_positions(
     """
     device = next(backbone.parameters()).device
     batching = batching_for(settings, backbone)
-    plan = plan_chunks(sequences, groups, batching, prefix_reuse)
-    prefix_len, members = plan.prefix_len, plan.members
+    plan = plan_chunks(sequences, batching, prefix_reuse)
+    prefix_len, members, cluster = plan.prefix_len, plan.members, plan.cluster
     full_tokens = sum(len(s.ids) for s in sequences)
     logger.info(
-        "%s: %d pairs of %d queries in batches of <= %s, %d tokens (%.0f%% of the full prompts' %d)",
+        "%s: %d pairs in %d prefix clusters, batches of <= %s, %d tokens (%.0f%% of the full prompts' %d)",
         desc, len(sequences), len(members), batching.describe(), plan.run_tokens, 100 * plan.run_tokens / max(full_tokens, 1), full_tokens,
     )
     show = settings.progress if settings.progress is not None else len(sequences) >= _PROGRESS_MIN_PAIRS
@@ -283,18 +283,18 @@ def sum_head_over_positions(
     with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, unit="pair", disable=not show) as bar:
         for chunk, common in zip(plan.chunks, plan.shared):
             first = sequences[members[chunk[0]][0]].ids
-            rests = {g: sequences[members[g][0]].ids[common : prefix_len[g]] for g in chunk if prefix_len[g] > common}
+            rests = {c: sequences[members[c][0]].ids[common : prefix_len[c]] for c in chunk if prefix_len[c] > common}
             prefixes = _encode_prefixes(backbone, first[:common], rests, batching, pad_id, device)
             # Length bucketing: similar suffix lengths share a batch.
             order = sorted(
-                (i for g in chunk for i in members[g]),
-                key=lambda i: len(sequences[i].ids) - prefix_len[groups[i]],
+                (i for c in chunk for i in members[c]),
+                key=lambda i: len(sequences[i].ids) - prefix_len[cluster[i]],
                 reverse=True,
             )
-            suffixes = [len(sequences[i].ids) - prefix_len[groups[i]] for i in order]
-            for rows in batching.split(suffixes, extra=[prefix_len[groups[i]] for i in order]):
+            suffixes = [len(sequences[i].ids) - prefix_len[cluster[i]] for i in order]
+            for rows in batching.split(suffixes, extra=[prefix_len[cluster[i]] for i in order]):
                 batch = np.array(order[rows.start : rows.stop])
-                width, offsets, prefix = prefixes.for_batch([groups[i] for i in batch])
+                width, offsets, prefix = prefixes.for_batch([cluster[i] for i in batch])
                 inputs = batch_inputs([sequences[i].ids[p:] for i, p in zip(batch, offsets)], width, offsets, pad_id)
                 hidden = _forward(backbone, inputs, prefix, device).last_hidden_state
                 row, col, following = read_positions(inputs.ids, firsts[batch] - np.asarray(offsets), stops[batch] - np.asarray(offsets), pad_id)
@@ -311,10 +311,12 @@ def sum_head_over_positions(
 
 @dataclass(frozen=True)
 class ChunkPlan:
-    """How :func:`sum_head_over_positions` runs a call: ``members`` (group -> its sequences), ``prefix_len``
-    (group -> cached prefix tokens of its sequences), ``chunks`` (lists of groups, scored in turn), ``shared``
-    (per chunk, the prefix all its sequences share, run once) and ``run_tokens`` (tokens run, padding not counted)."""
+    """How :func:`sum_head_over_positions` runs a call: ``cluster`` (each sequence's prefix cluster), ``members``
+    (cluster -> its sequences), ``prefix_len`` (cluster -> cached prefix tokens of its sequences), ``chunks`` (lists
+    of clusters, scored in turn), ``shared`` (per chunk, the prefix all its sequences share, run once) and
+    ``run_tokens`` (tokens run, padding not counted)."""
 
+    cluster: list[int]
     members: dict[int, list[int]]
     prefix_len: dict[int, int]
     chunks: list[list[int]]
@@ -322,32 +324,77 @@ class ChunkPlan:
     run_tokens: int
 
 
-def plan_chunks(sequences: list[ScoredSequence], groups: list[int], batching: Batching, prefix_reuse: bool) -> ChunkPlan:
-    """The groups' cached prefixes and the chunks they are scored in (see :func:`sum_head_over_positions`)."""
-    members: dict[int, list[int]] = defaultdict(list)
-    for i, group in enumerate(groups):
-        members[group].append(i)
-    prefix_len = {}
-    for group, idx in members.items():
-        if prefix_reuse and len(idx) > 1:
-            shared = common_prefix_length([sequences[i].ids for i in idx])
-            prefix_len[group] = min(shared, min(sequences[i].first for i in idx))
-        else:
-            prefix_len[group] = 0
+# The most sequences one prefix cluster spans (the planner's work grows with it): more than the
+# masked variants of a query's explained documents, or the documents of one query's re-ranked head.
+CLUSTER_SPAN = 1024
 
-    # Chunks of whole groups, ordered by prefix length so that a chunk's prefixes pad little.
+
+def prefix_clusters(sequences: Sequence[ScoredSequence], common: int) -> list[tuple[list[int], int]]:
+    """The sequences split into clusters that each run their shared prefix once: (members, prefix length).
+
+    Sequences sorted by their ids put those sharing a prefix next to each other, and a run of
+    neighbours shares the smallest prefix between them (capped at their first read position, so
+    the head's positions are recomputed). A cluster costs its prefix beyond ``common`` (the
+    tokens every sequence shares, run once per chunk) once, and each member's tokens after the
+    prefix; the partition of the sorted order into runs that costs the fewest tokens is found by
+    dynamic programming over runs of at most ``CLUSTER_SPAN``. A query's sequences form one
+    cluster when only the query is shared; where masked variants of a document keep its first
+    words, they split into clusters along them. A cluster of one caches nothing of its own.
+    """
+    order = sorted(range(len(sequences)), key=lambda i: sequences[i].ids)
+    ids = [sequences[i].ids for i in order]
+    lengths = np.array([len(s) for s in ids], dtype=np.int64)
+    caps = np.array([sequences[i].first for i in order], dtype=np.int64)
+    neighbours = np.array([common_prefix_length([a, b]) for a, b in zip(ids, ids[1:])] + [np.iinfo(np.int64).max], dtype=np.int64)
+    before = np.concatenate([[0], np.cumsum(lengths)])
+    best = np.zeros(len(order) + 1)  # best[j]: the cheapest partition of the first j sorted sequences
+    start = np.zeros(len(order), dtype=np.int64)
+    for j in range(len(order)):
+        lo = max(0, j - CLUSTER_SPAN + 1)
+        # prefix of the run i..j: the least of the neighbours' shared prefixes within it and of its caps
+        bound = np.minimum(neighbours[lo : j + 1], caps[lo : j + 1])
+        bound[-1] = caps[j]
+        prefix = np.maximum(np.minimum.accumulate(bound[::-1])[::-1], common)
+        size = j + 1 - np.arange(lo, j + 1)
+        cost = best[lo : j + 1] + (prefix - common) + (before[j + 1] - before[lo : j + 1]) - size * prefix
+        cost[-1] = best[j] + lengths[j] - common  # alone: only the common prefix
+        k = int(np.argmin(cost))
+        best[j + 1], start[j] = cost[k], lo + k
+    clusters, j = [], len(order)
+    while j > 0:
+        i = int(start[j - 1])
+        prefix = int(min(neighbours[i : j - 1].min(), caps[i:j].min())) if j - i > 1 else common
+        clusters.append(([order[k] for k in range(i, j)], max(prefix, common)))
+        j = i
+    return clusters[::-1]
+
+
+def plan_chunks(sequences: list[ScoredSequence], batching: Batching, prefix_reuse: bool) -> ChunkPlan:
+    """The sequences' prefix clusters and the chunks they are scored in (see :func:`sum_head_over_positions`)."""
+    common = 0
+    if prefix_reuse and len(sequences) > 1:
+        common = min(common_prefix_length([s.ids for s in sequences]), min(s.first for s in sequences))
+    clusters = prefix_clusters(sequences, common) if prefix_reuse else [([i], 0) for i in range(len(sequences))]
+    members = {c: idx for c, (idx, _) in enumerate(clusters)}
+    prefix_len = {c: length for c, (_, length) in enumerate(clusters)}
+    cluster = [0] * len(sequences)
+    for c, idx in members.items():
+        for i in idx:
+            cluster[i] = c
+
+    # Chunks of whole clusters, ordered by prefix length so that a chunk's prefixes pad little.
     # A chunk holds about BATCHES_PER_CHUNK batches (counted in sequences, or in tokens), and
-    # its groups' own prefixes, each padded to the widest, at most prefix_tokens positions.
+    # its clusters' own prefixes, each padded to the widest, at most prefix_tokens positions.
     unit = batching.rows if batching.rows is not None else batching.tokens
     chunks, chunk, count, cached = [], [], 0, 0
-    for group in sorted(members, key=prefix_len.get):
-        own = prefix_len[group]
+    for c in sorted(members, key=prefix_len.get):
+        own = prefix_len[c]
         if chunk and own and batching.prefix_tokens is not None and (cached + 1) * own > batching.prefix_tokens:
             chunks.append(chunk)
             chunk, count, cached = [], 0, 0
-        chunk.append(group)
+        chunk.append(c)
         cached += own > 0
-        count += len(members[group]) if batching.rows is not None else sum(len(sequences[i].ids) for i in members[group])
+        count += len(members[c]) if batching.rows is not None else sum(len(sequences[i].ids) for i in members[c])
         if count >= BATCHES_PER_CHUNK * unit:
             chunks.append(chunk)
             chunk, count, cached = [], 0, 0
@@ -355,19 +402,19 @@ def plan_chunks(sequences: list[ScoredSequence], groups: list[int], batching: Ba
         chunks.append(chunk)
 
     # Within a chunk, the prefix all its sequences share (the prompt template) runs once too,
-    # and a group of one sequence reuses it.
+    # and a cluster of one sequence reuses it.
     shared = []
     for chunk in chunks:
-        idx = [i for g in chunk for i in members[g]]
+        idx = [i for c in chunk for i in members[c]]
         common = 0
         if prefix_reuse and len(idx) > 1:
             common = min(common_prefix_length([sequences[i].ids for i in idx]), min(sequences[i].first for i in idx))
         shared.append(common)
-        for g in chunk:
-            prefix_len[g] = max(prefix_len[g], common)
-    run_tokens = sum(common + sum(prefix_len[g] - common for g in chunk) for chunk, common in zip(chunks, shared))
-    run_tokens += sum(len(s.ids) - prefix_len[g] for s, g in zip(sequences, groups))
-    return ChunkPlan(members, prefix_len, chunks, shared, run_tokens)
+        for c in chunk:
+            prefix_len[c] = max(prefix_len[c], common)
+    run_tokens = sum(common + sum(prefix_len[c] - common for c in chunk) for chunk, common in zip(chunks, shared))
+    run_tokens += sum(len(s.ids) - prefix_len[c] for s, c in zip(sequences, cluster))
+    return ChunkPlan(cluster, members, prefix_len, chunks, shared, run_tokens)
 
 
 @dataclass(frozen=True)
@@ -441,12 +488,6 @@ def check_logits_path(model, backbone, probe_ids: list[int]) -> None:
         raise NotImplementedError(
             f"{type(unwrap(model)).__name__}: its logits are not lm_head(hidden states); the scorers cannot score it"
         )
-
-
-def group_ids(queries: Sequence[str]) -> list[int]:
-    """Index of each query's first occurrence: pairs with the same query share a group."""
-    first: dict[str, int] = {}
-    return [first.setdefault(q, len(first)) for q in queries]
 
 
 def check_pairs(queries: Sequence[str], documents: Sequence[str]) -> None:

@@ -29,7 +29,6 @@ from .engine import (
     check_pairs,
     common_prefix_length,
     encode_pairs,
-    group_ids,
     load_merged_causal_lm,
     sum_head_over_positions,
     supports_prefix_reuse,
@@ -117,7 +116,7 @@ class QueryLikelihoodScorer:
         if not scored:
             return scores
         sums = sum_head_over_positions(
-            self._backbone, [sequences[i] for i in scored], group_ids([documents[i] for i in scored]), partial(token_log_probs, self.model),
+            self._backbone, [sequences[i] for i in scored], partial(token_log_probs, self.model),
             settings=self.settings, prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id,
             desc="query log-probs",
         )

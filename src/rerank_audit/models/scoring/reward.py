@@ -22,7 +22,6 @@ from .engine import (
     backbone_of,
     check_pairs,
     encode_pairs,
-    group_ids,
     is_adapter_folder,
     sum_head_over_positions,
     supports_prefix_reuse,
@@ -77,7 +76,7 @@ class RewardHeadScorer:
         if len(queries) == 0:
             return np.zeros(0, dtype=np.float64)
         return sum_head_over_positions(
-            self._backbone, self._sequences(queries, documents), group_ids(queries), self._reward,
+            self._backbone, self._sequences(queries, documents), self._reward,
             settings=self.settings, prefix_reuse=self.prefix_reuse, pad_id=self.tokenizer.pad_token_id,
             desc="rewards",
         )

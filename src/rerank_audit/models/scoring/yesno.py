@@ -27,7 +27,6 @@ from .engine import (
     check_pairs,
     check_reference,
     encode_pairs,
-    group_ids,
     load_merged_causal_lm,
     load_policy_and_reference,
     policy_minus_reference,
@@ -70,23 +69,22 @@ def _answer_log_odds_head(model, yes_ids: list[int], no_ids: list[int]) -> Head:
     return log_odds
 
 
-def _log_odds_at_end(model, head: Head, prompt_ids: list[list[int]], groups: Sequence, *, settings: ScoringSettings, prefix_reuse: bool,
+def _log_odds_at_end(model, head: Head, prompt_ids: list[list[int]], *, settings: ScoringSettings, prefix_reuse: bool,
                      pad_id: int, desc: str) -> np.ndarray:
-    """``head`` read at the last position of each prompt (ids), float64 [len(prompt_ids)]; ``groups``: a key per prompt, whose
-    shared prefix runs once with ``prefix_reuse``."""
+    """``head`` read at the last position of each prompt (ids), float64 [len(prompt_ids)]; shared prefixes run once with
+    ``prefix_reuse``."""
     sequences = [ScoredSequence(ids, len(ids) - 1, len(ids)) for ids in prompt_ids]
     return sum_head_over_positions(
-        backbone_of(model), sequences, list(groups), head, settings=settings, prefix_reuse=prefix_reuse, pad_id=pad_id, desc=desc
+        backbone_of(model), sequences, head, settings=settings, prefix_reuse=prefix_reuse, pad_id=pad_id, desc=desc
     )
 
 
-def answer_log_odds(model, tokenizer, texts: Sequence[str], groups: Sequence, *, settings: ScoringSettings, desc: str = "yes/no log-odds") -> np.ndarray:
+def answer_log_odds(model, tokenizer, texts: Sequence[str], *, settings: ScoringSettings, desc: str = "yes/no log-odds") -> np.ndarray:
     """The log-odds of yes after each prompt of ``texts``, as :class:`YesNoScorer` reads it; float64 [len(texts)].
 
     Each text must end where the model answers yes / no, as ``prompts.pointwise_prompt`` does
     (the assistant header, then ``prompts.ANSWER_PREFIX``): the answer ids are those one-token
-    variants (:func:`answer_token_sets`). ``model``: a causal LM; ``groups``: a key per text
-    (e.g. ``group_ids`` of the queries), texts of one group share their common prefix's
+    variants (:func:`answer_token_sets`). ``model``: a causal LM; texts that share a prefix share its
     computation. Texts are tokenized whole (no truncation: ``settings.max_length`` is not applied).
     """
     if len(texts) == 0:
@@ -96,7 +94,7 @@ def answer_log_odds(model, tokenizer, texts: Sequence[str], groups: Sequence, *,
     backbone = backbone_of(model)
     check_logits_path(model, backbone, prompt_ids[0])
     return _log_odds_at_end(
-        model, _answer_log_odds_head(model, yes_ids, no_ids), prompt_ids, groups, settings=settings,
+        model, _answer_log_odds_head(model, yes_ids, no_ids), prompt_ids, settings=settings,
         prefix_reuse=settings.prefix_reuse and supports_prefix_reuse(backbone), pad_id=tokenizer.pad_token_id, desc=desc,
     )
 
@@ -134,12 +132,12 @@ class YesNoScorer:
         """Log-odds of yes per pair (β·policy−reference difference with ``beta``), float64 [len(queries)]."""
         if len(queries) == 0:
             return np.zeros(0, dtype=np.float64)
-        prompt_ids, groups = self.prompt_ids(queries, documents), group_ids(queries)
+        prompt_ids = self.prompt_ids(queries, documents)
 
         def log_odds(model) -> np.ndarray:
             # the adapter-disabled reference reads the policy's (un-adapted) output rows
             return _log_odds_at_end(
-                model, self._heads[id(model)], prompt_ids, groups, settings=self.settings, prefix_reuse=self.prefix_reuse,
+                model, self._heads[id(model)], prompt_ids, settings=self.settings, prefix_reuse=self.prefix_reuse,
                 pad_id=self.tokenizer.pad_token_id, desc="yes/no reference scores" if model is self.reference else "yes/no scores",
             )
 
