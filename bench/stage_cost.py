@@ -17,7 +17,7 @@ faithfulness (each with the masked pairs it added), and the rest (process start,
 the precision probe, reading and writing tables).
 
     .venv/bin/python bench/stage_cost.py --run-dir /path/to/finished/demo/clone --before 2c3650e [--rule explain]
-        [--configfile config/config.yaml] [--cores 2] [--methods zeroshot qlm]
+        [--configfile config/config.yaml [overlay.yaml ...]] [--cores 2] [--methods zeroshot qlm]
 
 The run directory is a finished ``snakemake`` run of the same config (a clone where the
 first Quickstart command ran).
@@ -68,7 +68,7 @@ def stage_jobs(run_dir: Path, rule: str, methods: list[str] | None) -> list[Path
 def rerun(tree: Path, targets: list[Path], args) -> dict[str, dict]:
     """Re-run the rule's jobs in ``tree``; per method/budget its seconds, evaluations and logged parts, and its output."""
     env = dict(os.environ) | {"PYTHONPATH": str(tree / "src")}
-    command = [sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--configfile", args.configfile, "--forcerun", args.rule,
+    command = [sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--configfile", *args.configfile, "--forcerun", args.rule,
                "--rerun-triggers", "mtime", "--allowed-rules", args.rule, "--nolock", *map(str, targets)]  # fmt: skip
     # --allowed-rules: an older commit's DAG may differ upstream (another ingest output, say) and would re-run it all.
     done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, required=True, help="a finished run of --configfile (a clone's root)")
     parser.add_argument("--before", required=True, help="the commit whose code runs first")
     parser.add_argument("--rule", choices=sorted(STAGES), default="explain")
-    parser.add_argument("--configfile", default="config/config.yaml")
+    parser.add_argument("--configfile", nargs="+", default=["config/config.yaml"], help="the run's config files, as snakemake takes them")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--methods", nargs="+", help="re-run these methods' jobs only (default: every one in the run)")
     args = parser.parse_args()
@@ -113,7 +113,7 @@ def main() -> None:
         for commit in codes.values():
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(scratch / commit)], capture_output=True)
     (before_name, before), (after_name, after) = results.items()
-    print(f"{len(targets)} {args.rule} jobs of {run_dir} ({args.configfile}), {args.cores} cores, one job at a time\n")
+    print(f"{len(targets)} {args.rule} jobs of {run_dir} ({' '.join(args.configfile)}), {args.cores} cores, one job at a time\n")
     print(f"| job | {before_name} s | CPU s | evaluations | {after_name} s | CPU s | evaluations | after / before (s) | (CPU s) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for job in before:
