@@ -359,14 +359,16 @@ def test_prefix_clusters_split_a_querys_variants_where_they_keep_more_of_the_doc
     assert plan_chunks(_sequences(CLUSTERED.values()), Batching(tokens=1000, prefix_tokens=1000), prefix_reuse=True).run_tokens == 32
 
 
-def test_a_clusters_prefix_stops_at_the_first_position_its_head_reads():
+def test_a_clusters_prefix_holds_the_read_positions_whose_following_token_is_shared():
     from rerank_audit.models.scoring.engine import prefix_clusters
 
-    # The head reads from position 5 on (query likelihood: the query after the document): however
-    # much more S1 and S2 share, their cached prefix ends there: (5 - 2) + 2 x 5 = 13 < 2 x 8.
+    # S1 and S2 share 8 tokens. The head reading only their last position (yes/no), the cluster
+    # caches all 8. Reading from position 5 on (a document's tokens after its prompt), position 7
+    # predicts 14 in one and 15 in the other: the prefix stops at 7, and positions 5 and 6 (their
+    # following tokens 12 and 13 shared) are read once for both: (7 - 2) + 2 x 3 = 11 < 2 x 8 alone.
     rows = [CLUSTERED["S1"], CLUSTERED["S2"]]
-    assert prefix_clusters(_sequences(rows, first=5), common=2) == [([0, 1], 5)]
-    assert prefix_clusters(_sequences(rows), common=2) == [([0, 1], 8)]  # the 8 tokens they share
+    assert prefix_clusters(_sequences(rows), common=2) == [([0, 1], 8)]
+    assert prefix_clusters(_sequences(rows, first=5), common=2) == [([0, 1], 7)]
 
 
 @pytest.mark.parametrize("family", [YesNoScorer, QueryLikelihoodScorer])
@@ -381,3 +383,29 @@ def test_masked_variants_of_a_document_score_as_each_alone(model_and_tokenizer, 
     alone = family(model, tokenizer, settings=ScoringSettings(batch_size=1, prefix_reuse=False)).score_pairs(queries, documents)
     scorer = family(model, tokenizer, settings=ScoringSettings(batch_tokens=400))
     np.testing.assert_allclose(scorer.score_pairs(queries, documents), alone, atol=1e-4, rtol=0)
+
+
+def test_document_log_probs_of_masked_variants_read_their_shared_first_words_once(model_and_tokenizer):
+    """DPO's document likelihood reads every document token: variants that keep a document's first
+    words read those positions once, in their cluster's prefix. Each variant's sum equals its own
+    computation alone, without a shared prefix."""
+    from functools import partial
+
+    from rerank_audit.models.scoring.engine import ScoredSequence, plan_chunks, sum_head_over_positions, token_log_probs
+
+    model, tokenizer = model_and_tokenizer
+    prompt = tokenizer("Claim: glaciers in the Alps are retreating. Relevant passage:")["input_ids"]
+    words = "Glacier mass balance in the Alps from 1960 to 2020 with retreat rates per decade and snow cover".split()
+    documents = [" ".join(words[:k] + words[k + 2 :]) for k in range(0, len(words), 2)] + [" ".join(words)]
+    sequences = []
+    for document in documents:
+        ids = prompt + tokenizer(" " + document, add_special_tokens=False)["input_ids"]
+        sequences.append(ScoredSequence(ids, len(prompt) - 1, len(ids) - 1))
+    head = partial(token_log_probs, model)
+    from rerank_audit.models.batching import batching_for
+
+    plan = plan_chunks(sequences, batching_for(ScoringSettings(batch_tokens=400), model.model), prefix_reuse=True)
+    assert any(plan.prefix_len[c] > min(sequences[i].first for i in plan.members[c]) for c in plan.members)  # read in a prefix
+    alone = [sum_head_over_positions(model.model, [s], head, settings=ScoringSettings(batch_size=1), prefix_reuse=False, pad_id=0)[0] for s in sequences]
+    shared = sum_head_over_positions(model.model, sequences, head, settings=ScoringSettings(batch_tokens=400), prefix_reuse=True, pad_id=0)
+    np.testing.assert_allclose(shared, alone, atol=1e-4, rtol=0)

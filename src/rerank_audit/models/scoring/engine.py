@@ -25,7 +25,7 @@ import json
 import logging
 from collections import defaultdict
 from itertools import chain
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -173,6 +173,7 @@ class _PrefixCache:
     rests: KeyValues  # [clusters with a rest, ..., widest rest, ...]; empty when no cluster has one
     row: dict[int, int]  # cluster -> its row in rests
     rest: dict[int, int]  # cluster -> its rest's length
+    read: dict[int, tuple[int, torch.Tensor]] = field(default_factory=dict)  # cluster -> (first position, the head there and after)
 
     def for_batch(self, clusters: Sequence) -> tuple[int, list[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
         """(width, each row's prefix length, per layer the rows' prefix keys and values) of a batch whose rows belong to ``clusters``.
@@ -197,11 +198,14 @@ class _PrefixCache:
         return self.common + rest, lengths, layers()
 
 
-def _encode_prefixes(backbone, common_ids: list[int], rests: dict[int, list[int]], batching: Batching, pad_id: int, device) -> _PrefixCache:
+def _encode_prefixes(backbone, common_ids: list[int], rests: dict[int, list[int]], batching: Batching, pad_id: int, device,
+                     head: Head | None = None, reads: dict[int, tuple[int, list[int]]] | None = None) -> _PrefixCache:
     """The keys and values of ``common_ids`` (once) and of each cluster's ``rests`` after them.
 
     The rests run in length-sorted batches; each batch's keys and values are copied into
     rows allocated once for the chunk, so no second copy of the chunk's cache is ever made.
+    ``reads``: cluster -> (first position, the tokens following it up to the prefix's end) where
+    the head reads positions of the prefix; its values there are kept (``_PrefixCache.read``).
     """
     common_kv: KeyValues = []
     if common_ids:
@@ -225,6 +229,11 @@ def _encode_prefixes(backbone, common_ids: list[int], rests: dict[int, list[int]
             keys, values = cache.rests[layer]
             keys[rows.start : rows.stop, :, :width] = part.keys[:, :, cache.common :]
             values[rows.start : rows.stop, :, :width] = part.values[:, :, cache.common :]
+        for r, c in enumerate(batch):
+            if reads and c in reads:
+                first, following = reads[c]
+                columns = slice(first - cache.common, first - cache.common + len(following))
+                cache.read[c] = (first, head(out.last_hidden_state[r, columns], to_device(np.array(following), device)))
         del out
     return cache
 
@@ -284,7 +293,16 @@ def sum_head_over_positions(
         for chunk, common in zip(plan.chunks, plan.shared):
             first = sequences[members[chunk[0]][0]].ids
             rests = {c: sequences[members[c][0]].ids[common : prefix_len[c]] for c in chunk if prefix_len[c] > common}
-            prefixes = _encode_prefixes(backbone, first[:common], rests, batching, pad_id, device)
+            # the positions of a cluster's prefix that the head reads (cluster_prefix), read once
+            reads = {c: (int(firsts[members[c]].min()), sequences[members[c][0]].ids[int(firsts[members[c]].min()) + 1 : prefix_len[c] + 1])
+                     for c in rests if firsts[members[c]].min() < prefix_len[c]}
+            prefixes = _encode_prefixes(backbone, first[:common], rests, batching, pad_id, device, head, reads)
+            for c, (start, read) in prefixes.read.items():
+                # after[k]: the head summed from position start + k to the prefix's end; a member reads [first, stop) of it
+                after = torch.cat([read.flip(0).cumsum(0).flip(0), read.new_zeros(1)])
+                span = [to_device(np.clip(ends[members[c]], start, prefix_len[c]) - start, device) for ends in (firsts, stops)]
+                values.append(after[span[0]] - after[span[1]])
+                owners.append(np.array(members[c]))
             # Length bucketing: similar suffix lengths share a batch.
             order = sorted(
                 (i for c in chunk for i in members[c]),
@@ -297,7 +315,9 @@ def sum_head_over_positions(
                 width, offsets, prefix = prefixes.for_batch([cluster[i] for i in batch])
                 inputs = batch_inputs([sequences[i].ids[p:] for i, p in zip(batch, offsets)], width, offsets, pad_id)
                 hidden = _forward(backbone, inputs, prefix, device).last_hidden_state
-                row, col, following = read_positions(inputs.ids, firsts[batch] - np.asarray(offsets), stops[batch] - np.asarray(offsets), pad_id)
+                reads_from = np.maximum(firsts[batch] - np.asarray(offsets), 0)  # a position inside the prefix was read with it
+                reads_to = np.maximum(stops[batch] - np.asarray(offsets), reads_from)
+                row, col, following = read_positions(inputs.ids, reads_from, reads_to, pad_id)
                 values.append(head(hidden[to_device(row, device), to_device(col, device)], to_device(following, device)))
                 owners.append(batch[row])
                 bar.update(len(batch))
@@ -329,32 +349,42 @@ class ChunkPlan:
 CLUSTER_SPAN = 1024
 
 
+def cluster_prefix(shared: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """The prefix a cluster caches, from the tokens its sequences all share and their least first read position.
+
+    Up to the first read position, the whole shared prefix. Beyond it, the head reads some of
+    the prefix's positions, which is right only where each one's following token is shared too:
+    one token less, and the cluster reads those positions once (:func:`sum_head_over_positions`)."""
+    return np.minimum(shared, np.maximum(first, shared - 1))
+
+
 def prefix_clusters(sequences: Sequence[ScoredSequence], common: int) -> list[tuple[list[int], int]]:
     """The sequences split into clusters that each run their shared prefix once: (members, prefix length).
 
     Sequences sorted by their ids put those sharing a prefix next to each other, and a run of
-    neighbours shares the smallest prefix between them (capped at their first read position, so
-    the head's positions are recomputed). A cluster costs its prefix beyond ``common`` (the
-    tokens every sequence shares, run once per chunk) once, and each member's tokens after the
-    prefix; the partition of the sorted order into runs that costs the fewest tokens is found by
-    dynamic programming over runs of at most ``CLUSTER_SPAN``. A query's sequences form one
-    cluster when only the query is shared; where masked variants of a document keep its first
-    words, they split into clusters along them. A cluster of one caches nothing of its own.
+    neighbours shares the smallest prefix between them (:func:`cluster_prefix`). A cluster costs
+    its prefix beyond ``common`` (the tokens every sequence shares, run once per chunk) once, and
+    each member's tokens after the prefix; the partition of the sorted order into runs that costs
+    the fewest tokens is found by dynamic programming over runs of at most ``CLUSTER_SPAN``. A
+    query's sequences form one cluster when only the query is shared; where masked variants of a
+    document keep its first words, they split into clusters along them. A cluster of one caches
+    nothing of its own.
     """
     order = sorted(range(len(sequences)), key=lambda i: sequences[i].ids)
     ids = [sequences[i].ids for i in order]
     lengths = np.array([len(s) for s in ids], dtype=np.int64)
-    caps = np.array([sequences[i].first for i in order], dtype=np.int64)
-    neighbours = np.array([common_prefix_length([a, b]) for a, b in zip(ids, ids[1:])] + [np.iinfo(np.int64).max], dtype=np.int64)
+    firsts = np.array([sequences[i].first for i in order], dtype=np.int64)
+    beyond = int(lengths.max()) + 1  # after the last sequence: shares nothing with a next one, stands for "no neighbour"
+    neighbours = np.array([common_prefix_length([a, b]) for a, b in zip(ids, ids[1:])] + [beyond], dtype=np.int64)
     before = np.concatenate([[0], np.cumsum(lengths)])
     best = np.zeros(len(order) + 1)  # best[j]: the cheapest partition of the first j sorted sequences
     start = np.zeros(len(order), dtype=np.int64)
     for j in range(len(order)):
         lo = max(0, j - CLUSTER_SPAN + 1)
-        # prefix of the run i..j: the least of the neighbours' shared prefixes within it and of its caps
-        bound = np.minimum(neighbours[lo : j + 1], caps[lo : j + 1])
-        bound[-1] = caps[j]
-        prefix = np.maximum(np.minimum.accumulate(bound[::-1])[::-1], common)
+        # the run i..j shares the least of its neighbours' shared prefixes; its least first read position
+        shared = np.minimum.accumulate(np.append(neighbours[lo:j], beyond)[::-1])[::-1]
+        first = np.minimum.accumulate(firsts[lo : j + 1][::-1])[::-1]
+        prefix = np.maximum(cluster_prefix(shared, first), common)
         size = j + 1 - np.arange(lo, j + 1)
         cost = best[lo : j + 1] + (prefix - common) + (before[j + 1] - before[lo : j + 1]) - size * prefix
         cost[-1] = best[j] + lengths[j] - common  # alone: only the common prefix
@@ -363,7 +393,7 @@ def prefix_clusters(sequences: Sequence[ScoredSequence], common: int) -> list[tu
     clusters, j = [], len(order)
     while j > 0:
         i = int(start[j - 1])
-        prefix = int(min(neighbours[i : j - 1].min(), caps[i:j].min())) if j - i > 1 else common
+        prefix = int(cluster_prefix(neighbours[i : j - 1].min(), firsts[i:j].min())) if j - i > 1 else common
         clusters.append(([order[k] for k in range(i, j)], max(prefix, common)))
         j = i
     return clusters[::-1]
