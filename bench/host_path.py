@@ -167,8 +167,8 @@ def instrument(package: str, clock: StageClock) -> dict:
             setattr(owner, name, clock.wrap(stage, getattr(owner, name)))
     for_batch = engine._PrefixCache.for_batch
 
-    def timed_for_batch(self, groups):
-        width, lengths, layers = for_batch(self, groups)
+    def timed_for_batch(self, clusters):
+        width, lengths, layers = for_batch(self, clusters)
         return width, lengths, clock.timed_iterator("prefix cache", layers)
 
     engine._PrefixCache.for_batch = clock.wrap("prefix cache", timed_for_batch)

@@ -388,7 +388,8 @@ def test_masked_variants_of_a_document_score_as_each_alone(model_and_tokenizer, 
 def test_document_log_probs_of_masked_variants_read_their_shared_first_words_once(model_and_tokenizer):
     """DPO's document likelihood reads every document token: variants that keep a document's first
     words read those positions once, in their cluster's prefix. Each variant's sum equals its own
-    computation alone, without a shared prefix."""
+    computation alone, without a shared prefix; so do members that read from a later position,
+    or stop reading inside the prefix."""
     from functools import partial
 
     from rerank_audit.models.scoring.engine import ScoredSequence, plan_chunks, sum_head_over_positions, token_log_probs
@@ -401,6 +402,8 @@ def test_document_log_probs_of_masked_variants_read_their_shared_first_words_onc
     for document in documents:
         ids = prompt + tokenizer(" " + document, add_special_tokens=False)["input_ids"]
         sequences.append(ScoredSequence(ids, len(prompt) - 1, len(ids) - 1))
+    whole = sequences[-1].ids  # the whole document again, read from a later position, and read only up to one inside the prefix
+    sequences += [ScoredSequence(whole, len(prompt) + 3, len(whole) - 1), ScoredSequence(whole, len(prompt) - 1, len(prompt) + 2)]
     head = partial(token_log_probs, model)
     from rerank_audit.models.batching import batching_for
 

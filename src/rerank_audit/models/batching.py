@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 # Share of the memory the job can still allocate that a scorer plans to fill; the rest is
 # allocator slack (freed blocks the C heap keeps), the caller's data and Python objects.
 MEMORY_SHARE = 0.5
-# Queries whose sequences are sorted by length together: enough for this many batches.
+# Prefix clusters whose sequences are sorted by length together: enough for this many batches.
 BATCHES_PER_CHUNK = 8
 TOKEN_BOUNDS = (512, 262_144)
 DEFAULT_CACHE_BYTES = 8 << 20  # when the CPU's last-level cache cannot be read

@@ -25,7 +25,8 @@ class ScoringSettings:
     ``max_length``: tokens of a scored sequence
     (the document's end is cut to fit; None: no limit). ``dtype``: ``auto`` (bfloat16 where
     measured faster) or float32 / bfloat16 / float16. ``device``: None picks CUDA when a GPU
-    is visible, else the CPU. ``prefix_reuse``: run the tokens a query's sequences share once.
+    is visible, else the CPU. ``prefix_reuse``: run the tokens that sequences share once (a
+    query's, or the first words of a masked document's variants).
     ``progress``: a progress bar (None: for long jobs only). ``memory_mb``: the job's memory
     (Snakemake's ``resources.mem_mb``), which bounds the batches with what the machine has
     (None: the machine's and the cgroup's alone). ``attn_implementation``: transformers' attention

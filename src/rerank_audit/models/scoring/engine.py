@@ -229,11 +229,15 @@ def _encode_prefixes(backbone, common_ids: list[int], rests: dict[int, list[int]
             keys, values = cache.rests[layer]
             keys[rows.start : rows.stop, :, :width] = part.keys[:, :, cache.common :]
             values[rows.start : rows.stop, :, :width] = part.values[:, :, cache.common :]
-        for r, c in enumerate(batch):
-            if reads and c in reads:
-                first, following = reads[c]
-                columns = slice(first - cache.common, first - cache.common + len(following))
-                cache.read[c] = (first, head(out.last_hidden_state[r, columns], to_device(np.array(following), device)))
+        read = [(r, c) for r, c in enumerate(batch) if reads and c in reads]
+        if read:  # one head call for the batch's read positions, split by cluster after
+            counts = [len(reads[c][1]) for _, c in read]
+            row = np.repeat([r for r, _ in read], counts)
+            col = np.concatenate([np.arange(reads[c][0], reads[c][0] + n) - cache.common for (_, c), n in zip(read, counts)])
+            following = np.concatenate([reads[c][1] for _, c in read])
+            heads = head(out.last_hidden_state[to_device(row, device), to_device(col, device)], to_device(following, device))
+            for (_, c), part in zip(read, heads.split(counts)):
+                cache.read[c] = (reads[c][0], part)
         del out
     return cache
 
@@ -252,9 +256,10 @@ def sum_head_over_positions(
 
     With ``prefix_reuse``, the sequences are split into clusters (:func:`prefix_clusters`: those
     of a query, or the masked variants of a document that keep its first words), the token
-    prefix a cluster's sequences share (capped so that every position the head reads is
-    recomputed) runs once, and its key/value cache serves every sequence of the cluster; the
-    prefix shared by all sequences of a chunk runs once per chunk.
+    prefix a cluster's sequences share runs once, and its key/value cache serves every sequence
+    of the cluster (positions inside the prefix that the head reads, their following tokens
+    shared, are read once per cluster: :func:`cluster_prefix`); the prefix shared by all
+    sequences of a chunk runs once per chunk.
     Sequences of several clusters share a batch: each row sees its own cluster's prefix and
     continues its own positions. The result equals running each full sequence alone, up to
     floating-point error.
@@ -298,8 +303,9 @@ def sum_head_over_positions(
                      for c in rests if firsts[members[c]].min() < prefix_len[c]}
             prefixes = _encode_prefixes(backbone, first[:common], rests, batching, pad_id, device, head, reads)
             for c, (start, read) in prefixes.read.items():
-                # after[k]: the head summed from position start + k to the prefix's end; a member reads [first, stop) of it
-                after = torch.cat([read.flip(0).cumsum(0).flip(0), read.new_zeros(1)])
+                # after[k]: the head summed from position start + k to the prefix's end (float64, as the sums below); a
+                # member reads [first, stop) of it
+                after = torch.cat([read.double().flip(0).cumsum(0).flip(0), read.new_zeros(1, dtype=torch.float64)])
                 span = [to_device(np.clip(ends[members[c]], start, prefix_len[c]) - start, device) for ends in (firsts, stops)]
                 values.append(after[span[0]] - after[span[1]])
                 owners.append(np.array(members[c]))
@@ -325,7 +331,7 @@ def sum_head_over_positions(
             del prefixes  # before the next chunk's are built
     scores = np.zeros(len(sequences), dtype=np.float64)
     if values:
-        np.add.at(scores, np.concatenate(owners), torch.cat(values).double().cpu().numpy())
+        np.add.at(scores, np.concatenate(owners), torch.cat([v.double() for v in values]).cpu().numpy())
     return scores
 
 
@@ -370,12 +376,14 @@ def prefix_clusters(sequences: Sequence[ScoredSequence], common: int) -> list[tu
     document keep its first words, they split into clusters along them. A cluster of one caches
     nothing of its own.
     """
+    if not sequences:
+        return []
     order = sorted(range(len(sequences)), key=lambda i: sequences[i].ids)
     ids = [sequences[i].ids for i in order]
     lengths = np.array([len(s) for s in ids], dtype=np.int64)
     firsts = np.array([sequences[i].first for i in order], dtype=np.int64)
-    beyond = int(lengths.max()) + 1  # after the last sequence: shares nothing with a next one, stands for "no neighbour"
-    neighbours = np.array([common_prefix_length([a, b]) for a, b in zip(ids, ids[1:])] + [beyond], dtype=np.int64)
+    beyond = int(lengths.max()) + 1  # more than any two share: a run of one has no neighbour to bound it
+    neighbours = np.array([common_prefix_length([a, b]) for a, b in zip(ids, ids[1:])], dtype=np.int64)
     before = np.concatenate([[0], np.cumsum(lengths)])
     best = np.zeros(len(order) + 1)  # best[j]: the cheapest partition of the first j sorted sequences
     start = np.zeros(len(order), dtype=np.int64)
@@ -388,7 +396,7 @@ def prefix_clusters(sequences: Sequence[ScoredSequence], common: int) -> list[tu
         size = j + 1 - np.arange(lo, j + 1)
         cost = best[lo : j + 1] + (prefix - common) + (before[j + 1] - before[lo : j + 1]) - size * prefix
         cost[-1] = best[j] + lengths[j] - common  # alone: only the common prefix
-        k = int(np.argmin(cost))
+        k = len(cost) - 1 - int(np.argmin(cost[::-1]))  # on a tie the shortest run: nothing gained, nothing cached
         best[j + 1], start[j] = cost[k], lo + k
     clusters, j = [], len(order)
     while j > 0:

@@ -8,8 +8,8 @@ is to the model: a claim, a question, a search query; it is configured per datas
 The scorer runs on the batched engine (:mod:`.engine`): pairs in
 length-sorted batches, the float32 log-probabilities computed from the final hidden states
 only at the query's positions. The document comes first here, so the prefix shared between
-pairs is the document's prompt: pairs are grouped by document (a document scored for many
-queries, as when explanations mask query words, runs its prompt once).
+pairs is the document's prompt (a document scored for many queries, as when explanations mask
+query words, runs its prompt once), or the first words that masked variants of it keep.
 """
 
 from __future__ import annotations
