@@ -177,9 +177,9 @@ def test_rerank_and_explain_settings_reach_the_scorer(tmp_path, tiny_lm_dir):
     rerank_log = (tmp_path / "logs/tiny/rerank/zeroshot/0.log").read_text()
     explain_log = (tmp_path / "logs/tiny/explain/zeroshot/0.log").read_text()
     assert "ScoringSettings(batch_size=3, batch_tokens=None, max_length=40, dtype='float32'" in rerank_log
-    assert "in batches of <= 3 sequences" in rerank_log
+    assert "batches of <= 3 sequences" in rerank_log
     assert "ScoringSettings(batch_size=5, batch_tokens=None, max_length=40, dtype='float32'" in explain_log
-    assert "in batches of <= 5 sequences" in explain_log
+    assert "batches of <= 5 sequences" in explain_log
     # max_length reached the tokenizer: the run's scores are those of the documents cut to 40 tokens,
     # which differ from the uncut ones (scored here independently of the workflow).
     from rerank_audit.models.scoring import load_scorer
