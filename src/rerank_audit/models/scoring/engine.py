@@ -299,8 +299,8 @@ def sum_head_over_positions(
             first = sequences[members[chunk[0]][0]].ids
             rests = {c: sequences[members[c][0]].ids[common : prefix_len[c]] for c in chunk if prefix_len[c] > common}
             # the positions of a cluster's prefix that the head reads (cluster_prefix), read once
-            reads = {c: (int(firsts[members[c]].min()), sequences[members[c][0]].ids[int(firsts[members[c]].min()) + 1 : prefix_len[c] + 1])
-                     for c in rests if firsts[members[c]].min() < prefix_len[c]}
+            starts = {c: int(firsts[members[c]].min()) for c in rests}
+            reads = {c: (start, sequences[members[c][0]].ids[start + 1 : prefix_len[c] + 1]) for c, start in starts.items() if start < prefix_len[c]}
             prefixes = _encode_prefixes(backbone, first[:common], rests, batching, pad_id, device, head, reads)
             for c, (start, read) in prefixes.read.items():
                 # after[k]: the head summed from position start + k to the prefix's end (float64, as the sums below); a
