@@ -5,7 +5,8 @@ claims (20–30 words) over report-length paragraphs (bench/long_collection.py, 
 CLIMATE-FEVER); the first ``--queries`` claims with two relevant and two non-relevant
 paragraphs, each pair explained with SHAP by the bundled model, at the pipeline's settings
 (batch ``auto``, max length 256, dtype ``auto``), its token budget sized on this machine, or
-as if sysfs reported a ``--cache-mb`` last-level cache (the host that reported 480 MB).
+as if sysfs reported a ``--cache-mb`` last-level cache (the host that reported 480 MB), and
+within ``--memory-mb`` (a rule's ``mem_mb``; 0: what the machine has free).
 
 Each row runs in its own process (``--run``), so its peak resident memory (getrusage) is
 its own; the address space is capped at ``--cap-gib`` after the model is loaded, so code
@@ -74,7 +75,7 @@ def run_once(args) -> dict:
     if args.cache_mb:
         batching._last_level_cache_bytes = lambda: args.cache_mb << 20  # as if sysfs reported it
     claims, documents = long_pairs(args.claims_file, args.queries)
-    scorer = load_scorer(METHOD[args.family], args.model, settings=ScoringSettings(max_length=256, dtype=args.dtype), template=TEMPLATE)
+    scorer = load_scorer(METHOD[args.family], args.model, settings=ScoringSettings(max_length=256, dtype=args.dtype, memory_mb=args.memory_mb or None), template=TEMPLATE)
     if args.cap_gib:
         resource.setrlimit(resource.RLIMIT_AS, (int(args.cap_gib * 2**30),) * 2)
     start, cache = time.perf_counter(), {}
@@ -92,7 +93,8 @@ def measure(src: Path | None, args, family: str, cache_mb: int) -> dict:
     """One row in a fresh process, on the code of ``src`` (None: this checkout)."""
     env = dict(os.environ) | ({"PYTHONPATH": str(src)} if src else {})
     command = [sys.executable, __file__, "--run", "--family", family, "--cache-mb", str(cache_mb), "--queries", str(args.queries),
-               "--model", str(args.model), "--claims-file", str(args.claims_file), "--dtype", args.dtype, "--cap-gib", str(args.cap_gib)]
+               "--model", str(args.model), "--claims-file", str(args.claims_file), "--dtype", args.dtype, "--cap-gib", str(args.cap_gib),
+               "--memory-mb", str(args.memory_mb)]
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
@@ -111,6 +113,7 @@ def main() -> None:
     parser.add_argument("--claims-file", type=Path, default=CLAIMS)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--cap-gib", type=float, default=12)
+    parser.add_argument("--memory-mb", type=int, default=0, help="the job's memory (a rule's mem_mb); 0: what the machine has free")
     args = parser.parse_args()
     if args.run:
         args.cache_mb = int(args.cache_mb)
@@ -121,7 +124,8 @@ def main() -> None:
         old = Path(tempfile.mkdtemp()) / "before"
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-f", "--detach", str(old), args.before], check=True, capture_output=True)
         codes = {f"before ({args.before})": old / "src", "after": None}
-    print(f"{args.queries} claim(s) x 4 long pairs, SHAP exact_levels 1, max length 256, dtype {args.dtype}, 2 threads, cap {args.cap_gib} GB\n")
+    print(f"{args.queries} claim(s) x 4 long pairs, SHAP exact_levels 1, max length 256, dtype {args.dtype}, 2 threads, cap {args.cap_gib} GB, "
+          f"mem_mb {args.memory_mb or 'none'}\n")
     print("| family | budget | code | masked pairs/s | peak RSS | completed |")
     print("|---|---|---|---:|---:|---|")
     try:

@@ -28,6 +28,30 @@ def test_a_token_budget_fills_each_batch_by_its_longest_sequence():
     assert Batching(rows=2).split([10, 8, 5, 5, 2]) == [range(0, 2), range(2, 4), range(4, 5)]
 
 
+def test_a_cached_prefix_position_counts_its_weight_against_each_bound():
+    # tokens 20, a prefix position 0.5: [6, 5] cost 2 x 6 = 12; with the third (10 prefix positions) 3 x (6 + 5) = 33 > 20;
+    # [5 | 10, 4] 2 x (5 + 5) = 20. Counted in full, 2 x (5 + 10) = 30 > 20 splits them (the test above).
+    assert Batching(tokens=20, prefix_weight=0.5).split([6, 5, 5, 4], extra=[0, 0, 10, 0]) == [range(0, 2), range(2, 4)]
+    # tokens 21, weight 0.1: [6, 5, 5 | 10] 3 x (6 + 1) = 21; the fourth 4 x 7 = 28 > 21
+    assert Batching(tokens=21, prefix_weight=0.1).split([6, 5, 5, 4], extra=[0, 0, 10, 0]) == [range(0, 3), range(3, 4)]
+    # the memory's bound holds too: [6, 5] 12 <= 20 but 2 x 6 = 12 > 11 tokens of memory
+    both = Batching(tokens=20, prefix_weight=0.1, memory=(11, 0.5))
+    assert both.split([6, 5, 5, 4], extra=[0, 0, 10, 0]) == [range(0, 1), range(1, 2), range(2, 3), range(3, 4)]
+    # [5 | 10, 4]: 2 x (5 + 1) = 12 <= 20 in cache, 2 x (5 + 5) = 20 > 11 in memory; [5 | 10] alone 10 <= 11
+
+
+def test_the_prefix_weights_are_the_bytes_of_a_cached_position_against_a_run_token(tiny_lm_dir):
+    from rerank_audit.models.batching import TokenCost
+
+    model = load_causal_lm(tiny_lm_dir, "cpu", "float32")
+    cache, activations, _ = _tiny_costs(model)
+    cost = TokenCost.of_model(model)
+    # memory: a row's cached position keeps its keys and values in both layers (cache); a run token also its activations
+    assert cost.prefix_weight_in_memory == pytest.approx(cache / (cache + activations))
+    # the CPU cache: one layer at a time reads that layer's keys and values of the position (2 heads x 8, twice, float32)
+    assert cost.prefix_weight_in_cache == pytest.approx((2 * 2 * 8 * 4) / activations)
+
+
 def test_a_fixed_batch_size_overrides_the_token_budget(model_and_tokenizer):
     model, _ = model_and_tokenizer
     rows = batching_for(ScoringSettings(batch_size=16, batch_tokens=4096), model)
@@ -86,6 +110,20 @@ def test_the_budget_is_bounded_by_the_least_memory_the_job_has_and_says_which(ti
     machine["cgroup"], machine["available"] = None, 16 << 30
     batching = batching_for(ScoringSettings(memory_mb=1024 + 64), model)
     assert batching.tokens == ((64 << 20) // 2 - fixed) // per_token and "mem_mb 1088" in batching.reason
+
+
+def test_a_cache_bounded_budget_keeps_the_memorys_bound_and_caches_prefixes_by_memory(tiny_lm_dir, machine):
+    model = load_causal_lm(tiny_lm_dir, "cpu", "float32")
+    cache, activations, fixed = _tiny_costs(model)
+    machine["cache"] = 1000 * activations
+    machine["available"] = 2 * (fixed + 5000 * (2 * cache + activations))
+    batching = batching_for(ScoringSettings(), model)
+    assert (batching.tokens, batching.prefix_tokens) == (1000, 5000)  # prefixes cached by what memory holds
+    assert batching.prefix_weight == pytest.approx((2 * 2 * 8 * 4) / activations)
+    assert batching.memory == (5000, pytest.approx(cache / (cache + activations)))
+    machine["cache"] = 1 << 40  # memory bounds the batch: its own weight, no second bound
+    batching = batching_for(ScoringSettings(), model)
+    assert (batching.tokens, batching.memory, batching.prefix_weight) == (5000, None, pytest.approx(cache / (cache + activations)))
 
 
 def test_generation_is_bounded_by_the_jobs_memory_not_the_cpu_cache(tiny_lm_dir, machine):
@@ -221,6 +259,7 @@ def test_mixed_singleton_and_long_prefix_groups_score_as_alone_with_every_chunk_
 
 # Peak resident memory of the explain workload below with the code before the fix: 8.2 GB under a
 # 12 GB address-space cap (the whole job, 16 pairs at a 46,811-token budget, was killed at 9.6 GB).
+# The job is given 4 GiB, as a rule declares its mem_mb: that is what it may hold, whatever the cache says.
 EXPLAIN_PEAK_BOUND = 4 << 30
 
 
@@ -229,7 +268,7 @@ def test_explaining_long_claims_over_long_paragraphs_stays_under_4_gb_with_a_480
     """Issue 32: a query-likelihood explain job was killed at 21.5 GB when sysfs reported a 480 MB
     cache. The workload that reproduced it (bench/explain_memory.py: one long claim, two relevant
     and two non-relevant long paragraphs, SHAP at the pipeline's settings) in its own process, its
-    peak resident memory from getrusage, under a 12 GB address-space cap."""
+    peak resident memory from getrusage, under a 12 GB address-space cap, within the job's 4 GiB."""
     import json
     import subprocess
     import sys
@@ -237,7 +276,7 @@ def test_explaining_long_claims_over_long_paragraphs_stays_under_4_gb_with_a_480
 
     script = Path(__file__).resolve().parents[1] / "bench" / "explain_memory.py"
     command = [sys.executable, str(script), "--run", "--family", "qlm", "--model", str(bundled_dir), "--claims-file", str(climate_fever),
-               "--cache-mb", "480", "--cap-gib", "12"]
+               "--cache-mb", "480", "--cap-gib", "12", "--memory-mb", str(EXPLAIN_PEAK_BOUND >> 20)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.splitlines()[-1])

@@ -5,9 +5,13 @@ its keys and values in every layer (the pass keeps its cache: a cached prefix co
 it) and one layer's activations at a time; per cached prefix position, its keys and values
 in every layer; and, whatever the batch's size, the vocabulary logits of up to
 ``LOGIT_ROWS`` scored positions (:class:`TokenCost`). A batch of length-sorted sequences
-costs (rows × (longest row + widest cached prefix)) tokens; the prefixes cached at once hold
-at most as many positions as one batch (``Batching.prefix_tokens``), so a budget of T tokens
-needs ``TokenCost.bytes_for(T)`` bytes.
+costs rows × (longest row + w × widest cached prefix) tokens, where a cached position a row
+attends to weighs w of a token it runs: in memory its keys and values in every layer against
+a token's keys, values and activations; in the CPU cache one layer's keys and values against
+one layer's activations (a row continuing a long prefix runs few tokens, so counting its
+prefix in full made batches of a few hundred tokens). The prefixes cached at once hold at
+most as many positions as the memory bound's batch (``Batching.prefix_tokens``), so a
+memory budget of T tokens needs ``TokenCost.bytes_for(T)`` bytes.
 
 The budget is sized at run time, never assumed, and the log says what bounded it:
 
@@ -86,6 +90,7 @@ class TokenCost:
     cache: int
     activations: int
     fixed: int
+    layers: int
 
     @classmethod
     def of(cls, config: Mapping | object, element_size: int) -> "TokenCost":
@@ -95,6 +100,7 @@ class TokenCost:
             cache=2 * shape.layers * shape.kv_dim * element_size,
             activations=(3 * shape.hidden + 2 * shape.kv_dim + 4 * shape.intermediate) * element_size,
             fixed=LOGIT_ROWS * shape.vocab * (2 * _FLOAT32 + element_size),
+            layers=shape.layers,
         )
 
     @classmethod
@@ -106,6 +112,18 @@ class TokenCost:
         """Bytes per token of the budget: the batch's cache and activations, and as many cached prefix positions."""
         return 2 * self.cache + self.activations
 
+    @property
+    def prefix_weight_in_memory(self) -> float:
+        """A cached prefix position of a batch row, in tokens of a memory budget: its keys and values in every
+        layer (the pass keeps them), against a token's keys, values and one layer's activations."""
+        return self.cache / (self.cache + self.activations)
+
+    @property
+    def prefix_weight_in_cache(self) -> float:
+        """A cached prefix position of a batch row, in tokens of a CPU-cache budget: the keys and values one
+        layer's attention reads, against one layer's activations (the working set of one layer at a time)."""
+        return self.cache / self.layers / self.activations
+
     def bytes_for(self, tokens: int) -> int:
         return self.fixed + tokens * self.per_budget_token
 
@@ -115,47 +133,58 @@ class TokenCost:
 
 @dataclass(frozen=True)
 class Batching:
-    """At most ``rows`` sequences and ``tokens`` padded tokens per forward pass (None: no limit);
-    the prefixes cached at once hold at most ``prefix_tokens`` key/value positions (None: no limit).
-    ``reason``: what sized the budget, for the log."""
+    """At most ``rows`` sequences and ``tokens`` padded tokens per forward pass (None: no limit), a cached
+    prefix position of a row counting ``prefix_weight`` of a token; where the CPU cache sized ``tokens``,
+    ``memory`` is the memory's bound too, (tokens, prefix weight). The prefixes cached at once hold at
+    most ``prefix_tokens`` key/value positions (None: no limit). ``reason``: what sized the budget, for the log."""
 
     rows: int | None = None
     tokens: int | None = None
     prefix_tokens: int | None = None
     reason: str = ""
+    prefix_weight: float = 1.0
+    memory: tuple[int, float] | None = None
 
     def split(self, lengths: Sequence[int], extra: int | Sequence[int] = 0) -> list[range]:
         """Consecutive batches of items whose ``lengths`` are sorted longest first.
 
-        A batch costs (its rows) × (its first item's length + the largest ``extra`` among its
-        rows) tokens; ``extra``: key/value positions a row attends to beyond its own tokens
-        (a cached prefix), one for all or one per item. Every batch holds at least one item.
+        A batch costs (its rows) × (its first item's length + ``prefix_weight`` × the largest
+        ``extra`` among its rows) tokens, within ``tokens`` and within ``memory``'s bound;
+        ``extra``: key/value positions a row attends to beyond its own tokens (a cached prefix),
+        one for all or one per item. Every batch holds at least one item.
         """
         extras = [extra] * len(lengths) if isinstance(extra, int) else list(extra)
+        limits = ([(self.tokens, self.prefix_weight)] if self.tokens is not None else []) + ([self.memory] if self.memory else [])
         batches, start = [], 0
         while start < len(lengths):
             stop, widest = start + 1, extras[start]
             while stop < len(lengths) and (self.rows is None or stop - start < self.rows):
                 wider = max(widest, extras[stop])
-                if self.tokens is not None and (stop - start + 1) * (lengths[start] + wider) > self.tokens:
+                if any((stop - start + 1) * (lengths[start] + weight * wider) > tokens for tokens, weight in limits):
                     break
                 stop, widest = stop + 1, wider
             batches.append(range(start, stop))
             start = stop
         return batches
 
+    def cost(self, length: int, extra: int) -> float:
+        """What one item of ``length`` tokens with ``extra`` cached prefix positions takes of a batch of ``tokens``."""
+        return length + self.prefix_weight * extra
+
     def describe(self) -> str:
         size = f"{self.rows} sequences" if self.rows is not None else f"{self.tokens} tokens"
+        if self.rows is None and self.prefix_weight != 1:
+            size += f", a cached prefix position {self.prefix_weight:.2f} of one"
         return f"{size} ({self.reason})" if self.reason else size
 
 
 def batching_for(settings, model) -> Batching:
     """The batches of ``settings`` (a ScoringSettings) for ``model`` on its device.
 
-    ``batch_size`` sequences when set, else ``batch_tokens`` tokens, else the budget sized
-    here (see the module docstring); cached prefixes hold at most as many positions as one
-    batch of the budget. A set size that needs more memory than the job has is kept, with a
-    warning.
+    ``batch_size`` sequences when set, else ``batch_tokens`` tokens (every prefix position
+    counted in full), else the budget sized here (see the module docstring); cached prefixes
+    hold at most as many positions as one batch of the memory's budget. A set size that needs
+    more memory than the job has is kept, with a warning.
     """
     cost = TokenCost.of_model(model)
     device = next(model.parameters()).device
@@ -167,16 +196,17 @@ def batching_for(settings, model) -> Batching:
         if tokens > fits:
             logger.warning("batch_tokens %d needs %s, more than this job may use (%s)", tokens, _gb(cost.bytes_for(tokens)), memory)
         return Batching(tokens=tokens, prefix_tokens=tokens, reason="set")
-    candidates = [(fits, memory)]
+    candidates = [(fits, memory, cost.prefix_weight_in_memory)]
     if device.type != "cuda":
         cache = _last_level_cache_bytes()
-        candidates.append((int(cache / cost.activations), f"CPU cache: {cache >> 20} MiB at {cost.activations / 1e3:.1f} kB a token"))
-    tokens, reason = min(candidates)
+        candidates.append((int(cache / cost.activations), f"CPU cache: {cache >> 20} MiB at {cost.activations / 1e3:.1f} kB a token", cost.prefix_weight_in_cache))
+    tokens, reason, weight = min(candidates)
     if tokens < TOKEN_BOUNDS[0]:
         logger.warning("%s allows %d tokens a batch; scoring at the floor of %d", reason, tokens, TOKEN_BOUNDS[0])
-    tokens = min(max(tokens, TOKEN_BOUNDS[0]), TOKEN_BOUNDS[1])
-    others = "; ".join(f"{why} allows {n}" for n, why in candidates if why != reason)
-    return Batching(tokens=tokens, prefix_tokens=tokens, reason=f"bounded by {reason}" + (f"; {others}" if others else ""))
+    bounded = [min(max(n, TOKEN_BOUNDS[0]), TOKEN_BOUNDS[1]) for n in (tokens, fits)]
+    others = "; ".join(f"{why} allows {n}" for n, why, _ in candidates if why != reason)
+    return Batching(tokens=bounded[0], prefix_tokens=bounded[1], reason=f"bounded by {reason}" + (f"; {others}" if others else ""),
+                    prefix_weight=weight, memory=None if reason == memory else (bounded[1], cost.prefix_weight_in_memory))
 
 
 def memory_tokens(model, memory_mb: int | None) -> tuple[int, str]:

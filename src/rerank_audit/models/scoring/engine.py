@@ -432,7 +432,7 @@ def plan_chunks(sequences: list[ScoredSequence], batching: Batching, prefix_reus
             chunk, count, cached = [], 0, 0
         chunk.append(c)
         cached += own > 0
-        count += len(members[c]) if batching.rows is not None else sum(len(sequences[i].ids) for i in members[c])
+        count += len(members[c]) if batching.rows is not None else sum(batching.cost(len(sequences[i].ids) - own, own) for i in members[c])
         if count >= BATCHES_PER_CHUNK * unit:
             chunks.append(chunk)
             chunk, count, cached = [], 0, 0
