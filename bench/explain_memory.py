@@ -75,7 +75,8 @@ def run_once(args) -> dict:
     if args.cache_mb:
         batching._last_level_cache_bytes = lambda: args.cache_mb << 20  # as if sysfs reported it
     claims, documents = long_pairs(args.claims_file, args.queries)
-    scorer = load_scorer(METHOD[args.family], args.model, settings=ScoringSettings(max_length=256, dtype=args.dtype, memory_mb=args.memory_mb or None), template=TEMPLATE)
+    memory = {"memory_mb": args.memory_mb} if args.memory_mb else {}  # --before code may predate the setting
+    scorer = load_scorer(METHOD[args.family], args.model, settings=ScoringSettings(max_length=256, dtype=args.dtype, **memory), template=TEMPLATE)
     if args.cap_gib:
         resource.setrlimit(resource.RLIMIT_AS, (int(args.cap_gib * 2**30),) * 2)
     start, cache = time.perf_counter(), {}

@@ -34,10 +34,10 @@ def test_a_cached_prefix_position_counts_its_weight_against_each_bound():
     assert Batching(tokens=20, prefix_weight=0.5).split([6, 5, 5, 4], extra=[0, 0, 10, 0]) == [range(0, 2), range(2, 4)]
     # tokens 21, weight 0.1: [6, 5, 5 | 10] 3 x (6 + 1) = 21; the fourth 4 x 7 = 28 > 21
     assert Batching(tokens=21, prefix_weight=0.1).split([6, 5, 5, 4], extra=[0, 0, 10, 0]) == [range(0, 3), range(3, 4)]
-    # the memory's bound holds too: [6, 5] 12 <= 20 but 2 x 6 = 12 > 11 tokens of memory
-    both = Batching(tokens=20, prefix_weight=0.1, memory=(11, 0.5))
-    assert both.split([6, 5, 5, 4], extra=[0, 0, 10, 0]) == [range(0, 1), range(1, 2), range(2, 3), range(3, 4)]
-    # [5 | 10, 4]: 2 x (5 + 1) = 12 <= 20 in cache, 2 x (5 + 5) = 20 > 11 in memory; [5 | 10] alone 10 <= 11
+    # the memory's bound, with its own weight, holds too: [6, 5] 12 <= 13 in both; [5 | 10, 4] 2 x (5 + 1) = 12 <= 20
+    # in cache but 2 x (5 + 0.5 x 10) = 20 > 13 in memory (at the cache's weight it would pass: 12 <= 13)
+    both = Batching(tokens=20, prefix_weight=0.1, memory=(13, 0.5))
+    assert both.split([6, 5, 5, 4], extra=[0, 0, 10, 0]) == [range(0, 2), range(2, 3), range(3, 4)]
 
 
 def test_the_prefix_weights_are_the_bytes_of_a_cached_position_against_a_run_token(tiny_lm_dir):
@@ -410,18 +410,39 @@ def test_a_clusters_prefix_holds_the_read_positions_whose_following_token_is_sha
     assert prefix_clusters(_sequences(rows, first=5), common=2) == [([0, 1], 7)]
 
 
+def _masked_variants() -> tuple[list[str], list[str]]:
+    """(queries, documents): a document with 1 or 3 words removed at every other position, and other pairs."""
+    words = "Glacier mass balance in the Alps from 1960 to 2020 with retreat rates per decade and snow cover".split()
+    documents = [" ".join(words[:k] + words[k + width :]) for width in (1, 3) for k in range(0, len(words), 2)] + [" ".join(words)]
+    queries = ["glacier retreat alps"] * len(documents) + ["sea level venice"] * 3
+    return queries, documents + DOCUMENTS[2:4] + [" ".join(words)]
+
+
 @pytest.mark.parametrize("family", [YesNoScorer, QueryLikelihoodScorer])
 def test_masked_variants_of_a_document_score_as_each_alone(model_and_tokenizer, family):
     """Explanations score a document with words removed: variants that keep its first words share
     them in a cluster's cached prefix (several clusters, each continuing at its own position)."""
     model, tokenizer = model_and_tokenizer
-    words = "Glacier mass balance in the Alps from 1960 to 2020 with retreat rates per decade and snow cover".split()
-    documents = [" ".join(words[:k] + words[k + width :]) for width in (1, 3) for k in range(0, len(words), 2)] + [" ".join(words)]
-    queries = ["glacier retreat alps"] * len(documents) + ["sea level venice"] * 3
-    documents += DOCUMENTS[2:4] + [" ".join(words)]
+    queries, documents = _masked_variants()
     alone = family(model, tokenizer, settings=ScoringSettings(batch_size=1, prefix_reuse=False)).score_pairs(queries, documents)
     scorer = family(model, tokenizer, settings=ScoringSettings(batch_tokens=400))
     np.testing.assert_allclose(scorer.score_pairs(queries, documents), alone, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("family", [YesNoScorer, QueryLikelihoodScorer])
+def test_masked_variants_score_as_each_alone_at_a_budget_that_weighs_cached_positions(model_and_tokenizer, family, machine):
+    """The auto budget where the memory bounds the batch (every machine) and, on the CPU, where its cache
+    does (a cached position weighs 1/12 of a token there, the memory's bound kept beside it): many rows over
+    long cached prefixes share a batch, and each scores as it does alone."""
+    model, tokenizer = model_and_tokenizer
+    queries, documents = _masked_variants()
+    alone = family(model, tokenizer, settings=ScoringSettings(batch_size=1, prefix_reuse=False)).score_pairs(queries, documents)
+    machine["cache"] = 512 * _tiny_costs(model)[1]  # 512 tokens of the tiny model's activations
+    machine["available"] = 1 << 30
+    batching = batching_for(ScoringSettings(), model)
+    if next(model.parameters()).device.type == "cpu":
+        assert batching.prefix_weight < 0.1 and batching.memory is not None
+    np.testing.assert_allclose(family(model, tokenizer, settings=ScoringSettings()).score_pairs(queries, documents), alone, atol=1e-4, rtol=0)
 
 
 def test_document_log_probs_of_masked_variants_read_their_shared_first_words_once(model_and_tokenizer):

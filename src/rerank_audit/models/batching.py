@@ -200,13 +200,15 @@ def batching_for(settings, model) -> Batching:
     if device.type != "cuda":
         cache = _last_level_cache_bytes()
         candidates.append((int(cache / cost.activations), f"CPU cache: {cache >> 20} MiB at {cost.activations / 1e3:.1f} kB a token", cost.prefix_weight_in_cache))
-    tokens, reason, weight = min(candidates)
-    if tokens < TOKEN_BOUNDS[0]:
-        logger.warning("%s allows %d tokens a batch; scoring at the floor of %d", reason, tokens, TOKEN_BOUNDS[0])
+    bound = min(range(len(candidates)), key=lambda i: candidates[i][0])  # 0: memory, 1: the CPU cache
+    tokens, reason, weight = candidates[bound]
+    for n, why, _ in candidates:
+        if n < TOKEN_BOUNDS[0]:
+            logger.warning("%s allows %d tokens a batch; scoring at the floor of %d", why, n, TOKEN_BOUNDS[0])
     bounded = [min(max(n, TOKEN_BOUNDS[0]), TOKEN_BOUNDS[1]) for n in (tokens, fits)]
-    others = "; ".join(f"{why} allows {n}" for n, why, _ in candidates if why != reason)
+    others = "; ".join(f"{why} allows {n}" for i, (n, why, _) in enumerate(candidates) if i != bound)
     return Batching(tokens=bounded[0], prefix_tokens=bounded[1], reason=f"bounded by {reason}" + (f"; {others}" if others else ""),
-                    prefix_weight=weight, memory=None if reason == memory else (bounded[1], cost.prefix_weight_in_memory))
+                    prefix_weight=weight, memory=(bounded[1], cost.prefix_weight_in_memory) if bound else None)
 
 
 def memory_tokens(model, memory_mb: int | None) -> tuple[int, str]:

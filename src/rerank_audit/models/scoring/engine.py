@@ -178,9 +178,10 @@ class _PrefixCache:
     def for_batch(self, clusters: Sequence) -> tuple[int, list[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
         """(width, each row's prefix length, per layer the rows' prefix keys and values) of a batch whose rows belong to ``clusters``.
 
-        The layers are built one at a time as the batch's cache takes them (a generator: its
-        cache then holds the only reference, and frees each layer's prefix once the layer
-        has appended its own keys); ``width`` is the common prefix and the widest rest among the rows.
+        The layers come from a generator, so the batch's cache holds the only reference to its
+        rows' prefix copies (transformers' DynamicCache takes every layer when it is built: the
+        copies of all layers exist at once, as the budget counts them, :attr:`TokenCost.prefix_weight_in_memory`);
+        ``width`` is the common prefix and the widest rest among the rows.
         """
         rest = max(self.rest.get(g, 0) for g in clusters)
         lengths = [self.common + self.rest.get(g, 0) for g in clusters]
@@ -265,7 +266,8 @@ def sum_head_over_positions(
     floating-point error.
 
     Memory is bounded by construction (:mod:`..batching`): each forward pass holds at most
-    the budget's tokens, and a chunk caches its clusters' own prefixes in at most
+    the budget's tokens (a row's cached prefix positions weighed by what they cost,
+    ``Batching.prefix_weight``), and a chunk caches its clusters' own prefixes in at most
     ``prefix_tokens`` key/value positions, padding included, released before the next chunk.
 
     Padding-free where the attention allows it (:mod:`.packing`): ``settings.packing``, or auto
@@ -421,7 +423,7 @@ def plan_chunks(sequences: list[ScoredSequence], batching: Batching, prefix_reus
             cluster[i] = c
 
     # Chunks of whole clusters, ordered by prefix length so that a chunk's prefixes pad little.
-    # A chunk holds about BATCHES_PER_CHUNK batches (counted in sequences, or in tokens), and
+    # A chunk holds about BATCHES_PER_CHUNK batches (counted in sequences, or in the budget's tokens), and
     # its clusters' own prefixes, each padded to the widest, at most prefix_tokens positions.
     unit = batching.rows if batching.rows is not None else batching.tokens
     chunks, chunk, count, cached = [], [], 0, 0
