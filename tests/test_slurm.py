@@ -4,6 +4,7 @@ Needs root (slurmd starts the jobs) and Debian's packages (the script installs t
 apt-get when missing); skipped with the reason otherwise.
 """
 
+import copy
 import os
 import shutil
 import subprocess
@@ -20,6 +21,12 @@ from workflow_runner import REPO, job_counts, snakemake, tiny_config, write_conf
 pytestmark = pytest.mark.slow
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 LOCAL_RULES = {"all", "download", "split"}  # the Snakefile's localrules
+SLURM_PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+# Every job's memory, in both runs: a scoring job sizes its batches and cached prefixes from its mem_mb
+# (less its resident memory), so a local run at the rules' own estimates chunks its masked texts
+# differently, and float32 sums move (CI: explanation values 2.4e-5 apart).
+MEM_MB = 2000
+SAME_MEMORY = ("--set-resources", *(f"{rule}:mem_mb={MEM_MB}" for rule in SLURM_PROFILE["set-resources"]))
 
 
 def _missing_requirement() -> str | None:
@@ -45,11 +52,11 @@ def slurm_env(tmp_path_factory):
 
 def cpu_only_profile(folder: Path) -> Path:
     """profiles/slurm with this machine's overrides: no GPU or partition, memory that fits, one core a job."""
-    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    profile = copy.deepcopy(SLURM_PROFILE)
     for resources in profile["set-resources"].values():
         resources.pop("gpu"), resources.pop("slurm_partition")
-        resources["mem_mb"] = 2000
-    profile["default-resources"]["mem_mb"] = 2000
+        resources["mem_mb"] = MEM_MB
+    profile["default-resources"]["mem_mb"] = MEM_MB  # as profiles/default has it for the local run
     # One thread a job, as the local run has (MAX_THREADS): torch's float32 sums depend on its thread count
     # (the tiny study's explanation measures moved by 1.2e-5 from 1 to 2 threads), and this compares executors.
     profile["set-threads"] = dict.fromkeys(profile["set-threads"], 1)
@@ -83,7 +90,7 @@ def test_slurm_run_submits_every_rule_and_equals_a_local_run(slurm_env, tmp_path
         workdirs[mode] = tmp_path / mode
         workdirs[mode].mkdir()
         write_tiny_collection(workdirs[mode])
-    local_run = snakemake(workdirs["local"], write_config(workdirs["local"], config))
+    local_run = snakemake(workdirs["local"], write_config(workdirs["local"], config), *SAME_MEMORY)
     planned = job_counts(local_run.stdout + local_run.stderr)  # the jobs the local run ran
 
     snakemake(workdirs["slurm"], write_config(workdirs["slurm"], config), profile=cpu_only_profile(tmp_path / "profile"), env=slurm_env)
