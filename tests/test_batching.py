@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from rerank_audit.models import batching as batching_module
 from rerank_audit.models.batching import Batching, batching_for, token_budget
 from rerank_audit.models.loading import load_causal_lm, load_tokenizer
 from rerank_audit.models.scoring import QueryLikelihoodScorer, YesNoScorer
@@ -106,10 +107,18 @@ def test_the_budget_is_bounded_by_the_least_memory_the_job_has_and_says_which(ti
     assert "bounded by memory" in batching.reason and "MemAvailable" in batching.reason
     machine["cgroup"] = 2 * (fixed + 3000 * per_token)  # a cgroup with less headroom bounds it
     assert token_budget(model) == 3000 and "cgroup" in batching_for(ScoringSettings(), model).reason
-    # the job's own memory: mem_mb less what the process already holds (1 GB)
+    # the job's own memory: mem_mb less what a scoring job holds besides its batches, counted as the rule counts it
+    # (the runtime and the weights: the tiny Llama's 2 layers, its tied embeddings, by hand), never its resident memory,
+    # which grows with the blocks the allocator keeps and differs between runs
     machine["cgroup"], machine["available"] = None, 16 << 30
-    batching = batching_for(ScoringSettings(memory_mb=1024 + 64), model)
-    assert batching.tokens == ((64 << 20) // 2 - fixed) // per_token and "mem_mb 1088" in batching.reason
+    weights = 4 * (400 * 32 + 2 * (2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64))  # float32: embeddings; q, o; k, v; gate, up, down
+    assert model.config.vocab_size == 400 and model.config.tie_word_embeddings
+    memory_mb = (batching_module.RUNTIME_BYTES + weights) // 2**20 + 64
+    expected = ((memory_mb * 2**20 - batching_module.RUNTIME_BYTES - weights) // 2 - fixed) // per_token
+    for resident in (1 << 30, 3 << 30):
+        machine["resident"] = resident
+        batching = batching_for(ScoringSettings(memory_mb=memory_mb), model)
+        assert batching.tokens == expected and f"mem_mb {memory_mb}" in batching.reason and "counted" in batching.reason
 
 
 def test_a_cache_bounded_budget_keeps_the_memorys_bound_and_caches_prefixes_by_memory(tiny_lm_dir, machine):

@@ -15,9 +15,15 @@ memory budget of T tokens needs ``TokenCost.bytes_for(T)`` bytes.
 
 The budget is sized at run time, never assumed, and the log says what bounded it:
 
-- memory: ``MEMORY_SHARE`` of what the job can still allocate — on a GPU its free memory;
-  on the CPU the least of MemAvailable, the cgroup's limit less its usage, and the job's
-  own ``memory_mb`` (Snakemake's ``resources.mem_mb``) less its resident memory;
+- memory: ``MEMORY_SHARE`` of what the job can still allocate — on a GPU its free memory and
+  what torch's allocator holds unused; on the CPU the least of MemAvailable, the cgroup's
+  limit less its usage, and the job's own ``memory_mb`` (Snakemake's ``resources.mem_mb``)
+  less what a scoring job holds besides its batches as the rule counts it (the runtime and
+  the weights, :func:`job_holdings`). Counted, not read from the resident memory: that grows
+  with the freed blocks the allocator keeps from earlier batches (a 50-claim explanation job
+  read 1.0 GB at its first call and up to 2.8 GB later, so its prefix store shrank by half as it ran),
+  and it differs by megabytes between runs, so the same job cut its texts into different
+  chunks on a rerun and its floating-point sums moved;
 - on the CPU also speed: the last-level cache over one layer's activations per token, so a
   batch's working set stays in cache.
 
@@ -215,7 +221,7 @@ def memory_tokens(model, memory_mb: int | None) -> tuple[int, str]:
     """Tokens of a pass that ``MEMORY_SHARE`` of what the job can still allocate holds (``memory_mb``:
     the job's ``resources.mem_mb``), and what the log says of it."""
     cost = TokenCost.of_model(model)
-    available, source = available_memory(next(model.parameters()).device, memory_mb)
+    available, source = available_memory(next(model.parameters()).device, memory_mb, holds=job_holdings(model))
     usable = MEMORY_SHARE * available
     return cost.tokens_for(usable), f"memory: {_gb(usable)} of {_gb(available)} {source} at {cost.per_budget_token / 1e3:.1f} kB a token"
 
@@ -228,6 +234,12 @@ def generation_batching(model, memory_mb: int | None) -> Batching:
     """
     fits, memory = memory_tokens(model, memory_mb)
     return Batching(tokens=min(max(fits, TOKEN_BOUNDS[0]), TOKEN_BOUNDS[1]), reason=f"bounded by {memory}")
+
+
+def job_holdings(model) -> int:
+    """Bytes a scoring job of ``model`` holds besides its batches, as :func:`scoring_memory_mb` counts them: the runtime
+    and one copy of the weights."""
+    return RUNTIME_BYTES + parameter_count(model.config.get_text_config()) * next(model.parameters()).element_size()
 
 
 def token_budget(model, settings=None) -> int:
@@ -271,25 +283,28 @@ def parameter_count(config: Mapping) -> int:
 # the memory a job has
 
 
-def available_memory(device, memory_mb: int | None = None) -> tuple[int, str]:
+def available_memory(device, memory_mb: int | None = None, holds: int | None = None) -> tuple[int, str]:
     """(bytes the job can still allocate on ``device``, what bounded it).
 
-    CUDA: the device's free memory. CPU: the least of MemAvailable, the cgroup's limit less
-    its usage (v2 or v1), and ``memory_mb`` (the job's own memory) less this process's
-    resident memory.
+    CUDA: the device's free memory and the blocks torch's allocator reserved and holds unused
+    (an earlier batch's, which the next one reuses). CPU: the least of MemAvailable, the
+    cgroup's limit less its usage (v2 or v1), and ``memory_mb`` (the job's own memory) less
+    ``holds`` (what the job holds besides the planned work, counted: :func:`job_holdings`),
+    or where ``holds`` is None less this process's resident memory.
     """
     import torch
 
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return free, "free on the GPU"
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device), "free on the GPU"
     bounds = [(_meminfo_bytes("MemAvailable"), "MemAvailable")]
     cgroup = _cgroup_headroom()
     if cgroup is not None:
         bounds.append((cgroup, "under the cgroup limit"))
     if memory_mb:
-        bounds.append((memory_mb * 2**20 - _resident_bytes(), f"left of the job's mem_mb {memory_mb}"))
+        held, how = (_resident_bytes(), "resident") if holds is None else (holds, "counted")
+        bounds.append((memory_mb * 2**20 - held, f"left of the job's mem_mb {memory_mb} ({_gb(held)} {how})"))
     bytes_, source = min((b, s) for b, s in bounds if b is not None)
     return max(bytes_, 0), source
 
