@@ -107,18 +107,30 @@ def test_the_budget_is_bounded_by_the_least_memory_the_job_has_and_says_which(ti
     assert "bounded by memory" in batching.reason and "MemAvailable" in batching.reason
     machine["cgroup"] = 2 * (fixed + 3000 * per_token)  # a cgroup with less headroom bounds it
     assert token_budget(model) == 3000 and "cgroup" in batching_for(ScoringSettings(), model).reason
-    # the job's own memory: mem_mb less what a scoring job holds besides its batches, counted as the rule counts it
-    # (the runtime and the weights: the tiny Llama's 2 layers, its tied embeddings, by hand), never its resident memory,
-    # which grows with the blocks the allocator keeps and differs between runs
+    # the job's own memory: mem_mb less what the job holds besides its batches (holds_bytes, counted where the scorer is
+    # loaded), never its resident memory, which grows with the blocks the allocator keeps and differs between runs
     machine["cgroup"], machine["available"] = None, 16 << 30
-    weights = 4 * (400 * 32 + 2 * (2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64))  # float32: embeddings; q, o; k, v; gate, up, down
-    assert model.config.vocab_size == 400 and model.config.tie_word_embeddings
-    memory_mb = (batching_module.RUNTIME_BYTES + weights) // 2**20 + 64
-    expected = ((memory_mb * 2**20 - batching_module.RUNTIME_BYTES - weights) // 2 - fixed) // per_token
+    expected = ((64 << 20) // 2 - fixed) // per_token
     for resident in (1 << 30, 3 << 30):
         machine["resident"] = resident
-        batching = batching_for(ScoringSettings(memory_mb=memory_mb), model)
-        assert batching.tokens == expected and f"mem_mb {memory_mb}" in batching.reason and "counted" in batching.reason
+        batching = batching_for(ScoringSettings(memory_mb=1000 + 64, holds_bytes=1000 << 20), model)
+        assert batching.tokens == expected and "mem_mb 1064" in batching.reason and "counted" in batching.reason
+    # without a count (a training job's dev scoring: the trainer holds more than the scorer), its resident memory
+    batching = batching_for(ScoringSettings(memory_mb=3072 + 64), model)
+    assert batching.tokens == expected and "resident" in batching.reason
+
+
+def test_a_loaded_scorer_counts_the_runtime_and_every_copy_of_its_weights(tiny_lm_dir):
+    """What a scoring job holds besides its batches, as its rule declares it: the runtime and the weights by hand (the tiny
+    Llama: tied embeddings, 2 layers; norms left out, as the rule leaves them), twice for a full fine-tune scored against
+    its base (a DPO-trained method's policy and reference)."""
+    from rerank_audit.models.scoring import load_scorer
+
+    weights = 4 * (400 * 32 + 2 * (2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64))  # float32: embeddings; q, o; k, v; gate, up, down
+    settings = ScoringSettings(memory_mb=4000, dtype="float32", device="cpu")
+    for method, copies in [("zeroshot", 1), ("dpo", 2)]:
+        scorer = load_scorer(method, tiny_lm_dir, base_model=tiny_lm_dir, settings=settings)
+        assert scorer.settings.holds_bytes == batching_module.RUNTIME_BYTES + copies * weights, method
 
 
 def test_a_cache_bounded_budget_keeps_the_memorys_bound_and_caches_prefixes_by_memory(tiny_lm_dir, machine):
@@ -170,8 +182,8 @@ def test_a_rules_declared_memory_gives_its_job_the_planned_budget(tiny_lm_dir, m
     assert parameter_count(config) == sum(p.numel() for p in model.parameters() if p.dim() > 1)  # all but the norms
     machine["cache"] = 1 << 40
     mem_mb = scoring_memory_mb(config, 4, tokens=6000)
-    machine["resident"] = RUNTIME_BYTES + 4 * parameter_count(config)
-    assert 6000 <= batching_for(ScoringSettings(memory_mb=mem_mb), model).tokens <= 6000 + 2**20 // (2 * sum(_tiny_costs(model)[:2]))
+    holds = RUNTIME_BYTES + 4 * parameter_count(config)  # what a loaded scorer counts (test_a_loaded_scorer_counts_...)
+    assert 6000 <= batching_for(ScoringSettings(memory_mb=mem_mb, holds_bytes=holds), model).tokens <= 6000 + 2**20 // (2 * sum(_tiny_costs(model)[:2]))
 
 
 def test_the_bundled_models_scoring_job_declares_4321_mb():

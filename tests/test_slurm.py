@@ -23,7 +23,7 @@ CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 LOCAL_RULES = {"all", "download", "split"}  # the Snakefile's localrules
 SLURM_PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
 # Every job's memory, in both runs: a scoring job sizes its batches and cached prefixes from its mem_mb
-# (less its resident memory), so a local run at the rules' own estimates chunks its masked texts
+# (less its runtime and weights), so a local run at the rules' own estimates chunks its masked texts
 # differently, and float32 sums move (CI: explanation values 2.4e-5 apart).
 MEM_MB = 2000
 SAME_MEMORY = ("--set-resources", *(f"{rule}:mem_mb={MEM_MB}" for rule in SLURM_PROFILE["set-resources"]))

@@ -18,12 +18,13 @@ The budget is sized at run time, never assumed, and the log says what bounded it
 - memory: ``MEMORY_SHARE`` of what the job can still allocate — on a GPU its free memory and
   what torch's allocator holds unused; on the CPU the least of MemAvailable, the cgroup's
   limit less its usage, and the job's own ``memory_mb`` (Snakemake's ``resources.mem_mb``)
-  less what a scoring job holds besides its batches as the rule counts it (the runtime and
-  the weights, :func:`job_holdings`). Counted, not read from the resident memory: that grows
-  with the freed blocks the allocator keeps from earlier batches (a 50-claim explanation job
-  read 1.0 GB at its first call and up to 2.8 GB later, so its prefix store shrank by half as it ran),
-  and it differs by megabytes between runs, so the same job cut its texts into different
-  chunks on a rerun and its floating-point sums moved;
+  less what the job holds besides its batches: for a scoring job counted as its rule counts
+  it (:func:`job_holdings`: the runtime and every copy of the weights, ``ScoringSettings.holds_bytes``),
+  not read from its resident memory, which grows with the freed blocks the allocator keeps
+  from earlier batches and differs by megabytes between runs (so a job's batches shrank as it
+  ran, and the same job cut its texts into other chunks on a rerun, its floating-point sums
+  moving); a training job's dev scoring, which holds the trainer's state, reads its resident
+  memory;
 - on the CPU also speed: the last-level cache over one layer's activations per token, so a
   batch's working set stays in cache.
 
@@ -194,7 +195,7 @@ def batching_for(settings, model) -> Batching:
     """
     cost = TokenCost.of_model(model)
     device = next(model.parameters()).device
-    fits, memory = memory_tokens(model, settings.memory_mb)
+    fits, memory = memory_tokens(model, settings.memory_mb, settings.holds_bytes)
     if settings.batch_size is not None:
         return Batching(rows=int(settings.batch_size), prefix_tokens=max(fits, TOKEN_BOUNDS[0]), reason=f"set; prefixes by {memory}")
     if settings.batch_tokens is not None:
@@ -217,11 +218,12 @@ def batching_for(settings, model) -> Batching:
                     prefix_weight=weight, memory=(bounded[1], cost.prefix_weight_in_memory) if bound else None)
 
 
-def memory_tokens(model, memory_mb: int | None) -> tuple[int, str]:
+def memory_tokens(model, memory_mb: int | None, holds: int | None) -> tuple[int, str]:
     """Tokens of a pass that ``MEMORY_SHARE`` of what the job can still allocate holds (``memory_mb``:
-    the job's ``resources.mem_mb``), and what the log says of it."""
+    the job's ``resources.mem_mb``; ``holds``: bytes it holds besides, see :func:`available_memory`),
+    and what the log says of it."""
     cost = TokenCost.of_model(model)
-    available, source = available_memory(next(model.parameters()).device, memory_mb, holds=job_holdings(model))
+    available, source = available_memory(next(model.parameters()).device, memory_mb, holds)
     usable = MEMORY_SHARE * available
     return cost.tokens_for(usable), f"memory: {_gb(usable)} of {_gb(available)} {source} at {cost.per_budget_token / 1e3:.1f} kB a token"
 
@@ -232,14 +234,9 @@ def generation_batching(model, memory_mb: int | None) -> Batching:
     No CPU-cache bound, unlike scoring: a generation step runs one token a row, so its cost per
     step is mostly fixed and fewer, fuller batches are faster (``bench/rationale.py``).
     """
-    fits, memory = memory_tokens(model, memory_mb)
+    holds = job_holdings(model.config.get_text_config(), next(model.parameters()).element_size())
+    fits, memory = memory_tokens(model, memory_mb, holds)
     return Batching(tokens=min(max(fits, TOKEN_BOUNDS[0]), TOKEN_BOUNDS[1]), reason=f"bounded by {memory}")
-
-
-def job_holdings(model) -> int:
-    """Bytes a scoring job of ``model`` holds besides its batches, as :func:`scoring_memory_mb` counts them: the runtime
-    and one copy of the weights."""
-    return RUNTIME_BYTES + parameter_count(model.config.get_text_config()) * next(model.parameters()).element_size()
 
 
 def token_budget(model, settings=None) -> int:
@@ -267,9 +264,14 @@ def scoring_memory_mb(config: Mapping, element_size: int, tokens: int = PLANNED_
     runtime, and the scorer's bytes for ``tokens`` over ``MEMORY_SHARE`` (the job's budget
     is sized from that share of its memory, so a job given this much scores at ``tokens``).
     """
-    weights = copies * parameter_count(config) * element_size
     working = TokenCost.of(config, element_size).bytes_for(tokens) / MEMORY_SHARE
-    return math.ceil((RUNTIME_BYTES + weights + working) / 2**20)
+    return math.ceil((job_holdings(config, element_size, copies) + working) / 2**20)
+
+
+def job_holdings(config: Mapping | object, element_size: int, copies: int = 1) -> int:
+    """Bytes a scoring job holds besides its batches: the runtime and ``copies`` of the weights of the model of
+    ``config`` (a config or its dict) at ``element_size`` bytes a weight."""
+    return RUNTIME_BYTES + copies * parameter_count(config) * element_size
 
 
 def parameter_count(config: Mapping) -> int:

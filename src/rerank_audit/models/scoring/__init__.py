@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ...methods import method as method_spec
+from ..batching import job_holdings, model_config
 from ..loading import load_tokenizer, pick_device, resolve_dtype
 from ..settings import ScoringSettings
 from .document import ImplicitRewardScorer
@@ -67,10 +68,17 @@ def load_scorer(
     family = import_module(f".{method_spec(method).family}", __name__)
     device = torch.device(settings.device) if settings.device is not None else pick_device()
     dtype = resolve_dtype(settings.dtype, device)
-    logger.info("%s scorer (%s family) on %s as %s: %s", method, method_spec(method).family, device, dtype, settings)
     model_dir = Path(model_dir)
-    if is_adapter_folder(model_dir) and base_model is None:
+    adapter = is_adapter_folder(model_dir)
+    if adapter and base_model is None:
         base_model = adapter_base(model_dir)
+    if settings.holds_bytes is None:
+        # what the job holds besides its batches, counted as its rule counts it, so that it cuts the same batches on
+        # every run: a full fine-tune scored against a reference holds two copies of the weights, an adapter one
+        copies = 2 if method_spec(method).scored_against_reference and not adapter else 1
+        config = model_config(base_model if adapter else model_dir)
+        settings = settings.but(holds_bytes=job_holdings(config, torch.empty(0, dtype=dtype).element_size(), copies))
+    logger.info("%s scorer (%s family) on %s as %s: %s", method, method_spec(method).family, device, dtype, settings)
     tokenizer = load_tokenizer(model_dir if (model_dir / "tokenizer_config.json").is_file() else base_model)
     return family.from_folder(method, model_dir, base_model, tokenizer, device=device, dtype=dtype, beta=beta, template=template, settings=settings)
 
