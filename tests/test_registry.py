@@ -70,11 +70,12 @@ def test_scoring_defaults_are_config_yaml_values():
     assert ScoringSettings.from_config(config, "rerank") == ScoringSettings() == ScoringSettings.from_config(config, "explain")
     assert ScoringSettings().batch_size is None and ScoringSettings().batch_tokens is None  # "auto": sized for the device
     assert PAIRS_PER_CALL == config["explain"]["pairs_per_call"]
-    # memory_mb is the job's resource (Snakemake's mem_mb), never a config key or a rule parameter
+    # memory_mb (Snakemake's mem_mb) and holds_bytes (counted when the scorer loads) are the job's, never a config key
+    # or a rule parameter
     assert {f.name for f in fields(ScoringSettings)} == {"batch_size", "batch_tokens", "max_length", "dtype", "device", "prefix_reuse", "progress",
-                                                         "memory_mb", "attn_implementation", "packing"}
+                                                         "memory_mb", "holds_bytes", "attn_implementation", "packing"}
     assert ScoringSettings().attn_implementation == config["model"]["attn_implementation"] == "auto"
-    assert "memory_mb" not in ScoringSettings().as_dict()
+    assert not {"memory_mb", "holds_bytes"} & set(ScoringSettings(memory_mb=4000, holds_bytes=1 << 30).as_dict())
     fixed = {**config, "rerank": {**config["rerank"], "batch_size": 16, "batch_tokens": 4096}}
     assert ScoringSettings.from_config(fixed) == ScoringSettings(batch_size=16, batch_tokens=4096)
 
