@@ -76,8 +76,12 @@ def load_scorer(
         # what the job holds besides its batches, counted as its rule counts it, so that it cuts the same batches on
         # every run: a full fine-tune scored against a reference holds two copies of the weights, an adapter one
         copies = 2 if method_spec(method).scored_against_reference and not adapter else 1
-        config = model_config(base_model if adapter else model_dir)
-        settings = settings.but(holds_bytes=job_holdings(config, torch.empty(0, dtype=dtype).element_size(), copies))
+        try:
+            config = model_config(base_model if adapter else model_dir)
+        except Exception as error:  # a hub id whose config cannot be fetched here: its resident memory, read at each call
+            logger.warning("%s: no config.json to count the job's weights by (%s); batches follow its resident memory", method, error)
+        else:
+            settings = settings.but(holds_bytes=job_holdings(config, torch.empty(0, dtype=dtype).element_size(), copies))
     logger.info("%s scorer (%s family) on %s as %s: %s", method, method_spec(method).family, device, dtype, settings)
     tokenizer = load_tokenizer(model_dir if (model_dir / "tokenizer_config.json").is_file() else base_model)
     return family.from_folder(method, model_dir, base_model, tokenizer, device=device, dtype=dtype, beta=beta, template=template, settings=settings)
