@@ -18,13 +18,10 @@ The budget is sized at run time, never assumed, and the log says what bounded it
 - memory: ``MEMORY_SHARE`` of what the job can still allocate — on a GPU its free memory and
   what torch's allocator holds unused; on the CPU the least of MemAvailable, the cgroup's
   limit less its usage, and the job's own ``memory_mb`` (Snakemake's ``resources.mem_mb``)
-  less what the job holds besides its batches: for a scoring job counted as its rule counts
-  it (:func:`job_holdings`: the runtime and every copy of the weights, ``ScoringSettings.holds_bytes``),
-  not read from its resident memory, which grows with the freed blocks the allocator keeps
-  from earlier batches and differs by megabytes between runs (so a job's batches shrank as it
-  ran, and the same job cut its texts into other chunks on a rerun, its floating-point sums
-  moving); a training job's dev scoring, which holds the trainer's state, reads its resident
-  memory;
+  less what it holds besides its batches, counted as its rule counts it (:func:`job_holdings`,
+  ``ScoringSettings.holds_bytes``) so that a rerun cuts the same batches (the resident memory
+  grows with the blocks the allocator keeps and differs between runs), or where nothing is
+  counted (a training job's dev scoring, beside the trainer's state) its resident memory;
 - on the CPU also speed: the last-level cache over one layer's activations per token, so a
   batch's working set stays in cache.
 

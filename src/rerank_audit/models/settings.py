@@ -32,8 +32,8 @@ class ScoringSettings:
     (None: the machine's and the cgroup's alone). ``holds_bytes``: what the job holds besides the
     scorer's batches, counted where the scorer is loaded (the runtime and its weights), so that a
     job cuts the same batches on every run; None: this process's resident memory, read at each
-    call (a training job, whose trainer holds more than the scorer). ``attn_implementation``: transformers' attention
-    (``model.attn_implementation``; auto: :func:`rerank_audit.models.loading.resolve_attn_implementation`).
+    call (a training job, whose trainer holds more than the scorer). ``attn_implementation``:
+    transformers' attention (``model.attn_implementation``; auto: :func:`rerank_audit.models.loading.resolve_attn_implementation`).
     ``packing``: padding-free batches, sequences packed into one row (variable-length attention);
     None: where the attention runs them without a dense mask (:func:`rerank_audit.models.scoring.packing.packs`).
     """
@@ -75,8 +75,8 @@ class ScoringSettings:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values, for a Snakemake ``params`` entry (rebuilt with ``ScoringSettings(**d)``); the
-        memory (``memory_mb``, ``holds_bytes``) is left out: a job's resource, it changes no result. ``attn_implementation`` and
-        ``packing`` are left out at their defaults (auto, None), so that adding them re-ran no job."""
+        memory (``memory_mb``, ``holds_bytes``) is left out: a job's resource, it changes no result.
+        ``attn_implementation`` and ``packing`` are left out at their defaults (auto, None), so that adding them re-ran no job."""
         defaults = {"attn_implementation": AUTO, "packing": None}
         return {k: v for k, v in asdict(self).items() if k not in ("memory_mb", "holds_bytes") and not (k in defaults and v == defaults[k])}
 
